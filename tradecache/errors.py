@@ -1,0 +1,104 @@
+"""The error tree of tradecache.
+
+    TradecacheError
+    ├── ConfigError          a configuration key is unknown or has a bad value
+    ├── EventRejected        a message is not applied: .reason (a RejectReason) says why
+    │   ├── PayloadError         the bytes are not a valid message (.field names the culprit)
+    │   └── OrderEventRefused    the order's state machine or identity checks refuse the event
+    ├── StoreUnavailable     Redis is down or timing out (retry later; never ack)
+    └── BusUnavailable       NATS is down
+
+Errors keep their facts as attributes and build their message from them.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RejectReason(StrEnum):
+    """Why a message went to the dead-letter subject (the `Tradecache-Reason` header)."""
+
+    MALFORMED = "malformed"
+    UNKNOWN_TYPE = "unknown_type"
+    WRONG_SUBJECT = "wrong_subject"
+    TRADER_MISMATCH = "trader_mismatch"
+    INVALID_TRANSITION = "invalid_transition"
+    UNKNOWN_ORDER = "unknown_order"
+    INVALID_FIELD = "invalid_field"
+    OVERSIZE = "oversize"
+
+
+class TradecacheError(Exception):
+    """Base of every error tradecache raises on purpose."""
+
+
+class ConfigError(TradecacheError):
+    """A configuration value is missing, unknown or invalid."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{key}: {problem}")
+
+
+class EventRejected(TradecacheError):
+    """A message that will not be applied; it is dead-lettered with `reason`."""
+
+    def __init__(self, reason: RejectReason, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason.value}: {detail}")
+
+
+class PayloadError(EventRejected):
+    """The payload is not a valid message: not msgpack, an unknown type, a missing or bad field.
+
+    `field` is the dotted path of the offending key ("" when the payload as a whole is bad).
+    """
+
+    def __init__(self, reason: RejectReason, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        where = f"field '{field}': " if field else ""
+        super().__init__(reason, f"{where}{problem}")
+
+
+class OrderEventRefused(EventRejected):
+    """An order event the order refuses (bad transition, mismatched ids, overfill, unknown order)."""
+
+    def __init__(self, reason: RejectReason, client_order_id: str, event_type: str, problem: str) -> None:
+        self.client_order_id = client_order_id
+        self.event_type = event_type
+        self.problem = problem
+        super().__init__(reason, f"{event_type} for order '{client_order_id}': {problem}")
+
+
+class StoreUnavailable(TradecacheError):
+    """Redis could not carry out `operation` (connection lost, timeout, read-only replica...)."""
+
+    def __init__(self, operation: str, cause: str) -> None:
+        self.operation = operation
+        self.cause = cause
+        super().__init__(f"Redis unavailable during {operation}: {cause}")
+
+
+class BusUnavailable(TradecacheError):
+    """NATS could not carry out `operation`."""
+
+    def __init__(self, operation: str, cause: str) -> None:
+        self.operation = operation
+        self.cause = cause
+        super().__init__(f"NATS unavailable during {operation}: {cause}")
+
+
+__all__ = [
+    "BusUnavailable",
+    "ConfigError",
+    "EventRejected",
+    "OrderEventRefused",
+    "PayloadError",
+    "RejectReason",
+    "StoreUnavailable",
+    "TradecacheError",
+]

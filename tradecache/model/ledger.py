@@ -1,0 +1,304 @@
+"""The ledger: what storing one message means, as pure logic.
+
+A `Ledger` holds the state of one trader that validation needs (orders, positions, accounts,
+known instruments and the ids already stored) and turns each decoded message into an `Outcome`:
+the `Write`s to make (append an event to a list, set a value, merge a hash, delete), or a
+duplicate, or an `EventRejected`. It applies SPEC section 1's rules of application:
+
+- order events go to their order's list: OrderInitialized creates it, any other event needs it
+  (`unknown_order`) and must pass the order's state machine (`invalid_transition`);
+- an OrderFilled with a position_id also goes to that position's list; a fill that takes an open
+  position through zero is stored as its closing and opening halves (`positions.split_flip`);
+  when the node names the new side itself (`P-` ids) the opening half waits for the
+  PositionOpened that carries the new id;
+- position events are not stored: they are compared with the position rebuilt from the stored
+  fills and a mismatch is reported as `divergence`;
+- an event whose id is already stored for its entity is a duplicate: nothing is written.
+
+Nothing here does I/O. The Redis executors turn `Write`s into commands (`tradecache.cache`).
+A refused message raises before any state changes, so the ledger stays as it was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Final, NamedTuple
+
+from tradecache.errors import EventRejected, OrderEventRefused, RejectReason
+from tradecache.model.accounts import Account
+from tradecache.model.enums import PositionSide
+from tradecache.model.events import (
+    AccountState,
+    OrderEvent,
+    OrderFilled,
+    OrderInitialized,
+    PositionClosed,
+    PositionEvent,
+    PositionOpened,
+    StrategyDeleted,
+    StrategyState,
+    SubmitOrder,
+    SubmitOrderList,
+)
+from tradecache.model.identifiers import ClientOrderId, TraderId
+from tradecache.model.instruments import Instrument
+from tradecache.model.messages import Kind, Message, type_name_of
+from tradecache.model.orders import Order
+from tradecache.model.positions import Position, flips, split_flip
+from tradecache.model.values import Currency, register_currency
+
+# Position ids the node generates itself; a flip gives the new side a fresh one of these.
+NODE_POSITION_ID_PREFIX: Final = "P-"
+
+
+class Collection(StrEnum):
+    """The stored collections of SPEC section 2 (the middle part of each key)."""
+
+    CURRENCIES = "currencies"
+    INSTRUMENTS = "instruments"
+    ACCOUNTS = "accounts"
+    ORDERS = "orders"
+    POSITIONS = "positions"
+    STRATEGIES = "strategies"
+    SUBMIT_ORDER = "commands:submit_order"
+    SUBMIT_ORDER_LIST = "commands:submit_order_list"
+
+
+class WriteOp(StrEnum):
+    APPEND = "append"  # push to the end of a list
+    SET = "set"  # replace a whole value
+    MERGE = "merge"  # set fields of a hash
+    DELETE = "delete"  # remove the key
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One change to the store. `value` is the message (or, for MERGE, the fields to set)."""
+
+    op: WriteOp
+    collection: Collection
+    key: str
+    value: Message | dict[str, bytes] | None = None
+
+
+class Divergence(NamedTuple):
+    position_id: str
+    event_type: str
+    differences: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What applying one message did."""
+
+    kind: Kind
+    writes: list[Write] = field(default_factory=list)
+    duplicate: bool = False
+    divergence: Divergence | None = None
+
+
+class PositionSummary(NamedTuple):
+    """The fields a position event is checked against (SPEC section 1)."""
+
+    side: str
+    quantity: str
+    signed_qty: float
+    avg_px_open: float
+    realized_pnl: str | None
+
+    @classmethod
+    def of(cls, position: Position) -> PositionSummary:
+        pnl = None if position.realized_pnl is None else str(position.realized_pnl)
+        return cls(position.side.name, str(position.quantity), position.signed_qty, position.avg_px_open, pnl)
+
+    @classmethod
+    def published(cls, event: PositionEvent) -> PositionSummary:
+        pnl = None if event.realized_pnl is None else str(event.realized_pnl)
+        return cls(event.side.name, str(event.quantity), event.signed_qty, event.avg_px_open, pnl)
+
+    def differences(self, other: PositionSummary) -> tuple[str, ...]:
+        return tuple(
+            f"{name}: stored {mine!r} != published {theirs!r}"
+            for name, mine, theirs in zip(self._fields, self, other, strict=True)
+            if mine != theirs
+        )
+
+
+class Ledger:
+    """The stored state of one trader, as far as validating the next message needs it."""
+
+    def __init__(self, trader_id: TraderId) -> None:
+        self.trader_id = trader_id
+        self.orders: dict[str, Order] = {}
+        self.positions: dict[str, Position] = {}
+        self.position_fill_ids: dict[str, set[str]] = {}
+        self.accounts: dict[str, Account] = {}
+        self.instruments: dict[str, Instrument] = {}
+        self.command_ids: dict[tuple[Collection, str], str] = {}
+        # After a fill leaves a position FLAT: what its PositionClosed should say.
+        self.closed_summaries: dict[str, PositionSummary] = {}
+        # Opening halves of split fills waiting for the node's PositionOpened to name their id.
+        self.pending_openings: dict[ClientOrderId, OrderFilled] = {}
+
+    # -- entry point ---------------------------------------------------------------------
+
+    def apply(self, message: Message) -> Outcome:
+        """Apply one decoded message. Raises `EventRejected` (and changes nothing) if it is refused."""
+        self._check_trader(message)
+        if isinstance(message, OrderEvent):
+            return self._apply_order_event(message)
+        if isinstance(message, PositionEvent):
+            return self._apply_position_event(message)
+        if isinstance(message, AccountState):
+            return self._apply_account_state(message)
+        if isinstance(message, SubmitOrder):
+            return self._apply_command(Collection.SUBMIT_ORDER, message.client_order_id, message)
+        if isinstance(message, SubmitOrderList):
+            return self._apply_command(Collection.SUBMIT_ORDER_LIST, message.order_list_id, message)
+        if isinstance(message, StrategyState):
+            merge = Write(WriteOp.MERGE, Collection.STRATEGIES, message.strategy_id.value, dict(message.state))
+            return Outcome(Kind.STRATEGY, [merge])
+        if isinstance(message, StrategyDeleted):
+            return Outcome(Kind.STRATEGY, [Write(WriteOp.DELETE, Collection.STRATEGIES, message.strategy_id.value)])
+        if isinstance(message, Currency):
+            register_currency(message)
+            return Outcome(Kind.CURRENCY, [Write(WriteOp.SET, Collection.CURRENCIES, message.code, message)])
+        self.instruments[message.id.value] = message
+        return Outcome(Kind.INSTRUMENT, [Write(WriteOp.SET, Collection.INSTRUMENTS, message.id.value, message)])
+
+    def _check_trader(self, message: Message) -> None:
+        trader_id = getattr(message, "trader_id", None)
+        if trader_id is not None and trader_id != self.trader_id:
+            raise EventRejected(
+                RejectReason.TRADER_MISMATCH,
+                f"{type_name_of(message)} is for trader '{trader_id}', this sidecar serves '{self.trader_id}'",
+            )
+
+    # -- orders --------------------------------------------------------------------------
+
+    def _apply_order_event(self, event: OrderEvent) -> Outcome:
+        key = event.client_order_id.value
+        order = self.orders.get(key)
+        if order is None:
+            if not isinstance(event, OrderInitialized):
+                raise OrderEventRefused(
+                    RejectReason.UNKNOWN_ORDER, key, event.type_name, "no OrderInitialized was stored for it"
+                )
+            self.orders[key] = Order(event)
+            return Outcome(Kind.ORDER, [Write(WriteOp.APPEND, Collection.ORDERS, key, event)])
+        if event.event_id in order.event_ids:
+            return Outcome(Kind.ORDER, duplicate=True)
+        if isinstance(event, OrderFilled) and event.position_id is not None:
+            return self._apply_fill_with_position(order, event)
+        order.apply(event)
+        return Outcome(Kind.ORDER, [Write(WriteOp.APPEND, Collection.ORDERS, key, event)])
+
+    def _apply_fill_with_position(self, order: Order, fill: OrderFilled) -> Outcome:
+        assert fill.position_id is not None
+        position_key = fill.position_id.value
+        position = self.positions.get(position_key)
+        instrument = self.instruments.get(fill.instrument_id.value)
+        stored = self._position_fills(fill, position, instrument)
+        if position is not None and position.is_open and position.is_duplicate(stored[0]):
+            raise EventRejected(
+                RejectReason.INVALID_TRANSITION,
+                f"position '{position_key}' already holds trade '{fill.trade_id}' with the same side, price "
+                "and quantity",
+            )
+        order.apply(fill)  # raises (changing nothing) if the order refuses the fill
+        writes = [Write(WriteOp.APPEND, Collection.ORDERS, order.client_order_id.value, fill)]
+        for half in stored:
+            writes.append(self._store_position_fill(half, instrument))
+        return Outcome(Kind.ORDER, writes)
+
+    def _position_fills(
+        self, fill: OrderFilled, position: Position | None, instrument: Instrument | None
+    ) -> list[OrderFilled]:
+        """The fills to store for `fill` under positions: itself, or the halves of a flip."""
+        if not flips(position, fill):
+            return [fill]
+        assert position is not None
+        assert fill.position_id is not None
+        closing, opening = split_flip(position, fill)
+        if opening is None:
+            return [closing]
+        if fill.position_id.value.startswith(NODE_POSITION_ID_PREFIX):
+            # The node gives the new side an id of its own, published in the next PositionOpened.
+            self.pending_openings[fill.client_order_id] = opening
+            return [closing]
+        return [closing, opening]
+
+    def _store_position_fill(self, fill: OrderFilled, instrument: Instrument | None) -> Write:
+        assert fill.position_id is not None
+        key = fill.position_id.value
+        self.position_fill_ids.setdefault(key, set()).add(fill.event_id)
+        if instrument is not None:
+            position = self.positions.get(key)
+            if position is None:
+                position = self.positions[key] = Position(instrument, fill)
+            else:
+                position.apply(fill)
+            if position.side == PositionSide.FLAT:
+                self.closed_summaries[key] = PositionSummary.of(position)
+        return Write(WriteOp.APPEND, Collection.POSITIONS, key, fill)
+
+    # -- position events -----------------------------------------------------------------
+
+    def _apply_position_event(self, event: PositionEvent) -> Outcome:
+        outcome = Outcome(Kind.POSITION)
+        if isinstance(event, PositionOpened):
+            outcome.writes.extend(self._release_pending_opening(event))
+        key = event.position_id.value
+        expected = (
+            self.closed_summaries.get(key)
+            if isinstance(event, PositionClosed)
+            else (PositionSummary.of(self.positions[key]) if key in self.positions else None)
+        )
+        if expected is None:
+            outcome.divergence = Divergence(key, event.type_name, ("no stored position to compare with",))
+            return outcome
+        differences = expected.differences(PositionSummary.published(event))
+        if differences:
+            outcome.divergence = Divergence(key, event.type_name, differences)
+        return outcome
+
+    def _release_pending_opening(self, event: PositionOpened) -> list[Write]:
+        opening = self.pending_openings.pop(event.opening_order_id, None)
+        if opening is None or opening.order_side != event.entry:
+            return []
+        named = dataclasses.replace(opening, position_id=event.position_id)
+        instrument = self.instruments.get(named.instrument_id.value)
+        return [self._store_position_fill(named, instrument)]
+
+    # -- accounts and commands -------------------------------------------------------------
+
+    def _apply_account_state(self, state: AccountState) -> Outcome:
+        key = state.account_id.value
+        account = self.accounts.get(key)
+        if account is None:
+            self.accounts[key] = Account(state)
+        elif state.event_id in account.event_ids:
+            return Outcome(Kind.ACCOUNT, duplicate=True)
+        else:
+            account.apply(state)
+        return Outcome(Kind.ACCOUNT, [Write(WriteOp.APPEND, Collection.ACCOUNTS, key, state)])
+
+    def _apply_command(self, collection: Collection, key: str, command: SubmitOrder | SubmitOrderList) -> Outcome:
+        if self.command_ids.get((collection, key)) == command.command_id:
+            return Outcome(Kind.COMMAND, duplicate=True)
+        self.command_ids[(collection, key)] = command.command_id
+        return Outcome(Kind.COMMAND, [Write(WriteOp.SET, collection, key, command)])
+
+
+__all__ = [
+    "NODE_POSITION_ID_PREFIX",
+    "Collection",
+    "Divergence",
+    "Ledger",
+    "Outcome",
+    "PositionSummary",
+    "Write",
+    "WriteOp",
+]

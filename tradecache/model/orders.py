@@ -1,0 +1,433 @@
+"""Orders rebuilt from their events (wire-format.md sections 6 and 9).
+
+`Order(init)` builds an order from its OrderInitialized; `order.apply(event)` applies one more
+event or raises `OrderEventRefused` and leaves the order exactly as it was: every check runs
+before the first attribute changes. `replay_order(events)` rebuilds an order from a stored list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Final
+
+from tradecache.errors import OrderEventRefused, RejectReason
+from tradecache.model.enums import (
+    ContingencyType,
+    LiquiditySide,
+    OrderSide,
+    OrderStatus,
+    OrderType,
+    TimeInForce,
+    TriggerType,
+)
+from tradecache.model.events import (
+    OrderAccepted,
+    OrderCanceled,
+    OrderCancelRejected,
+    OrderDenied,
+    OrderEmulated,
+    OrderEvent,
+    OrderExpired,
+    OrderFilled,
+    OrderInitialized,
+    OrderModifyRejected,
+    OrderPendingCancel,
+    OrderPendingUpdate,
+    OrderRejected,
+    OrderReleased,
+    OrderSubmitted,
+    OrderTriggered,
+    OrderUpdated,
+)
+from tradecache.model.identifiers import (
+    AccountId,
+    ClientOrderId,
+    ExecAlgorithmId,
+    InstrumentId,
+    OrderListId,
+    PositionId,
+    StrategyId,
+    TradeId,
+    TraderId,
+    VenueOrderId,
+)
+from tradecache.model.order_fsm import (
+    CLOSED_STATUSES,
+    INFLIGHT_STATUSES,
+    OPEN_STATUSES,
+    PENDING_STATUSES,
+    next_status,
+)
+from tradecache.model.values import Money, Price, Quantity
+
+# The status each event type asks for (OrderFilled decides between two; see `_requested_status`).
+REQUESTED_STATUS: Final[dict[type[OrderEvent], OrderStatus]] = {
+    OrderDenied: OrderStatus.DENIED,
+    OrderEmulated: OrderStatus.EMULATED,
+    OrderReleased: OrderStatus.RELEASED,
+    OrderSubmitted: OrderStatus.SUBMITTED,
+    OrderAccepted: OrderStatus.ACCEPTED,
+    OrderRejected: OrderStatus.REJECTED,
+    OrderCanceled: OrderStatus.CANCELED,
+    OrderExpired: OrderStatus.EXPIRED,
+    OrderTriggered: OrderStatus.TRIGGERED,
+    OrderPendingUpdate: OrderStatus.PENDING_UPDATE,
+    OrderPendingCancel: OrderStatus.PENDING_CANCEL,
+}
+
+# Events that request no status and only leave a pending state, and which pending state.
+_RETURNS_FROM: Final[dict[type[OrderEvent], OrderStatus]] = {
+    OrderModifyRejected: OrderStatus.PENDING_UPDATE,
+    OrderCancelRejected: OrderStatus.PENDING_CANCEL,
+    OrderUpdated: OrderStatus.PENDING_UPDATE,
+}
+
+_CLOSING_EVENTS: Final = (OrderDenied, OrderRejected, OrderCanceled, OrderExpired)
+
+TYPES_WITH_PRICE: Final = frozenset(
+    {
+        OrderType.LIMIT,
+        OrderType.MARKET_TO_LIMIT,
+        OrderType.STOP_LIMIT,
+        OrderType.LIMIT_IF_TOUCHED,
+        OrderType.TRAILING_STOP_LIMIT,
+    }
+)
+TYPES_WITH_TRIGGER: Final = frozenset(
+    {
+        OrderType.STOP_MARKET,
+        OrderType.STOP_LIMIT,
+        OrderType.MARKET_IF_TOUCHED,
+        OrderType.LIMIT_IF_TOUCHED,
+        OrderType.TRAILING_STOP_MARKET,
+        OrderType.TRAILING_STOP_LIMIT,
+    }
+)
+# Only these types have a TRIGGERED status; the others go from ACCEPTED straight to a fill.
+TYPES_THAT_TRIGGER: Final = frozenset({OrderType.STOP_LIMIT, OrderType.TRAILING_STOP_LIMIT, OrderType.LIMIT_IF_TOUCHED})
+
+
+class Order:
+    """An order: its OrderInitialized plus every event applied since."""
+
+    def __init__(self, init: OrderInitialized) -> None:
+        self.trader_id: TraderId = init.trader_id
+        self.strategy_id: StrategyId = init.strategy_id
+        self.instrument_id: InstrumentId = init.instrument_id
+        self.client_order_id: ClientOrderId = init.client_order_id
+        self.venue_order_id: VenueOrderId | None = None
+        self.position_id: PositionId | None = None
+        self.account_id: AccountId | None = None
+        self.last_trade_id: TradeId | None = None
+        self.side: OrderSide = init.order_side
+        self.order_type: OrderType = init.order_type
+        self.quantity: Quantity = init.quantity
+        self.time_in_force: TimeInForce = init.time_in_force
+        self.post_only: bool = init.post_only
+        self.reduce_only: bool = init.reduce_only
+        self.quote_quantity: bool = init.quote_quantity
+        self.options: dict[str, Any] = dict(init.options)
+        self.emulation_trigger: TriggerType = init.emulation_trigger
+        self.trigger_instrument_id: InstrumentId | None = init.trigger_instrument_id
+        self.contingency_type: ContingencyType = init.contingency_type
+        self.order_list_id: OrderListId | None = init.order_list_id
+        self.linked_order_ids: tuple[ClientOrderId, ...] | None = init.linked_order_ids
+        self.parent_order_id: ClientOrderId | None = init.parent_order_id
+        self.exec_algorithm_id: ExecAlgorithmId | None = init.exec_algorithm_id
+        self.exec_algorithm_params: dict[str, Any] | None = init.exec_algorithm_params
+        self.exec_spawn_id: ClientOrderId | None = init.exec_spawn_id
+        self.tags: tuple[str, ...] | None = init.tags
+        self._price: Price | None = init.price if init.order_type in TYPES_WITH_PRICE else None
+        self._trigger_price: Price | None = init.trigger_price if init.order_type in TYPES_WITH_TRIGGER else None
+        self.status: OrderStatus = OrderStatus.INITIALIZED
+        self.previous_status: OrderStatus = OrderStatus.INITIALIZED
+        self.filled_qty: Quantity = Quantity.zero(init.quantity.precision)
+        self.leaves_qty: Quantity = init.quantity
+        self.avg_px: float = 0.0
+        self.liquidity_side: LiquiditySide = LiquiditySide.NO_LIQUIDITY_SIDE
+        self.is_triggered: bool = False
+        self.commissions_by_code: dict[str, Money] = {}
+        self.trade_ids: list[TradeId] = []
+        self.venue_order_ids: list[VenueOrderId] = []
+        self.events: list[OrderEvent] = [init]
+        self.init_id: str = init.event_id
+        self.ts_init: int = init.ts_init
+        self.ts_last: int = init.ts_event
+        self.ts_submitted: int = 0
+        self.ts_accepted: int = 0
+        self.ts_triggered: int = 0
+        self.ts_closed: int = 0
+
+    # -- attributes only some order types have --------------------------------------------
+
+    @property
+    def price(self) -> Price | None:
+        if self.order_type not in TYPES_WITH_PRICE:
+            raise AttributeError(f"a {self.order_type.name} order has no price")
+        return self._price
+
+    @property
+    def trigger_price(self) -> Price | None:
+        if self.order_type not in TYPES_WITH_TRIGGER:
+            raise AttributeError(f"a {self.order_type.name} order has no trigger_price")
+        return self._trigger_price
+
+    @property
+    def has_price(self) -> bool:
+        return self.order_type in TYPES_WITH_PRICE
+
+    @property
+    def has_trigger_price(self) -> bool:
+        return self.order_type in TYPES_WITH_TRIGGER
+
+    # -- derived flags -------------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self.emulation_trigger == TriggerType.NO_TRIGGER and self.status in OPEN_STATUSES
+
+    @property
+    def is_closed(self) -> bool:
+        return self.status in CLOSED_STATUSES
+
+    @property
+    def is_inflight(self) -> bool:
+        return self.status in INFLIGHT_STATUSES
+
+    @property
+    def is_emulated(self) -> bool:
+        return self.status == OrderStatus.EMULATED
+
+    @property
+    def event_count(self) -> int:
+        return len(self.events)
+
+    @property
+    def last_event(self) -> OrderEvent:
+        return self.events[-1]
+
+    @property
+    def init_event(self) -> OrderInitialized:
+        first = self.events[0]
+        assert isinstance(first, OrderInitialized)
+        return first
+
+    @property
+    def event_ids(self) -> set[str]:
+        return {event.event_id for event in self.events}
+
+    def commissions(self) -> list[Money]:
+        return list(self.commissions_by_code.values())
+
+    def __repr__(self) -> str:
+        return (
+            f"Order({self.client_order_id.value}, {self.order_type.name} {self.side.name} "
+            f"{self.quantity}, status={self.status.name})"
+        )
+
+    # -- applying events -----------------------------------------------------------------
+
+    def apply(self, event: OrderEvent) -> None:
+        """Apply one event. Raises `OrderEventRefused` and changes nothing if the order refuses it."""
+        self._check_identity(event)
+        if isinstance(event, OrderInitialized):
+            self._apply_initialized(event)
+            return
+        status = self._status_after(event)
+        if isinstance(event, OrderFilled):
+            self._check_fill(event)
+        elif isinstance(event, OrderUpdated):
+            self._check_update(event)
+        # Nothing below this line may raise.
+        before = self.status
+        self.status = status
+        if before not in PENDING_STATUSES:
+            self.previous_status = before
+        self._apply_fields(event)
+        self.events.append(event)
+        self.ts_last = event.ts_event
+
+    def _refuse(self, event: OrderEvent, problem: str, reason: RejectReason) -> OrderEventRefused:
+        return OrderEventRefused(reason, self.client_order_id.value, event.type_name, problem)
+
+    def _check_identity(self, event: OrderEvent) -> None:
+        if event.client_order_id != self.client_order_id:
+            raise self._refuse(
+                event,
+                f"event is for client order id '{event.client_order_id}'",
+                RejectReason.INVALID_FIELD,
+            )
+        if (
+            self.venue_order_id is not None
+            and event.venue_order_id is not None
+            and event.venue_order_id != self.venue_order_id
+            and not isinstance(event, OrderUpdated)
+        ):
+            raise self._refuse(
+                event,
+                f"venue_order_id '{event.venue_order_id}' differs from the order's '{self.venue_order_id}'",
+                RejectReason.INVALID_FIELD,
+            )
+
+    def _status_after(self, event: OrderEvent) -> OrderStatus:
+        kwargs = {"client_order_id": self.client_order_id.value, "event_type": event.type_name}
+        if isinstance(event, OrderFilled):
+            filled = self.filled_qty.raw + event.last_qty.raw
+            requested = OrderStatus.PARTIALLY_FILLED if filled < self.quantity.raw else OrderStatus.FILLED
+            return next_status(self.status, requested, **kwargs)
+        if isinstance(event, OrderTriggered) and self.order_type not in TYPES_THAT_TRIGGER:
+            raise self._refuse(
+                event, f"a {self.order_type.name} order cannot be triggered", RejectReason.INVALID_TRANSITION
+            )
+        requested_status = REQUESTED_STATUS.get(type(event))
+        if requested_status is not None:
+            return next_status(self.status, requested_status, **kwargs)
+        pending = _RETURNS_FROM.get(type(event))
+        if pending is not None and self.status == pending:
+            return next_status(self.status, self.previous_status, **kwargs)
+        return self.status
+
+    def _check_fill(self, fill: OrderFilled) -> None:
+        if self.venue_order_id is not None and fill.trade_id in self.trade_ids:
+            raise self._refuse(fill, f"trade_id '{fill.trade_id}' was already applied", RejectReason.INVALID_TRANSITION)
+        if self.filled_qty.raw + fill.last_qty.raw > self.quantity.raw:
+            raise self._refuse(
+                fill,
+                f"overfill: filled {self.filled_qty} + last_qty {fill.last_qty} exceeds quantity {self.quantity}",
+                RejectReason.INVALID_TRANSITION,
+            )
+        if self.order_type in (OrderType.MARKET_TO_LIMIT, OrderType.TRAILING_STOP_LIMIT) and self._price is None:
+            raise self._refuse(
+                fill,
+                f"a {self.order_type.name} order without a price cannot be filled (set it by OrderUpdated)",
+                RejectReason.INVALID_TRANSITION,
+            )
+
+    def _check_update(self, update: OrderUpdated) -> None:
+        if update.quantity.raw < self.filled_qty.raw:
+            raise self._refuse(
+                update,
+                f"new quantity {update.quantity} is below the filled quantity {self.filled_qty}",
+                RejectReason.INVALID_FIELD,
+            )
+
+    def _apply_fields(self, event: OrderEvent) -> None:
+        if isinstance(event, OrderFilled):
+            self._apply_fill(event)
+        elif isinstance(event, OrderUpdated):
+            self._apply_update(event)
+        elif isinstance(event, _CLOSING_EVENTS):
+            self.ts_closed = event.ts_event
+        elif isinstance(event, OrderReleased):
+            self.emulation_trigger = TriggerType.NO_TRIGGER
+        elif isinstance(event, OrderSubmitted):
+            self.account_id = event.account_id
+            self.ts_submitted = event.ts_event
+        elif isinstance(event, OrderAccepted):
+            self.venue_order_id = event.venue_order_id
+            self.ts_accepted = event.ts_event
+        elif isinstance(event, OrderTriggered):
+            self.is_triggered = True
+            self.ts_triggered = event.ts_event
+
+    def _apply_update(self, update: OrderUpdated) -> None:
+        if self.order_type != OrderType.MARKET:
+            if (
+                self.venue_order_id is not None
+                and update.venue_order_id is not None
+                and update.venue_order_id != self.venue_order_id
+            ):
+                self.venue_order_ids.append(self.venue_order_id)
+                self.venue_order_id = update.venue_order_id
+            if self.order_type in TYPES_WITH_PRICE and update.price is not None:
+                self._price = update.price
+            if self.order_type in TYPES_WITH_TRIGGER and update.trigger_price is not None:
+                self._trigger_price = update.trigger_price
+        self.quantity = update.quantity
+        self.leaves_qty = Quantity(update.quantity.raw - self.filled_qty.raw, update.quantity.precision)
+
+    def _apply_fill(self, fill: OrderFilled) -> None:
+        if self.status == OrderStatus.FILLED:
+            self.ts_closed = fill.ts_event
+        self.venue_order_id = fill.venue_order_id
+        self.position_id = fill.position_id
+        self.strategy_id = fill.strategy_id
+        self.trade_ids.append(fill.trade_id)
+        self.last_trade_id = fill.trade_id
+        if not self.ts_accepted:
+            self.ts_accepted = fill.ts_event
+        precision = fill.last_qty.precision
+        self.filled_qty = Quantity(self.filled_qty.raw + fill.last_qty.raw, precision)
+        self.leaves_qty = Quantity(self.quantity.raw - self.filled_qty.raw, precision)
+        last_px = fill.last_px.as_double()
+        if self.avg_px == 0.0:
+            self.avg_px = last_px
+        else:
+            total = self.filled_qty.as_double()
+            qty = fill.last_qty.as_double()
+            self.avg_px = (self.avg_px * (total - qty) + last_px * qty) / total
+        self.liquidity_side = fill.liquidity_side
+        code = fill.commission.currency.code
+        previous = self.commissions_by_code.get(code)
+        running = (previous.as_double() if previous is not None else 0.0) + fill.commission.as_double()
+        self.commissions_by_code[code] = Money.from_double_in(running, fill.commission.currency)
+
+    def _apply_initialized(self, init: OrderInitialized) -> None:
+        """A later OrderInitialized: the emulator released the order as a new MARKET or LIMIT order."""
+        if self.event_count < 2:
+            # Nothing happened since the first one: kept as an event, the order stays as it is.
+            self.events.append(init)
+            return
+        if init.order_type not in (OrderType.MARKET, OrderType.LIMIT):
+            raise self._refuse(
+                init,
+                f"an order can only be transformed into MARKET or LIMIT, not {init.order_type.name}",
+                RejectReason.INVALID_TRANSITION,
+            )
+        self._transform(init)
+
+    def _transform(self, init: OrderInitialized) -> None:
+        if init.order_type == OrderType.MARKET:
+            self.options = {}
+            self._price = None
+            if self.time_in_force == TimeInForce.GTD:
+                self.time_in_force = TimeInForce.GTC
+        else:
+            kept: dict[str, Any] = {
+                key: self.options[key] for key in ("display_qty", "expire_time_ns") if key in self.options
+            }
+            self.options = {"price": init.options.get("price"), **kept}
+            self._price = init.price
+        self.order_type = init.order_type
+        self._trigger_price = None
+        self.emulation_trigger = TriggerType.NO_TRIGGER
+        self.status = OrderStatus.INITIALIZED
+        self.previous_status = OrderStatus.INITIALIZED
+        self.filled_qty = Quantity.zero(self.quantity.precision)
+        self.leaves_qty = self.quantity
+        self.avg_px = 0.0
+        self.events.append(init)
+        self.ts_init = init.ts_init
+        self.ts_last = init.ts_event
+
+
+def replay_order(events: Iterable[OrderEvent]) -> Order:
+    """Rebuild an order from its stored events, first an OrderInitialized. Refused events raise."""
+    iterator = iter(events)
+    first = next(iterator, None)
+    if not isinstance(first, OrderInitialized):
+        raise ValueError("an order's first event must be an OrderInitialized")
+    order = Order(first)
+    for event in iterator:
+        order.apply(event)
+    return order
+
+
+__all__ = [
+    "REQUESTED_STATUS",
+    "TYPES_THAT_TRIGGER",
+    "TYPES_WITH_PRICE",
+    "TYPES_WITH_TRIGGER",
+    "Order",
+    "replay_order",
+]

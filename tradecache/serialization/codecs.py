@@ -1,0 +1,238 @@
+"""Field codecs: one wire value <-> one model value, with the error that names the field.
+
+A `Codec` is a pair of plain functions. `decode(value, path)` checks the wire value and returns
+the model value, raising `PayloadError(invalid_field, path, problem)`; `encode(value, ts_as_str)`
+returns the wire value. Message schemas (`schemas.py`) are lists of `Field`s built from these.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from enum import IntEnum
+from typing import Any, NamedTuple, TypeVar
+
+from tradecache.errors import PayloadError, RejectReason
+from tradecache.model.identifiers import Identifier
+from tradecache.model.values import Currency, Money, Price, Quantity, currency_or_inferred
+
+T = TypeVar("T")
+E = TypeVar("E", bound=IntEnum)
+
+MAX_TIMESTAMP = 2**64 - 1  # timestamps are uint64 nanoseconds on the node
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
+
+Decoder = Callable[[Any, str], Any]
+Encoder = Callable[[Any, bool], Any]
+
+
+class Codec(NamedTuple):
+    decode: Decoder
+    encode: Encoder
+
+
+class Field(NamedTuple):
+    """A key of a message: its codec, and whether the key may be absent (then `default` is used)."""
+
+    key: str
+    codec: Codec
+    may_be_absent: bool = False
+    default: Any = None
+
+
+def invalid(path: str, problem: str) -> PayloadError:
+    return PayloadError(RejectReason.INVALID_FIELD, path, problem)
+
+
+def _type_name(value: object) -> str:
+    return "nil" if value is None else type(value).__name__
+
+
+def _same(value: Any, ts_as_str: bool) -> Any:
+    return value
+
+
+def _decode_str(value: Any, path: str) -> str:
+    if not isinstance(value, str):
+        raise invalid(path, f"expected a string, got {_type_name(value)}")
+    return value
+
+
+def _decode_bool(value: Any, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise invalid(path, f"expected a boolean, got {_type_name(value)}")
+    return value
+
+
+def _decode_int(value: Any, path: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise invalid(path, f"expected an integer, got {_type_name(value)}")
+    return value
+
+
+def _decode_float(value: Any, path: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise invalid(path, f"expected a number, got {_type_name(value)}")
+    return float(value)
+
+
+def _decode_map(value: Any, path: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise invalid(path, f"expected a map, got {_type_name(value)}")
+    return value
+
+
+def _decode_timestamp(value: Any, path: str) -> int:
+    if isinstance(value, str):
+        if not (value.isdigit() and value.isascii()):
+            raise invalid(path, f"timestamp {value!r} is not a string of digits (nanoseconds)")
+        number = int(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        raise invalid(path, f"expected nanoseconds as a string or integer, got {_type_name(value)}")
+    if not 0 <= number <= MAX_TIMESTAMP:
+        raise invalid(path, f"timestamp {number} is outside 0..2^64-1 nanoseconds")
+    return number
+
+
+def _encode_timestamp(value: int, ts_as_str: bool) -> int | str:
+    return str(value) if ts_as_str else value
+
+
+def _decode_uuid(value: Any, path: str) -> str:
+    text = _decode_str(value, path)
+    if not _UUID.match(text):
+        raise invalid(path, f"{text!r} is not a UUID")
+    return text
+
+
+def _decode_price(value: Any, path: str) -> Price:
+    try:
+        return Price.from_str(value)
+    except ValueError as exc:
+        raise invalid(path, str(exc)) from None
+
+
+def _decode_quantity(value: Any, path: str) -> Quantity:
+    try:
+        return Quantity.from_str(value)
+    except ValueError as exc:
+        raise invalid(path, str(exc)) from None
+
+
+def _decode_money(value: Any, path: str) -> Money:
+    try:
+        return Money.parse(value)
+    except ValueError as exc:
+        raise invalid(path, str(exc)) from None
+
+
+def _decode_currency(value: Any, path: str) -> Currency:
+    code = _decode_str(value, path)
+    if not code or " " in code:
+        raise invalid(path, f"{code!r} is not a currency code")
+    return currency_or_inferred(code, 8)
+
+
+def _encode_str_form(value: Any, ts_as_str: bool) -> str:
+    return str(value)
+
+
+def _encode_currency(value: Currency, ts_as_str: bool) -> str:
+    return value.code
+
+
+def _decode_str_list(value: Any, path: str) -> tuple[str, ...]:
+    # NautilusTrader also reads a comma-joined string here.
+    if isinstance(value, str):
+        return tuple(part for part in value.split(",") if part)
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise invalid(path, f"expected a list of strings, got {_type_name(value)}")
+    return tuple(value)
+
+
+def _encode_list(value: tuple[Any, ...], ts_as_str: bool) -> list[Any]:
+    return list(value)
+
+
+TEXT = Codec(_decode_str, _same)
+BOOL = Codec(_decode_bool, _same)
+INT = Codec(_decode_int, _same)
+FLOAT = Codec(_decode_float, _same)
+MAP = Codec(_decode_map, _same)
+TIMESTAMP = Codec(_decode_timestamp, _encode_timestamp)
+UUID = Codec(_decode_uuid, _same)
+PRICE = Codec(_decode_price, _encode_str_form)
+QUANTITY = Codec(_decode_quantity, _encode_str_form)
+MONEY = Codec(_decode_money, _encode_str_form)
+CURRENCY = Codec(_decode_currency, _encode_currency)
+STR_LIST = Codec(_decode_str_list, _encode_list)
+
+
+def identifier(kind: type[Identifier]) -> Codec:
+    def decode(value: Any, path: str) -> Identifier:
+        if not isinstance(value, str):
+            raise invalid(path, f"expected a string, got {_type_name(value)}")
+        try:
+            return kind(value)
+        except ValueError as exc:
+            raise invalid(path, str(exc)) from None
+
+    return Codec(decode, _encode_str_form)
+
+
+def identifier_list(kind: type[Identifier]) -> Codec:
+    item = identifier(kind)
+
+    def decode(value: Any, path: str) -> tuple[Identifier, ...]:
+        return tuple(item.decode(text, f"{path}[{i}]") for i, text in enumerate(_decode_str_list(value, path)))
+
+    return Codec(decode, lambda value, ts_as_str: [str(v) for v in value])
+
+
+def enum(kind: type[E]) -> Codec:
+    members = kind.__members__
+
+    def decode(value: Any, path: str) -> E:
+        member = members.get(value) if isinstance(value, str) else None
+        if member is None:
+            raise invalid(path, f"{value!r} is not a {kind.__name__} (one of {', '.join(members)})")
+        return member
+
+    return Codec(decode, lambda value, ts_as_str: value.name)
+
+
+def optional(codec: Codec) -> Codec:
+    """The same codec, with nil allowed (decoded as None)."""
+
+    def decode(value: Any, path: str) -> Any:
+        return None if value is None else codec.decode(value, path)
+
+    def encode(value: Any, ts_as_str: bool) -> Any:
+        return None if value is None else codec.encode(value, ts_as_str)
+
+    return Codec(decode, encode)
+
+
+__all__ = [
+    "BOOL",
+    "CURRENCY",
+    "FLOAT",
+    "INT",
+    "MAP",
+    "MONEY",
+    "PRICE",
+    "QUANTITY",
+    "STR_LIST",
+    "TEXT",
+    "TIMESTAMP",
+    "UUID",
+    "Codec",
+    "Field",
+    "enum",
+    "identifier",
+    "identifier_list",
+    "invalid",
+    "optional",
+]

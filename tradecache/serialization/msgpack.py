@@ -1,0 +1,429 @@
+"""MsgPackSerializer: wire bytes <-> model objects, NautilusTrader's msgpack format.
+
+`deserialize(data)` decodes, validates every field and returns the model object; anything wrong
+raises `PayloadError` whose `.reason` is `malformed` (not msgpack, not a map, no `type`, a
+required key missing), `unknown_type` or `invalid_field`, and whose message names the field.
+`serialize(obj)` writes the map back in NautilusTrader's key order; with `timestamps_as_str`
+the top-level `ts_*` values are decimal strings (19-digit nanoseconds stay exact).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+from tradecache.errors import PayloadError, RejectReason
+from tradecache.model.enums import (
+    ContingencyType,
+    CurrencyType,
+    OrderSide,
+    OrderType,
+    TrailingOffsetType,
+    TriggerType,
+)
+from tradecache.model.events import (
+    AccountBalance,
+    AccountState,
+    MarginBalance,
+    OrderEvent,
+    OrderFilled,
+    OrderInitialized,
+    PositionEvent,
+    StrategyDeleted,
+    StrategyState,
+    SubmitOrder,
+    SubmitOrderList,
+)
+from tradecache.model.identifiers import InstrumentId
+from tradecache.model.instruments import (
+    COMMON_INSTRUMENT_KEYS,
+    INSTRUMENT_TYPES,
+    Instrument,
+    instrument_class,
+)
+from tradecache.model.messages import Message
+from tradecache.model.values import Currency, Money
+from tradecache.serialization import codecs
+from tradecache.serialization.codecs import Field, invalid
+from tradecache.serialization.schemas import (
+    ACCOUNT_STATE_FIELDS,
+    CURRENCY_FIELDS,
+    ORDER_SCHEMAS,
+    POSITION_SCHEMAS,
+    STRATEGY_STATE_FIELDS,
+    SUBMIT_ORDER_FIELDS,
+    SUBMIT_ORDER_LIST_FIELDS,
+    Schema,
+)
+
+_SCHEMAS: dict[str, Schema] = {**ORDER_SCHEMAS, **POSITION_SCHEMAS}
+_PRICE_OPTIONS = ("price", "trigger_price", "activation_price")
+_NEEDS_PRICE = frozenset({OrderType.LIMIT, OrderType.STOP_LIMIT, OrderType.LIMIT_IF_TOUCHED})
+_NEEDS_TRIGGER = frozenset(
+    {OrderType.STOP_MARKET, OrderType.MARKET_IF_TOUCHED, OrderType.STOP_LIMIT, OrderType.LIMIT_IF_TOUCHED}
+)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def decode_fields(fields: tuple[Field, ...], data: dict[str, Any], path: str = "") -> dict[str, Any]:
+    """Decode the keys `fields` names from `data` into keyword arguments for a model class."""
+    values: dict[str, Any] = {}
+    for field in fields:
+        key = field.key
+        if key in data:
+            values[key] = field.codec.decode(data[key], _join(path, key))
+        elif field.may_be_absent:
+            values[key] = field.default
+        else:
+            raise PayloadError(RejectReason.MALFORMED, _join(path, key), "required field is missing")
+    return values
+
+
+def encode_fields(fields: tuple[Field, ...], obj: Any, out: dict[str, Any], ts_as_str: bool) -> None:
+    for field in fields:
+        out[field.key] = field.codec.encode(getattr(obj, field.key), ts_as_str)
+
+
+def _to_timestamp_str(data: dict[str, Any]) -> dict[str, Any]:
+    """Top-level `ts_*` integers as strings (the nested maps keep their integers)."""
+    return {
+        key: str(value) if key.startswith("ts_") and isinstance(value, int) and not isinstance(value, bool) else value
+        for key, value in data.items()
+    }
+
+
+class MsgPackSerializer:
+    """Encode and decode messages in NautilusTrader's msgpack wire format."""
+
+    def __init__(self, timestamps_as_str: bool = True) -> None:
+        self.timestamps_as_str = timestamps_as_str
+
+    # -- bytes ---------------------------------------------------------------------------
+
+    def deserialize(self, data: bytes) -> Message:
+        """Decode one message. Raises `PayloadError` naming the field and the problem."""
+        return self.from_map(unpack(data))
+
+    def serialize(self, obj: Message) -> bytes:
+        packed: bytes = msgpack.packb(self.to_map(obj), use_bin_type=True)
+        return packed
+
+    def deserialize_instrument(self, data: bytes) -> Instrument:
+        """Decode an instrument of any type, known or not."""
+        return decode_instrument(unpack(data))
+
+    # -- maps ----------------------------------------------------------------------------
+
+    def from_map(self, data: dict[str, Any]) -> Message:
+        type_name = data.get("type")
+        if not isinstance(type_name, str):
+            raise PayloadError(RejectReason.MALFORMED, "type", "missing or not a string")
+        schema = _SCHEMAS.get(type_name)
+        if schema is not None:
+            return _decode_schema(schema, data)
+        decoder = _SPECIAL_DECODERS.get(type_name)
+        if decoder is not None:
+            return decoder(data)
+        if type_name in INSTRUMENT_TYPES or looks_like_instrument(data):
+            return decode_instrument(data)
+        raise PayloadError(RejectReason.UNKNOWN_TYPE, "type", f"unknown message type {type_name!r}")
+
+    def to_map(self, obj: Message, *, top_level: bool = True) -> dict[str, Any]:
+        ts_as_str = self.timestamps_as_str and top_level
+        if isinstance(obj, Instrument):
+            return _to_timestamp_str(obj.data) if ts_as_str else dict(obj.data)
+        if isinstance(obj, Currency):
+            return encode_currency(obj)
+        out: dict[str, Any] = {"type": obj.type_name}
+        if isinstance(obj, (OrderEvent, PositionEvent)):
+            encode_fields(_SCHEMAS[obj.type_name].fields, obj, out, ts_as_str)
+        elif isinstance(obj, AccountState):
+            _encode_account_state(obj, out, ts_as_str)
+        elif isinstance(obj, SubmitOrder):
+            _encode_submit_order(self, obj, out, ts_as_str)
+        elif isinstance(obj, SubmitOrderList):
+            _encode_submit_order_list(self, obj, out, ts_as_str)
+        elif isinstance(obj, StrategyState):
+            encode_fields(STRATEGY_STATE_FIELDS[:2], obj, out, ts_as_str)
+            out["state"] = dict(obj.state)
+            encode_fields(STRATEGY_STATE_FIELDS[2:], obj, out, ts_as_str)
+        elif isinstance(obj, StrategyDeleted):
+            encode_fields(STRATEGY_STATE_FIELDS, obj, out, ts_as_str)
+        else:
+            raise TypeError(f"cannot serialize {type(obj).__name__}")
+        return out
+
+
+def unpack(data: bytes) -> dict[str, Any]:
+    """Unpack msgpack bytes into a map with string keys, or raise PayloadError(malformed)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise PayloadError(RejectReason.MALFORMED, "", f"expected bytes, got {type(data).__name__}")
+    try:
+        decoded = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        # UnicodeDecodeError (a ValueError) lands here too: strings must be UTF-8.
+        raise PayloadError(RejectReason.MALFORMED, "", f"not valid msgpack: {exc}") from None
+    except RecursionError:
+        raise PayloadError(RejectReason.MALFORMED, "", "msgpack nesting is too deep") from None
+    if not isinstance(decoded, dict):
+        raise PayloadError(RejectReason.MALFORMED, "", f"expected a msgpack map, got {type(decoded).__name__}")
+    return decoded
+
+
+def _decode_schema(schema: Schema, data: dict[str, Any]) -> Message:
+    obj: Message = schema.cls(**decode_fields(schema.fields, data))
+    if isinstance(obj, OrderInitialized):
+        check_order_initialized(obj, "")
+    elif isinstance(obj, OrderFilled) and not obj.last_qty.is_positive():
+        raise invalid("last_qty", f"a fill's quantity must be positive, got {obj.last_qty}")
+    return obj
+
+
+# -- OrderInitialized rules ------------------------------------------------------------------
+
+
+def check_order_initialized(init: OrderInitialized, path: str) -> None:
+    """Rules beyond field types: positive quantity, a side, options that fit the order type."""
+    if init.order_side == OrderSide.NO_ORDER_SIDE:
+        raise invalid(_join(path, "order_side"), "an order needs a side (BUY or SELL)")
+    if not init.quantity.is_positive():
+        raise invalid(_join(path, "quantity"), f"must be positive, got {init.quantity}")
+    if init.contingency_type != ContingencyType.NO_CONTINGENCY and not init.linked_order_ids:
+        raise invalid(_join(path, "linked_order_ids"), f"required for contingency {init.contingency_type.name}")
+    if init.exec_algorithm_id is not None and init.exec_spawn_id is None:
+        raise invalid(_join(path, "exec_spawn_id"), "required when exec_algorithm_id is set")
+    _check_options(init.options, init.order_type, _join(path, "options"))
+
+
+def _check_options(options: dict[str, Any], order_type: OrderType, path: str) -> None:
+    for key in _PRICE_OPTIONS:
+        codecs.optional(codecs.PRICE).decode(options.get(key), _join(path, key))
+    codecs.optional(codecs.QUANTITY).decode(options.get("display_qty"), _join(path, "display_qty"))
+    if options.get("trigger_type") is not None:
+        codecs.enum(TriggerType).decode(options["trigger_type"], _join(path, "trigger_type"))
+    if options.get("trailing_offset_type") is not None:
+        codecs.enum(TrailingOffsetType).decode(options["trailing_offset_type"], _join(path, "trailing_offset_type"))
+    for key in ("trailing_offset", "limit_offset"):
+        if options.get(key) is not None:
+            codecs.PRICE.decode(options[key], _join(path, key))
+    if options.get("expire_time_ns") is not None:
+        codecs.INT.decode(options["expire_time_ns"], _join(path, "expire_time_ns"))
+    if order_type in _NEEDS_PRICE and options.get("price") is None:
+        raise invalid(_join(path, "price"), f"a {order_type.name} order needs a price")
+    if order_type in _NEEDS_TRIGGER and options.get("trigger_price") is None:
+        raise invalid(_join(path, "trigger_price"), f"a {order_type.name} order needs a trigger_price")
+
+
+def _decode_nested_order(value: Any, path: str) -> OrderInitialized:
+    if not isinstance(value, dict):
+        raise invalid(path, f"expected an OrderInitialized map, got {type(value).__name__}")
+    if value.get("type") != "OrderInitialized":
+        raise invalid(_join(path, "type"), "expected 'OrderInitialized'")
+    init = OrderInitialized(**decode_fields(ORDER_SCHEMAS["OrderInitialized"].fields, value, path))
+    check_order_initialized(init, path)
+    return init
+
+
+# -- composite messages --------------------------------------------------------------------
+
+
+def _decode_account_state(data: dict[str, Any]) -> AccountState:
+    values = decode_fields(ACCOUNT_STATE_FIELDS, data)
+    balances = data.get("balances")
+    if not isinstance(balances, list) or not balances:
+        raise invalid("balances", "expected a non-empty list of AccountBalance maps")
+    margins = data.get("margins", [])
+    if not isinstance(margins, list):
+        raise invalid("margins", "expected a list of MarginBalance maps")
+    values["balances"] = tuple(_decode_balance(item, f"balances[{i}]") for i, item in enumerate(balances))
+    values["margins"] = tuple(_decode_margin(item, f"margins[{i}]") for i, item in enumerate(margins))
+    return AccountState(**values)
+
+
+def _map_with_currency(value: Any, path: str) -> tuple[dict[str, Any], str]:
+    if not isinstance(value, dict):
+        raise invalid(path, f"expected a map, got {type(value).__name__}")
+    code = value.get("currency")
+    if not isinstance(code, str) or not code:
+        raise invalid(_join(path, "currency"), "expected a currency code")
+    return value, code
+
+
+def _amount(data: dict[str, Any], key: str, code: str, path: str) -> Money:
+    if key not in data:
+        raise PayloadError(RejectReason.MALFORMED, _join(path, key), "required field is missing")
+    try:
+        return Money.from_amount_str(data[key], code)
+    except ValueError as exc:
+        raise invalid(_join(path, key), str(exc)) from None
+
+
+def _decode_balance(value: Any, path: str) -> AccountBalance:
+    data, code = _map_with_currency(value, path)
+    total, locked, free = (_amount(data, key, code, path) for key in ("total", "locked", "free"))
+    if total.raw - locked.raw != free.raw:
+        raise invalid(path, f"total {total} - locked {locked} != free {free}")
+    return AccountBalance(total, locked, free)
+
+
+def _decode_margin(value: Any, path: str) -> MarginBalance:
+    data, code = _map_with_currency(value, path)
+    initial = _amount(data, "initial", code, path)
+    maintenance = _amount(data, "maintenance", code, path)
+    instrument_id = codecs.optional(codecs.identifier(InstrumentId)).decode(
+        data.get("instrument_id"), _join(path, "instrument_id")
+    )
+    return MarginBalance(initial, maintenance, instrument_id)
+
+
+def _encode_account_state(state: AccountState, out: dict[str, Any], ts_as_str: bool) -> None:
+    encode_fields(ACCOUNT_STATE_FIELDS[:3], state, out, ts_as_str)
+    out["balances"] = [
+        {
+            "type": "AccountBalance",
+            "total": b.total.amount_str(),
+            "locked": b.locked.amount_str(),
+            "free": b.free.amount_str(),
+            "currency": b.currency.code,
+        }
+        for b in state.balances
+    ]
+    out["margins"] = [
+        {
+            "type": "MarginBalance",
+            "initial": m.initial.amount_str(),
+            "maintenance": m.maintenance.amount_str(),
+            "currency": m.currency.code,
+            "instrument_id": None if m.instrument_id is None else m.instrument_id.value,
+        }
+        for m in state.margins
+    ]
+    encode_fields(ACCOUNT_STATE_FIELDS[3:], state, out, ts_as_str)
+
+
+def _decode_submit_order(data: dict[str, Any]) -> SubmitOrder:
+    values = decode_fields(SUBMIT_ORDER_FIELDS, data)
+    if "order" not in data:
+        raise PayloadError(RejectReason.MALFORMED, "order", "required field is missing")
+    values["order"] = _decode_nested_order(data["order"], "order")
+    return SubmitOrder(**values)
+
+
+def _encode_submit_order(
+    serializer: MsgPackSerializer, command: SubmitOrder, out: dict[str, Any], ts_as_str: bool
+) -> None:
+    encode_fields(SUBMIT_ORDER_FIELDS[:3], command, out, ts_as_str)
+    out["order"] = serializer.to_map(command.order, top_level=False)
+    encode_fields(SUBMIT_ORDER_FIELDS[3:], command, out, ts_as_str)
+
+
+def _decode_submit_order_list(data: dict[str, Any]) -> SubmitOrderList:
+    values = decode_fields(SUBMIT_ORDER_LIST_FIELDS, data)
+    orders = data.get("orders")
+    if not isinstance(orders, list) or not orders:
+        raise invalid("orders", "expected a non-empty list of OrderInitialized maps")
+    values["orders"] = tuple(_decode_nested_order(item, f"orders[{i}]") for i, item in enumerate(orders))
+    return SubmitOrderList(**values)
+
+
+def _encode_submit_order_list(
+    serializer: MsgPackSerializer, command: SubmitOrderList, out: dict[str, Any], ts_as_str: bool
+) -> None:
+    encode_fields(SUBMIT_ORDER_LIST_FIELDS[:4], command, out, ts_as_str)
+    out["orders"] = [serializer.to_map(order, top_level=False) for order in command.orders]
+    encode_fields(SUBMIT_ORDER_LIST_FIELDS[4:], command, out, ts_as_str)
+
+
+def _decode_strategy_state(data: dict[str, Any]) -> StrategyState:
+    values = decode_fields(STRATEGY_STATE_FIELDS, data)
+    state = data.get("state")
+    if not isinstance(state, dict):
+        raise invalid("state", "expected a map of field name to bytes")
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, bytes):
+            raise invalid(f"state.{key}", "expected string keys and bytes (msgpack bin) values")
+    values["state"] = state
+    return StrategyState(**values)
+
+
+def _decode_strategy_deleted(data: dict[str, Any]) -> StrategyDeleted:
+    return StrategyDeleted(**decode_fields(STRATEGY_STATE_FIELDS, data))
+
+
+def decode_currency(data: dict[str, Any]) -> Currency:
+    values = decode_fields(CURRENCY_FIELDS, data)
+    if "currency_type" not in data:
+        raise PayloadError(RejectReason.MALFORMED, "currency_type", "required field is missing")
+    values["currency_type"] = codecs.enum(CurrencyType).decode(data["currency_type"], "currency_type")
+    if not values["code"] or " " in values["code"]:
+        raise invalid("code", f"{values['code']!r} is not a currency code")
+    if not 0 <= values["precision"] <= 16:
+        raise invalid("precision", f"must be 0..16, got {values['precision']}")
+    return Currency(**values)
+
+
+def encode_currency(currency: Currency) -> dict[str, Any]:
+    return {
+        "type": "Currency",
+        "code": currency.code,
+        "precision": currency.precision,
+        "iso4217": currency.iso4217,
+        "name": currency.name,
+        "currency_type": currency.currency_type.name,
+    }
+
+
+# -- instruments ---------------------------------------------------------------------------
+
+
+def looks_like_instrument(data: dict[str, Any]) -> bool:
+    return all(key in data for key in COMMON_INSTRUMENT_KEYS)
+
+
+def decode_instrument(data: dict[str, Any]) -> Instrument:
+    """Check the keys positions rely on and keep the whole map."""
+    type_name = data.get("type")
+    if not isinstance(type_name, str):
+        raise PayloadError(RejectReason.MALFORMED, "type", "missing or not a string")
+    cls = instrument_class(type_name)
+    for key in (*COMMON_INSTRUMENT_KEYS, *cls.required_keys):
+        if key not in data:
+            raise PayloadError(RejectReason.MALFORMED, key, f"required field of {type_name} is missing")
+    codecs.identifier(InstrumentId).decode(data["id"], "id")
+    for key in ("price_precision", "size_precision"):
+        if key in data:
+            precision = codecs.INT.decode(data[key], key)
+            if not 0 <= precision <= 16:
+                raise invalid(key, f"must be 0..16, got {precision}")
+    codecs.PRICE.decode(data["price_increment"], "price_increment")
+    if data.get("multiplier") is not None:
+        codecs.QUANTITY.decode(data["multiplier"], "multiplier")
+    if "is_inverse" in data:
+        codecs.BOOL.decode(data["is_inverse"], "is_inverse")
+    for key in ("ts_event", "ts_init"):
+        if key in data:
+            codecs.TIMESTAMP.decode(data[key], key)
+    return cls(data)
+
+
+_SPECIAL_DECODERS: dict[str, Callable[[dict[str, Any]], Message]] = {
+    "AccountState": _decode_account_state,
+    "SubmitOrder": _decode_submit_order,
+    "SubmitOrderList": _decode_submit_order_list,
+    "StrategyState": _decode_strategy_state,
+    "StrategyDeleted": _decode_strategy_deleted,
+    "Currency": decode_currency,
+}
+
+__all__ = [
+    "Message",
+    "MsgPackSerializer",
+    "check_order_initialized",
+    "decode_instrument",
+    "unpack",
+]
