@@ -5,6 +5,11 @@ Attribute names are the wire keys (wire-format.md section 5). Values are typed: 
 enums, Price / Quantity / Money, timestamps as integer nanoseconds. Free-form maps (`info`,
 `options`, `exec_algorithm_params`) are kept as they came so they round-trip byte for byte.
 Decoding and validation live in `tradecache.serialization`; these classes only hold data.
+
+Events are values: nothing in tradecache changes one after it is built (a changed copy is made
+with `dataclasses.replace`). They are not declared `frozen` because a frozen dataclass sets each
+field through `object.__setattr__`, which made decoding an OrderInitialized ~1.2 us (20%) slower,
+and decoding is the hot path of both ingestion and bulk loads (benchmarks/cache_bench.py).
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from tradecache.model.identifiers import (
 from tradecache.model.values import Currency, Money, Price, Quantity
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class OrderEvent:
     """Fields every order event carries."""
 
@@ -61,7 +66,7 @@ class OrderEvent:
         return type(self).__name__
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class OrderInitialized(OrderEvent):
     order_side: OrderSide
     order_type: OrderType
@@ -120,80 +125,80 @@ class OrderInitialized(OrderEvent):
         return int(value) if value else 0
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class OrderDenied(OrderEvent):
     reason: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class OrderEmulated(OrderEvent):
     pass
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class OrderReleased(OrderEvent):
     released_price: Price
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class OrderSubmitted(OrderEvent):
     pass
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class OrderAccepted(OrderEvent):
     pass
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class OrderRejected(OrderEvent):
     reason: str
     due_post_only: bool = False
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class OrderCanceled(OrderEvent):
     pass
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class OrderExpired(OrderEvent):
     pass
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class OrderTriggered(OrderEvent):
     pass
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class OrderPendingUpdate(OrderEvent):
     pass
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class OrderPendingCancel(OrderEvent):
     pass
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class OrderModifyRejected(OrderEvent):
     reason: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class OrderCancelRejected(OrderEvent):
     reason: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class OrderUpdated(OrderEvent):
     quantity: Quantity
     price: Price | None = None
     trigger_price: Price | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class OrderFilled(OrderEvent):
     trade_id: TradeId
     position_id: PositionId | None
@@ -215,7 +220,7 @@ class OrderFilled(OrderEvent):
 # Position events: what the node published about a position (not stored; used for verification).
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class PositionEvent:
     trader_id: TraderId
     strategy_id: StrategyId
@@ -241,13 +246,13 @@ class PositionEvent:
         return type(self).__name__
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class PositionOpened(PositionEvent):
     duration_ns: int
     ts_event: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class PositionChanged(PositionEvent):
     avg_px_close: float
     realized_return: float
@@ -256,7 +261,7 @@ class PositionChanged(PositionEvent):
     ts_event: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class PositionClosed(PositionEvent):
     closing_order_id: ClientOrderId | None
     avg_px_close: float
@@ -292,7 +297,7 @@ class MarginBalance:
         return self.initial.currency
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class AccountState:
     account_id: AccountId
     account_type: AccountType
@@ -312,7 +317,7 @@ class AccountState:
 # Commands.
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class SubmitOrder:
     client_id: ClientId | None
     trader_id: TraderId
@@ -329,7 +334,7 @@ class SubmitOrder:
         return self.order.client_order_id
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class SubmitOrderList:
     client_id: ClientId | None
     trader_id: TraderId
@@ -351,7 +356,7 @@ class SubmitOrderList:
 # This project's own messages (SPEC section 1).
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class StrategyState:
     trader_id: TraderId
     strategy_id: StrategyId
@@ -361,7 +366,7 @@ class StrategyState:
     type_name: ClassVar[str] = "StrategyState"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class StrategyDeleted:
     trader_id: TraderId
     strategy_id: StrategyId

@@ -42,6 +42,41 @@ _INVERSE_MIN_PRICE = 1e-15
 class Position:
     """A position: the fills held since it was last (re)opened, and what they add up to."""
 
+    __slots__ = (
+        "account_id",
+        "avg_px_close",
+        "avg_px_open",
+        "buy_qty",
+        "closing_order_id",
+        "commissions_by_code",
+        "duration_ns",
+        "entry",
+        "events",
+        "id",
+        "instrument",
+        "instrument_id",
+        "is_inverse",
+        "multiplier",
+        "opening_order_id",
+        "peak_qty",
+        "quantity",
+        "quote_currency",
+        "realized_pnl",
+        "realized_return",
+        "sell_qty",
+        "settlement_currency",
+        "side",
+        "signed_qty",
+        "size_precision",
+        "strategy_id",
+        "trade_ids",
+        "trader_id",
+        "ts_closed",
+        "ts_init",
+        "ts_last",
+        "ts_opened",
+    )
+
     def __init__(self, instrument: Instrument, fill: OrderFilled) -> None:
         if fill.position_id is None:
             raise ValueError("a position is opened by a fill that carries a position_id")

@@ -29,6 +29,8 @@ Encoder = Callable[[Any, bool], Any]
 class Codec(NamedTuple):
     decode: Decoder
     encode: Encoder
+    # For `optional(codec)`: the wrapped codec, so compiled decoders can inline the nil test.
+    inner: Codec | None = None
 
 
 class Field(NamedTuple):
@@ -107,25 +109,34 @@ def _decode_uuid(value: Any, path: str) -> str:
     return text
 
 
-def _decode_price(value: Any, path: str) -> Price:
-    try:
-        return Price.from_str(value)
-    except ValueError as exc:
-        raise invalid(path, str(exc)) from None
+# Values are immutable and repeat a lot (quantities, prices near the market, commissions), so
+# each codec keeps the ones it parsed: fewer allocations and no re-parsing. Bounded like the
+# identifier cache below.
+_VALUE_CACHE_SIZE = 16_384
 
 
-def _decode_quantity(value: Any, path: str) -> Quantity:
-    try:
-        return Quantity.from_str(value)
-    except ValueError as exc:
-        raise invalid(path, str(exc)) from None
+def _cached_parser(parse: Callable[[str], T]) -> Callable[[Any, str], T]:
+    seen: dict[str, T] = {}
+
+    def decode(value: Any, path: str) -> T:
+        found = seen.get(value) if isinstance(value, str) else None
+        if found is not None:
+            return found
+        try:
+            parsed = parse(value)
+        except ValueError as exc:
+            raise invalid(path, str(exc)) from None
+        if len(seen) >= _VALUE_CACHE_SIZE:
+            seen.clear()
+        seen[value] = parsed
+        return parsed
+
+    return decode
 
 
-def _decode_money(value: Any, path: str) -> Money:
-    try:
-        return Money.parse(value)
-    except ValueError as exc:
-        raise invalid(path, str(exc)) from None
+_decode_price = _cached_parser(Price.from_str)
+_decode_quantity = _cached_parser(Quantity.from_str)
+_decode_money = _cached_parser(Money.parse)
 
 
 def _decode_currency(value: Any, path: str) -> Currency:
@@ -170,14 +181,28 @@ CURRENCY = Codec(_decode_currency, _encode_currency)
 STR_LIST = Codec(_decode_str_list, _encode_list)
 
 
+# Identifiers repeat on almost every message (trader, strategy, instrument, account), so each
+# codec remembers the ones it has checked. Bounded: cleared when it grows past this many.
+_IDENTIFIER_CACHE_SIZE = 16_384
+
+
 def identifier(kind: type[Identifier]) -> Codec:
+    seen: dict[str, Identifier] = {}
+
     def decode(value: Any, path: str) -> Identifier:
+        found = seen.get(value) if isinstance(value, str) else None
+        if found is not None:
+            return found
         if not isinstance(value, str):
             raise invalid(path, f"expected a string, got {_type_name(value)}")
         try:
-            return kind(value)
+            checked = kind(value)
         except ValueError as exc:
             raise invalid(path, str(exc)) from None
+        if len(seen) >= _IDENTIFIER_CACHE_SIZE:
+            seen.clear()
+        seen[value] = checked
+        return checked
 
     return Codec(decode, _encode_str_form)
 
@@ -212,7 +237,7 @@ def optional(codec: Codec) -> Codec:
     def encode(value: Any, ts_as_str: bool) -> Any:
         return None if value is None else codec.encode(value, ts_as_str)
 
-    return Codec(decode, encode)
+    return Codec(decode, encode, codec)
 
 
 __all__ = [

@@ -1,0 +1,384 @@
+"""RedisCacheDatabase: NautilusTrader's cache-database API over Redis, synchronous.
+
+Writes go through the same pure core as the daemon: each method makes `Write`s, `plan_writes`
+turns them into one atomic `APPLY_SCRIPT` call. Loads of a whole collection read the index set
+and then every entity in one pipeline: two round trips whatever the size (three for positions,
+which also need their instruments).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import redis
+import redis.exceptions
+
+from tradecache.cache.config import CacheDatabaseConfig
+from tradecache.cache.keys import Keys
+from tradecache.cache.plan import APPLY_SCRIPT, READ_CHUNK, READ_SCRIPT, plan_writes
+from tradecache.cache.rebuild import (
+    account_from_states,
+    currency_from_hash,
+    fills_of,
+    gc_paused,
+    instrument_from_bytes,
+    order_from_events,
+    position_from_fills,
+    submit_order_from_bytes,
+    submit_order_list_from_bytes,
+)
+from tradecache.errors import StoreUnavailable
+from tradecache.model.accounts import Account
+from tradecache.model.enums import OmsType
+from tradecache.model.events import OrderFilled, StrategyState, SubmitOrder, SubmitOrderList
+from tradecache.model.identifiers import (
+    AccountId,
+    ClientId,
+    ClientOrderId,
+    InstrumentId,
+    OrderListId,
+    PositionId,
+    StrategyId,
+    TraderId,
+)
+from tradecache.model.instruments import Instrument
+from tradecache.model.ledger import Collection, Write, WriteOp
+from tradecache.model.orders import Order
+from tradecache.model.positions import Position
+from tradecache.model.values import Currency, register_currency
+from tradecache.serialization.msgpack import MsgPackSerializer
+
+# Errors that mean "Redis cannot do it now" (as opposed to a bug or bad data).
+UNAVAILABLE_ERRORS = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+)
+_FLUSH_SCAN_COUNT = 1000
+# Writes per atomic call when batching (see `batch`): big enough to amortise the round trip,
+# small enough that one call holds Redis for well under a millisecond.
+BATCH_SIZE = 256
+
+
+@runtime_checkable
+class HasState(Protocol):
+    """What `update_strategy` needs of a strategy: its id and its state as field -> bytes."""
+
+    @property
+    def id(self) -> StrategyId: ...
+
+    def save(self) -> dict[str, bytes]: ...
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisCacheDatabase:
+    """Store and load one trader's execution state in Redis (NautilusTrader's layout and API)."""
+
+    def __init__(
+        self,
+        trader_id: TraderId,
+        logger: logging.Logger,
+        serializer: MsgPackSerializer,
+        config: CacheDatabaseConfig | None = None,
+    ) -> None:
+        if config is None:
+            config = CacheDatabaseConfig()
+        if not isinstance(config, CacheDatabaseConfig):
+            raise TypeError(f"config must be a CacheDatabaseConfig, got {type(config).__name__}")
+        self.trader_id = TraderId(str(trader_id))
+        self.config = config
+        self._log = logger
+        self._serializer = serializer
+        self._keys = Keys(self.trader_id.value, hash_tag=config.cluster)
+        self._redis: Any = (
+            redis.RedisCluster(**config.client_kwargs()) if config.cluster else redis.Redis(**config.client_kwargs())
+        )
+        self._apply = self._redis.register_script(APPLY_SCRIPT)
+        self._read = self._redis.register_script(READ_SCRIPT)
+        self._pending: list[Write] | None = None
+
+    @property
+    def keys(self) -> Keys:
+        return self._keys
+
+    def close(self) -> None:
+        self._redis.close()
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _unavailable_as(self, operation: str) -> Iterator[None]:
+        """Turn redis-py's "cannot do it now" errors into StoreUnavailable naming the operation."""
+        try:
+            yield
+        except UNAVAILABLE_ERRORS as exc:
+            raise StoreUnavailable(operation, f"{type(exc).__name__}: {exc}") from exc
+
+    def _write(self, operation: str, writes: Sequence[Write]) -> list[int]:
+        if self._pending is not None:
+            self._pending.extend(writes)
+            return []
+        call = plan_writes(writes, self._keys, self._serializer.serialize)
+        with self._unavailable_as(operation):
+            results: list[int] = self._apply(keys=call.keys, args=call.args)
+        return results
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Collect the writes of the calls made inside and send them together on exit.
+
+        `with db.batch(): db.update_order(a); db.update_order(b)` costs one atomic call per
+        BATCH_SIZE writes instead of one per call. Nothing is written if the block raises.
+        Writes made inside are not visible to loads made inside.
+        """
+        if self._pending is not None:
+            yield  # already batching: the outermost block sends
+            return
+        self._pending = []
+        try:
+            yield
+            pending = self._pending
+        finally:
+            self._pending = None
+        for start in range(0, len(pending), BATCH_SIZE):
+            call = plan_writes(pending[start : start + BATCH_SIZE], self._keys, self._serializer.serialize)
+            with self._unavailable_as("batch"):
+                self._apply(keys=call.keys, args=call.args)
+
+    def _members(self, collection: Collection) -> list[str]:
+        return sorted(_text(member) for member in self._redis.smembers(self._keys.index(collection)))
+
+    def _read_all(self, operation: str, collection: Collection, command: str) -> dict[str, Any]:
+        """Every entity of a collection: the index, then `command` on every key by READ_SCRIPT.
+
+        One round trip per READ_CHUNK entities (plus one for the index), whatever the size.
+        """
+        with self._unavailable_as(operation):
+            ids = self._members(collection)
+            values: list[Any] = []
+            for start in range(0, len(ids), READ_CHUNK):
+                chunk = [self._keys.entity(collection, entity_id) for entity_id in ids[start : start + READ_CHUNK]]
+                values.extend(self._read(keys=chunk, args=[command]))
+        if command == "HGETALL":
+            values = [dict(zip(flat[::2], flat[1::2], strict=True)) for flat in values]
+        elif command == "GET":
+            values = [value or None for value in values]
+        return dict(zip(ids, values, strict=True))
+
+    # -- flush ---------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Delete every key of this trader (and none of any other trader's)."""
+        with self._unavailable_as("flush"):
+            batch: list[Any] = []
+            for key in self._redis.scan_iter(match=self._keys.scan_pattern(), count=_FLUSH_SCAN_COUNT):
+                batch.append(key)
+                if len(batch) >= _FLUSH_SCAN_COUNT:
+                    self._redis.unlink(*batch)
+                    batch.clear()
+            if batch:
+                self._redis.unlink(*batch)
+
+    # -- currencies ----------------------------------------------------------------------
+
+    def add_currency(self, currency: Currency) -> None:
+        self._write("add_currency", [Write(WriteOp.SET, Collection.CURRENCIES, currency.code, currency)])
+
+    def load_currency(self, code: str) -> Currency | None:
+        with self._unavailable_as("load_currency"):
+            fields = self._redis.hgetall(self._keys.entity(Collection.CURRENCIES, code))
+        currency = currency_from_hash(code, fields)
+        if currency is not None:
+            register_currency(currency)
+        return currency
+
+    def load_currencies(self) -> dict[str, Currency]:
+        currencies = {}
+        for code, fields in self._read_all("load_currencies", Collection.CURRENCIES, "HGETALL").items():
+            currency = currency_from_hash(code, fields)
+            if currency is not None:
+                register_currency(currency)
+                currencies[code] = currency
+        return currencies
+
+    # -- instruments ---------------------------------------------------------------------
+
+    def add_instrument(self, instrument: Instrument) -> None:
+        write = Write(WriteOp.SET, Collection.INSTRUMENTS, instrument.id.value, instrument)
+        self._write("add_instrument", [write])
+
+    def load_instrument(self, instrument_id: InstrumentId) -> Instrument | None:
+        with self._unavailable_as("load_instrument"):
+            raw = self._redis.get(self._keys.entity(Collection.INSTRUMENTS, str(instrument_id)))
+        return instrument_from_bytes(self._serializer, raw)
+
+    def load_instruments(self) -> dict[InstrumentId, Instrument]:
+        stored = self._read_all("load_instruments", Collection.INSTRUMENTS, "GET")
+        found = (instrument_from_bytes(self._serializer, raw) for raw in stored.values())
+        return {instrument.id: instrument for instrument in found if instrument is not None}
+
+    # -- accounts ------------------------------------------------------------------------
+
+    def add_account(self, account: Account) -> None:
+        """Store a new account: its first AccountState."""
+        self._append("add_account", Collection.ACCOUNTS, account.id.value, account.events[0])
+
+    def update_account(self, account: Account) -> None:
+        """Store the account's latest AccountState."""
+        self._append("update_account", Collection.ACCOUNTS, account.id.value, account.last_event)
+
+    def load_account(self, account_id: AccountId) -> Account | None:
+        with self._unavailable_as("load_account"):
+            raw = self._redis.lrange(self._keys.entity(Collection.ACCOUNTS, str(account_id)), 0, -1)
+        return account_from_states(self._serializer, raw)
+
+    def load_accounts(self) -> dict[AccountId, Account]:
+        accounts = {}
+        for raw in self._read_all("load_accounts", Collection.ACCOUNTS, "LRANGE").values():
+            account = account_from_states(self._serializer, raw)
+            if account is not None:
+                accounts[account.id] = account
+        return accounts
+
+    # -- orders --------------------------------------------------------------------------
+
+    def add_order(self, order: Order, position_id: PositionId | None = None, client_id: ClientId | None = None) -> None:
+        """Store a new order: its OrderInitialized. (`position_id` / `client_id` are accepted for
+        NautilusTrader compatibility; the layout has no place for them.)"""
+        self._append("add_order", Collection.ORDERS, order.client_order_id.value, order.init_event)
+
+    def update_order(self, order: Order) -> None:
+        """Store the order's latest event (a no-op if that event is already stored)."""
+        self._append("update_order", Collection.ORDERS, order.client_order_id.value, order.last_event)
+
+    def load_order(self, client_order_id: ClientOrderId) -> Order | None:
+        with self._unavailable_as("load_order"):
+            raw = self._redis.lrange(self._keys.entity(Collection.ORDERS, str(client_order_id)), 0, -1)
+        return order_from_events(self._serializer, raw)
+
+    def load_orders(self) -> dict[ClientOrderId, Order]:
+        orders = {}
+        stored = self._read_all("load_orders", Collection.ORDERS, "LRANGE")
+        with gc_paused():
+            for raw in stored.values():
+                order = order_from_events(self._serializer, raw)
+                if order is not None:
+                    orders[order.client_order_id] = order
+        return orders
+
+    # -- positions -----------------------------------------------------------------------
+
+    def add_position(self, position: Position, oms_type: OmsType | None = None) -> None:
+        """Store a new position: its opening fill."""
+        self._append("add_position", Collection.POSITIONS, position.id.value, position.events[0])
+
+    def update_position(self, position: Position) -> None:
+        """Store the position's latest fill."""
+        self._append("update_position", Collection.POSITIONS, position.id.value, position.last_event)
+
+    def load_position(self, position_id: PositionId) -> Position | None:
+        with self._unavailable_as("load_position"):
+            raw = self._redis.lrange(self._keys.entity(Collection.POSITIONS, str(position_id)), 0, -1)
+        fills = fills_of(self._serializer, raw)
+        if not fills:
+            return None
+        instrument = self.load_instrument(fills[0].instrument_id)
+        return self._position(str(position_id), fills, instrument)
+
+    def load_positions(self) -> dict[PositionId, Position]:
+        stored = self._read_all("load_positions", Collection.POSITIONS, "LRANGE")
+        fills_by_id = {pid: fills_of(self._serializer, raw) for pid, raw in stored.items()}
+        needed = sorted({fills[0].instrument_id.value for fills in fills_by_id.values() if fills})
+        with self._unavailable_as("load_positions"):
+            pipe = self._redis.pipeline(transaction=False)
+            for instrument_id in needed:
+                pipe.get(self._keys.entity(Collection.INSTRUMENTS, instrument_id))
+            raw_instruments = pipe.execute() if needed else []
+        instruments = {
+            iid: instrument_from_bytes(self._serializer, raw) for iid, raw in zip(needed, raw_instruments, strict=True)
+        }
+        positions = {}
+        for pid, fills in fills_by_id.items():
+            if not fills:
+                continue
+            position = self._position(pid, fills, instruments.get(fills[0].instrument_id.value))
+            if position is not None:
+                positions[position.id] = position
+        return positions
+
+    def _position(self, position_id: str, fills: list[OrderFilled], instrument: Instrument | None) -> Position | None:
+        if instrument is None:
+            self._log.error(
+                "cannot load position %s: instrument %s not found", position_id, fills[0].instrument_id.value
+            )
+            return None
+        return position_from_fills(fills, instrument)
+
+    # -- commands ------------------------------------------------------------------------
+
+    def add_submit_order_command(self, command: SubmitOrder) -> None:
+        write = Write(WriteOp.SET, Collection.SUBMIT_ORDER, command.client_order_id.value, command)
+        self._write("add_submit_order_command", [write])
+
+    def load_submit_order_command(self, client_order_id: ClientOrderId) -> SubmitOrder | None:
+        with self._unavailable_as("load_submit_order_command"):
+            raw = self._redis.get(self._keys.entity(Collection.SUBMIT_ORDER, str(client_order_id)))
+        return submit_order_from_bytes(self._serializer, raw)
+
+    def load_submit_order_commands(self) -> dict[ClientOrderId, SubmitOrder]:
+        stored = self._read_all("load_submit_order_commands", Collection.SUBMIT_ORDER, "GET")
+        found = (submit_order_from_bytes(self._serializer, raw) for raw in stored.values())
+        return {command.client_order_id: command for command in found if command is not None}
+
+    def add_submit_order_list_command(self, command: SubmitOrderList) -> None:
+        write = Write(WriteOp.SET, Collection.SUBMIT_ORDER_LIST, command.order_list_id.value, command)
+        self._write("add_submit_order_list_command", [write])
+
+    def load_submit_order_list_command(self, order_list_id: OrderListId) -> SubmitOrderList | None:
+        with self._unavailable_as("load_submit_order_list_command"):
+            raw = self._redis.get(self._keys.entity(Collection.SUBMIT_ORDER_LIST, str(order_list_id)))
+        return submit_order_list_from_bytes(self._serializer, raw)
+
+    def load_submit_order_list_commands(self) -> dict[OrderListId, SubmitOrderList]:
+        stored = self._read_all("load_submit_order_list_commands", Collection.SUBMIT_ORDER_LIST, "GET")
+        found = (submit_order_list_from_bytes(self._serializer, raw) for raw in stored.values())
+        return {command.order_list_id: command for command in found if command is not None}
+
+    # -- strategies ----------------------------------------------------------------------
+
+    def update_strategy(self, strategy: HasState | StrategyState) -> None:
+        """Store a strategy's state (fields are set; fields not given keep their value)."""
+        if isinstance(strategy, StrategyState):
+            strategy_id, state = strategy.strategy_id, strategy.state
+        else:
+            strategy_id, state = strategy.id, strategy.save()
+        write = Write(WriteOp.MERGE, Collection.STRATEGIES, str(strategy_id), dict(state))
+        self._write("update_strategy", [write])
+
+    def load_strategy(self, strategy_id: StrategyId) -> dict[str, bytes]:
+        with self._unavailable_as("load_strategy"):
+            fields = self._redis.hgetall(self._keys.entity(Collection.STRATEGIES, str(strategy_id)))
+        return {_text(key): bytes(value) for key, value in fields.items()}
+
+    def delete_strategy(self, strategy_id: StrategyId) -> None:
+        """Remove the strategy's state hash (`...:strategies:<id>:State`)."""
+        self._write("delete_strategy", [Write(WriteOp.DELETE, Collection.STRATEGIES, str(strategy_id))])
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _append(self, operation: str, collection: Collection, entity_id: str, event: Any) -> None:
+        results = self._write(operation, [Write(WriteOp.APPEND, collection, entity_id, event)])
+        if results and int(results[0]) == 0:
+            self._log.debug("%s: event %s already stored for %s", operation, event.event_id, entity_id)
+
+
+__all__ = ["BATCH_SIZE", "UNAVAILABLE_ERRORS", "HasState", "RedisCacheDatabase"]

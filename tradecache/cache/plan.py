@@ -1,0 +1,225 @@
+"""Turning `Write`s into one atomic Redis call (pure: no I/O here).
+
+Every batch of writes, whether one `add_order` of the Python API or 256 messages of the daemon,
+becomes one call of `APPLY_SCRIPT`: a small Lua interpreter of five operations. One call is one
+round trip and is atomic, and FIELD-NOTES measured it ~3x faster than building the same
+pipeline with redis-py. The script first checks every key it will write has the expected type,
+so a batch that would fail half-way (WRONGTYPE) fails before writing anything.
+
+Operations (KEYS are consumed in order, ARGV[1] is the number of operations):
+- `A` append an event if new: KEYS list, seen, index; ARGV entity id, event id, payload.
+  The `seen` hash (event id -> entity id) makes a repeated event a no-op; returns 1 or 0.
+- `S` set a string: KEYS key, index; ARGV entity id, payload.
+- `H` replace a hash / `M` merge into a hash: KEYS key, index; ARGV entity id, field count, fields.
+- `D` delete an entity: KEYS key, index; ARGV entity id.
+- `C` set the checkpoint: KEYS key; ARGV value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from tradecache.cache.keys import Keys
+from tradecache.model.events import AccountState, OrderEvent
+from tradecache.model.ledger import Collection, Write, WriteOp
+from tradecache.model.messages import Message
+from tradecache.model.values import Currency
+
+APPLY_SCRIPT: Final = """
+local expected = {A = 'list', S = 'string', H = 'hash', M = 'hash', D = nil, C = 'string'}
+local nkeys = {A = 3, S = 2, H = 2, M = 2, D = 2, C = 1}
+local nargs = {A = 3, S = 2, D = 1, C = 1}
+local n = tonumber(ARGV[1])
+-- Pass 1: check types so that nothing is written when any write would fail.
+local k, a = 1, 2
+for i = 1, n do
+  local op = ARGV[a]
+  if nkeys[op] == nil then
+    return redis.error_reply('ERR tradecache: unknown operation ' .. tostring(op))
+  end
+  local want = expected[op]
+  if want ~= nil then
+    local have = redis.call('TYPE', KEYS[k])['ok']
+    if have ~= 'none' and have ~= want then
+      return redis.error_reply('WRONGTYPE tradecache: ' .. KEYS[k] .. ' holds a ' .. have .. ', not a ' .. want)
+    end
+  end
+  k = k + nkeys[op]
+  if op == 'H' or op == 'M' then
+    a = a + 3 + 2 * tonumber(ARGV[a + 2])
+  else
+    a = a + 1 + nargs[op]
+  end
+end
+-- Pass 2: write.
+local results = {}
+k, a = 1, 2
+for i = 1, n do
+  local op = ARGV[a]
+  a = a + 1
+  if op == 'A' then
+    if redis.call('HSETNX', KEYS[k + 1], ARGV[a + 1], ARGV[a]) == 1 then
+      redis.call('RPUSH', KEYS[k], ARGV[a + 2])
+      redis.call('SADD', KEYS[k + 2], ARGV[a])
+      results[i] = 1
+    else
+      results[i] = 0
+    end
+    a = a + 3
+  elseif op == 'S' then
+    redis.call('SET', KEYS[k], ARGV[a + 1])
+    redis.call('SADD', KEYS[k + 1], ARGV[a])
+    results[i] = 1
+    a = a + 2
+  elseif op == 'H' or op == 'M' then
+    local count = tonumber(ARGV[a + 1])
+    if op == 'H' then
+      redis.call('DEL', KEYS[k])
+    end
+    if count > 0 then
+      redis.call('HSET', KEYS[k], unpack(ARGV, a + 2, a + 1 + 2 * count))
+    end
+    redis.call('SADD', KEYS[k + 1], ARGV[a])
+    results[i] = 1
+    a = a + 2 + 2 * count
+  elseif op == 'D' then
+    redis.call('DEL', KEYS[k])
+    redis.call('SREM', KEYS[k + 1], ARGV[a])
+    results[i] = 1
+    a = a + 1
+  else
+    redis.call('SET', KEYS[k], ARGV[a])
+    results[i] = 1
+    a = a + 1
+  end
+  k = k + nkeys[op]
+end
+return results
+"""
+
+# Reads a batch of entities in one call: LRANGE, HGETALL or GET of every key in KEYS.
+# (A redis-py pipeline of 10k LRANGEs spends ~0.1 s building commands in Python.)
+READ_SCRIPT: Final = """
+local out = {}
+local command = ARGV[1]
+for i, key in ipairs(KEYS) do
+  if command == 'LRANGE' then
+    out[i] = redis.call('LRANGE', key, 0, -1)
+  elseif command == 'HGETALL' then
+    out[i] = redis.call('HGETALL', key)
+  else
+    out[i] = redis.call('GET', key) or false
+  end
+end
+return out
+"""
+# Keys per READ_SCRIPT call: bounds the time one call holds Redis (~10 ms).
+READ_CHUNK: Final = 5000
+
+Encoder = Callable[[Message], bytes]
+
+
+@dataclass
+class ScriptCall:
+    """The KEYS and ARGV of one `APPLY_SCRIPT` call, built up operation by operation."""
+
+    keys: list[str] = field(default_factory=list)
+    args: list[bytes | str | int] = field(default_factory=lambda: [0])
+    operations: list[Write | None] = field(default_factory=list)  # None for the checkpoint
+
+    @property
+    def count(self) -> int:
+        return len(self.operations)
+
+    def _add(self, write: Write | None, keys: Sequence[str], op: str, *args: bytes | str | int) -> None:
+        self.keys.extend(keys)
+        self.args.append(op)
+        self.args.extend(args)
+        self.operations.append(write)
+        self.args[0] = len(self.operations)
+
+    def append_event(self, write: Write, keys: Keys, event_id: str, payload: bytes) -> None:
+        key_names = (
+            keys.entity(write.collection, write.key),
+            keys.seen(write.collection),
+            keys.index(write.collection),
+        )
+        self._add(write, key_names, "A", write.key, event_id, payload)
+
+    def set_value(self, write: Write, keys: Keys, payload: bytes) -> None:
+        self._add(
+            write, (keys.entity(write.collection, write.key), keys.index(write.collection)), "S", write.key, payload
+        )
+
+    def set_hash(self, write: Write, keys: Keys, fields: dict[str, bytes | str], *, replace: bool) -> None:
+        flat: list[bytes | str] = []
+        for name, value in fields.items():
+            flat.extend((name, value))
+        names = (keys.entity(write.collection, write.key), keys.index(write.collection))
+        self._add(write, names, "H" if replace else "M", write.key, len(fields), *flat)
+
+    def delete(self, write: Write, keys: Keys) -> None:
+        self._add(write, (keys.entity(write.collection, write.key), keys.index(write.collection)), "D", write.key)
+
+    def checkpoint(self, keys: Keys, sequence: int) -> None:
+        self._add(None, (keys.checkpoint(),), "C", sequence)
+
+    def appended(self, results: Sequence[int]) -> list[Write]:
+        """The appends the script really made (the others were already stored)."""
+        return [
+            write
+            for write, result in zip(self.operations, results, strict=True)
+            if write is not None and write.op == WriteOp.APPEND and int(result) == 1
+        ]
+
+
+def currency_fields(currency: Currency) -> dict[str, bytes | str]:
+    """A currency as NautilusTrader's cache stores it: a hash without the code (it is in the key)."""
+    return {
+        "precision": str(currency.precision),
+        "iso4217": str(currency.iso4217),
+        "name": currency.name,
+        "currency_type": currency.currency_type.name,
+    }
+
+
+def event_id_of(value: Message) -> str:
+    if isinstance(value, (OrderEvent, AccountState)):
+        return value.event_id
+    raise TypeError(f"{type(value).__name__} is not an event that can be appended")
+
+
+def plan_writes(writes: Sequence[Write], keys: Keys, encode: Encoder, call: ScriptCall | None = None) -> ScriptCall:
+    """Add `writes` to a script call (a new one unless `call` is given) and return it."""
+    call = call if call is not None else ScriptCall()
+    for write in writes:
+        value = write.value
+        if write.op == WriteOp.APPEND:
+            assert value is not None and not isinstance(value, dict)
+            call.append_event(write, keys, event_id_of(value), encode(value))
+        elif write.op == WriteOp.SET and write.collection == Collection.CURRENCIES:
+            assert isinstance(value, Currency)
+            call.set_hash(write, keys, currency_fields(value), replace=True)
+        elif write.op == WriteOp.SET:
+            assert value is not None and not isinstance(value, dict)
+            call.set_value(write, keys, encode(value))
+        elif write.op == WriteOp.MERGE:
+            assert isinstance(value, dict)
+            call.set_hash(write, keys, dict(value), replace=False)
+        else:
+            call.delete(write, keys)
+    return call
+
+
+__all__ = [
+    "APPLY_SCRIPT",
+    "READ_CHUNK",
+    "READ_SCRIPT",
+    "Encoder",
+    "ScriptCall",
+    "currency_fields",
+    "event_id_of",
+    "plan_writes",
+]
