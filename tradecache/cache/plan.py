@@ -10,6 +10,8 @@ Operations (KEYS are consumed in order, ARGV[1] is the number of operations):
 - `A` append an event if new: KEYS list, seen, index; ARGV entity id, event id, payload.
   The `seen` hash (event id -> entity id) makes a repeated event a no-op; returns 1 or 0.
 - `S` set a string: KEYS key, index; ARGV entity id, payload.
+- `N` set a string if its id is new (commands): KEYS key, seen, index; ARGV entity id,
+  command id, payload; returns 1 or 0 like `A`.
 - `H` replace a hash / `M` merge into a hash: KEYS key, index; ARGV entity id, field count, fields.
 - `D` delete an entity: KEYS key, index; ARGV entity id.
 - `C` set the checkpoint: KEYS key; ARGV value.
@@ -22,15 +24,15 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from tradecache.cache.keys import Keys
-from tradecache.model.events import AccountState, OrderEvent
+from tradecache.model.events import AccountState, OrderEvent, SubmitOrder, SubmitOrderList
 from tradecache.model.ledger import Collection, Write, WriteOp
 from tradecache.model.messages import Message
 from tradecache.model.values import Currency
 
 APPLY_SCRIPT: Final = """
-local expected = {A = 'list', S = 'string', H = 'hash', M = 'hash', D = nil, C = 'string'}
-local nkeys = {A = 3, S = 2, H = 2, M = 2, D = 2, C = 1}
-local nargs = {A = 3, S = 2, D = 1, C = 1}
+local expected = {A = 'list', S = 'string', N = 'string', H = 'hash', M = 'hash', D = nil, C = 'string'}
+local nkeys = {A = 3, S = 2, N = 3, H = 2, M = 2, D = 2, C = 1}
+local nargs = {A = 3, S = 2, N = 3, D = 1, C = 1}
 local n = tonumber(ARGV[1])
 -- Pass 1: check types so that nothing is written when any write would fail.
 local k, a = 1, 2
@@ -68,6 +70,15 @@ for i = 1, n do
       results[i] = 0
     end
     a = a + 3
+  elseif op == 'N' then
+    if redis.call('HSETNX', KEYS[k + 1], ARGV[a + 1], ARGV[a]) == 1 then
+      redis.call('SET', KEYS[k], ARGV[a + 2])
+      redis.call('SADD', KEYS[k + 2], ARGV[a])
+      results[i] = 1
+    else
+      results[i] = 0
+    end
+    a = a + 3
   elseif op == 'S' then
     redis.call('SET', KEYS[k], ARGV[a + 1])
     redis.call('SADD', KEYS[k + 1], ARGV[a])
@@ -99,12 +110,13 @@ end
 return results
 """
 
-# Reads a batch of entities in one call: LRANGE, HGETALL or GET of every key in KEYS.
-# (A redis-py pipeline of 10k LRANGEs spends ~0.1 s building commands in Python.)
+# Reads a batch of entities in one call: for each KEYS[i], ARGV[i] (or ARGV[1] when it is the
+# only one) says LRANGE, HGETALL or GET. (A redis-py pipeline of 10k LRANGEs spends ~0.1 s
+# building commands in Python.)
 READ_SCRIPT: Final = """
 local out = {}
-local command = ARGV[1]
 for i, key in ipairs(KEYS) do
+  local command = ARGV[i] or ARGV[1]
   if command == 'LRANGE' then
     out[i] = redis.call('LRANGE', key, 0, -1)
   elseif command == 'HGETALL' then
@@ -148,6 +160,10 @@ class ScriptCall:
         )
         self._add(write, key_names, "A", write.key, event_id, payload)
 
+    def set_command(self, write: Write, keys: Keys, command_id: str, payload: bytes) -> None:
+        names = (keys.entity(write.collection, write.key), keys.seen(write.collection), keys.index(write.collection))
+        self._add(write, names, "N", write.key, command_id, payload)
+
     def set_value(self, write: Write, keys: Keys, payload: bytes) -> None:
         self._add(
             write, (keys.entity(write.collection, write.key), keys.index(write.collection)), "S", write.key, payload
@@ -166,12 +182,12 @@ class ScriptCall:
     def checkpoint(self, keys: Keys, sequence: int) -> None:
         self._add(None, (keys.checkpoint(),), "C", sequence)
 
-    def appended(self, results: Sequence[int]) -> list[Write]:
-        """The appends the script really made (the others were already stored)."""
+    def unchanged(self, results: Sequence[int]) -> list[Write]:
+        """The writes the script found already stored (an event or command id seen before)."""
         return [
             write
             for write, result in zip(self.operations, results, strict=True)
-            if write is not None and write.op == WriteOp.APPEND and int(result) == 1
+            if write is not None and int(result) == 0
         ]
 
 
@@ -202,6 +218,8 @@ def plan_writes(writes: Sequence[Write], keys: Keys, encode: Encoder, call: Scri
         elif write.op == WriteOp.SET and write.collection == Collection.CURRENCIES:
             assert isinstance(value, Currency)
             call.set_hash(write, keys, currency_fields(value), replace=True)
+        elif write.op == WriteOp.SET and isinstance(value, (SubmitOrder, SubmitOrderList)):
+            call.set_command(write, keys, value.command_id, encode(value))
         elif write.op == WriteOp.SET:
             assert value is not None and not isinstance(value, dict)
             call.set_value(write, keys, encode(value))

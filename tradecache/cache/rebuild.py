@@ -41,7 +41,7 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _decode_all(serializer: MsgPackSerializer, raw: Sequence[bytes], kind: type[T], what: str) -> list[T]:
+def decode_events(serializer: MsgPackSerializer, raw: Sequence[bytes], kind: type[T], what: str) -> list[T]:
     items = [serializer.deserialize(item) for item in raw]
     for item in items:
         if not isinstance(item, kind):
@@ -52,11 +52,11 @@ def _decode_all(serializer: MsgPackSerializer, raw: Sequence[bytes], kind: type[
 def order_from_events(serializer: MsgPackSerializer, raw: Sequence[bytes]) -> Order | None:
     if not raw:
         return None
-    return replay_order(_decode_all(serializer, raw, OrderEvent, "an order list"))
+    return replay_order(decode_events(serializer, raw, OrderEvent, "an order list"))
 
 
 def fills_of(serializer: MsgPackSerializer, raw: Sequence[bytes]) -> list[OrderFilled]:
-    return _decode_all(serializer, raw, OrderFilled, "a position list")
+    return decode_events(serializer, raw, OrderFilled, "a position list")
 
 
 def position_from_fills(fills: Sequence[OrderFilled], instrument: Instrument | None) -> Position | None:
@@ -68,7 +68,7 @@ def position_from_fills(fills: Sequence[OrderFilled], instrument: Instrument | N
 def account_from_states(serializer: MsgPackSerializer, raw: Sequence[bytes]) -> Account | None:
     if not raw:
         return None
-    return replay_account(_decode_all(serializer, raw, AccountState, "an account list"))
+    return replay_account(decode_events(serializer, raw, AccountState, "an account list"))
 
 
 def instrument_from_bytes(serializer: MsgPackSerializer, raw: bytes | None) -> Instrument | None:
@@ -114,6 +114,7 @@ def submit_order_list_from_bytes(serializer: MsgPackSerializer, raw: bytes | Non
 __all__ = [
     "account_from_states",
     "currency_from_hash",
+    "decode_events",
     "fills_of",
     "gc_paused",
     "instrument_from_bytes",

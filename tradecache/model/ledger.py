@@ -22,12 +22,13 @@ A refused message raises before any state changes, so the ledger stays as it was
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final, NamedTuple
 
 from tradecache.errors import EventRejected, OrderEventRefused, RejectReason
-from tradecache.model.accounts import Account
+from tradecache.model.accounts import Account, replay_account
 from tradecache.model.enums import PositionSide
 from tradecache.model.events import (
     AccountState,
@@ -45,8 +46,8 @@ from tradecache.model.events import (
 from tradecache.model.identifiers import ClientOrderId, TraderId
 from tradecache.model.instruments import Instrument
 from tradecache.model.messages import Kind, Message, type_name_of
-from tradecache.model.orders import Order
-from tradecache.model.positions import Position, flips, split_flip
+from tradecache.model.orders import Order, replay_order
+from tradecache.model.positions import Position, flips, replay_position, split_flip
 from tradecache.model.values import Currency, register_currency
 
 # Position ids the node generates itself; a flip gives the new side a fresh one of these.
@@ -133,10 +134,8 @@ class Ledger:
         self.trader_id = trader_id
         self.orders: dict[str, Order] = {}
         self.positions: dict[str, Position] = {}
-        self.position_fill_ids: dict[str, set[str]] = {}
         self.accounts: dict[str, Account] = {}
         self.instruments: dict[str, Instrument] = {}
-        self.command_ids: dict[tuple[Collection, str], str] = {}
         # After a fill leaves a position FLAT: what its PositionClosed should say.
         self.closed_summaries: dict[str, PositionSummary] = {}
         # Opening halves of split fills waiting for the node's PositionOpened to name their id.
@@ -200,7 +199,7 @@ class Ledger:
         position_key = fill.position_id.value
         position = self.positions.get(position_key)
         instrument = self.instruments.get(fill.instrument_id.value)
-        stored = self._position_fills(fill, position, instrument)
+        stored, waiting = self._position_fills(fill, position)
         if position is not None and position.is_open and position.is_duplicate(stored[0]):
             raise EventRejected(
                 RejectReason.INVALID_TRANSITION,
@@ -208,32 +207,34 @@ class Ledger:
                 "and quantity",
             )
         order.apply(fill)  # raises (changing nothing) if the order refuses the fill
+        # Accepted: from here on state changes.
+        if waiting is not None:
+            self.pending_openings[fill.client_order_id] = waiting
         writes = [Write(WriteOp.APPEND, Collection.ORDERS, order.client_order_id.value, fill)]
         for half in stored:
             writes.append(self._store_position_fill(half, instrument))
         return Outcome(Kind.ORDER, writes)
 
     def _position_fills(
-        self, fill: OrderFilled, position: Position | None, instrument: Instrument | None
-    ) -> list[OrderFilled]:
-        """The fills to store for `fill` under positions: itself, or the halves of a flip."""
+        self, fill: OrderFilled, position: Position | None
+    ) -> tuple[list[OrderFilled], OrderFilled | None]:
+        """The fills to store now for `fill` (itself, or the halves of a flip), and an opening half
+        that must wait for the node to name its position (HEDGING `P-` ids)."""
         if not flips(position, fill):
-            return [fill]
+            return [fill], None
         assert position is not None
         assert fill.position_id is not None
         closing, opening = split_flip(position, fill)
         if opening is None:
-            return [closing]
+            return [closing], None
         if fill.position_id.value.startswith(NODE_POSITION_ID_PREFIX):
             # The node gives the new side an id of its own, published in the next PositionOpened.
-            self.pending_openings[fill.client_order_id] = opening
-            return [closing]
-        return [closing, opening]
+            return [closing], opening
+        return [closing, opening], None
 
     def _store_position_fill(self, fill: OrderFilled, instrument: Instrument | None) -> Write:
         assert fill.position_id is not None
         key = fill.position_id.value
-        self.position_fill_ids.setdefault(key, set()).add(fill.event_id)
         if instrument is not None:
             position = self.positions.get(key)
             if position is None:
@@ -286,10 +287,90 @@ class Ledger:
         return Outcome(Kind.ACCOUNT, [Write(WriteOp.APPEND, Collection.ACCOUNTS, key, state)])
 
     def _apply_command(self, collection: Collection, key: str, command: SubmitOrder | SubmitOrderList) -> Outcome:
-        if self.command_ids.get((collection, key)) == command.command_id:
-            return Outcome(Kind.COMMAND, duplicate=True)
-        self.command_ids[(collection, key)] = command.command_id
+        # A repeated command_id is recognised by the store (the write is "set if new"), which
+        # keeps the ledger from remembering every command ever sent.
         return Outcome(Kind.COMMAND, [Write(WriteOp.SET, collection, key, command)])
+
+    # -- state kept in memory, and state brought back from the store ------------------------
+
+    def missing(self, messages: Iterable[Message]) -> StateRequest:
+        """The stored entities `messages` refer to that are not in memory (to read before applying)."""
+        request = StateRequest()
+        for message in messages:
+            if isinstance(message, OrderEvent):
+                if message.client_order_id.value not in self.orders:
+                    request.orders.add(message.client_order_id.value)
+                if isinstance(message, OrderFilled) and message.position_id is not None:
+                    self._request_position(request, message.position_id.value, message.instrument_id.value)
+            elif isinstance(message, PositionEvent):
+                self._request_position(request, message.position_id.value, message.instrument_id.value)
+            elif isinstance(message, AccountState) and message.account_id.value not in self.accounts:
+                request.accounts.add(message.account_id.value)
+        return request
+
+    def _request_position(self, request: StateRequest, position_id: str, instrument_id: str) -> None:
+        if position_id not in self.positions:
+            request.positions.add(position_id)
+        if instrument_id not in self.instruments:
+            request.instruments.add(instrument_id)
+
+    def hydrate(self, stored: StoredState) -> None:
+        """Take entities read from the store (absent ones are simply not in `stored`)."""
+        self.instruments.update(stored.instruments)
+        for key, events in stored.orders.items():
+            if events and key not in self.orders:
+                self.orders[key] = replay_order(events)
+        for key, states in stored.accounts.items():
+            if states and key not in self.accounts:
+                self.accounts[key] = replay_account(states)
+        for key, fills in stored.positions.items():
+            if not fills or key in self.positions:
+                continue
+            instrument = self.instruments.get(fills[0].instrument_id.value)
+            if instrument is None:
+                continue
+            position = self.positions[key] = replay_position(instrument, fills)
+            if position.is_closed:
+                self.closed_summaries[key] = PositionSummary.of(position)
+
+    def evict(self, open_orders_limit: int) -> int:
+        """Forget closed orders and flat positions (the store has them); cap open orders too.
+
+        Returns how many orders were dropped. What is dropped is read back when needed.
+        """
+        before = len(self.orders)
+        self.orders = {key: order for key, order in self.orders.items() if not order.is_closed}
+        if len(self.orders) > open_orders_limit:
+            # Oldest first: dicts keep insertion order, and orders are inserted when initialized.
+            excess = len(self.orders) - open_orders_limit
+            for key in list(self.orders)[:excess]:
+                del self.orders[key]
+        self.positions = {key: position for key, position in self.positions.items() if position.is_open}
+        self.closed_summaries = {key: s for key, s in self.closed_summaries.items() if key in self.positions}
+        return before - len(self.orders)
+
+
+@dataclass
+class StateRequest:
+    """Ids of stored entities to read before a batch is applied."""
+
+    orders: set[str] = field(default_factory=set)
+    positions: set[str] = field(default_factory=set)
+    accounts: set[str] = field(default_factory=set)
+    instruments: set[str] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.orders or self.positions or self.accounts or self.instruments)
+
+
+@dataclass
+class StoredState:
+    """Entities read from the store: event lists (empty when absent) and instruments."""
+
+    orders: dict[str, list[OrderEvent]] = field(default_factory=dict)
+    positions: dict[str, list[OrderFilled]] = field(default_factory=dict)
+    accounts: dict[str, list[AccountState]] = field(default_factory=dict)
+    instruments: dict[str, Instrument] = field(default_factory=dict)
 
 
 __all__ = [
@@ -299,6 +380,8 @@ __all__ = [
     "Ledger",
     "Outcome",
     "PositionSummary",
+    "StateRequest",
+    "StoredState",
     "Write",
     "WriteOp",
 ]

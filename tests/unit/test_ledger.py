@@ -1,0 +1,312 @@
+"""The Ledger: what storing each message means (duplicates, refusals, flips, divergence)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.unit.factories import (
+    TRADER_ID,
+    OrderEvents,
+    account_state,
+    currency_pair,
+    position_event,
+)
+from tradecache.errors import EventRejected, OrderEventRefused, RejectReason
+from tradecache.model import Collection, Ledger, Outcome, Write, WriteOp
+from tradecache.model.enums import AccountType, OrderSide, OrderStatus, OrderType, PositionSide
+from tradecache.model.events import OrderFilled, PositionChanged, PositionClosed, PositionOpened
+from tradecache.model.identifiers import TraderId
+from tradecache.model.messages import Kind
+from tradecache.model.positions import derive_opening_event_id
+from tradecache.model.values import Money, Quantity
+
+HEDGING_ID = "P-20260101-120000-001-001-1"
+NEW_HEDGING_ID = "P-20260101-120001-001-001-2F"
+NETTING_ID = "EUR/USD.SIM-Tester-001"
+
+
+def new_ledger() -> Ledger:
+    ledger = Ledger(TraderId(TRADER_ID))
+    ledger.apply(currency_pair())
+    return ledger
+
+
+def working_order(ledger: Ledger, coid: str, side: OrderSide, quantity: str) -> OrderEvents:
+    """Initialize, submit and accept a MARKET order in the ledger."""
+    events = OrderEvents(coid)
+    ledger.apply(events.initialized(OrderType.MARKET, side, quantity))
+    ledger.apply(events.submitted())
+    ledger.apply(events.accepted(f"V-{coid}"))
+    return events
+
+
+def market_fill(events: OrderEvents, side: OrderSide, qty: str, px: str, fee: str, position_id: str) -> OrderFilled:
+    return events.filled(
+        qty,
+        px,
+        side=side,
+        order_type=OrderType.MARKET,
+        commission=fee,
+        position_id=position_id,
+        venue_order_id=f"V-{events.client_order_id}",
+    )
+
+
+def snapshot(ledger: Ledger) -> dict[str, Any]:
+    return {
+        "orders": {key: (o.status, o.event_count, str(o.filled_qty)) for key, o in ledger.orders.items()},
+        "positions": {key: (p.side, str(p.quantity), p.event_count) for key, p in ledger.positions.items()},
+        "accounts": {key: a.event_count for key, a in ledger.accounts.items()},
+        "pending": dict(ledger.pending_openings),
+        "closed": dict(ledger.closed_summaries),
+    }
+
+
+def appended(outcome: Outcome) -> list[tuple[Collection, str]]:
+    assert all(write.op == WriteOp.APPEND for write in outcome.writes)
+    return [(write.collection, write.key) for write in outcome.writes]
+
+
+# -- duplicates --------------------------------------------------------------------------------
+
+
+def test_an_order_event_delivered_twice_is_a_duplicate_with_no_writes() -> None:
+    ledger = new_ledger()
+    events = OrderEvents()
+    init = events.initialized()
+    submitted = events.submitted()
+    for event in (init, submitted):
+        assert ledger.apply(event).writes
+    for event in (init, submitted):
+        outcome = ledger.apply(event)
+        assert outcome.duplicate is True
+        assert outcome.writes == []
+    assert ledger.orders["O-1"].event_count == 2
+
+
+def test_a_fill_delivered_twice_is_a_duplicate_and_the_position_counts_it_once() -> None:
+    ledger = new_ledger()
+    events = working_order(ledger, "O-1", OrderSide.BUY, "100")
+    fill = market_fill(events, OrderSide.BUY, "40", "1.10000", "0.10 USD", NETTING_ID)
+    assert appended(ledger.apply(fill)) == [(Collection.ORDERS, "O-1"), (Collection.POSITIONS, NETTING_ID)]
+    again = ledger.apply(fill)
+    assert (again.duplicate, again.writes) == (True, [])
+    assert str(ledger.positions[NETTING_ID].quantity) == "40"
+    assert str(ledger.orders["O-1"].filled_qty) == "40"
+
+
+def test_an_account_state_delivered_twice_is_a_duplicate() -> None:
+    ledger = new_ledger()
+    state = account_state(AccountType.CASH, [("USD", "100.00", "0.00")])
+    first = ledger.apply(state)
+    assert first.writes == [Write(WriteOp.APPEND, Collection.ACCOUNTS, "SIM-001", state)]
+    second = ledger.apply(state)
+    assert (second.kind, second.duplicate, second.writes) == (Kind.ACCOUNT, True, [])
+    assert ledger.accounts["SIM-001"].event_count == 1
+
+
+# -- refusals ----------------------------------------------------------------------------------
+
+
+def test_an_event_for_an_order_never_initialized_is_refused_as_unknown_order() -> None:
+    ledger = new_ledger()
+    with pytest.raises(OrderEventRefused) as caught:
+        ledger.apply(OrderEvents("O-404").submitted())
+    assert caught.value.reason == RejectReason.UNKNOWN_ORDER
+    assert caught.value.client_order_id == "O-404"
+    assert ledger.orders == {}
+
+
+def test_a_message_for_another_trader_is_refused_as_trader_mismatch() -> None:
+    ledger = new_ledger()
+    with pytest.raises(EventRejected) as caught:
+        ledger.apply(OrderEvents(trader_id="OTHER-002").initialized())
+    assert caught.value.reason == RejectReason.TRADER_MISMATCH
+    assert ledger.orders == {}
+
+
+def test_a_refused_fill_changes_nothing_and_the_same_fill_is_applied_once_the_order_can_take_it() -> None:
+    ledger = new_ledger()
+    events = OrderEvents()
+    ledger.apply(events.initialized(OrderType.MARKET, OrderSide.BUY, "100"))
+    fill = market_fill(events, OrderSide.BUY, "100", "1.10000", "0.20 USD", NETTING_ID)
+    before = snapshot(ledger)
+    with pytest.raises(OrderEventRefused) as caught:
+        ledger.apply(fill)  # INITIALIZED -> FILLED is not allowed
+    assert caught.value.reason == RejectReason.INVALID_TRANSITION
+    assert snapshot(ledger) == before
+    assert NETTING_ID not in ledger.positions
+
+    ledger.apply(events.submitted())
+    outcome = ledger.apply(fill)
+    assert appended(outcome) == [(Collection.ORDERS, "O-1"), (Collection.POSITIONS, NETTING_ID)]
+    assert ledger.orders["O-1"].status == OrderStatus.FILLED
+    assert ledger.positions[NETTING_ID].side == PositionSide.LONG
+
+
+def test_an_overfill_is_refused_and_leaves_order_and_position_as_they_were() -> None:
+    ledger = new_ledger()
+    events = working_order(ledger, "O-1", OrderSide.BUY, "100")
+    ledger.apply(market_fill(events, OrderSide.BUY, "60", "1.10000", "0.10 USD", NETTING_ID))
+    before = snapshot(ledger)
+    with pytest.raises(OrderEventRefused):
+        ledger.apply(market_fill(events, OrderSide.BUY, "60", "1.10000", "0.10 USD", NETTING_ID))
+    assert snapshot(ledger) == before
+
+
+def test_a_refused_flipping_fill_leaves_no_opening_half_waiting() -> None:
+    ledger = new_ledger()
+    buy = working_order(ledger, "O-1", OrderSide.BUY, "100000")
+    ledger.apply(market_fill(buy, OrderSide.BUY, "100000", "1.10000", "2.20 USD", HEDGING_ID))
+    sell = OrderEvents("O-2")
+    ledger.apply(sell.initialized(OrderType.MARKET, OrderSide.SELL, "150000"))  # never submitted
+    before = snapshot(ledger)
+    with pytest.raises(OrderEventRefused):
+        ledger.apply(market_fill(sell, OrderSide.SELL, "150000", "1.10100", "3.30 USD", HEDGING_ID))
+    assert snapshot(ledger) == before
+    # So a PositionOpened naming that order has no opening half of a never-stored fill to write.
+    opened = position_event(
+        PositionOpened,
+        ledger.positions[HEDGING_ID],
+        position_id=NEW_HEDGING_ID,
+        opening_order_id=sell.client_order_id,
+        entry=OrderSide.SELL,
+    )
+    assert ledger.apply(opened).writes == []
+
+
+# -- flips -------------------------------------------------------------------------------------
+
+
+def test_a_netting_flip_stores_both_halves_under_the_same_position_id() -> None:
+    ledger = new_ledger()
+    buy = working_order(ledger, "O-1", OrderSide.BUY, "100000")
+    ledger.apply(market_fill(buy, OrderSide.BUY, "100000", "1.10000", "2.20 USD", NETTING_ID))
+    sell = working_order(ledger, "O-2", OrderSide.SELL, "150000")
+    flipping = market_fill(sell, OrderSide.SELL, "150000", "1.10100", "3.30 USD", NETTING_ID)
+    outcome = ledger.apply(flipping)
+    assert appended(outcome) == [
+        (Collection.ORDERS, "O-2"),
+        (Collection.POSITIONS, NETTING_ID),
+        (Collection.POSITIONS, NETTING_ID),
+    ]
+    order_write, closing, opening = (write.value for write in outcome.writes)
+    assert order_write is flipping  # the order keeps the unsplit fill
+    assert isinstance(closing, OrderFilled)
+    assert isinstance(opening, OrderFilled)
+    assert (str(closing.last_qty), str(closing.commission)) == ("100000", "2.20 USD")
+    assert (str(opening.last_qty), str(opening.commission)) == ("50000", "1.10 USD")
+    position = ledger.positions[NETTING_ID]
+    assert (position.side, str(position.quantity), str(position.realized_pnl)) == (
+        PositionSide.SHORT,
+        "50000",
+        "-1.10 USD",
+    )
+
+
+def test_a_hedging_flip_holds_the_opening_half_until_position_opened_names_the_new_id() -> None:
+    ledger = new_ledger()
+    buy = working_order(ledger, "O-1", OrderSide.BUY, "100000")
+    ledger.apply(market_fill(buy, OrderSide.BUY, "100000", "1.10000", "2.20 USD", HEDGING_ID))
+    sell = working_order(ledger, "O-2", OrderSide.SELL, "150000")
+    flipping = market_fill(sell, OrderSide.SELL, "150000", "1.10100", "3.30 USD", HEDGING_ID)
+
+    outcome = ledger.apply(flipping)
+    assert appended(outcome) == [(Collection.ORDERS, "O-2"), (Collection.POSITIONS, HEDGING_ID)]
+    closing = outcome.writes[1].value
+    assert isinstance(closing, OrderFilled)
+    assert str(closing.last_qty) == "100000"
+    old = ledger.positions[HEDGING_ID]
+    assert old.side == PositionSide.FLAT
+    assert str(old.realized_pnl) == "95.60 USD"
+    assert NEW_HEDGING_ID not in ledger.positions
+
+    closed = ledger.apply(position_event(PositionClosed, old))
+    assert (closed.writes, closed.divergence) == ([], None)
+
+    opened = position_event(
+        PositionOpened,
+        old,
+        position_id=NEW_HEDGING_ID,
+        opening_order_id=sell.client_order_id,
+        entry=OrderSide.SELL,
+        side=PositionSide.SHORT,
+        signed_qty=-50000.0,
+        quantity=Quantity.from_str("50000"),
+        peak_qty=Quantity.from_str("50000"),
+        last_qty=Quantity.from_str("50000"),
+        avg_px_open=1.101,
+        realized_pnl=Money.parse("-1.10 USD"),
+    )
+    released = ledger.apply(opened)
+    assert released.kind == Kind.POSITION
+    assert released.divergence is None
+    assert appended(released) == [(Collection.POSITIONS, NEW_HEDGING_ID)]
+    opening = released.writes[0].value
+    assert isinstance(opening, OrderFilled)
+    assert opening.position_id == NEW_HEDGING_ID
+    assert (str(opening.last_qty), str(opening.commission)) == ("50000", "1.10 USD")
+    assert opening.event_id == derive_opening_event_id(flipping.event_id)
+    assert opening.trade_id == flipping.trade_id
+    new = ledger.positions[NEW_HEDGING_ID]
+    assert (new.side, str(new.quantity), new.event_count) == (PositionSide.SHORT, "50000", 1)
+    assert ledger.pending_openings == {}
+    assert ledger.positions[HEDGING_ID].side == PositionSide.FLAT
+
+
+def test_a_position_opened_for_another_order_does_not_release_a_held_opening_half() -> None:
+    ledger = new_ledger()
+    buy = working_order(ledger, "O-1", OrderSide.BUY, "100000")
+    ledger.apply(market_fill(buy, OrderSide.BUY, "100000", "1.10000", "2.20 USD", HEDGING_ID))
+    sell = working_order(ledger, "O-2", OrderSide.SELL, "150000")
+    ledger.apply(market_fill(sell, OrderSide.SELL, "150000", "1.10100", "3.30 USD", HEDGING_ID))
+    other = position_event(PositionOpened, ledger.positions[HEDGING_ID], position_id=NEW_HEDGING_ID)
+    assert other.opening_order_id == "O-1"
+    assert ledger.apply(other).writes == []
+    assert list(ledger.pending_openings) == ["O-2"]
+
+
+# -- position events ---------------------------------------------------------------------------
+
+
+def test_a_position_changed_that_agrees_with_the_stored_fills_reports_no_divergence() -> None:
+    ledger = new_ledger()
+    events = working_order(ledger, "O-1", OrderSide.BUY, "100")
+    ledger.apply(market_fill(events, OrderSide.BUY, "60", "1.10000", "0.10 USD", NETTING_ID))
+    outcome = ledger.apply(position_event(PositionChanged, ledger.positions[NETTING_ID]))
+    assert (outcome.kind, outcome.writes, outcome.divergence) == (Kind.POSITION, [], None)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("quantity", Quantity.from_str("50")),
+        ("signed_qty", 50.0),
+        ("side", PositionSide.SHORT),
+        ("avg_px_open", 1.2),
+        ("realized_pnl", Money.parse("-0.11 USD")),
+    ],
+)
+def test_a_position_changed_that_disagrees_is_reported_as_divergence(field: str, value: Any) -> None:
+    ledger = new_ledger()
+    events = working_order(ledger, "O-1", OrderSide.BUY, "100")
+    ledger.apply(market_fill(events, OrderSide.BUY, "60", "1.10000", "0.10 USD", NETTING_ID))
+    outcome = ledger.apply(position_event(PositionChanged, ledger.positions[NETTING_ID], **{field: value}))
+    assert outcome.writes == []
+    assert outcome.divergence is not None
+    assert outcome.divergence.position_id == NETTING_ID
+    assert outcome.divergence.event_type == "PositionChanged"
+    assert len(outcome.divergence.differences) == 1
+    assert outcome.divergence.differences[0].startswith(f"{field}:")
+
+
+def test_a_position_event_without_stored_position_is_reported_as_divergence() -> None:
+    ledger = new_ledger()
+    events = working_order(ledger, "O-1", OrderSide.BUY, "100")
+    ledger.apply(market_fill(events, OrderSide.BUY, "60", "1.10000", "0.10 USD", NETTING_ID))
+    event = position_event(PositionChanged, ledger.positions[NETTING_ID], position_id="P-UNKNOWN")
+    outcome = ledger.apply(event)
+    assert outcome.divergence is not None
+    assert outcome.divergence.position_id == "P-UNKNOWN"
