@@ -45,6 +45,8 @@ def _parse_decimal(text: str, kind: str) -> tuple[int, int]:
             raise ValueError(f"{kind} {text!r} has more than {MAX_PRECISION} decimals")
         raw = int(head + tail) * 10 ** (FIXED_PRECISION - precision)
         return (-raw if text[:1] == "-" else raw), precision
+    if text != text.strip():
+        raise ValueError(f"{kind} {text!r} has surrounding white space")
     try:
         number = Decimal(text.replace("_", "")) if "_" in text else Decimal(text)
     except InvalidOperation:

@@ -1,0 +1,7 @@
+"""`python -m tradecache` runs the command line."""
+
+import sys
+
+from tradecache.cli import main
+
+sys.exit(main())

@@ -1,0 +1,202 @@
+"""The daemon: wiring, start, readiness, graceful stop.
+
+`Daemon(config).run()` starts the health/metrics server first (so /healthz answers while it
+connects), connects to Redis and NATS, makes sure the streams exist, then runs the ingest loop
+and a key-count refresher until SIGTERM/SIGINT. On a signal it stops fetching, finishes and
+acks the batch in hand, and closes within `shutdown.drain_timeout`; the exit code is 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+import redis.asyncio
+
+from tradecache import __version__
+from tradecache.cache.keys import Keys
+from tradecache.config import Config
+from tradecache.daemon.bus import NatsOptions, StreamPlan, connect, ensure_streams
+from tradecache.daemon.deadletter import DeadLetters
+from tradecache.daemon.health import HealthServer
+from tradecache.daemon.ingest import Ingestor, IngestSettings
+from tradecache.daemon.intake import Intake
+from tradecache.daemon.metrics import Metrics
+from tradecache.daemon.store import Store
+from tradecache.daemon.subjects import Subjects
+from tradecache.errors import BusUnavailable, StoreUnavailable
+from tradecache.model.identifiers import TraderId
+from tradecache.model.ledger import Ledger
+from tradecache.serialization.msgpack import MsgPackSerializer
+
+log = logging.getLogger("tradecache")
+
+
+def nats_options(config: Config) -> NatsOptions:
+    nats_config = config.nats
+    return NatsOptions(
+        servers=list(nats_config.servers),
+        name=f"tradecache-{config.trader_id}",
+        user=nats_config.user,
+        password=nats_config.password.reveal() if nats_config.password else None,
+        token=nats_config.token.reveal() if nats_config.token else None,
+        creds_file=nats_config.creds_file,
+        nkey_seed_file=nats_config.nkey_seed_file,
+        tls_ca_file=nats_config.tls_ca_file,
+        tls_cert_file=nats_config.tls_cert_file,
+        tls_key_file=nats_config.tls_key_file,
+        connect_timeout=nats_config.connect_timeout,
+        max_reconnect_wait=nats_config.max_reconnect_wait,
+    )
+
+
+def redis_client(config: Config) -> Any:
+    cache_config = config.redis.cache_config()
+    kwargs = cache_config.client_kwargs()
+    if cache_config.cluster:
+        return redis.asyncio.RedisCluster(**kwargs)
+    return redis.asyncio.Redis(**kwargs)
+
+
+class Daemon:
+    """One trader's sidecar."""
+
+    def __init__(self, config: Config, metrics: Metrics | None = None) -> None:
+        self.config = config
+        self.metrics = metrics or Metrics(version=__version__)
+        self.subjects = Subjects(config.nats.subject_prefix, config.trader_id)
+        self.serializer = MsgPackSerializer(timestamps_as_str=True)
+        self.keys = Keys(config.trader_id, hash_tag=config.redis.cluster)
+        self.stopping = asyncio.Event()
+        self.nc: Any = None
+        self.store: Store | None = None
+        self.ingestor: Ingestor | None = None
+        self.health = HealthServer(self.metrics, self.is_ready, config.http.host, config.http.port)
+
+    # -- readiness -----------------------------------------------------------------------
+
+    def is_ready(self) -> bool:
+        ingestor = self.ingestor
+        return bool(
+            self.nc is not None
+            and self.nc.is_connected
+            and ingestor is not None
+            and ingestor.bound
+            and ingestor.redis_ok
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        if not self.stopping.is_set():
+            log.info("stop requested: finishing the batch in hand")
+            self.stopping.set()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop)
+        await self.health.start()
+        log.info("health server listening", extra={"port": self.health.port, "version": __version__})
+        try:
+            return await self._serve()
+        finally:
+            await self._close()
+
+    async def _serve(self) -> int:
+        client = redis_client(self.config)
+        self.store = Store(client, self.keys, self.serializer)
+        self.metrics.set_redis_up(await self.store.ping())
+        try:
+            self.nc = await connect(
+                nats_options(self.config),
+                on_disconnected=self._on_disconnected,
+                on_reconnected=self._on_reconnected,
+                log=log,
+            )
+        except BusUnavailable as exc:
+            log.error("cannot connect to NATS", extra={"error": str(exc)})
+            return 1
+        self.metrics.set_nats_connected(True)
+        js = self.nc.jetstream()
+        plan = StreamPlan(
+            stream=self.config.nats.stream,
+            dead_letter_stream=self.config.nats.dead_letter_stream,
+            consumer=self.config.nats.consumer_name,
+            ack_wait=self.config.ingest.ack_wait,
+            max_deliver=self.config.ingest.max_deliver,
+            create=self.config.nats.create_streams,
+        )
+        try:
+            ack_all = await ensure_streams(js, self.subjects, plan, log)
+        except BusUnavailable as exc:
+            log.error("cannot bind the JetStream consumer", extra={"error": str(exc)})
+            return 1
+        ingest = self.config.ingest
+        self.ingestor = Ingestor(
+            self.nc,
+            IngestSettings(
+                stream=plan.stream,
+                consumer=plan.consumer,
+                batch_size=ingest.batch_size,
+                fetch_expires=ingest.fetch_expires,
+                open_orders_limit=ingest.open_orders_limit,
+                ack_all=ack_all,
+            ),
+            Intake(self.subjects, self.serializer, ingest.max_payload_bytes),
+            Ledger(TraderId(self.config.trader_id)),
+            self.store,
+            DeadLetters(js, self.subjects, plan.stream, plan.dead_letter_stream),
+            self.metrics,
+            self.serializer,
+            log,
+        )
+        counter = asyncio.create_task(self._refresh_key_counts())
+        try:
+            await self.ingestor.run(self.stopping)
+        except StoreUnavailable as exc:
+            log.warning("stopped while Redis was unavailable; nothing in hand was acked", extra={"error": str(exc)})
+        finally:
+            counter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await counter
+        return 0
+
+    async def _refresh_key_counts(self) -> None:
+        assert self.store is not None
+        while not self.stopping.is_set():
+            try:
+                self.metrics.set_keys(await self.store.key_counts())
+            except StoreUnavailable:
+                self.metrics.set_redis_up(False)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), timeout=self.config.metrics.key_count_interval)
+
+    async def _on_disconnected(self) -> None:
+        self.metrics.set_nats_connected(False)
+        if not self.stopping.is_set():
+            log.warning("nats disconnected")
+
+    async def _on_reconnected(self) -> None:
+        self.metrics.set_nats_connected(True)
+        log.info("nats reconnected")
+
+    async def _close(self) -> None:
+        timeout = self.config.shutdown.drain_timeout
+        if self.nc is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.nc.flush(), timeout=timeout)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.nc.close(), timeout=timeout)
+        if self.store is not None:
+            with contextlib.suppress(Exception):
+                await self.store.client.aclose()
+        await self.health.stop()
+        log.info("stopped")
+
+
+__all__ = ["Daemon", "nats_options", "redis_client"]

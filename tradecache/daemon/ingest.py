@@ -1,0 +1,297 @@
+"""The ingest loop: pull from JetStream, apply in stream order, commit, then acknowledge.
+
+Theory of operation. Messages are pulled by hand (a request to
+`$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>` with a reply inbox we subscribe to), which
+FIELD-NOTES measured 3-4x faster than nats-py's `fetch()`. For each batch:
+
+1. every delivery is checked (`Intake`): size, subject, msgpack, fields, kind;
+2. the stored state the batch refers to and memory lacks is read in one round trip, then the
+   ledger applies the batch in stream order (`apply_batch`), skipping what the checkpoint says
+   was committed before a restart;
+3. refused deliveries are published to the dead-letter subject (each publish acknowledged);
+4. all writes plus the new checkpoint go to Redis in one atomic script call;
+5. only then is the batch acknowledged (with AckPolicy.ALL one ack covers the batch).
+
+A crash between 4 and 5 redelivers messages whose sequence is at or below the checkpoint: they
+are acked without being applied again. When Redis is unavailable, steps 2 and 4 retry with
+backoff and nothing is acked; readiness is false meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from tradecache.cache.keys import Keys
+from tradecache.daemon.batch import BatchResult, apply_batch
+from tradecache.daemon.deadletter import DeadLetters
+from tradecache.daemon.intake import Accepted, Delivery, Intake, Refused, parse_ack_subject
+from tradecache.daemon.metrics import Metrics
+from tradecache.daemon.store import Store
+from tradecache.errors import StoreUnavailable
+from tradecache.model.ledger import Ledger, WriteOp
+from tradecache.serialization.msgpack import MsgPackSerializer
+
+T = TypeVar("T")
+
+# Test hook: after this many commits, stop before acknowledging (a test then kills -9 the process).
+PAUSE_AFTER_COMMIT_ENV = "TRADECACHE_TEST_PAUSE_AFTER_COMMIT"
+_BACKOFF_START, _BACKOFF_MAX = 0.05, 2.0
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    stream: str
+    consumer: str
+    batch_size: int
+    fetch_expires: float
+    open_orders_limit: int
+    ack_all: bool  # the consumer uses AckPolicy.ALL: acking the last delivery acks the batch
+
+
+class Ingestor:
+    """Consumes one trader's messages into Redis."""
+
+    def __init__(
+        self,
+        nc: Any,
+        settings: IngestSettings,
+        intake: Intake,
+        ledger: Ledger,
+        store: Store,
+        dead_letters: DeadLetters,
+        metrics: Metrics,
+        serializer: MsgPackSerializer,
+        log: logging.Logger,
+    ) -> None:
+        self.nc = nc
+        self.settings = settings
+        self.intake = intake
+        self.ledger = ledger
+        self.store = store
+        self.dead_letters = dead_letters
+        self.metrics = metrics
+        self.serializer = serializer
+        self.log = log
+        self.keys: Keys = store.keys
+        self.checkpoint = 0
+        self.commits = 0
+        self.redis_ok = False
+        self.bound = False
+        self._pause_after = int(os.environ.get(PAUSE_AFTER_COMMIT_ENV, "0") or 0)
+        self._inbox = ""
+        self._pulls = 0
+        self._queue: collections.deque[Any] = collections.deque()
+        self._arrived = asyncio.Event()
+        self._finished_pulls: set[int] = set()
+        self._subscription: Any = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Consume until `stopping` is set; the batch in hand is finished and acked first."""
+        self.checkpoint = await self._retry("read checkpoint", self.store.read_checkpoint, stopping)
+        self._inbox = self.nc.new_inbox()
+        self._subscription = await self.nc.subscribe(f"{self._inbox}.*", cb=self._on_message)
+        self.bound = True
+        self.log.info("ingest started", extra={"checkpoint": self.checkpoint, "stream": self.settings.stream})
+        try:
+            while not stopping.is_set():
+                deliveries = await self._fetch(stopping)
+                if deliveries:
+                    await self._process(deliveries, stopping)
+        finally:
+            self.bound = False
+            await self._subscription.unsubscribe()
+
+    async def _on_message(self, msg: Any) -> None:
+        self._queue.append(msg)
+        self._arrived.set()
+
+    # -- fetching --------------------------------------------------------------------------
+
+    async def _request_pull(self) -> int:
+        self._pulls += 1
+        request = {"batch": self.settings.batch_size, "expires": int(self.settings.fetch_expires * 1e9)}
+        subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.settings.stream}.{self.settings.consumer}"
+        await self.nc.publish(subject, json.dumps(request).encode(), reply=f"{self._inbox}.{self._pulls}")
+        return self._pulls
+
+    async def _fetch(self, stopping: asyncio.Event) -> list[Delivery]:
+        """One pull's worth of deliveries (fewer when the pull expires or the stream is drained)."""
+        try:
+            pull = await self._request_pull()
+        except Exception as exc:  # disconnected: nats-py reconnects by itself; try again shortly
+            self.log.warning("pull request failed", extra={"error": str(exc)})
+            await asyncio.sleep(0.2)
+            return []
+        deliveries: list[Delivery] = []
+        deadline = time.monotonic() + self.settings.fetch_expires + 1.0
+        while len(deliveries) < self.settings.batch_size and pull not in self._finished_pulls:
+            while self._queue and len(deliveries) < self.settings.batch_size:
+                self._take(self._queue.popleft(), deliveries)
+            if len(deliveries) >= self.settings.batch_size or pull in self._finished_pulls:
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or (stopping.is_set() and not deliveries):
+                break
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), timeout=remaining)
+            except TimeoutError:
+                break
+        self._finished_pulls.discard(pull)
+        return deliveries
+
+    def _take(self, msg: Any, deliveries: list[Delivery]) -> None:
+        headers = msg.headers
+        status = headers.get("Status") if headers else None
+        if status is not None and not msg.data:
+            # 404 no messages, 408 expired, 409 conflict: that pull is over.
+            pull = msg.subject.rpartition(".")[2]
+            if pull.isdigit():
+                self._finished_pulls.add(int(pull))
+            if status == "409":
+                self.log.warning("pull conflict", extra={"description": headers.get("Description", "")})
+            return
+        try:
+            seq, consumer_seq, timestamp, pending = parse_ack_subject(msg.reply)
+        except ValueError:
+            self.log.warning("delivery without JetStream metadata ignored", extra={"subject": msg.subject})
+            return
+        deliveries.append(Delivery(msg.subject, msg.data, headers, seq, consumer_seq, timestamp, pending, msg.reply))
+
+    # -- processing ------------------------------------------------------------------------
+
+    async def _process(self, deliveries: list[Delivery], stopping: asyncio.Event) -> None:
+        # Stream order; a message redelivered while its first copy was still in hand counts once.
+        unique = sorted({d.stream_seq: d for d in reversed(deliveries)}.values(), key=lambda d: d.stream_seq)
+        items = [self.intake.check(d) for d in unique]
+        fresh = [
+            item.message for item in items if isinstance(item, Accepted) and item.delivery.stream_seq > self.checkpoint
+        ]
+        request = self.ledger.missing(fresh)
+        if request:
+            stored = await self._retry("read state", lambda: self.store.read_state(request), stopping)
+            self.ledger.hydrate(stored)
+        result = apply_batch(
+            self.ledger, items, checkpoint=self.checkpoint, keys=self.keys, encode=self.serializer.serialize
+        )
+        for refused in result.refused:
+            await self._retry_bus("publish dead letter", self._dead_letter(refused), stopping)
+        started = time.perf_counter()
+        results = await self._retry("commit batch", lambda: self.store.commit(result.call), stopping)
+        written_at = time.perf_counter()
+        self.commits += 1
+        if self._pause_after and self.commits >= self._pause_after:
+            self.log.warning("test hook: paused after commit, before ack", extra={"commits": self.commits})
+            await asyncio.Event().wait()
+        await self._ack(deliveries)
+        self.checkpoint = max(self.checkpoint, result.last_seq)
+        self._record(result, results, written_at - started, unique)
+        self.ledger.evict(self.settings.open_orders_limit)
+
+    def _dead_letter(self, refused: Refused) -> Callable[[], Awaitable[None]]:
+        return lambda: self.dead_letters.publish(refused)
+
+    async def _ack(self, deliveries: list[Delivery]) -> None:
+        if self.settings.ack_all:
+            # AckPolicy.ALL acks every delivery up to this consumer sequence.
+            last = max(deliveries, key=lambda d: d.consumer_seq)
+            await self.nc.publish(last.reply, b"+ACK")
+        else:
+            for delivery in deliveries:
+                await self.nc.publish(delivery.reply, b"+ACK")
+
+    def _record(self, result: BatchResult, results: list[int], seconds: float, deliveries: list[Delivery]) -> None:
+        metrics = self.metrics
+        unchanged = {id(write) for write in result.call.unchanged(results)}
+        now_ns = time.time_ns()
+        kinds = set()
+        for applied in result.applied:
+            kind, type_name = applied.item.kind.value, applied.item.type_name
+            writes = applied.outcome.writes
+            duplicate = applied.outcome.duplicate or (
+                bool(writes) and all(id(w) in unchanged for w in writes if w.op in (WriteOp.APPEND, WriteOp.SET))
+            )
+            metrics.event(kind, type_name, "duplicate" if duplicate else "written")
+            metrics.event_lag(kind, max(0.0, (now_ns - applied.item.delivery.timestamp_ns) / 1e9))
+            kinds.add(kind)
+        for kind in kinds:
+            metrics.write_duration(kind, seconds)
+        for refused in result.refused:
+            metrics.event(refused.kind, refused.type_name, "dead_lettered")
+            metrics.dead_letter(refused.error.reason.value)
+            self.log.warning(
+                "dead-lettered",
+                extra={
+                    "reason": refused.error.reason.value,
+                    "error": str(refused.error),
+                    "subject": refused.delivery.subject,
+                    "stream_seq": refused.delivery.stream_seq,
+                },
+            )
+        for divergence in result.divergences:
+            metrics.divergence()
+            self.log.warning(
+                "position divergence",
+                extra={
+                    "position_id": divergence.position_id,
+                    "event": divergence.event_type,
+                    "differences": list(divergence.differences),
+                },
+            )
+        metrics.batch(len(deliveries))
+        metrics.set_pending(deliveries[-1].pending)
+
+    # -- retries ---------------------------------------------------------------------------
+
+    async def _retry(self, what: str, attempt: Callable[[], Awaitable[T]], stopping: asyncio.Event) -> T:
+        """Retry a Redis operation until it succeeds; readiness is false meanwhile.
+
+        Gives up (raising StoreUnavailable) only when stopping: nothing was acked, so the batch
+        in hand is redelivered to the next run.
+        """
+        delay = _BACKOFF_START
+        while True:
+            try:
+                value = await attempt()
+            except StoreUnavailable as exc:
+                if self.redis_ok or delay == _BACKOFF_START:
+                    self.log.error("redis unavailable", extra={"operation": what, "error": exc.cause})
+                self.redis_ok = False
+                self.metrics.set_redis_up(False)
+                if stopping.is_set():
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _BACKOFF_MAX)
+                continue
+            if not self.redis_ok:
+                self.redis_ok = True
+                self.metrics.set_redis_up(True)
+                if delay != _BACKOFF_START:
+                    self.log.info("redis available again", extra={"operation": what})
+            return value
+
+    async def _retry_bus(self, what: str, attempt: Callable[[], Awaitable[Any]], stopping: asyncio.Event) -> None:
+        delay = _BACKOFF_START
+        while True:
+            try:
+                await attempt()
+                return
+            except Exception as exc:  # nats-py raises several unrelated types for "not now"
+                self.log.error("nats operation failed", extra={"operation": what, "error": repr(exc)})
+                if stopping.is_set():
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _BACKOFF_MAX)
+
+
+__all__ = ["PAUSE_AFTER_COMMIT_ENV", "IngestSettings", "Ingestor"]

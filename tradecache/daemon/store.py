@@ -1,0 +1,112 @@
+"""The daemon's Redis executor (asyncio): read the state a batch needs, commit a batch.
+
+Only I/O lives here; what to read and what to write come from the pure core. redis-py's
+"cannot do it now" errors become `StoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from tradecache.cache.database import UNAVAILABLE_ERRORS
+from tradecache.cache.keys import Keys
+from tradecache.cache.plan import APPLY_SCRIPT, READ_SCRIPT, ScriptCall
+from tradecache.cache.rebuild import decode_events, gc_paused
+from tradecache.errors import StoreUnavailable
+from tradecache.model.events import AccountState, OrderEvent, OrderFilled
+from tradecache.model.ledger import Collection, StateRequest, StoredState
+from tradecache.serialization.msgpack import MsgPackSerializer
+
+# Collections counted for `tradecache_keys` (commands: both command collections together).
+COUNTED: dict[str, tuple[Collection, ...]] = {
+    "currencies": (Collection.CURRENCIES,),
+    "instruments": (Collection.INSTRUMENTS,),
+    "accounts": (Collection.ACCOUNTS,),
+    "orders": (Collection.ORDERS,),
+    "positions": (Collection.POSITIONS,),
+    "strategies": (Collection.STRATEGIES,),
+    "commands": (Collection.SUBMIT_ORDER, Collection.SUBMIT_ORDER_LIST),
+}
+
+
+class Store:
+    """One trader's Redis, as the ingest loop and the load service use it."""
+
+    def __init__(self, client: Any, keys: Keys, serializer: MsgPackSerializer) -> None:
+        self.client = client
+        self.keys = keys
+        self.serializer = serializer
+        self._apply = client.register_script(APPLY_SCRIPT)
+        self._read = client.register_script(READ_SCRIPT)
+
+    @contextlib.asynccontextmanager
+    async def _unavailable_as(self, operation: str) -> AsyncIterator[None]:
+        try:
+            yield
+        except UNAVAILABLE_ERRORS as exc:
+            raise StoreUnavailable(operation, f"{type(exc).__name__}: {exc}") from exc
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.client.ping())
+        except (*UNAVAILABLE_ERRORS, OSError):
+            return False
+
+    async def read_checkpoint(self) -> int:
+        async with self._unavailable_as("read checkpoint"):
+            raw = await self.client.get(self.keys.checkpoint())
+        return int(raw) if raw else 0
+
+    async def commit(self, call: ScriptCall) -> list[int]:
+        """Run one batch's script call (atomic). Raises StoreUnavailable."""
+        if not call.count:
+            return []
+        async with self._unavailable_as("commit batch"):
+            results: list[int] = await self._apply(keys=call.keys, args=call.args)
+        return results
+
+    async def read_state(self, request: StateRequest) -> StoredState:
+        """Everything `request` names, in one round trip."""
+        plan: list[tuple[Collection, str]] = [
+            *((Collection.ORDERS, key) for key in sorted(request.orders)),
+            *((Collection.POSITIONS, key) for key in sorted(request.positions)),
+            *((Collection.ACCOUNTS, key) for key in sorted(request.accounts)),
+            *((Collection.INSTRUMENTS, key) for key in sorted(request.instruments)),
+        ]
+        state = StoredState()
+        if not plan:
+            return state
+        keys = [self.keys.entity(collection, key) for collection, key in plan]
+        commands = ["GET" if collection == Collection.INSTRUMENTS else "LRANGE" for collection, _ in plan]
+        async with self._unavailable_as("read state"):
+            values = await self._read(keys=keys, args=commands)
+        with gc_paused():
+            for (collection, key), value in zip(plan, values, strict=True):
+                self._take(state, collection, key, value)
+        return state
+
+    def _take(self, state: StoredState, collection: Collection, key: str, value: Any) -> None:
+        if collection == Collection.INSTRUMENTS:
+            if value:
+                state.instruments[key] = self.serializer.deserialize_instrument(value)
+        elif collection == Collection.ORDERS:
+            state.orders[key] = decode_events(self.serializer, value, OrderEvent, f"orders:{key}")
+        elif collection == Collection.POSITIONS:
+            state.positions[key] = decode_events(self.serializer, value, OrderFilled, f"positions:{key}")
+        else:
+            state.accounts[key] = decode_events(self.serializer, value, AccountState, f"accounts:{key}")
+
+    async def key_counts(self) -> dict[str, int]:
+        """Entities per collection, from the index sets (never a scan)."""
+        async with self._unavailable_as("count keys"):
+            pipe = self.client.pipeline(transaction=False)
+            order = [collection for group in COUNTED.values() for collection in group]
+            for collection in order:
+                pipe.scard(self.keys.index(collection))
+            sizes = dict(zip(order, await pipe.execute(), strict=True))
+        return {name: sum(int(sizes[c]) for c in group) for name, group in COUNTED.items()}
+
+
+__all__ = ["COUNTED", "Store"]
