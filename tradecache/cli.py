@@ -1,7 +1,11 @@
-"""The command line: `tradecache run | check-config | dev | load` and `--version`.
+"""The command line: `tradecache run | check-config | load | dev` and `--version` (SPEC section 5).
 
 Each command parses its arguments, calls into the package and returns an exit code:
 0 success, 1 runtime failure (or "not found" for load), 2 usage or configuration error.
+A `ConfigError` from any command is printed as `tradecache: config error: <key>: <problem>`.
+
+To add a command: write `_add_<name>(commands)` that builds its subparser and sets `handler=`,
+and list it in `_COMMANDS`.
 """
 
 from __future__ import annotations
@@ -11,74 +15,123 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import yaml
 
 from tradecache import __version__
-from tradecache.config import load_config
+from tradecache.config import Config, load_config
 from tradecache.errors import ConfigError
 from tradecache.logs import configure_logging
 
 Handler = Callable[[argparse.Namespace], int]
+# The type argparse's add_subparsers() returns; its generic parameter is private to argparse.
+Commands = Any
+
+
+def _add_config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML file; TRADECACHE_* environment variables override it (none: defaults and environment)",
+    )
+
+
+def _config(args: argparse.Namespace) -> Config:
+    """The checked configuration named by `--config`, with the process environment applied."""
+    return load_config(args.config, os.environ)
+
+
+def _not_implemented(args: argparse.Namespace) -> int:
+    print(f"tradecache: {args.command}: not implemented yet", file=sys.stderr)
+    return 2
+
+
+# -- run: the daemon ------------------------------------------------------------------------
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tradecache.daemon.app import Daemon
+    from tradecache.daemon.app import Daemon  # imported here so check-config stays light
 
-    config = load_config(args.config, os.environ)
+    config = _config(args)
     configure_logging(config.logging.level, config.logging.format)
     return asyncio.run(Daemon(config).run())
 
 
+def _add_run(commands: Commands) -> None:
+    run = commands.add_parser("run", help="run the daemon (SIGTERM drains in-flight work and exits 0)")
+    _add_config_option(run)
+    run.set_defaults(handler=_run)
+
+
+# -- check-config ---------------------------------------------------------------------------
+
+
 def _check_config(args: argparse.Namespace) -> int:
-    config = load_config(args.config, os.environ)
-    print(yaml.safe_dump(config.masked(), sort_keys=False), end="")
+    config = _config(args)
+    print(yaml.safe_dump(config.masked(), sort_keys=False, default_flow_style=False), end="")
     return 0
 
 
-def _dev(args: argparse.Namespace) -> int:
-    from tradecache.daemon.devmode import run_dev
+def _add_check_config(commands: Commands) -> None:
+    check = commands.add_parser("check-config", help="validate; print the effective config with secrets masked")
+    _add_config_option(check)
+    check.set_defaults(handler=_check_config)
 
-    code: int = run_dev(
-        data_dir=args.data_dir,
-        exit_after_feed=args.exit_after_feed,
-        http_port=args.http_port,
-        own_servers=args.own_servers,
-    )
+
+# -- load: request-reply client -------------------------------------------------------------
+
+
+def _add_load(commands: Commands) -> None:
+    # TODO(load): replace `_not_implemented` with the request-reply client printing JSON (SPEC section 3).
+    load = commands.add_parser("load", help="ask the running sidecar for stored state; prints JSON")
+    load.add_argument("name", help="what to load (SPEC section 3)")
+    load.add_argument("id", nargs="?", help="the id, for single-object loads")
+    _add_config_option(load)
+    load.set_defaults(handler=_not_implemented)
+
+
+# -- dev: local servers, the daemon and a demo feed ------------------------------------------
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from tradecache.daemon.devmode import run_dev  # imported here: it pulls in the whole daemon
+
+    code: int = run_dev(data_dir=args.data_dir, exit_after_feed=args.exit_after_feed, http_port=args.http_port)
     return code
+
+
+def _add_dev(commands: Commands) -> None:
+    dev = commands.add_parser("dev", help="local redis-server and nats-server, the daemon and a demo feed")
+    dev.add_argument("--data-dir", default=".tradecache-dev", help="where the local servers keep their data")
+    dev.add_argument("--http-port", type=int, default=9464, help="metrics/health port (0: any free port)")
+    dev.add_argument("--exit-after-feed", action="store_true", help="stop once the demo feed is stored")
+    dev.set_defaults(handler=_dev)
+
+
+_COMMANDS: list[Callable[[Commands], None]] = [_add_run, _add_check_config, _add_load, _add_dev]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tradecache", description="State-persistence sidecar for trading nodes")
     parser.add_argument("--version", action="version", version=f"tradecache {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    run = commands.add_parser("run", help="run the daemon")
-    run.add_argument("--config", help="YAML file (environment variables TRADECACHE_* override it)")
-    run.set_defaults(handler=_run)
-
-    check = commands.add_parser("check-config", help="validate and print the effective config, secrets masked")
-    check.add_argument("--config", help="YAML file")
-    check.set_defaults(handler=_check_config)
-
-    dev = commands.add_parser("dev", help="local redis-server, nats-server, the daemon and a demo feed")
-    dev.add_argument("--data-dir", default=".tradecache-dev", help="where the local servers keep their data")
-    dev.add_argument("--http-port", type=int, default=9464, help="metrics/health port (0: any free port)")
-    dev.add_argument("--exit-after-feed", action="store_true", help="stop once the demo feed is stored")
-    dev.add_argument(
-        "--own-servers", action="store_true", help="always start private servers on free ports (never reuse local ones)"
-    )
-    dev.set_defaults(handler=_dev)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add_command in _COMMANDS:
+        add_command(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command and return its exit code (argparse's own exits, e.g. --version, too)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version and usage errors
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     handler: Handler = args.handler
     try:
         return handler(args)
     except ConfigError as exc:
-        print(f"tradecache: config error: {exc}", file=sys.stderr)
+        print(f"tradecache: config error: {exc.key}: {exc.problem}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -1,38 +1,52 @@
-"""The daemon's configuration: YAML, then `TRADECACHE_<SECTION>_<KEY>` environment overrides,
-then `*_file` secrets, then the checks.
+"""The daemon's configuration: one frozen dataclass per YAML section, and `Config` on top.
 
-One frozen dataclass per section; defaults live in the fields and nowhere else.
-`load_config(path, environ)` is the only code that reads files or the environment;
-`parse_config(data, environ)` takes plain dicts so the checks are testable without files.
-Every problem is a `ConfigError` naming the key path and the problem; unknown keys are refused.
+Values are applied in this order (SPEC section 5):
+
+1. the YAML file (optional) -- `load_config` reads it, `parse_config` takes the same data as dicts;
+2. environment variables `TRADECACHE_<SECTION>_<KEY>` (`TRADECACHE_<KEY>` for top-level keys), parsed
+   by the field's type: lists are comma-separated, bools are true/false/1/0/yes/no;
+3. `*_file` secrets: `password_file: /path` reads the password from that file (trailing newline
+   dropped); giving both `password` and `password_file` is an error;
+4. the checks, run when each dataclass is built, so an invalid `Config` never exists.
+
+Defaults live in the dataclass fields and nowhere else; the YAML keys are the field names (plus the
+`*_file` form of each secret). Every `ConfigError` has the dotted key path (`nats.servers[1]`) as
+its key, and a problem naming the bad value. Secrets (passwords, tokens, a password inside a URL)
+are wrapped in `Secret` or masked, so they never reach a repr, a message or `Config.masked()`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import re
+import difflib
+import math
 import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, get_type_hints
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, ClassVar, Final, TypeVar, Union, get_args, get_origin, get_type_hints
+from urllib.parse import urlsplit
 
 import yaml
 
 from tradecache.cache.config import CacheDatabaseConfig
 from tradecache.errors import ConfigError
 
-ENV_PREFIX = "TRADECACHE_"
-# Environment variables with the prefix that are not configuration (used by tests and tools).
-ENV_IGNORED = re.compile(r"^TRADECACHE_(TEST_.*|VECTORS|REDIS_SERVER|NATS_SERVER)$")
-_SUBJECT_TOKEN = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
+MASK: Final = "***"
+ENV_PREFIX: Final = "TRADECACHE_"
+# Variables the tests and tools use for their own purposes; never configuration keys.
+_ENV_IGNORED: Final = frozenset({"TRADECACHE_VECTORS", "TRADECACHE_REDIS_SERVER", "TRADECACHE_NATS_SERVER"})
+_ENV_IGNORED_PREFIX: Final = "TRADECACHE_TEST_"
+_ENV_TRUE: Final = frozenset({"true", "1", "yes"})
+_ENV_FALSE: Final = frozenset({"false", "0", "no"})
+_NATS_SCHEMES: Final = ("nats", "tls", "ws", "wss")
+_LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
+_LOG_FORMATS: Final = ("json", "text")
+_URL: Final = {"url": True}  # field metadata: the value is a URL that may carry credentials
 
 
 class Secret:
-    """A secret value: masked in repr/str, revealed only on purpose."""
+    """A secret string: `repr()` and `str()` give '***'; `reveal()` gives the value."""
 
     __slots__ = ("_value",)
 
@@ -43,10 +57,9 @@ class Secret:
         return self._value
 
     def __repr__(self) -> str:
-        return "Secret('***')"
+        return MASK
 
-    def __str__(self) -> str:
-        return "***"
+    __str__ = __repr__
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Secret) and other._value == self._value
@@ -56,29 +69,69 @@ class Secret:
 
 
 def mask_url(url: str) -> str:
-    """The URL with any password replaced by ***."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """`url` with the password in its user info replaced by '***'.
+
+    `scheme://user:pw@host` becomes `scheme://user:***@host`. A lone user part is a token for NATS
+    (`nats://token@host`) and is masked whole; for Redis it is a username and is kept.
+    """
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hostpart = rest.rpartition("@")
+    if not sep or not at:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    user, colon, _ = userinfo.partition(":")
+    if colon:
+        return f"{scheme}://{user}:{MASK}@{hostpart}"
+    if scheme.lower().startswith("redis"):
+        return url
+    return f"{scheme}://{MASK}@{hostpart}"
 
 
-def _existing_file(key: str, value: str | None) -> None:
-    if value is not None and not Path(value).is_file():
-        raise ConfigError(key, f"file {value!r} does not exist")
+# -- the sections ----------------------------------------------------------------------------
 
 
-def _positive(key: str, value: float) -> None:
-    if value <= 0:
-        raise ConfigError(key, f"must be greater than 0, got {value!r}")
+@dataclass(frozen=True, repr=False)
+class _Section:
+    """What every section shares: its YAML name, its secrets, a masked repr and `masked()`."""
+
+    section: ClassVar[str] = ""
+    secrets: ClassVar[frozenset[str]] = frozenset()
+
+    def _path(self, key: str) -> str:
+        return f"{self.section}.{key}" if self.section else key
+
+    def masked(self) -> dict[str, Any]:
+        """The values as plain data (dicts, lists, str, numbers), every secret replaced by '***'."""
+        return {f.name: _masked_value(getattr(self, f.name), f) for f in fields(self)}
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            text = repr(value) if isinstance(value, _Section) else repr(_masked_value(value, f))
+            shown.append(f"{f.name}={text}")
+        return f"{type(self).__name__}({', '.join(shown)})"
 
 
-@dataclass(frozen=True)
-class RedisSection:
-    url: str = "redis://127.0.0.1:6379/0"
+def _masked_value(value: object, f: dataclasses.Field[Any]) -> Any:
+    if isinstance(value, _Section):
+        return value.masked()
+    if isinstance(value, Secret):
+        return MASK
+    if isinstance(value, tuple):
+        return [mask_url(item) if f.metadata.get("url") else item for item in value]
+    if isinstance(value, str) and f.metadata.get("url"):
+        return mask_url(value)
+    return value
+
+
+@dataclass(frozen=True, repr=False)
+class RedisConfig(_Section):
+    """`redis:` -- where the cache lives. `url` may carry `user:password`; explicit keys win over it."""
+
+    section: ClassVar[str] = "redis"
+    secrets: ClassVar[frozenset[str]] = frozenset({"password"})
+
+    url: str = field(default="redis://127.0.0.1:6379/0", metadata=_URL)
     username: str | None = None
     password: Secret | None = None
     ssl_ca_certs: str | None = None
@@ -88,16 +141,33 @@ class RedisSection:
     socket_timeout: float = 5.0
     socket_connect_timeout: float = 5.0
 
-    def check(self) -> None:
-        self.cache_config()
+    def __post_init__(self) -> None:
+        scheme = urlsplit(self.url).scheme
+        if scheme not in ("redis", "rediss"):
+            raise ConfigError(
+                "redis.url", f"unsupported scheme {scheme!r} in {mask_url(self.url)!r} (use redis:// or rediss://)"
+            )
         for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
-            _existing_file(f"redis.{name}", getattr(self, name))
-        _positive("redis.socket_timeout", self.socket_timeout)
-        _positive("redis.socket_connect_timeout", self.socket_connect_timeout)
+            value = getattr(self, name)
+            _check_file(self._path(name), value)
+            if value is not None and scheme != "rediss":
+                raise ConfigError(self._path(name), f"TLS files need a rediss:// url, got {mask_url(self.url)!r}")
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise ConfigError("redis.ssl_keyfile", "needs redis.ssl_certfile too")
+        _check_positive(self._path("socket_timeout"), self.socket_timeout)
+        _check_positive(self._path("socket_connect_timeout"), self.socket_connect_timeout)
+        try:
+            cache_config = self.cache_config()
+        except ConfigError as exc:
+            if exc.key != "redis.url":
+                raise
+            raise ConfigError("redis.url", f"{exc.problem}, in {mask_url(self.url)!r}") from None
+        if cache_config.cluster:  # `?cluster=true` in the URL: make `redis.cluster` say so too
+            object.__setattr__(self, "cluster", True)
 
     def cache_config(self) -> CacheDatabaseConfig:
+        """The `CacheDatabaseConfig` for this section: the URL, with the explicit keys set here winning."""
         overrides: dict[str, Any] = {
-            "cluster": self.cluster,
             "socket_timeout": self.socket_timeout,
             "socket_connect_timeout": self.socket_connect_timeout,
         }
@@ -108,15 +178,19 @@ class RedisSection:
         for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
             if getattr(self, name) is not None:
                 overrides[name] = getattr(self, name)
-        try:
-            return CacheDatabaseConfig.from_url(self.url, **overrides)
-        except ConfigError as exc:
-            raise ConfigError(exc.key, exc.problem.replace(self.url, mask_url(self.url))) from None
+        if self.cluster:
+            overrides["cluster"] = True
+        return CacheDatabaseConfig.from_url(self.url, **overrides)
 
 
-@dataclass(frozen=True)
-class NatsSection:
-    servers: tuple[str, ...] = ("nats://127.0.0.1:4222",)
+@dataclass(frozen=True, repr=False)
+class NatsConfig(_Section):
+    """`nats:` -- the servers, the subjects' prefix, the streams and consumer, and one way to log in."""
+
+    section: ClassVar[str] = "nats"
+    secrets: ClassVar[frozenset[str]] = frozenset({"password", "token"})
+
+    servers: tuple[str, ...] = field(default=("nats://127.0.0.1:4222",), metadata=_URL)
     subject_prefix: str = "tradecache"
     user: str | None = None
     password: Secret | None = None
@@ -132,311 +206,441 @@ class NatsSection:
     create_streams: bool = True
     connect_timeout: float = 5.0
     max_reconnect_wait: float = 5.0
-    # Filled in by Config: the durable consumer's default name depends on the trader id.
-    trader_id: str = field(default="", repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.servers:
+            raise ConfigError("nats.servers", "at least one server is needed")
+        for index, server in enumerate(self.servers):
+            _check_nats_server(f"nats.servers[{index}]", server)
+        _check_subject(self._path("subject_prefix"), self.subject_prefix)
+        for name in ("stream", "dead_letter_stream", "consumer"):
+            if getattr(self, name) is not None:
+                _check_name(self._path(name), getattr(self, name))
+        if self.stream == self.dead_letter_stream:
+            raise ConfigError("nats.dead_letter_stream", f"must differ from nats.stream, both are {self.stream!r}")
+        for name in ("creds_file", "nkey_seed_file", "tls_ca_file", "tls_cert_file", "tls_key_file"):
+            _check_file(self._path(name), getattr(self, name))
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ConfigError("nats.tls_key_file", "nats.tls_cert_file and nats.tls_key_file go together")
+        self._check_auth()
+        _check_positive(self._path("connect_timeout"), self.connect_timeout)
+        _check_positive(self._path("max_reconnect_wait"), self.max_reconnect_wait)
+
+    def _check_auth(self) -> None:
+        if self.user is not None and self.password is None:
+            raise ConfigError("nats.password", f"nats.user {self.user!r} needs a password (or password_file)")
+        if self.password is not None and self.user is None:
+            raise ConfigError("nats.user", "nats.password needs a user")
+        methods = {
+            "user/password": self.user is not None,
+            "token": self.token is not None,
+            "creds_file": self.creds_file is not None,
+            "nkey_seed_file": self.nkey_seed_file is not None,
+        }
+        chosen = [name for name, given in methods.items() if given]
+        if len(chosen) > 1:
+            raise ConfigError("nats", f"use one way to authenticate, got {' and '.join(chosen)}")
 
     @property
     def consumer_name(self) -> str:
-        return self.consumer or f"tradecache-{self.trader_id}"
-
-    def check(self) -> None:
-        if not self.servers:
-            raise ConfigError("nats.servers", "needs at least one server URL")
-        for n, server in enumerate(self.servers):
-            scheme = urlsplit(server).scheme
-            if scheme not in ("nats", "tls", "ws", "wss"):
-                raise ConfigError(f"nats.servers[{n}]", f"unsupported scheme {scheme!r} (use nats:// or tls://)")
-        if not _SUBJECT_TOKEN.match(self.subject_prefix):
-            raise ConfigError("nats.subject_prefix", f"{self.subject_prefix!r} is not a valid subject prefix")
-        for name in ("stream", "dead_letter_stream"):
-            value = getattr(self, name)
-            if not re.match(r"^[A-Za-z0-9_\-]+$", value):
-                raise ConfigError(f"nats.{name}", f"{value!r} is not a valid stream name")
-        methods = [
-            name
-            for name, present in (
-                ("user/password", self.user is not None or self.password is not None),
-                ("token", self.token is not None),
-                ("creds_file", self.creds_file is not None),
-                ("nkey_seed_file", self.nkey_seed_file is not None),
-            )
-            if present
-        ]
-        if len(methods) > 1:
-            raise ConfigError("nats", f"choose one authentication method, got {', '.join(methods)}")
-        if (self.user is None) != (self.password is None):
-            raise ConfigError("nats.user", "user and password go together")
-        for name in ("creds_file", "nkey_seed_file", "tls_ca_file", "tls_cert_file", "tls_key_file"):
-            _existing_file(f"nats.{name}", getattr(self, name))
-        if (self.tls_cert_file is None) != (self.tls_key_file is None):
-            raise ConfigError("nats.tls_cert_file", "tls_cert_file and tls_key_file go together")
-        _positive("nats.connect_timeout", self.connect_timeout)
-        _positive("nats.max_reconnect_wait", self.max_reconnect_wait)
+        """The durable consumer's name: `consumer`, which `Config` sets to `tradecache-<trader_id>` if unset."""
+        if self.consumer is None:
+            raise ConfigError("nats.consumer", "no name yet: a NatsConfig gets its default name from Config")
+        return self.consumer
 
 
-@dataclass(frozen=True)
-class IngestSection:
+@dataclass(frozen=True, repr=False)
+class IngestConfig(_Section):
+    """`ingest:` -- how messages are fetched from JetStream and applied."""
+
+    section: ClassVar[str] = "ingest"
+
     batch_size: int = 256
     fetch_expires: float = 0.5
-    max_payload_bytes: int = 1024 * 1024
-    open_orders_limit: int = 100_000
+    max_payload_bytes: int = 1048576
+    open_orders_limit: int = 100000
     ack_wait: float = 30.0
     max_deliver: int = -1
 
-    def check(self) -> None:
-        if not 1 <= self.batch_size <= 10_000:
+    def __post_init__(self) -> None:
+        if not 1 <= self.batch_size <= 10000:
             raise ConfigError("ingest.batch_size", f"must be 1..10000, got {self.batch_size}")
-        _positive("ingest.fetch_expires", self.fetch_expires)
-        _positive("ingest.max_payload_bytes", self.max_payload_bytes)
-        _positive("ingest.open_orders_limit", self.open_orders_limit)
-        _positive("ingest.ack_wait", self.ack_wait)
+        _check_positive(self._path("fetch_expires"), self.fetch_expires)
+        _check_positive(self._path("max_payload_bytes"), self.max_payload_bytes)
+        _check_positive(self._path("open_orders_limit"), self.open_orders_limit)
+        _check_positive(self._path("ack_wait"), self.ack_wait)
         if self.max_deliver != -1 and self.max_deliver < 1:
-            raise ConfigError("ingest.max_deliver", f"must be -1 (unlimited) or >= 1, got {self.max_deliver}")
+            raise ConfigError("ingest.max_deliver", f"must be -1 (no limit) or at least 1, got {self.max_deliver}")
 
 
-@dataclass(frozen=True)
-class HttpSection:
+@dataclass(frozen=True, repr=False)
+class HttpConfig(_Section):
+    """`http:` -- where /metrics, /healthz and /readyz are served (`host:port`, IPv6 as `[::1]:9464`)."""
+
+    section: ClassVar[str] = "http"
+
     listen: str = "0.0.0.0:9464"
+
+    def __post_init__(self) -> None:
+        split_listen(self.listen)
 
     @property
     def host(self) -> str:
-        return self.listen.rpartition(":")[0].strip("[]")
+        """The address to bind, without brackets (`::1` for `[::1]:9464`)."""
+        return split_listen(self.listen)[0]
 
     @property
     def port(self) -> int:
-        return int(self.listen.rpartition(":")[2])
-
-    def check(self) -> None:
-        host, colon, port = self.listen.rpartition(":")
-        if not colon or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ConfigError("http.listen", f"{self.listen!r} is not host:port (port 0..65535)")
+        return split_listen(self.listen)[1]
 
 
-@dataclass(frozen=True)
-class MetricsSection:
+def split_listen(listen: str) -> tuple[str, int]:
+    """`"host:port"` or `"[v6]:port"` -> `(host, port)`; raises `ConfigError` on `http.listen`."""
+    if listen.startswith("["):
+        host, bracket, port_text = listen[1:].partition("]:")
+        if not bracket:
+            raise ConfigError("http.listen", f"expected [address]:port, got {listen!r}")
+    else:
+        host, _, port_text = listen.rpartition(":")
+        if ":" in host:
+            raise ConfigError("http.listen", f"put an IPv6 address in brackets, e.g. [::1]:9464, got {listen!r}")
+    if not host:
+        raise ConfigError("http.listen", f"expected host:port, got {listen!r}")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError("http.listen", f"the port must be 0..65535, got {listen!r}")
+    return host, int(port_text)
+
+
+@dataclass(frozen=True, repr=False)
+class MetricsConfig(_Section):
+    """`metrics:` -- how often the `tradecache_keys` gauge is refreshed from Redis."""
+
+    section: ClassVar[str] = "metrics"
+
     key_count_interval: float = 10.0
 
-    def check(self) -> None:
-        _positive("metrics.key_count_interval", self.key_count_interval)
+    def __post_init__(self) -> None:
+        _check_positive(self._path("key_count_interval"), self.key_count_interval)
 
 
-@dataclass(frozen=True)
-class LoggingSection:
+@dataclass(frozen=True, repr=False)
+class LoggingConfig(_Section):
+    """`logging:` -- the level (DEBUG/INFO/WARNING/ERROR) and the format (json or text)."""
+
+    section: ClassVar[str] = "logging"
+
     level: str = "INFO"
     format: str = "json"
 
-    def check(self) -> None:
-        if self.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise ConfigError("logging.level", f"{self.level!r} is not DEBUG, INFO, WARNING or ERROR")
-        if self.format not in ("json", "text"):
-            raise ConfigError("logging.format", f"{self.format!r} is not json or text")
+    def __post_init__(self) -> None:
+        if self.level.upper() not in _LOG_LEVELS:
+            raise ConfigError("logging.level", f"must be one of {', '.join(_LOG_LEVELS)}, got {self.level!r}")
+        if self.format.lower() not in _LOG_FORMATS:
+            raise ConfigError("logging.format", f"must be json or text, got {self.format!r}")
+        object.__setattr__(self, "level", self.level.upper())
+        object.__setattr__(self, "format", self.format.lower())
 
 
-@dataclass(frozen=True)
-class ShutdownSection:
+@dataclass(frozen=True, repr=False)
+class ShutdownConfig(_Section):
+    """`shutdown:` -- how long SIGTERM waits for in-flight work before closing."""
+
+    section: ClassVar[str] = "shutdown"
+
     drain_timeout: float = 10.0
 
-    def check(self) -> None:
-        _positive("shutdown.drain_timeout", self.drain_timeout)
+    def __post_init__(self) -> None:
+        _check_positive(self._path("drain_timeout"), self.drain_timeout)
 
 
-SECTIONS: dict[str, type[Any]] = {
-    "redis": RedisSection,
-    "nats": NatsSection,
-    "ingest": IngestSection,
-    "http": HttpSection,
-    "metrics": MetricsSection,
-    "logging": LoggingSection,
-    "shutdown": ShutdownSection,
+@dataclass(frozen=True, repr=False)
+class Config(_Section):
+    """The whole configuration. `trader_id` (NAME-TAG) is the only key without a default."""
+
+    trader_id: str
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    nats: NatsConfig = field(default_factory=NatsConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
+
+    def __post_init__(self) -> None:
+        if "-" not in self.trader_id:
+            raise ConfigError("trader_id", f"must be NAME-TAG (contain '-'), got {self.trader_id!r}")
+        _check_name("trader_id", self.trader_id)  # it is a subject token and part of the consumer name
+        if self.nats.consumer is None:
+            object.__setattr__(self, "nats", dataclasses.replace(self.nats, consumer=f"tradecache-{self.trader_id}"))
+
+
+# -- value checks ----------------------------------------------------------------------------
+
+
+def _check_positive(key: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError(key, f"must be greater than 0, got {value!r}")
+
+
+def _check_file(key: str, value: str | None) -> None:
+    if value is not None and not Path(value).is_file():
+        raise ConfigError(key, f"file not found: {value!r}")
+
+
+def _check_name(key: str, value: str) -> None:
+    """A stream, consumer or trader name: one subject token, also valid as a JetStream name."""
+    if not value or any(char.isspace() or char in ".*>/\\" for char in value):
+        raise ConfigError(key, f"must be non-empty, without spaces or any of . * > / \\, got {value!r}")
+
+
+def _check_subject(key: str, value: str) -> None:
+    if not value or any(char.isspace() or char in "*>" for char in value) or "" in value.split("."):
+        raise ConfigError(key, f"must be subject tokens (no spaces, '*', '>' or empty token), got {value!r}")
+
+
+def _check_nats_server(key: str, server: str) -> None:
+    parts = urlsplit(server)
+    shown = mask_url(server)
+    if parts.scheme not in _NATS_SCHEMES:
+        raise ConfigError(
+            key, f"unsupported scheme {parts.scheme!r} in {shown!r} (use nats://, tls://, ws:// or wss://)"
+        )
+    try:
+        parts.port  # noqa: B018 -- reading the port is the check
+    except ValueError:
+        raise ConfigError(key, f"the port must be 1..65535, in {shown!r}") from None
+    if not parts.hostname:
+        raise ConfigError(key, f"no host in {shown!r}")
+
+
+# -- building from plain data ----------------------------------------------------------------
+
+_S = TypeVar("_S", bound=_Section)
+_TYPE_WORDS: Final[dict[object, str]] = {
+    bool: "true or false",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    Secret: "a string",
+    tuple: "a list of strings",
 }
 
 
-@dataclass(frozen=True)
-class Config:
-    trader_id: str
-    redis: RedisSection = field(default_factory=RedisSection)
-    nats: NatsSection = field(default_factory=NatsSection)
-    ingest: IngestSection = field(default_factory=IngestSection)
-    http: HttpSection = field(default_factory=HttpSection)
-    metrics: MetricsSection = field(default_factory=MetricsSection)
-    logging: LoggingSection = field(default_factory=LoggingSection)
-    shutdown: ShutdownSection = field(default_factory=ShutdownSection)
-
-    def masked(self) -> dict[str, Any]:
-        """The effective configuration as plain data, every secret shown as ***."""
-        out: dict[str, Any] = {"trader_id": self.trader_id}
-        for name in SECTIONS:
-            section = getattr(self, name)
-            values = {f.name: _plain(getattr(section, f.name)) for f in fields(section) if f.name != "trader_id"}
-            if name == "redis":
-                values["url"] = mask_url(values["url"])
-            out[name] = values
-        return out
+def _split_optional(hint: object) -> tuple[Any, bool]:
+    """`X | None` -> (X, True); `X` -> (X, False); `tuple[str, ...]` -> (tuple, False)."""
+    if get_origin(hint) in (Union, types.UnionType):
+        rest = [arg for arg in get_args(hint) if arg is not type(None)]
+        return _split_optional(rest[0])[0], True
+    return get_origin(hint) or hint, False
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, Secret):
-        return "***"
-    if isinstance(value, tuple):
-        return list(value)
-    return value
+def _shown(value: object, secret: bool) -> str:
+    return repr(MASK) if secret and value is not None else repr(value)
 
 
-# -- building ---------------------------------------------------------------------------------
-
-
-def _convert(key: str, value: Any, annotation: Any, *, from_env: bool) -> Any:
-    """Check and convert one value to the field's type."""
-    origin = typing.get_origin(annotation)
-    if origin in (types.UnionType, typing.Union):
-        options = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if value is None:
-            return None
-        return _convert(key, value, options[0], from_env=from_env)
-    if annotation is Secret:
-        if not isinstance(value, str) or not value:
-            raise ConfigError(key, "must be a non-empty string")
-        return Secret(value)
-    if origin is tuple:
-        if from_env and isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-            raise ConfigError(key, f"must be a list of strings, got {value!r}")
-        return tuple(value)
-    if annotation is bool:
-        if from_env and isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
-            return value.lower() in ("true", "1", "yes")
-        if not isinstance(value, bool):
-            raise ConfigError(key, f"must be true or false, got {value!r}")
+def _convert(value: object, hint: object, key: str, secret: bool) -> object:
+    """Check that a YAML (or already parsed environment) value has the field's type."""
+    base, optional = _split_optional(hint)
+    if value is None and optional:
+        return None
+    if base is bool and isinstance(value, bool):
         return value
-    if annotation is int:
-        if from_env and isinstance(value, str) and re.fullmatch(r"-?\d+", value):
-            return int(value)
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ConfigError(key, f"must be an integer, got {value!r}")
+    if base is int and isinstance(value, int) and not isinstance(value, bool):
         return value
-    if annotation is float:
-        if from_env and isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                raise ConfigError(key, f"must be a number, got {value!r}") from None
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise ConfigError(key, f"must be a number, got {value!r}")
+    if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ConfigError(key, f"must be a finite number, got {value!r}")
         return float(value)
-    if annotation is str:
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ConfigError(key, f"must be a string, got {value!r}")
-        return str(value)
-    raise ConfigError(key, f"unsupported setting type {annotation!r}")  # pragma: no cover - a bug
+    if base is str and isinstance(value, str):
+        return value
+    if base is Secret and isinstance(value, (str, Secret)):
+        secret_value = value if isinstance(value, Secret) else Secret(value)
+        if not secret_value.reveal():
+            raise ConfigError(key, "must not be empty")
+        return secret_value
+    if base is tuple and isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            if not isinstance(item, str):
+                raise ConfigError(f"{key}[{index}]", f"must be a string, got {item!r}")
+        return tuple(value)
+    raise ConfigError(key, f"must be {_TYPE_WORDS[base]}, got {_shown(value, secret)}")
 
 
-def _secret_fields(cls: type[Any]) -> set[str]:
-    hints = get_type_hints(cls)
-    return {name for name, hint in hints.items() if "Secret" in str(hint)}
+def _from_env(text: str, hint: object, key: str, variable: str, secret: bool) -> object:
+    """Parse an environment variable's text by the field's type (`_convert` checks the result)."""
+    base, optional = _split_optional(hint)
+    if optional and text == "":
+        return None
+    if base is tuple:
+        return tuple(item.strip() for item in text.split(",") if item.strip())
+    if base is bool:
+        word = text.strip().lower()
+        if word in _ENV_TRUE | _ENV_FALSE:
+            return word in _ENV_TRUE
+        raise ConfigError(key, f"must be true/false/1/0/yes/no, got {_shown(text, secret)} (from {variable})")
+    if base is int or base is float:
+        try:
+            return base(text)
+        except ValueError:
+            problem = f"must be {_TYPE_WORDS[base]}, got {_shown(text, secret)} (from {variable})"
+            raise ConfigError(key, problem) from None
+    return text
 
 
-def _section(name: str, cls: type[Any], raw: Any, env: dict[str, str]) -> Any:
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(name, f"must be a mapping, got {type(raw).__name__}")
-    hints = get_type_hints(cls)
-    known = {f.name for f in fields(cls) if f.name != "trader_id"}
-    secrets = _secret_fields(cls)
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        path = f"{name}.{key}"
-        if key.endswith("_file") and key[: -len("_file")] in secrets:
-            values.setdefault("__files__", {})[key[: -len("_file")]] = (path, value)
+def _known_keys(cls: type[_Section]) -> list[str]:
+    return [f.name for f in fields(cls)] + sorted(f"{name}_file" for name in cls.secrets)
+
+
+def _hint_of(cls: type[_Section], key: str) -> object:
+    if key.endswith("_file") and key.removesuffix("_file") in cls.secrets:
+        return str
+    return get_type_hints(cls)[key]
+
+
+def _sections() -> dict[str, type[_Section]]:
+    """The section classes of `Config`, by YAML name."""
+    hints = get_type_hints(Config)
+    return {
+        f.name: hints[f.name]
+        for f in fields(Config)
+        if isinstance(hints[f.name], type) and issubclass(hints[f.name], _Section)
+    }
+
+
+def _unknown_key(path: str, key: str, known: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
+    return ConfigError(path, f"unknown key ({hint})")
+
+
+def _as_dict(value: object, key: str) -> dict[str, object]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(key, f"must be a mapping of keys to values, got {type(value).__name__}")
+    return {str(name): item for name, item in value.items()}
+
+
+def _apply_environ(data: dict[str, object], environ: Mapping[str, str]) -> None:
+    """Step 2: each `TRADECACHE_*` variable sets one key of `data`; an unknown one is an error."""
+    sections = _sections()
+    top_level = [name for name in _known_keys(Config) if name not in sections]
+    for variable in sorted(environ):
+        if not variable.startswith(ENV_PREFIX) or variable.startswith(_ENV_IGNORED_PREFIX):
             continue
-        if key not in known:
-            raise ConfigError(path, "unknown key")
-        values[key] = _convert(path, value, hints[key], from_env=False)
-    for key, value in env.items():
-        path = f"{name}.{key}"
-        if key.endswith("_file") and key[: -len("_file")] in secrets:
-            values.setdefault("__files__", {})[key[: -len("_file")]] = (path, value)
+        if variable in _ENV_IGNORED:
             continue
-        if key not in known:
-            raise ConfigError(path, f"unknown key (from {ENV_PREFIX}{name.upper()}_{key.upper()})")
-        values[key] = _convert(path, value, hints[key], from_env=True)
-    for secret, (path, file_name) in values.pop("__files__", {}).items():
-        if secret in values:
-            raise ConfigError(path, f"give either {name}.{secret} or {path}, not both")
-        if not isinstance(file_name, str) or not Path(file_name).is_file():
-            raise ConfigError(path, f"file {file_name!r} does not exist")
-        values[secret] = Secret(Path(file_name).read_text().rstrip("\r\n"))
-    return cls(**values)
-
-
-def _split_environ(environ: Mapping[str, str]) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
-    """TRADECACHE_<SECTION>_<KEY> variables, by section; and top-level ones."""
-    by_section: dict[str, dict[str, str]] = {}
-    top: dict[str, str] = {}
-    for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX) or ENV_IGNORED.match(name):
-            continue
-        rest = name[len(ENV_PREFIX) :].lower()
-        section = next((s for s in SECTIONS if rest.startswith(s + "_")), None)
-        if section is not None:
-            by_section.setdefault(section, {})[rest[len(section) + 1 :]] = value
-        elif rest == "trader_id":
-            top[rest] = value
+        name = variable.removeprefix(ENV_PREFIX).lower()
+        section_name, _, key = name.partition("_")
+        target: dict[str, object]
+        cls: type[_Section]
+        if name in top_level:
+            target, cls, key, path = data, Config, name, name
+        elif section_name in sections and key in _known_keys(sections[section_name]):
+            cls = sections[section_name]
+            target = _as_dict(data.get(section_name), section_name)
+            data[section_name] = target
+            path = f"{section_name}.{key}"
         else:
-            raise ConfigError(name, "unknown environment variable (no such section or key)")
-    return by_section, top
+            raise ConfigError(variable, "unknown environment variable: it names no configuration key")
+        target[key] = _from_env(environ[variable], _hint_of(cls, key), path, variable, key in cls.secrets)
 
 
-def parse_config(data: Mapping[str, Any] | None, environ: Mapping[str, str]) -> Config:
-    """Build and check a Config from plain data and environment variables."""
-    data = dict(data or {})
-    env_sections, env_top = _split_environ(environ)
-    unknown = set(data) - {"trader_id", *SECTIONS}
-    if unknown:
-        raise ConfigError(sorted(unknown)[0], "unknown key")
-    trader_id = env_top.get("trader_id", data.get("trader_id"))
-    if not isinstance(trader_id, str) or not trader_id:
-        raise ConfigError("trader_id", "is required (e.g. TRADER-001)")
-    if "-" not in trader_id or not re.fullmatch(r"[A-Za-z0-9_\-]+", trader_id):
-        raise ConfigError("trader_id", f"{trader_id!r} must be NAME-TAG (letters, digits, '_' and '-')")
-    sections = {name: _section(name, cls, data.get(name), env_sections.get(name, {})) for name, cls in SECTIONS.items()}
-    sections["nats"] = dataclasses.replace(sections["nats"], trader_id=trader_id)
-    config = Config(trader_id=trader_id, **sections)
-    for name in SECTIONS:
-        getattr(config, name).check()
-    return config
+def _read_secret_file(value: object, key: str) -> Secret:
+    """Step 3: the secret held in the file `value` names, without its trailing newline."""
+    if not isinstance(value, str):
+        raise ConfigError(key, f"must be a file path, got {value!r}")
+    try:
+        text = Path(value).read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ConfigError(key, f"cannot read {value!r}: {reason}") from None
+    if not text:
+        raise ConfigError(key, f"the file {value!r} is empty")
+    return Secret(text)
 
 
-def load_config(path: str | Path | None, environ: Mapping[str, str] | None = None) -> Config:
-    """Read the YAML file (if any) and the environment, and check everything."""
-    environ = os.environ if environ is None else environ
-    data: Any = {}
+def _build(cls: type[_S], raw: Mapping[str, object], prefix: str) -> _S:
+    """Steps 3 and 4 for one section: refuse unknown keys, check types, read `*_file` secrets, build."""
+    known = _known_keys(cls)
+    for key in raw:
+        if key not in known:
+            raise _unknown_key(f"{prefix}.{key}" if prefix else key, key, known)
+    hints = get_type_hints(cls)
+    kwargs: dict[str, object] = {}
+    for f in fields(cls):
+        path = f"{prefix}.{f.name}" if prefix else f.name
+        if f.name in raw:
+            hint = hints[f.name]
+            if isinstance(hint, type) and issubclass(hint, _Section):
+                kwargs[f.name] = _build(hint, _as_dict(raw[f.name], path), path)
+            else:
+                kwargs[f.name] = _convert(raw[f.name], hint, path, f.name in cls.secrets)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(path, "is required")
+    for name in sorted(cls.secrets):
+        file_key = f"{name}_file"
+        file_value = raw.get(file_key)
+        if file_value is None:
+            continue
+        if kwargs.get(name) is not None:
+            raise ConfigError(f"{prefix}.{name}", f"set either {name} or {file_key}, not both")
+        kwargs[name] = _read_secret_file(file_value, f"{prefix}.{file_key}")
+    return cls(**kwargs)
+
+
+def parse_config(data: Mapping[str, object], environ: Mapping[str, str]) -> Config:
+    """Build a `Config` from plain data (the parsed YAML) and the environment variables.
+
+    Applies the `TRADECACHE_*` overrides, reads `*_file` secrets and runs every check.
+    Raises `ConfigError` naming the key path and the problem.
+    """
+    merged = _as_dict(data, "config")
+    _apply_environ(merged, environ)
+    return _build(Config, merged, "")
+
+
+def load_config(path: str | Path | None, environ: Mapping[str, str]) -> Config:
+    """Read the YAML file at `path` (None: defaults and environment only) and build the `Config`.
+
+    Raises `ConfigError`: with the file's path as key when it cannot be read or is not a YAML
+    mapping, else as `parse_config` does.
+    """
+    data: Mapping[str, object] = {}
     if path is not None:
         try:
-            text = Path(path).read_text()
-        except OSError as exc:
-            raise ConfigError("--config", f"cannot read {str(path)!r}: {exc.strerror}") from None
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            raise ConfigError(str(path), f"cannot read the file: {reason}") from None
         try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError("--config", f"{str(path)!r} is not valid YAML: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError("--config", f"{str(path)!r} must hold a mapping at the top level")
+            loaded = yaml.safe_load(text)
+        except yaml.MarkedYAMLError as exc:  # its str() quotes lines of the file, which may hold secrets
+            mark = exc.problem_mark
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ConfigError(str(path), f"not valid YAML: {exc.problem}{where}") from None
+        except yaml.YAMLError:
+            raise ConfigError(str(path), "not valid YAML") from None
+        if loaded is not None and not isinstance(loaded, Mapping):
+            raise ConfigError(str(path), f"must hold a mapping at the top, got {type(loaded).__name__}")
+        data = loaded or {}
     return parse_config(data, environ)
 
 
 __all__ = [
+    "ENV_PREFIX",
+    "MASK",
     "Config",
-    "HttpSection",
-    "IngestSection",
-    "LoggingSection",
-    "MetricsSection",
-    "NatsSection",
-    "RedisSection",
+    "HttpConfig",
+    "IngestConfig",
+    "LoggingConfig",
+    "MetricsConfig",
+    "NatsConfig",
+    "RedisConfig",
     "Secret",
-    "ShutdownSection",
+    "ShutdownConfig",
     "load_config",
     "mask_url",
     "parse_config",
+    "split_listen",
 ]

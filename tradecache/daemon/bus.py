@@ -123,8 +123,8 @@ class StreamPlan:
 
 async def ensure_streams(js: Any, subjects: Subjects, plan: StreamPlan, log: logging.Logger) -> bool:
     """Make sure both streams and the durable consumer exist. Returns True if the consumer acks ALL."""
-    await _ensure_stream(js, plan.stream, [subjects.inbound_root], plan.create, log)
-    await _ensure_stream(js, plan.dead_letter_stream, [subjects.dead_root], plan.create, log)
+    await ensure_stream(js, plan.stream, [subjects.inbound_root], plan.create, log)
+    await ensure_stream(js, plan.dead_letter_stream, [subjects.dead_root], plan.create, log)
     try:
         info = await js.consumer_info(plan.stream, plan.consumer)
     except nats.js.errors.NotFoundError:
@@ -151,7 +151,7 @@ async def ensure_streams(js: Any, subjects: Subjects, plan: StreamPlan, log: log
     return bool(info.config.ack_policy == AckPolicy.ALL)
 
 
-async def _ensure_stream(js: Any, name: str, subjects: list[str], create: bool, log: logging.Logger) -> None:
+async def ensure_stream(js: Any, name: str, subjects: list[str], create: bool, log: logging.Logger) -> None:
     try:
         await js.stream_info(name)
         return
@@ -172,4 +172,4 @@ async def _ensure_stream(js: Any, name: str, subjects: list[str], create: bool, 
         log.warning("stream not created", extra={"stream": name, "error": str(exc)})
 
 
-__all__ = ["NatsOptions", "StreamPlan", "connect", "ensure_streams"]
+__all__ = ["NatsOptions", "StreamPlan", "connect", "ensure_stream", "ensure_streams"]

@@ -33,6 +33,10 @@ class Subjects:
     def inbound_for(self, kind: Kind) -> str:
         return f"{self.prefix}.in.{self.trader_id}.{kind.value}"
 
+    def inbound_for_name(self, kind: str) -> str:
+        """`inbound_for` by the kind's name (`"order"`), for producers and tools."""
+        return self.inbound_for(_KINDS[kind])
+
     @property
     def dead(self) -> str:
         return f"{self.prefix}.dead.{self.trader_id}"
