@@ -139,6 +139,8 @@ class Daemon:
         ingest = self.config.ingest
         self.ingestor = Ingestor(
             self.nc,
+            js,
+            self.subjects.inbound,
             IngestSettings(
                 stream=plan.stream,
                 consumer=plan.consumer,

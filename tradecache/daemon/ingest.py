@@ -15,12 +15,20 @@ FIELD-NOTES measured 3-4x faster than nats-py's `fetch()`. For each batch:
 A crash between 4 and 5 redelivers messages whose sequence is at or below the checkpoint: they
 are acked without being applied again. When Redis is unavailable, steps 2 and 4 retry with
 backoff and nothing is acked; readiness is false meanwhile.
+
+Order is kept across crashes and lost deliveries too. Messages delivered but never committed
+(the process died, or a reconnect dropped them in flight) stay "pending" at the server until
+their ack wait ends, while new pulls hand out *later* messages; applying those first would break
+stream order, and with AckPolicy.ALL their ack would also ack the lost ones. So at start, and
+whenever the consumer sequence skips, the gap between the checkpoint and the next delivery is
+read straight from the stream (`STREAM.MSG.GET` with `next_by_subj`) and applied first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -28,6 +36,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+import nats.js.errors
 
 from tradecache.cache.keys import Keys
 from tradecache.daemon.batch import BatchResult, apply_batch
@@ -44,6 +54,9 @@ T = TypeVar("T")
 # Test hook: after this many commits, stop before acknowledging (a test then kills -9 the process).
 PAUSE_AFTER_COMMIT_ENV = "TRADECACHE_TEST_PAUSE_AFTER_COMMIT"
 _BACKOFF_START, _BACKOFF_MAX = 0.05, 2.0
+# After the first delivery of a batch, wait this long for more before processing what arrived:
+# a backlog fills whole batches, a trickle (1,000 events/s) is committed within milliseconds.
+LINGER_SECONDS = 0.002
 
 
 @dataclass(frozen=True)
@@ -62,6 +75,8 @@ class Ingestor:
     def __init__(
         self,
         nc: Any,
+        js: Any,
+        filter_subject: str,
         settings: IngestSettings,
         intake: Intake,
         ledger: Ledger,
@@ -72,6 +87,8 @@ class Ingestor:
         log: logging.Logger,
     ) -> None:
         self.nc = nc
+        self.js = js
+        self.filter_subject = filter_subject
         self.settings = settings
         self.intake = intake
         self.ledger = ledger
@@ -88,9 +105,11 @@ class Ingestor:
         self._pause_after = int(os.environ.get(PAUSE_AFTER_COMMIT_ENV, "0") or 0)
         self._inbox = ""
         self._pulls = 0
+        self._remaining = 0  # deliveries still due on the outstanding pull
+        self._pull_deadline = 0.0
+        self._last_cseq: int | None = None
         self._queue: collections.deque[Any] = collections.deque()
         self._arrived = asyncio.Event()
-        self._finished_pulls: set[int] = set()
         self._subscription: Any = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -100,54 +119,97 @@ class Ingestor:
         self.checkpoint = await self._retry("read checkpoint", self.store.read_checkpoint, stopping)
         self._inbox = self.nc.new_inbox()
         self._subscription = await self.nc.subscribe(f"{self._inbox}.*", cb=self._on_message)
+        await self._recover(stopping)
         self.bound = True
         self.log.info("ingest started", extra={"checkpoint": self.checkpoint, "stream": self.settings.stream})
         try:
-            while not stopping.is_set():
+            # When stopping, no new pull is asked for; the one outstanding ends within fetch_expires.
+            while not stopping.is_set() or self._remaining > 0:
                 deliveries = await self._fetch(stopping)
                 if deliveries:
                     await self._process(deliveries, stopping)
         finally:
             self.bound = False
-            await self._subscription.unsubscribe()
+            with contextlib.suppress(Exception):
+                await self._subscription.unsubscribe()
 
     async def _on_message(self, msg: Any) -> None:
         self._queue.append(msg)
         self._arrived.set()
 
+    # -- recovering the order after a crash or a lost delivery ------------------------------
+
+    async def _recover(self, stopping: asyncio.Event) -> None:
+        """Apply what the consumer delivered beyond the checkpoint before a restart."""
+        info = await self._retry_bus_value("consumer info", self._consumer_info, stopping)
+        self._last_cseq = int(info.delivered.consumer_seq)
+        delivered = int(info.delivered.stream_seq)
+        if delivered > self.checkpoint:
+            self.log.info("recovering delivered but uncommitted messages", extra={"from": self.checkpoint + 1,
+                                                                                   "to": delivered})  # fmt: skip
+            await self._fill_gap(delivered + 1, stopping)
+
+    async def _consumer_info(self) -> Any:
+        return await self.js.consumer_info(self.settings.stream, self.settings.consumer)
+
+    async def _fill_gap(self, before_seq: int, stopping: asyncio.Event) -> None:
+        """Read and apply, in order, this consumer's messages after the checkpoint and before `before_seq`."""
+        seq = self.checkpoint + 1
+        gap: list[Delivery] = []
+        while seq < before_seq:
+            try:
+                raw = await self.js.get_msg(self.settings.stream, seq, subject=self.filter_subject, next=True)
+            except nats.js.errors.NotFoundError:
+                break
+            if raw.seq is None or raw.seq >= before_seq:
+                break
+            timestamp = int(raw.time.timestamp() * 1e9) if raw.time else time.time_ns()
+            gap.append(Delivery(raw.subject or "", raw.data or b"", raw.headers, raw.seq, 0, timestamp, 0, ""))
+            seq = raw.seq + 1
+            if len(gap) >= self.settings.batch_size:
+                await self._process(gap, stopping, ack=False)
+                gap = []
+        if gap:
+            await self._process(gap, stopping, ack=False)
+
     # -- fetching --------------------------------------------------------------------------
 
-    async def _request_pull(self) -> int:
+    async def _request_pull(self) -> None:
         self._pulls += 1
         request = {"batch": self.settings.batch_size, "expires": int(self.settings.fetch_expires * 1e9)}
         subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.settings.stream}.{self.settings.consumer}"
         await self.nc.publish(subject, json.dumps(request).encode(), reply=f"{self._inbox}.{self._pulls}")
-        return self._pulls
+        self._remaining = self.settings.batch_size
+        self._pull_deadline = time.monotonic() + self.settings.fetch_expires + 1.0
 
     async def _fetch(self, stopping: asyncio.Event) -> list[Delivery]:
-        """One pull's worth of deliveries (fewer when the pull expires or the stream is drained)."""
-        try:
-            pull = await self._request_pull()
-        except Exception as exc:  # disconnected: nats-py reconnects by itself; try again shortly
-            self.log.warning("pull request failed", extra={"error": str(exc)})
-            await asyncio.sleep(0.2)
-            return []
+        """Deliveries that have arrived: a full batch, or what came before the stream went quiet."""
+        if self._remaining <= 0:
+            if stopping.is_set():
+                return []
+            try:
+                await self._request_pull()
+            except Exception as exc:  # disconnected: nats-py reconnects by itself; try again shortly
+                self.log.warning("pull request failed", extra={"error": str(exc)})
+                await asyncio.sleep(0.2)
+                return []
         deliveries: list[Delivery] = []
-        deadline = time.monotonic() + self.settings.fetch_expires + 1.0
-        while len(deliveries) < self.settings.batch_size and pull not in self._finished_pulls:
+        while True:
             while self._queue and len(deliveries) < self.settings.batch_size:
                 self._take(self._queue.popleft(), deliveries)
-            if len(deliveries) >= self.settings.batch_size or pull in self._finished_pulls:
+            if len(deliveries) >= self.settings.batch_size or self._remaining <= 0:
                 break
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or (stopping.is_set() and not deliveries):
+            timeout = LINGER_SECONDS if deliveries else self._pull_deadline - time.monotonic()
+            if timeout <= 0:
+                self._remaining = 0  # the pull's end was lost (e.g. a reconnect): ask again
                 break
             self._arrived.clear()
             try:
-                await asyncio.wait_for(self._arrived.wait(), timeout=remaining)
+                await asyncio.wait_for(self._arrived.wait(), timeout=timeout)
             except TimeoutError:
+                if not deliveries:
+                    self._remaining = 0
                 break
-        self._finished_pulls.discard(pull)
         return deliveries
 
     def _take(self, msg: Any, deliveries: list[Delivery]) -> None:
@@ -155,9 +217,8 @@ class Ingestor:
         status = headers.get("Status") if headers else None
         if status is not None and not msg.data:
             # 404 no messages, 408 expired, 409 conflict: that pull is over.
-            pull = msg.subject.rpartition(".")[2]
-            if pull.isdigit():
-                self._finished_pulls.add(int(pull))
+            if msg.subject == f"{self._inbox}.{self._pulls}":
+                self._remaining = 0
             if status == "409":
                 self.log.warning("pull conflict", extra={"description": headers.get("Description", "")})
             return
@@ -166,11 +227,17 @@ class Ingestor:
         except ValueError:
             self.log.warning("delivery without JetStream metadata ignored", extra={"subject": msg.subject})
             return
+        self._remaining -= 1
         deliveries.append(Delivery(msg.subject, msg.data, headers, seq, consumer_seq, timestamp, pending, msg.reply))
 
-    # -- processing ------------------------------------------------------------------------
-
-    async def _process(self, deliveries: list[Delivery], stopping: asyncio.Event) -> None:
+    async def _process(self, deliveries: list[Delivery], stopping: asyncio.Event, *, ack: bool = True) -> None:
+        if ack:
+            first_cseq = min(d.consumer_seq for d in deliveries)
+            if self._last_cseq is not None and first_cseq > self._last_cseq + 1:
+                # Deliveries were lost in flight: apply the gap from the stream first.
+                self.log.warning("consumer sequence gap", extra={"after": self._last_cseq, "next": first_cseq})
+                await self._fill_gap(min(d.stream_seq for d in deliveries), stopping)
+            self._last_cseq = max(self._last_cseq or 0, max(d.consumer_seq for d in deliveries))
         # Stream order; a message redelivered while its first copy was still in hand counts once.
         unique = sorted({d.stream_seq: d for d in reversed(deliveries)}.values(), key=lambda d: d.stream_seq)
         items = [self.intake.check(d) for d in unique]
@@ -193,7 +260,8 @@ class Ingestor:
         if self._pause_after and self.commits >= self._pause_after:
             self.log.warning("test hook: paused after commit, before ack", extra={"commits": self.commits})
             await asyncio.Event().wait()
-        await self._ack(deliveries)
+        if ack:
+            await self._ack(deliveries)
         self.checkpoint = max(self.checkpoint, result.last_seq)
         self._record(result, results, written_at - started, unique)
         self.ledger.evict(self.settings.open_orders_limit)
@@ -279,6 +347,18 @@ class Ingestor:
                 if delay != _BACKOFF_START:
                     self.log.info("redis available again", extra={"operation": what})
             return value
+
+    async def _retry_bus_value(self, what: str, attempt: Callable[[], Awaitable[T]], stopping: asyncio.Event) -> T:
+        delay = _BACKOFF_START
+        while True:
+            try:
+                return await attempt()
+            except Exception as exc:  # nats-py raises several unrelated types for "not now"
+                self.log.error("nats operation failed", extra={"operation": what, "error": repr(exc)})
+                if stopping.is_set():
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _BACKOFF_MAX)
 
     async def _retry_bus(self, what: str, attempt: Callable[[], Awaitable[Any]], stopping: asyncio.Event) -> None:
         delay = _BACKOFF_START
