@@ -1,34 +1,84 @@
 """Prometheus metrics of SPEC section 4, on a registry of their own (one per daemon).
 
-Callers use the typed methods below and never touch label plumbing. Label sets known in
-advance are created at zero so every metric is in the first scrape.
+Callers use the typed methods of `Metrics` and never touch label plumbing. Label sets known in
+advance (collections, dead-letter reasons, load endpoints, event kinds) are created at zero, so
+every series is in the first scrape and `rate()` works from the first increment.
+
+Closed label sets (outcomes, collections, reasons) are checked: a value outside them is a bug
+and raises `ValueError`. Open ones (`kind`, `type`, `endpoint`) can come from what a producer
+published -- a dead-lettered message's type is whatever its payload says -- so each open label
+keeps at most `MAX_LABEL_VALUES` distinct values and folds the rest into `OTHER`: a misbehaving
+producer must not grow the registry without bound.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Final
+from typing import Final, Literal, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from tradecache import __version__
 from tradecache.errors import RejectReason
 
+EventOutcome = Literal["written", "duplicate", "dead_lettered"]
+LoadOutcome = Literal["ok", "not_found", "error"]
+KeyCollection = Literal["currencies", "instruments", "accounts", "orders", "positions", "strategies", "commands"]
+
+EVENT_OUTCOMES: Final[tuple[str, ...]] = get_args(EventOutcome)
+LOAD_OUTCOMES: Final[tuple[str, ...]] = get_args(LoadOutcome)
+COLLECTIONS: Final[tuple[str, ...]] = get_args(KeyCollection)
+# The subject kinds of SPEC section 1 and the load endpoints of SPEC section 3.
+KINDS: Final = ("currency", "instrument", "order", "position", "account", "command", "strategy")
+LOAD_ENDPOINTS: Final = (
+    "currency", "currencies", "instrument", "instruments", "account", "accounts", "order", "orders",
+    "position", "positions", "strategy", "submit_order_command", "submit_order_commands",
+    "submit_order_list_command", "submit_order_list_commands", "stats",
+)  # fmt: skip
+
 # From 50 us to 5 s: the client's defaults start at 5 ms, above most of what is measured here.
 LATENCY_BUCKETS: Final = (
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 )  # fmt: skip
-BATCH_BUCKETS: Final = tuple(float(2**n) for n in range(14))  # 1 .. 8192
-COLLECTIONS: Final = ("currencies", "instruments", "accounts", "orders", "positions", "strategies", "commands")
-KINDS: Final = ("currency", "instrument", "order", "position", "account", "command", "strategy")
+BATCH_BUCKETS: Final = tuple(float(2**n) for n in range(14))  # 1, 2, 4, ... 8192
+
+MAX_LABEL_VALUES: Final = 256
+MAX_LABEL_LENGTH: Final = 64
+OTHER: Final = "other"
+
+
+class _OpenLabel:
+    """The values one open label has taken; past the cap, new ones become `OTHER`."""
+
+    def __init__(self, known: tuple[str, ...] = ()) -> None:
+        self._seen: set[str] = set(known)
+
+    def admit(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        if len(value) > MAX_LABEL_LENGTH or len(self._seen) >= MAX_LABEL_VALUES:
+            return OTHER
+        self._seen.add(value)
+        return value
+
+
+def _check(label: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{label} must be one of {', '.join(allowed)}; got {value!r}")
+    return value
 
 
 class Metrics:
-    """Every tradecache metric, registered on `registry` (a fresh one when None)."""
+    """Every tradecache metric, registered on `registry` (a fresh one when None, never the global one).
+
+    Two instances never clash, since each has its own registry. `version` is the value of the
+    `version` label of `tradecache_build_info`.
+    """
 
     def __init__(self, registry: CollectorRegistry | None = None, version: str = __version__) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        # Counters are declared without `_total`: the client appends it to the exposed name.
         self.events = Counter(
             "tradecache_events", "Messages handled, by kind, type and outcome", ["kind", "type", "outcome"], registry=r
         )
@@ -52,56 +102,90 @@ class Metrics:
             buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self.consumer_pending = Gauge(
-            "tradecache_consumer_pending_messages",
-            "Messages in the stream not yet delivered to the consumer",
+            "tradecache_consumer_pending_messages", "Messages in the stream not yet delivered to the consumer",
             registry=r,
-        )
+        )  # fmt: skip
         self.position_divergence = Counter(
             "tradecache_position_divergence", "Position events that disagree with the stored fills", registry=r
         )
         self.redis_up = Gauge("tradecache_redis_up", "1 when the last Redis operation succeeded", registry=r)
         self.nats_connected = Gauge("tradecache_nats_connected", "1 while connected to NATS", registry=r)
-        self.build_info = Gauge("tradecache_build_info", "Build information", ["version"], registry=r)
+        self.build_info = Gauge("tradecache_build_info", "Build information (value 1)", ["version"], registry=r)
         self.dead_letters = Counter(
             "tradecache_dead_letters", "Messages sent to the dead-letter subject, by reason", ["reason"], registry=r
         )
+        self._kinds = _OpenLabel(KINDS)
+        self._types = _OpenLabel()
+        self._endpoints = _OpenLabel(LOAD_ENDPOINTS)
+        self._start(version)
+
+    def _start(self, version: str) -> None:
+        """Create the known label sets at zero and the constant series."""
         self.build_info.labels(version=version).set(1)
         for collection in COLLECTIONS:
-            self.keys.labels(collection=collection)
+            self.keys.labels(collection=collection).set(0)
         for reason in RejectReason:
             self.dead_letters.labels(reason=reason.value)
         for kind in KINDS:
             self.write_duration_seconds.labels(kind=kind)
             self.event_lag_seconds.labels(kind=kind)
+        for endpoint in LOAD_ENDPOINTS:
+            self.load_duration_seconds.labels(endpoint=endpoint)
+            for outcome in LOAD_OUTCOMES:
+                self.load_requests.labels(endpoint=endpoint, outcome=outcome)
 
-    def event(self, kind: str, type_name: str, outcome: str, n: int = 1) -> None:
-        self.events.labels(kind=kind, type=type_name, outcome=outcome).inc(n)
+    def event(self, kind: str, type_name: str, outcome: EventOutcome, n: int = 1) -> None:
+        """Count `n` messages of `kind` (subject kind) and `type_name` (payload type) with `outcome`.
+
+        Raises ValueError for an unknown outcome or a negative `n`.
+        """
+        _check("outcome", outcome, EVENT_OUTCOMES)
+        labels = {"kind": self._kinds.admit(kind), "type": self._types.admit(type_name), "outcome": outcome}
+        self.events.labels(**labels).inc(n)
 
     def write_duration(self, kind: str, seconds: float) -> None:
-        self.write_duration_seconds.labels(kind=kind).observe(seconds)
+        """Observe how long the Redis write carrying events of `kind` took."""
+        self.write_duration_seconds.labels(kind=self._kinds.admit(kind)).observe(seconds)
 
     def event_lag(self, kind: str, seconds: float) -> None:
-        self.event_lag_seconds.labels(kind=kind).observe(seconds)
+        """Observe the time from publish (JetStream timestamp) to durable in Redis."""
+        self.event_lag_seconds.labels(kind=self._kinds.admit(kind)).observe(seconds)
 
     def batch(self, size: int) -> None:
+        """Observe the number of deliveries in one fetched batch."""
         self.batch_size.observe(size)
 
     def set_keys(self, counts: Mapping[str, int]) -> None:
+        """Set `tradecache_keys` for each collection given; others keep their value.
+
+        Raises ValueError, before setting anything, if a name is not one of `COLLECTIONS`.
+        """
+        for collection in counts:
+            _check("collection", collection, COLLECTIONS)
         for collection, count in counts.items():
             self.keys.labels(collection=collection).set(count)
 
-    def load_request(self, endpoint: str, outcome: str, seconds: float) -> None:
+    def load_request(self, endpoint: str, outcome: LoadOutcome, seconds: float) -> None:
+        """Count one load request on `endpoint` and observe how long it took to answer.
+
+        Raises ValueError for an unknown outcome.
+        """
+        _check("outcome", outcome, LOAD_OUTCOMES)
+        endpoint = self._endpoints.admit(endpoint)
         self.load_requests.labels(endpoint=endpoint, outcome=outcome).inc()
         self.load_duration_seconds.labels(endpoint=endpoint).observe(seconds)
 
     def set_pending(self, pending: int) -> None:
+        """Set the number of messages in the stream not yet delivered to the consumer."""
         self.consumer_pending.set(pending)
 
     def divergence(self) -> None:
+        """Count one position event that disagrees with the position rebuilt from fills."""
         self.position_divergence.inc()
 
-    def dead_letter(self, reason: str) -> None:
-        self.dead_letters.labels(reason=reason).inc()
+    def dead_letter(self, reason: RejectReason | str) -> None:
+        """Count one dead letter. Raises ValueError if `reason` is not one of SPEC section 1's eight."""
+        self.dead_letters.labels(reason=RejectReason(reason).value).inc()
 
     def set_redis_up(self, up: bool) -> None:
         self.redis_up.set(1 if up else 0)
@@ -110,8 +194,22 @@ class Metrics:
         self.nats_connected.set(1 if connected else 0)
 
     def render(self) -> bytes:
-        rendered: bytes = generate_latest(self.registry)
-        return rendered
+        """This registry in the Prometheus text format (version 0.0.4)."""
+        return generate_latest(self.registry)
 
 
-__all__ = ["BATCH_BUCKETS", "COLLECTIONS", "LATENCY_BUCKETS", "Metrics"]
+__all__ = [
+    "BATCH_BUCKETS",
+    "COLLECTIONS",
+    "EVENT_OUTCOMES",
+    "KINDS",
+    "LATENCY_BUCKETS",
+    "LOAD_ENDPOINTS",
+    "LOAD_OUTCOMES",
+    "MAX_LABEL_VALUES",
+    "OTHER",
+    "EventOutcome",
+    "KeyCollection",
+    "LoadOutcome",
+    "Metrics",
+]
