@@ -57,6 +57,8 @@ _BACKOFF_START, _BACKOFF_MAX = 0.05, 2.0
 # After the first delivery of a batch, wait this long for more before processing what arrived:
 # a backlog fills whole batches, a trickle (1,000 events/s) is committed within milliseconds.
 LINGER_SECONDS = 0.002
+# ... and never hold the first delivery of a batch longer than this (a steady stream has no gaps).
+MAX_BATCH_WAIT = 0.004
 
 
 @dataclass(frozen=True)
@@ -194,12 +196,20 @@ class Ingestor:
                 await asyncio.sleep(0.2)
                 return []
         deliveries: list[Delivery] = []
+        first_at = 0.0
         while True:
             while self._queue and len(deliveries) < self.settings.batch_size:
                 self._take(self._queue.popleft(), deliveries)
+            if deliveries and not first_at:
+                first_at = time.monotonic()
             if len(deliveries) >= self.settings.batch_size or self._remaining <= 0:
                 break
-            timeout = LINGER_SECONDS if deliveries else self._pull_deadline - time.monotonic()
+            if deliveries:
+                timeout = min(LINGER_SECONDS, first_at + MAX_BATCH_WAIT - time.monotonic())
+            else:
+                timeout = self._pull_deadline - time.monotonic()
+            if deliveries and timeout <= 0:
+                break
             if timeout <= 0:
                 self._remaining = 0  # the pull's end was lost (e.g. a reconnect): ask again
                 break
@@ -210,6 +220,11 @@ class Ingestor:
                 if not deliveries:
                     self._remaining = 0
                 break
+        if self._remaining <= 0 and len(deliveries) >= self.settings.batch_size and not stopping.is_set():
+            # A full batch means a backlog: ask for the next one now, so it arrives while this
+            # one is processed.
+            with contextlib.suppress(Exception):
+                await self._request_pull()
         return deliveries
 
     def _take(self, msg: Any, deliveries: list[Delivery]) -> None:

@@ -78,6 +78,15 @@ class Account:
     def __repr__(self) -> str:
         return f"Account({self.id.value}, {self.account_type.name}, events={self.event_count})"
 
+    def forget_history(self) -> None:
+        """Drop all but the latest state from `events` (balances and margins are kept).
+
+        For holders that only validate what comes next (the daemon's ledger): the history is in
+        the store, and an account's states grow without bound.
+        """
+        if len(self.events) > 1:
+            del self.events[:-1]
+
     def apply(self, state: AccountState) -> None:
         """Apply a later state. Raises `EventRejected` and changes nothing when it does not fit."""
         problem = self._mismatch(state)

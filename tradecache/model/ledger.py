@@ -50,6 +50,8 @@ from tradecache.model.orders import Order, replay_order
 from tradecache.model.positions import Position, flips, replay_position, split_flip
 from tradecache.model.values import Currency, register_currency
 
+# Account event ids remembered in memory for dedupe (older repeats are caught by the store).
+RECENT_ACCOUNT_EVENTS: Final = 100_000
 # Position ids the node generates itself; a flip gives the new side a fresh one of these.
 NODE_POSITION_ID_PREFIX: Final = "P-"
 
@@ -140,6 +142,10 @@ class Ledger:
         self.closed_summaries: dict[str, PositionSummary] = {}
         # Opening halves of split fills waiting for the node's PositionOpened to name their id.
         self.pending_openings: dict[ClientOrderId, OrderFilled] = {}
+        # Orders changed since the last `evict`, and the latest account event ids (dedupe of
+        # older repeats is left to the store's seen-hash; applying a state twice is harmless).
+        self._touched_orders: set[str] = set()
+        self._recent_account_events: dict[str, None] = {}
 
     # -- entry point ---------------------------------------------------------------------
 
@@ -179,6 +185,7 @@ class Ledger:
 
     def _apply_order_event(self, event: OrderEvent) -> Outcome:
         key = event.client_order_id.value
+        self._touched_orders.add(key)
         order = self.orders.get(key)
         if order is None:
             if not isinstance(event, OrderInitialized):
@@ -278,12 +285,13 @@ class Ledger:
     def _apply_account_state(self, state: AccountState) -> Outcome:
         key = state.account_id.value
         account = self.accounts.get(key)
+        if state.event_id in self._recent_account_events:
+            return Outcome(Kind.ACCOUNT, duplicate=True)
         if account is None:
             self.accounts[key] = Account(state)
-        elif state.event_id in account.event_ids:
-            return Outcome(Kind.ACCOUNT, duplicate=True)
         else:
             account.apply(state)
+        self._recent_account_events[state.event_id] = None
         return Outcome(Kind.ACCOUNT, [Write(WriteOp.APPEND, Collection.ACCOUNTS, key, state)])
 
     def _apply_command(self, collection: Collection, key: str, command: SubmitOrder | SubmitOrderList) -> Outcome:
@@ -323,6 +331,7 @@ class Ledger:
         for key, states in stored.accounts.items():
             if states and key not in self.accounts:
                 self.accounts[key] = replay_account(states)
+                self._recent_account_events.update((state.event_id, None) for state in states[-1000:])
         for key, fills in stored.positions.items():
             if not fills or key in self.positions:
                 continue
@@ -333,20 +342,34 @@ class Ledger:
             if position.is_closed:
                 self.closed_summaries[key] = PositionSummary.of(position)
 
-    def evict(self, open_orders_limit: int) -> int:
-        """Forget closed orders and flat positions (the store has them); cap open orders too.
+    def evict(self, open_orders_limit: int, positions_limit: int = 100_000) -> int:
+        """Bound memory after a batch; what is dropped is read back from the store when needed.
 
-        Returns how many orders were dropped. What is dropped is read back when needed.
+        Closed orders touched by the batch are forgotten and open orders are capped (oldest
+        first). Positions are kept, flat ones included (a NETTING position's list keeps growing,
+        so reading it back on every reopening would cost more each time), up to
+        `positions_limit`, beyond which the least recently used flat ones go. Accounts keep
+        their state but not their history. Returns how many orders were dropped.
         """
         before = len(self.orders)
-        self.orders = {key: order for key, order in self.orders.items() if not order.is_closed}
+        for key in self._touched_orders:
+            order = self.orders.get(key)
+            if order is not None and order.is_closed:
+                del self.orders[key]
+        self._touched_orders.clear()
         if len(self.orders) > open_orders_limit:
             # Oldest first: dicts keep insertion order, and orders are inserted when initialized.
-            excess = len(self.orders) - open_orders_limit
-            for key in list(self.orders)[:excess]:
+            for key in list(self.orders)[: len(self.orders) - open_orders_limit]:
                 del self.orders[key]
-        self.positions = {key: position for key, position in self.positions.items() if position.is_open}
-        self.closed_summaries = {key: s for key, s in self.closed_summaries.items() if key in self.positions}
+        if len(self.positions) > positions_limit:
+            flat = [key for key, position in self.positions.items() if position.is_closed]
+            for key in flat[: len(self.positions) - positions_limit]:
+                del self.positions[key]
+                self.closed_summaries.pop(key, None)
+        for account in self.accounts.values():
+            account.forget_history()
+        while len(self._recent_account_events) > RECENT_ACCOUNT_EVENTS:
+            del self._recent_account_events[next(iter(self._recent_account_events))]
         return before - len(self.orders)
 
 
