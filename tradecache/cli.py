@@ -97,7 +97,12 @@ def _add_load(commands: Commands) -> None:
 def _dev(args: argparse.Namespace) -> int:
     from tradecache.daemon.devmode import run_dev  # imported here: it pulls in the whole daemon
 
-    code: int = run_dev(data_dir=args.data_dir, exit_after_feed=args.exit_after_feed, http_port=args.http_port)
+    code: int = run_dev(
+        data_dir=args.data_dir,
+        exit_after_feed=args.exit_after_feed,
+        http_port=args.http_port,
+        own_servers=args.own_servers,
+    )
     return code
 
 
@@ -106,6 +111,9 @@ def _add_dev(commands: Commands) -> None:
     dev.add_argument("--data-dir", default=".tradecache-dev", help="where the local servers keep their data")
     dev.add_argument("--http-port", type=int, default=9464, help="metrics/health port (0: any free port)")
     dev.add_argument("--exit-after-feed", action="store_true", help="stop once the demo feed is stored")
+    dev.add_argument(
+        "--own-servers", action="store_true", help="always start private servers on free ports (never reuse local ones)"
+    )
     dev.set_defaults(handler=_dev)
 
 
