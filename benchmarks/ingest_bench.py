@@ -159,11 +159,20 @@ async def prefill(nats_url: str, messages: list[tuple[str, bytes]]) -> int:
     with contextlib.suppress(Exception):  # already there
         await js.add_stream(name="TRADECACHE", subjects=["tradecache.in.>"])
     before = (await js.stream_info("TRADECACHE")).state.last_seq
-    for kind, payload in messages:
-        await nc.publish(f"{PREFIX}.{kind}", payload)
-    await nc.flush(timeout=60)
-    while (await js.stream_info("TRADECACHE")).state.last_seq < before + len(messages):
-        await asyncio.sleep(0.05)
+    # Core publishes in windows, each flushed and stored before the next: a stream flooded with
+    # unacknowledged publishes drops some, and the benchmark would wait for them for ever.
+    window = 5000
+    for start in range(0, len(messages), window):
+        for kind, payload in messages[start : start + window]:
+            await nc.publish(f"{PREFIX}.{kind}", payload)
+        await nc.flush(timeout=60)
+        target = before + min(start + window, len(messages))
+        for _ in range(400):
+            if (await js.stream_info("TRADECACHE")).state.last_seq >= target:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise RuntimeError(f"the stream stored {target - before - window}..{target - before} messages, not all")
     last: int = (await js.stream_info("TRADECACHE")).state.last_seq
     await nc.close()
     return last
