@@ -376,17 +376,7 @@ class Ingestor:
                 delay = min(delay * 2, _BACKOFF_MAX)
 
     async def _retry_bus(self, what: str, attempt: Callable[[], Awaitable[Any]], stopping: asyncio.Event) -> None:
-        delay = _BACKOFF_START
-        while True:
-            try:
-                await attempt()
-                return
-            except Exception as exc:  # nats-py raises several unrelated types for "not now"
-                self.log.error("nats operation failed", extra={"operation": what, "error": repr(exc)})
-                if stopping.is_set():
-                    raise
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _BACKOFF_MAX)
+        await self._retry_bus_value(what, attempt, stopping)
 
 
 __all__ = ["PAUSE_AFTER_COMMIT_ENV", "IngestSettings", "Ingestor"]
