@@ -39,7 +39,7 @@ from prometheus_client.parser import text_string_to_metric_families
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tradecache.cache.keys import Keys
-from tradecache.daemon.devstack import LocalNats, LocalRedis, free_port
+from tradecache.daemon.devstack import NatsServer, RedisServer, free_port
 
 TRADER = "BENCH-001"
 PREFIX = f"tradecache.in.{TRADER}"
@@ -290,8 +290,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="tc-ingest-bench-"))
-    redis_server = LocalRedis(data_dir=folder / "redis", appendonly=True)
-    nats_server = LocalNats(data_dir=folder / "nats")
+    redis_server = RedisServer(data_dir=folder / "redis", appendonly=True)
+    nats_server = NatsServer(data_dir=folder / "nats")
     redis_server.start()
     nats_server.start()
     daemon: subprocess.Popen[bytes] | None = None

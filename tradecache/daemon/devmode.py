@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -22,22 +21,13 @@ import redis.asyncio
 from tradecache.config import parse_config
 from tradecache.daemon.app import Daemon
 from tradecache.daemon.demo import build_demo_feed
-from tradecache.daemon.devstack import LocalNats, LocalRedis, LocalServer, free_port, reachable
+from tradecache.daemon.devstack import LocalServer, NatsServer, RedisServer, free_port, port_is_free, reachable
 from tradecache.daemon.subjects import Subjects
 from tradecache.logs import configure_logging
 from tradecache.serialization.msgpack import MsgPackSerializer
 
 TRADER_ID = "DEV-001"
 log = logging.getLogger("tradecache.dev")
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 async def _jetstream_answers(url: str) -> bool:
@@ -63,7 +53,8 @@ async def _servers(data_dir: Path, started: list[LocalServer], own: bool) -> tup
         redis_url = "redis://127.0.0.1:6379/0"
         _say(f"  redis: using the Redis already on {redis_url}")
     else:
-        server = LocalRedis(6379 if _port_free(6379) and not own else free_port(), data_dir / "redis")
+        port = 6379 if port_is_free(6379) and not own else free_port()
+        server = RedisServer(port=port, data_dir=data_dir / "redis")
         server.start()
         started.append(server)
         redis_url = server.url
@@ -72,7 +63,9 @@ async def _servers(data_dir: Path, started: list[LocalServer], own: bool) -> tup
         nats_url = "nats://127.0.0.1:4222"
         _say(f"  nats:  using the NATS (JetStream) already on {nats_url}")
     else:
-        nats_server = LocalNats(4222 if _port_free(4222) and not own else free_port(), data_dir / "nats")
+        nats_server = NatsServer(
+            port=4222 if port_is_free(4222) and not own else free_port(), data_dir=data_dir / "nats"
+        )
         nats_server.start()
         started.append(nats_server)
         nats_url = nats_server.url
@@ -115,7 +108,7 @@ async def _dev(data_dir: Path, exit_after_feed: bool, http_port: int, own: bool)
     _say("tradecache dev")
     try:
         redis_url, nats_url = await _servers(data_dir, started, own)
-        if http_port and not _port_free(http_port):
+        if http_port and not port_is_free(http_port):
             http_port = 0
         config = parse_config(
             {
