@@ -1,4 +1,5 @@
-"""`tradecache dev` as a newcomer runs it: private servers, the daemon, the demo feed, a clean exit."""
+"""`tradecache dev` as a newcomer runs it (relative data folder): private servers, the daemon, the demo
+feed, a clean exit."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.integration
 def test_dev_stores_the_demo_session_and_prints_where_to_look(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "tradecache", "dev", "--own-servers", "--exit-after-feed", "--http-port", "0",
-         "--data-dir", str(tmp_path / "dev")],
+         "--data-dir", "dev"],
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr

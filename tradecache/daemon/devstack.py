@@ -171,7 +171,8 @@ class LocalServer:
         self.binary = binary or find_binary(self.name)
         self.port = port or free_port()
         self._owns_data_dir = data_dir is None
-        self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix=f"tradecache-{self.name}-"))
+        # Absolute: the process runs inside the folder, so a relative path would point elsewhere.
+        self.data_dir = (data_dir or Path(tempfile.mkdtemp(prefix=f"tradecache-{self.name}-"))).resolve()
         self.log_path = self.data_dir / f"{self.name}.log"
         self._process: subprocess.Popen[bytes] | None = None
 
