@@ -42,11 +42,6 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config, os.environ)
 
 
-def _not_implemented(args: argparse.Namespace) -> int:
-    print(f"tradecache: {args.command}: not implemented yet", file=sys.stderr)
-    return 2
-
-
 # -- run: the daemon ------------------------------------------------------------------------
 
 
@@ -82,13 +77,31 @@ def _add_check_config(commands: Commands) -> None:
 # -- load: request-reply client -------------------------------------------------------------
 
 
+def _load(args: argparse.Namespace) -> int:
+    from tradecache.load_command import run_load  # imported here: it pulls in nats-py
+
+    environ = dict(os.environ)
+    if args.nats is not None:
+        environ["TRADECACHE_NATS_SERVERS"] = args.nats
+    if args.trader is not None:
+        environ["TRADECACHE_TRADER_ID"] = args.trader
+    config = load_config(args.config, environ)
+    code: int = asyncio.run(run_load(config, args.name, args.id, args.timeout))
+    return code
+
+
 def _add_load(commands: Commands) -> None:
-    # TODO(load): replace `_not_implemented` with the request-reply client printing JSON (SPEC section 3).
-    load = commands.add_parser("load", help="ask the running sidecar for stored state; prints JSON")
-    load.add_argument("name", help="what to load (SPEC section 3)")
+    load = commands.add_parser(
+        "load",
+        help="ask the running sidecar for stored state; prints JSON (exit 0 found, 1 not found, 2 error)",
+    )
+    load.add_argument("name", help="what to load: order, orders, position, account, stats, ... (SPEC section 3)")
     load.add_argument("id", nargs="?", help="the id, for single-object loads")
     _add_config_option(load)
-    load.set_defaults(handler=_not_implemented)
+    load.add_argument("--nats", metavar="URL", help="NATS server(s), comma-separated (overrides the config)")
+    load.add_argument("--trader", metavar="ID", help="the trader id (overrides the config)")
+    load.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each reply (default 5)")
+    load.set_defaults(handler=_load)
 
 
 # -- dev: local servers, the daemon and a demo feed ------------------------------------------

@@ -54,7 +54,7 @@ def assert_redis_equals_clean_run(redis_url: str, trader_id: str, messages: list
     for (collection, key), payloads in expected.lists.items():
         assert client.lrange(keys.entity(collection, key), 0, -1) == payloads, f"{collection}:{key}"
     for collection in {c for c, _ in expected.lists}:
-        stored = {m.decode() for m in client.smembers(keys.index(collection))}
+        stored = {m.decode() for m in client.zrange(keys.index(collection), 0, -1)}
         assert stored == {k for c, k in expected.lists if c == collection}
 
 

@@ -23,5 +23,6 @@ def test_dev_stores_the_demo_session_and_prints_where_to_look(tmp_path: Path) ->
     out = result.stdout
     assert "Demo session stored: 21 messages" in out
     assert re.search(r"metrics: +curl -s http://127\.0\.0\.1:\d+/metrics", out)
+    assert re.search(r"loaded: +order O-\w+-1 is FILLED after \d+ events \(over NATS request-reply", out)
     assert re.search(r"tradecache load order O-\w+-1 --nats nats://127\.0\.0\.1:\d+ --trader DEV-001", out)
     assert (tmp_path / "dev" / "redis").is_dir() and (tmp_path / "dev" / "nats").is_dir()

@@ -1,7 +1,7 @@
 """RedisCacheDatabase: NautilusTrader's cache-database API over Redis, synchronous.
 
 Writes go through the same pure core as the daemon: each method makes `Write`s, `plan_writes`
-turns them into one atomic `APPLY_SCRIPT` call. Loads of a whole collection read the index set
+turns them into one atomic `APPLY_SCRIPT` call. Loads of a whole collection read the index
 and then every entity in one pipeline: two round trips whatever the size (three for positions,
 which also need their instruments).
 """
@@ -155,7 +155,7 @@ class RedisCacheDatabase:
                 self._apply(keys=call.keys, args=call.args)
 
     def _members(self, collection: Collection) -> list[str]:
-        return sorted(_text(member) for member in self._redis.smembers(self._keys.index(collection)))
+        return [_text(member) for member in self._redis.zrange(self._keys.index(collection), 0, -1)]
 
     def _read_all(self, operation: str, collection: Collection, command: str) -> dict[str, Any]:
         """Every entity of a collection: the index, then `command` on every key by READ_SCRIPT.

@@ -39,7 +39,8 @@ class Keys:
         return f"{self.prefix}:{collection.value}:{entity_id}"
 
     def index(self, collection: Collection) -> str:
-        """The set of entity ids stored in `collection`."""
+        """The entity ids stored in `collection`: a sorted set, every score 0, so ids come back in
+        byte order and a page can start after any id (`ZRANGE ... BYLEX`)."""
         return f"{self.prefix}:tradecache:index:{collection.value}"
 
     def seen(self, collection: Collection) -> str:

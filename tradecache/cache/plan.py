@@ -15,6 +15,7 @@ Operations (KEYS are consumed in order, ARGV[1] is the number of operations):
 - `H` replace a hash / `M` merge into a hash: KEYS key, index; ARGV entity id, field count, fields.
 - `D` delete an entity: KEYS key, index; ARGV entity id.
 - `C` set the checkpoint: KEYS key; ARGV value.
+Indexes are sorted sets with score 0 (ordered by id, for paging); see `Keys.index`.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ for i = 1, n do
   if op == 'A' then
     if redis.call('HSETNX', KEYS[k + 1], ARGV[a + 1], ARGV[a]) == 1 then
       redis.call('RPUSH', KEYS[k], ARGV[a + 2])
-      redis.call('SADD', KEYS[k + 2], ARGV[a])
+      redis.call('ZADD', KEYS[k + 2], 0, ARGV[a])
       results[i] = 1
     else
       results[i] = 0
@@ -73,7 +74,7 @@ for i = 1, n do
   elseif op == 'N' then
     if redis.call('HSETNX', KEYS[k + 1], ARGV[a + 1], ARGV[a]) == 1 then
       redis.call('SET', KEYS[k], ARGV[a + 2])
-      redis.call('SADD', KEYS[k + 2], ARGV[a])
+      redis.call('ZADD', KEYS[k + 2], 0, ARGV[a])
       results[i] = 1
     else
       results[i] = 0
@@ -81,7 +82,7 @@ for i = 1, n do
     a = a + 3
   elseif op == 'S' then
     redis.call('SET', KEYS[k], ARGV[a + 1])
-    redis.call('SADD', KEYS[k + 1], ARGV[a])
+    redis.call('ZADD', KEYS[k + 1], 0, ARGV[a])
     results[i] = 1
     a = a + 2
   elseif op == 'H' or op == 'M' then
@@ -92,12 +93,12 @@ for i = 1, n do
     if count > 0 then
       redis.call('HSET', KEYS[k], unpack(ARGV, a + 2, a + 1 + 2 * count))
     end
-    redis.call('SADD', KEYS[k + 1], ARGV[a])
+    redis.call('ZADD', KEYS[k + 1], 0, ARGV[a])
     results[i] = 1
     a = a + 2 + 2 * count
   elseif op == 'D' then
     redis.call('DEL', KEYS[k])
-    redis.call('SREM', KEYS[k + 1], ARGV[a])
+    redis.call('ZREM', KEYS[k + 1], ARGV[a])
     results[i] = 1
     a = a + 1
   else
@@ -129,6 +130,17 @@ return out
 """
 # Keys per READ_SCRIPT call: bounds the time one call holds Redis (~10 ms).
 READ_CHUNK: Final = 5000
+# How each collection's entities are read (the READ_SCRIPT command).
+READ_COMMANDS: Final[dict[Collection, str]] = {
+    Collection.CURRENCIES: "HGETALL",
+    Collection.INSTRUMENTS: "GET",
+    Collection.ACCOUNTS: "LRANGE",
+    Collection.ORDERS: "LRANGE",
+    Collection.POSITIONS: "LRANGE",
+    Collection.STRATEGIES: "HGETALL",
+    Collection.SUBMIT_ORDER: "GET",
+    Collection.SUBMIT_ORDER_LIST: "GET",
+}
 
 Encoder = Callable[[Message], bytes]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import gc
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from tradecache.model.accounts import Account, replay_account
 from tradecache.model.enums import CurrencyType
@@ -79,7 +79,7 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def currency_from_hash(code: str, fields: Mapping[bytes | str, bytes | str]) -> Currency | None:
+def currency_from_hash(code: str, fields: Mapping[Any, bytes | str]) -> Currency | None:
     """A currency from its hash (`precision`, `iso4217`, `name`, `currency_type`)."""
     if not fields:
         return None

@@ -31,6 +31,8 @@ from tradecache.errors import BusUnavailable, StoreUnavailable
 from tradecache.model.identifiers import TraderId
 from tradecache.model.ledger import Ledger
 from tradecache.serialization.msgpack import MsgPackSerializer
+from tradecache.service.endpoints import Loader
+from tradecache.service.server import LoadService
 
 log = logging.getLogger("tradecache")
 
@@ -74,6 +76,7 @@ class Daemon:
         self.nc: Any = None
         self.store: Store | None = None
         self.ingestor: Ingestor | None = None
+        self.service: LoadService | None = None
         self.health = HealthServer(self.metrics, self.is_ready, config.http.host, config.http.port)
 
     # -- readiness -----------------------------------------------------------------------
@@ -122,6 +125,17 @@ class Daemon:
             log.error("cannot connect to NATS", extra={"error": str(exc)})
             return 1
         self.metrics.set_nats_connected(True)
+        # Loads are answered as soon as NATS is up, even while the consumer is being bound.
+        self.service = LoadService(
+            self.nc,
+            self.subjects,
+            self.config.trader_id,
+            Loader(self.store, self.serializer),
+            self.load_stats,
+            self.metrics,
+            log,
+        )
+        await self.service.start()
         js = self.nc.jetstream()
         plan = StreamPlan(
             stream=self.config.nats.stream,
@@ -168,6 +182,18 @@ class Daemon:
                 await counter
         return 0
 
+    async def load_stats(self) -> dict[str, Any]:
+        """The `stats` endpoint: key counts, the last applied stream sequence, consumer lag."""
+        assert self.store is not None
+        ingestor = self.ingestor
+        return {
+            "trader_id": self.config.trader_id,
+            "keys": await self.store.key_counts(),
+            "last_applied_sequence": await self.store.read_checkpoint(),
+            "consumer_pending": None if ingestor is None else ingestor.pending,
+            "ready": self.is_ready(),
+        }
+
     async def _refresh_key_counts(self) -> None:
         assert self.store is not None
         while not self.stopping.is_set():
@@ -189,6 +215,8 @@ class Daemon:
 
     async def _close(self) -> None:
         timeout = self.config.shutdown.drain_timeout
+        if self.service is not None:
+            await self.service.stop(timeout)
         if self.nc is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.nc.flush(), timeout=timeout)

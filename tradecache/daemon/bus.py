@@ -93,7 +93,10 @@ async def connect(
         kwargs["tls"] = context
     try:
         # The first connection must succeed (or fail clearly): no silent reconnect loop at start.
+        # nats-py retries the first connection forever unless attempts are bounded (> 0 enables it):
+        # each server is tried twice, then connect raises NoServersError.
         kwargs["allow_reconnect"] = False
+        kwargs["max_reconnect_attempts"] = 1
         nc = await nats.connect(**kwargs)
     except nats.errors.Error as exc:
         raise BusUnavailable("connect", _explain(exc)) from exc
@@ -101,6 +104,7 @@ async def connect(
         raise BusUnavailable("connect", f"{type(exc).__name__}: {exc}") from exc
     # From now on, reconnect forever.
     nc.options["allow_reconnect"] = True
+    nc.options["max_reconnect_attempts"] = -1
     return nc
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import nats
 import redis.asyncio
 
+from tradecache.client import CacheClient
 from tradecache.config import parse_config
 from tradecache.daemon.app import Daemon
 from tradecache.daemon.demo import build_demo_feed
@@ -103,6 +104,18 @@ async def _wait_stored(redis_url: str, daemon: Daemon, sequence: int, timeout: f
     raise TimeoutError("the demo feed was not stored in time")
 
 
+async def _load_back(nats_url: str, client_order_id: str) -> str:
+    """Ask the load service for the first demo order, as `tradecache load order` would."""
+    nc = await nats.connect(nats_url)
+    try:
+        order = await CacheClient(nc, TRADER_ID).load_order(client_order_id)
+    finally:
+        await nc.close()
+    if order is None:
+        raise RuntimeError(f"the load service did not find demo order {client_order_id}")
+    return f"order {client_order_id} is {order.status.name} after {order.event_count} events"
+
+
 async def _dev(data_dir: Path, exit_after_feed: bool, http_port: int, own: bool) -> int:
     started: list[LocalServer] = []
     _say("tradecache dev")
@@ -132,10 +145,12 @@ async def _dev(data_dir: Path, exit_after_feed: bool, http_port: int, own: bool)
         feed, last = await _publish_demo(nats_url)
         await _wait_stored(redis_url, daemon, last)
         port = daemon.health.port
+        checked = await _load_back(nats_url, feed.order_ids[0])
         _say(f"  daemon: consuming tradecache.in.{TRADER_ID}.> into {redis_url}")
         _say(f"\nDemo session stored: {len(feed.messages)} messages, orders {', '.join(feed.order_ids)}.")
         _say(f"  metrics:   curl -s http://127.0.0.1:{port}/metrics | grep ^tradecache_")
         _say(f"  health:    curl -s http://127.0.0.1:{port}/healthz http://127.0.0.1:{port}/readyz")
+        _say(f"  loaded:    {checked} (over NATS request-reply, as the commands below do)")
         _say(f"  try:       tradecache load order {feed.order_ids[0]} --nats {nats_url} --trader {TRADER_ID}")
         _say(f"             tradecache load position {feed.position_id} --nats {nats_url} --trader {TRADER_ID}")
         _say(f"  redis:     redis-cli -u {redis_url} lrange 'trader-{TRADER_ID}:orders:{feed.order_ids[0]}' 0 -1")

@@ -101,6 +101,7 @@ class Ingestor:
         self.log = log
         self.keys: Keys = store.keys
         self.checkpoint = 0
+        self.pending: int | None = None  # stream messages not yet delivered, as of the last batch
         self.commits = 0
         self.redis_ok = False
         self.bound = False
@@ -332,7 +333,8 @@ class Ingestor:
                 },
             )
         metrics.batch(len(deliveries))
-        metrics.set_pending(deliveries[-1].pending)
+        self.pending = deliveries[-1].pending
+        metrics.set_pending(self.pending)
 
     # -- retries ---------------------------------------------------------------------------
 

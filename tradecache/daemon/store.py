@@ -7,12 +7,13 @@ Only I/O lives here; what to read and what to write come from the pure core. red
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from tradecache.cache.database import UNAVAILABLE_ERRORS
 from tradecache.cache.keys import Keys
-from tradecache.cache.plan import APPLY_SCRIPT, READ_SCRIPT, ScriptCall
+from tradecache.cache.plan import APPLY_SCRIPT, READ_CHUNK, READ_COMMANDS, READ_SCRIPT, ScriptCall
 from tradecache.cache.rebuild import decode_events, gc_paused
 from tradecache.errors import StoreUnavailable
 from tradecache.model.events import AccountState, OrderEvent, OrderFilled
@@ -29,6 +30,27 @@ COUNTED: dict[str, tuple[Collection, ...]] = {
     "strategies": (Collection.STRATEGIES,),
     "commands": (Collection.SUBMIT_ORDER, Collection.SUBMIT_ORDER_LIST),
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """Entities as stored, by id in id order; `last` is the id to continue after (None: no more)."""
+
+    items: dict[str, Any]
+    last: str | None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _shaped(command: str, value: Any) -> Any:
+    """READ_SCRIPT's raw answer in the shape the command has in redis-py."""
+    if command == "HGETALL":
+        return {_text(field): item for field, item in zip(value[::2], value[1::2], strict=True)}
+    if command == "GET":
+        return value or None
+    return list(value)
 
 
 class Store:
@@ -98,15 +120,61 @@ class Store:
         else:
             state.accounts[key] = decode_events(self.serializer, value, AccountState, f"accounts:{key}")
 
+    # -- loads (the load service) --------------------------------------------------------
+
+    async def read_entity(self, collection: Collection, entity_id: str) -> Any:
+        """One entity as stored: a list of bytes, bytes, or a hash (empty / None when absent)."""
+        key = self.keys.entity(collection, entity_id)
+        async with self._unavailable_as(f"load {collection.value}"):
+            (value,) = await self._read(keys=[key], args=[READ_COMMANDS[collection]])
+        return _shaped(READ_COMMANDS[collection], value)
+
+    async def read_page(self, collection: Collection, after: str | None, limit: int | None) -> Page:
+        """Entities in id order, starting after the id `after`; all of them when `limit` is None.
+
+        One round trip for the ids (a `ZRANGE BYLEX` of the index), one per READ_CHUNK entities.
+        """
+        index = self.keys.index(collection)
+        start = "-" if after is None else "(" + after
+        async with self._unavailable_as(f"load {collection.value}"):
+            if limit is None:
+                raw_ids = await self.client.zrangebylex(index, start, "+")
+            else:
+                raw_ids = await self.client.zrangebylex(index, start, "+", start=0, num=limit + 1)
+            ids = [_text(item) for item in raw_ids]
+            more = limit is not None and len(ids) > limit
+            ids = ids[:limit] if more else ids
+            command = READ_COMMANDS[collection]
+            values: list[Any] = []
+            for first in range(0, len(ids), READ_CHUNK):
+                chunk = [self.keys.entity(collection, entity_id) for entity_id in ids[first : first + READ_CHUNK]]
+                values.extend(await self._read(keys=chunk, args=[command]))
+        items = {entity_id: _shaped(command, value) for entity_id, value in zip(ids, values, strict=True)}
+        return Page(items, ids[-1] if more else None)
+
+    async def count(self, collection: Collection) -> int:
+        async with self._unavailable_as(f"count {collection.value}"):
+            return int(await self.client.zcard(self.keys.index(collection)))
+
+    async def read_instruments(self, instrument_ids: Iterable[str]) -> dict[str, bytes]:
+        """The stored instruments among `instrument_ids` (absent ones are left out)."""
+        wanted = sorted(set(instrument_ids))
+        if not wanted:
+            return {}
+        keys = [self.keys.entity(Collection.INSTRUMENTS, instrument_id) for instrument_id in wanted]
+        async with self._unavailable_as("load instruments"):
+            values = await self._read(keys=keys, args=["GET"])
+        return {instrument_id: value for instrument_id, value in zip(wanted, values, strict=True) if value}
+
     async def key_counts(self) -> dict[str, int]:
-        """Entities per collection, from the index sets (never a scan)."""
+        """Entities per collection, from the indexes (never a scan)."""
         async with self._unavailable_as("count keys"):
             pipe = self.client.pipeline(transaction=False)
             order = [collection for group in COUNTED.values() for collection in group]
             for collection in order:
-                pipe.scard(self.keys.index(collection))
+                pipe.zcard(self.keys.index(collection))
             sizes = dict(zip(order, await pipe.execute(), strict=True))
         return {name: sum(int(sizes[c]) for c in group) for name, group in COUNTED.items()}
 
 
-__all__ = ["COUNTED", "Store"]
+__all__ = ["COUNTED", "Page", "Store"]

@@ -1,0 +1,227 @@
+"""Python clients for trading pods: `Publisher` sends state to the sidecar, `CacheClient` loads it back.
+
+    nc = await nats.connect("nats://127.0.0.1:4222")
+    publisher = Publisher(nc.jetstream(), "TRADER-001")
+    await publisher.publish(order_filled)          # on tradecache.in.TRADER-001.order
+    cache = CacheClient(nc, "TRADER-001")
+    order = await cache.load_order("O-1")          # an Order rebuilt from its stored events
+
+`CacheClient` asks for msgpack replies and rebuilds model objects from the snapshots' `events`
+with the same model the sidecar uses, so an order loaded here equals the node's own replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable
+from typing import Any, Final
+
+import msgpack
+from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER
+
+from tradecache.daemon.subjects import Subjects
+from tradecache.errors import TradecacheError
+from tradecache.model.accounts import Account, replay_account
+from tradecache.model.events import (
+    AccountState,
+    OrderEvent,
+    OrderFilled,
+    PositionEvent,
+    SubmitOrder,
+    SubmitOrderList,
+)
+from tradecache.model.instruments import Instrument
+from tradecache.model.messages import Message, kind_of
+from tradecache.model.orders import Order, replay_order
+from tradecache.model.positions import Position, replay_position
+from tradecache.model.values import Currency
+from tradecache.serialization.msgpack import MsgPackSerializer, decode_instrument
+from tradecache.service.protocol import CURSOR_HEADER, MSGPACK
+
+DEFAULT_PAGE: Final = 1000
+MSG_ID_HEADER: Final = "Nats-Msg-Id"
+
+
+class LoadError(TradecacheError):
+    """The sidecar answered a load request with an error (`code`: 400, 413, 503 or 500)."""
+
+    def __init__(self, endpoint: str, code: int, message: str) -> None:
+        self.endpoint = endpoint
+        self.code = code
+        self.message = message
+        super().__init__(f"load {endpoint}: {code} {message}")
+
+
+def message_id(message: Message) -> str | None:
+    """The `Nats-Msg-Id` a producer sets: the event or command id (None for reference data)."""
+    if isinstance(message, OrderEvent | PositionEvent | AccountState):
+        return str(message.event_id)
+    if isinstance(message, SubmitOrder | SubmitOrderList):
+        return str(message.command_id)
+    return None
+
+
+class Publisher:
+    """Publishes a trading node's messages on the subjects the sidecar consumes (SPEC section 1)."""
+
+    def __init__(self, js: Any, trader_id: str, prefix: str = "tradecache") -> None:
+        self.js = js
+        self.subjects = Subjects(prefix, trader_id)
+        self.serializer = MsgPackSerializer(timestamps_as_str=True)
+
+    def subject_of(self, message: Message) -> str:
+        return self.subjects.inbound_for(kind_of(message))
+
+    async def publish(self, message: Message) -> Any:
+        """Publish one message and wait for JetStream's ack (a PubAck; `.duplicate` if already had)."""
+        msg_id = message_id(message)
+        headers = {MSG_ID_HEADER: msg_id} if msg_id else None
+        return await self.js.publish(self.subject_of(message), self.serializer.serialize(message), headers=headers)
+
+    async def publish_many(self, messages: Iterable[Message]) -> int:
+        """Publish in order without waiting for each ack, then wait for all; returns the count."""
+        futures = []
+        for message in messages:
+            msg_id = message_id(message)
+            headers = {MSG_ID_HEADER: msg_id} if msg_id else None
+            payload = self.serializer.serialize(message)
+            futures.append(await self.js.publish_async(self.subject_of(message), payload, headers=headers))
+        await asyncio.gather(*futures)
+        return len(futures)
+
+
+class CacheClient:
+    """Loads one trader's state from its sidecar over NATS request-reply (SPEC section 3)."""
+
+    def __init__(self, nc: Any, trader_id: str, prefix: str = "tradecache", timeout: float = 5.0) -> None:
+        self.nc = nc
+        self.subjects = Subjects(prefix, trader_id)
+        self.timeout = timeout
+        self.serializer = MsgPackSerializer(timestamps_as_str=True)
+
+    # -- raw replies ---------------------------------------------------------------------
+
+    async def request(self, endpoint: str, body: dict[str, Any] | None = None) -> tuple[Any, str | None]:
+        """The decoded reply of one request, and the next page's cursor if any. Raises LoadError."""
+        data = b"" if body is None else json.dumps(body).encode()
+        reply = await self.nc.request(
+            self.subjects.load(endpoint), data, timeout=self.timeout, headers={"Accept": MSGPACK}
+        )
+        headers = reply.headers or {}
+        if ERROR_CODE_HEADER in headers:
+            raise LoadError(endpoint, int(headers[ERROR_CODE_HEADER]), headers.get(ERROR_HEADER, ""))
+        return msgpack.unpackb(reply.data, raw=False), headers.get(CURSOR_HEADER)
+
+    async def snapshot(self, endpoint: str, entity_id: str, id_field: str) -> Any:
+        value, _ = await self.request(endpoint, {id_field: entity_id})
+        return value
+
+    async def collection(self, endpoint: str, page_size: int = DEFAULT_PAGE) -> dict[str, Any]:
+        """Every item of a collection endpoint, fetched page by page."""
+        items: dict[str, Any] = {}
+        cursor: str | None = None
+        while True:
+            body: dict[str, Any] = {"limit": page_size}
+            if cursor is not None:
+                body["cursor"] = cursor
+            page, cursor = await self.request(endpoint, body)
+            items.update(page)
+            if cursor is None:
+                return items
+
+    async def stats(self) -> dict[str, Any]:
+        value, _ = await self.request("stats")
+        stats: dict[str, Any] = value
+        return stats
+
+    # -- model objects -------------------------------------------------------------------
+
+    def _events(self, snapshot: dict[str, Any]) -> list[Any]:
+        return [self.serializer.from_map(event) for event in snapshot["events"]]
+
+    def _order(self, snapshot: dict[str, Any] | None) -> Order | None:
+        return None if snapshot is None else replay_order(self._events(snapshot))
+
+    def _account(self, snapshot: dict[str, Any] | None) -> Account | None:
+        return None if snapshot is None else replay_account(self._events(snapshot))
+
+    def _position(self, snapshot: dict[str, Any] | None, instrument: Instrument | None) -> Position | None:
+        if snapshot is None or instrument is None:
+            return None
+        fills: list[OrderFilled] = self._events(snapshot)
+        return replay_position(instrument, fills)
+
+    async def load_order(self, client_order_id: str) -> Order | None:
+        return self._order(await self.snapshot("order", client_order_id, "client_order_id"))
+
+    async def load_orders(self) -> dict[str, Order]:
+        orders = {key: self._order(snapshot) for key, snapshot in (await self.collection("orders")).items()}
+        return {key: order for key, order in orders.items() if order is not None}
+
+    async def load_account(self, account_id: str) -> Account | None:
+        return self._account(await self.snapshot("account", account_id, "account_id"))
+
+    async def load_accounts(self) -> dict[str, Account]:
+        accounts = {key: self._account(snapshot) for key, snapshot in (await self.collection("accounts")).items()}
+        return {key: account for key, account in accounts.items() if account is not None}
+
+    async def load_instrument(self, instrument_id: str) -> Instrument | None:
+        data = await self.snapshot("instrument", instrument_id, "instrument_id")
+        return None if data is None else decode_instrument(data)
+
+    async def load_instruments(self) -> dict[str, Instrument]:
+        return {key: decode_instrument(data) for key, data in (await self.collection("instruments")).items()}
+
+    async def load_position(self, position_id: str) -> Position | None:
+        snapshot = await self.snapshot("position", position_id, "position_id")
+        if snapshot is None:
+            return None
+        return self._position(snapshot, await self.load_instrument(snapshot["instrument_id"]))
+
+    async def load_positions(self) -> dict[str, Position]:
+        snapshots = await self.collection("positions")
+        instruments = await self.load_instruments() if snapshots else {}
+        positions = {key: self._position(s, instruments.get(s["instrument_id"])) for key, s in snapshots.items()}
+        return {key: position for key, position in positions.items() if position is not None}
+
+    async def load_currency(self, code: str) -> Currency | None:
+        data = await self.snapshot("currency", code, "code")
+        return None if data is None else self._currency(data)
+
+    async def load_currencies(self) -> dict[str, Currency]:
+        return {code: self._currency(data) for code, data in (await self.collection("currencies")).items()}
+
+    def _currency(self, data: dict[str, Any]) -> Currency:
+        currency = self.serializer.from_map(data)
+        assert isinstance(currency, Currency)
+        return currency
+
+    async def load_strategy(self, strategy_id: str) -> dict[str, bytes]:
+        state: dict[str, bytes] = await self.snapshot("strategy", strategy_id, "strategy_id")
+        return state
+
+    async def load_submit_order_command(self, client_order_id: str) -> SubmitOrder | None:
+        data = await self.snapshot("submit_order_command", client_order_id, "client_order_id")
+        return None if data is None else self._command(data, SubmitOrder)
+
+    async def load_submit_order_commands(self) -> dict[str, SubmitOrder]:
+        items = await self.collection("submit_order_commands")
+        return {key: self._command(data, SubmitOrder) for key, data in items.items()}
+
+    async def load_submit_order_list_command(self, order_list_id: str) -> SubmitOrderList | None:
+        data = await self.snapshot("submit_order_list_command", order_list_id, "order_list_id")
+        return None if data is None else self._command(data, SubmitOrderList)
+
+    async def load_submit_order_list_commands(self) -> dict[str, SubmitOrderList]:
+        items = await self.collection("submit_order_list_commands")
+        return {key: self._command(data, SubmitOrderList) for key, data in items.items()}
+
+    def _command(self, data: dict[str, Any], kind: type[Any]) -> Any:
+        command = self.serializer.from_map(data)
+        if not isinstance(command, kind):
+            raise TypeError(f"expected a {kind.__name__}, the sidecar answered a {type(command).__name__}")
+        return command
+
+
+__all__ = ["CacheClient", "LoadError", "Publisher", "message_id"]

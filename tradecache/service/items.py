@@ -1,0 +1,108 @@
+"""What a load reply holds for one stored entity (pure: stored bytes in, plain maps out).
+
+Orders, positions and accounts are rebuilt by replaying their stored events with the model, as
+the Python API does, and answered as snapshots in the vectors' `expected` schema plus `events`:
+the stored events as maps. Each stored payload is unpacked once; the same map feeds the model and
+the reply. Instruments and commands are answered as their stored maps, currencies as the map of
+their `Currency` message, strategies as their state hash (field -> bytes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+
+from tradecache.cache.rebuild import currency_from_hash
+from tradecache.model.accounts import replay_account
+from tradecache.model.events import AccountState, OrderEvent, OrderFilled
+from tradecache.model.orders import replay_order
+from tradecache.model.positions import replay_position
+from tradecache.serialization.msgpack import MsgPackSerializer, unpack
+from tradecache.serialization.snapshots import account_snapshot, order_snapshot, position_snapshot
+
+T = TypeVar("T")
+Item = dict[str, Any]
+
+
+def _events(
+    serializer: MsgPackSerializer, raw: Sequence[bytes], kind: type[T], what: str
+) -> tuple[list[Item], list[T]]:
+    maps = [unpack(payload) for payload in raw]
+    events = [serializer.from_map(dict(event)) for event in maps]
+    for event in events:
+        if not isinstance(event, kind):
+            raise ValueError(f"{what} holds a {type(event).__name__}, expected {kind.__name__}")
+    return maps, events  # type: ignore[return-value]  # checked just above
+
+
+def order_item(serializer: MsgPackSerializer, raw: Sequence[bytes]) -> Item | None:
+    if not raw:
+        return None
+    maps, events = _events(serializer, raw, OrderEvent, "an order list")
+    snapshot = order_snapshot(replay_order(events))
+    snapshot["events"] = maps
+    return snapshot
+
+
+def first_fill_instrument(raw: Sequence[bytes]) -> str | None:
+    """The instrument a stored position needs to be rebuilt (from its first fill)."""
+    if not raw:
+        return None
+    instrument_id = unpack(raw[0]).get("instrument_id")
+    return instrument_id if isinstance(instrument_id, str) else None
+
+
+def position_item(serializer: MsgPackSerializer, raw: Sequence[bytes], instrument: bytes | None) -> Item | None:
+    """A position snapshot, or None when it has no fills or its instrument is not stored
+    (the Python API's `load_position` answers None then too)."""
+    if not raw or instrument is None:
+        return None
+    maps, fills = _events(serializer, raw, OrderFilled, "a position list")
+    position = replay_position(serializer.deserialize_instrument(instrument), fills)
+    snapshot = position_snapshot(position)
+    snapshot["events"] = maps
+    return snapshot
+
+
+def account_item(serializer: MsgPackSerializer, raw: Sequence[bytes]) -> Item | None:
+    if not raw:
+        return None
+    maps, states = _events(serializer, raw, AccountState, "an account list")
+    snapshot = account_snapshot(replay_account(states))
+    snapshot["events"] = maps
+    return snapshot
+
+
+def currency_item(code: str, fields: Mapping[str, bytes]) -> Item | None:
+    currency = currency_from_hash(code, fields)
+    if currency is None:
+        return None
+    return {
+        "type": "Currency",
+        "code": currency.code,
+        "precision": currency.precision,
+        "iso4217": currency.iso4217,
+        "name": currency.name,
+        "currency_type": currency.currency_type.name,
+    }
+
+
+def stored_map_item(raw: bytes | None) -> Item | None:
+    """An instrument or a command: the stored payload as its map."""
+    return None if raw is None else unpack(raw)
+
+
+def strategy_item(fields: Mapping[str, bytes]) -> dict[str, bytes]:
+    return {field: bytes(value) for field, value in fields.items()}
+
+
+__all__ = [
+    "Item",
+    "account_item",
+    "currency_item",
+    "first_fill_instrument",
+    "order_item",
+    "position_item",
+    "stored_map_item",
+    "strategy_item",
+]

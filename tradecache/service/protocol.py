@@ -1,0 +1,162 @@
+"""The load service's wire side (SPEC section 3): request bodies in, reply bytes out (pure).
+
+Requests are JSON: `{"<id field>": "..."}` for one entity, `{}` / empty or
+`{"limit": N, "cursor": C}` for a collection. Replies are JSON (bytes as base64) unless the
+request asks `Accept: application/msgpack`. Anything a caller got wrong raises `BadRequest`,
+which the service answers with micro error code 400 and a message saying what to fix.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import msgpack
+
+MSGPACK: Final = "application/msgpack"
+ACCEPT_HEADER: Final = "Accept"
+CURSOR_HEADER: Final = "Tradecache-Cursor"
+# A page larger than this is refused: one reply must stay well inside NATS's max payload, and a
+# caller asking for more wants the unpaged form.
+MAX_PAGE_LIMIT: Final = 10_000
+
+
+class RequestRefused(Exception):
+    """A request answered with a micro error (`code`, `message`) rather than a result."""
+
+    code = "500"
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
+
+
+class BadRequest(RequestRefused):
+    code = "400"
+
+
+class ReplyTooLarge(RequestRefused):
+    code = "413"
+
+
+@dataclass(frozen=True, slots=True)
+class PageRequest:
+    """Which part of a collection to answer: ids after `after`, at most `limit` (None: all)."""
+
+    after: str | None = None
+    limit: int | None = None
+
+
+def parse_body(data: bytes) -> dict[str, Any]:
+    """The request's JSON object; an empty body is `{}`."""
+    if not data.strip():
+        return {}
+    try:
+        body = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(f"the request body is not JSON ({exc}); send a JSON object") from None
+    if not isinstance(body, dict):
+        raise BadRequest(f"the request body must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+def _refuse_unknown(body: Mapping[str, Any], known: tuple[str, ...]) -> None:
+    unknown = sorted(set(body) - set(known))
+    if unknown:
+        expected = ", ".join(f"'{key}'" for key in known) or "no keys"
+        raise BadRequest(f"unknown key(s) {', '.join(repr(key) for key in unknown)}; expected {expected}")
+
+
+def id_request(data: bytes, id_field: str) -> str:
+    """The entity id a one-entity request names, e.g. `{"client_order_id": "O-1"}` -> "O-1"."""
+    body = parse_body(data)
+    _refuse_unknown(body, (id_field,))
+    if id_field not in body:
+        raise BadRequest(f'missing \'{id_field}\': send {{"{id_field}": "<id>"}}')
+    value = body[id_field]
+    if not isinstance(value, str):
+        raise BadRequest(f"'{id_field}' must be a string, got {type(value).__name__}")
+    if not value or value != value.strip():
+        raise BadRequest(f"'{id_field}' must be a non-empty id without surrounding spaces, got {value!r}")
+    return value
+
+
+def page_request(data: bytes) -> PageRequest:
+    """Paging of a collection request: `{}` is everything, `{"limit": N, "cursor": C}` a page."""
+    body = parse_body(data)
+    _refuse_unknown(body, ("limit", "cursor"))
+    limit = body.get("limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
+        raise BadRequest(f"'limit' must be an integer, got {type(limit).__name__}")
+    if limit is not None and not 1 <= limit <= MAX_PAGE_LIMIT:
+        raise BadRequest(f"'limit' must be between 1 and {MAX_PAGE_LIMIT}, got {limit}")
+    cursor = body.get("cursor")
+    if cursor is None:
+        return PageRequest(None, limit)
+    if not isinstance(cursor, str):
+        raise BadRequest(f"'cursor' must be the string of a {CURSOR_HEADER} header, got {type(cursor).__name__}")
+    return PageRequest(decode_cursor(cursor), limit)
+
+
+def encode_cursor(last_id: str) -> str:
+    """An opaque cursor meaning "after this id" (base64url, so any id fits in a header)."""
+    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        last_id = raw.decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise BadRequest(f"'cursor' {cursor!r} is not a cursor this service gave out") from None
+    if not last_id or encode_cursor(last_id) != cursor:
+        raise BadRequest(f"'cursor' {cursor!r} is not a cursor this service gave out")
+    return last_id
+
+
+def wants_msgpack(headers: Mapping[str, str] | None) -> bool:
+    if not headers:
+        return False
+    accept = headers.get(ACCEPT_HEADER) or headers.get(ACCEPT_HEADER.lower()) or ""
+    return MSGPACK in accept
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode()
+    raise TypeError(f"cannot answer a {type(value).__name__} in JSON")
+
+
+def encode_reply(value: Any, as_msgpack: bool) -> bytes:
+    if as_msgpack:
+        packed: bytes = msgpack.packb(value, use_bin_type=True)
+        return packed
+    return json.dumps(value, default=_json_default, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def error_body(code: str, message: str, as_msgpack: bool) -> bytes:
+    return encode_reply({"error": {"code": int(code), "message": message}}, as_msgpack)
+
+
+__all__ = [
+    "ACCEPT_HEADER",
+    "CURSOR_HEADER",
+    "MAX_PAGE_LIMIT",
+    "MSGPACK",
+    "BadRequest",
+    "PageRequest",
+    "ReplyTooLarge",
+    "RequestRefused",
+    "decode_cursor",
+    "encode_cursor",
+    "encode_reply",
+    "error_body",
+    "id_request",
+    "page_request",
+    "parse_body",
+    "wants_msgpack",
+]
