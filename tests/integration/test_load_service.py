@@ -137,6 +137,20 @@ async def test_paging_returns_every_one_of_5000_orders_exactly_once(daemon: Daem
     assert "page the request" in too_big.value["error"]["message"]
     stats = (await ask(nc, SUBJECTS.load("stats"))).value
     assert stats["trader_id"] == TRADER and stats["keys"]["orders"] == 5000
+    # A page asked bigger than fits is cut to fit, and its cursor continues right after it.
+    again: list[str] = []
+    cursor = None
+    cut = False
+    while True:
+        body = {"limit": 5000} if cursor is None else {"limit": 5000, "cursor": cursor}
+        reply = await ask(nc, SUBJECTS.load("orders"), body)
+        assert reply.error_code is None
+        cut = cut or len(reply.value) < 5000 and reply.cursor is not None
+        again.extend(reply.value)
+        cursor = reply.cursor
+        if cursor is None:
+            break
+    assert cut and again == ids
 
 
 async def test_a_corrupt_stored_value_gets_500_and_the_service_keeps_answering(

@@ -125,9 +125,14 @@ class Store:
     async def read_entity(self, collection: Collection, entity_id: str) -> Any:
         """One entity as stored: a list of bytes, bytes, or a hash (empty / None when absent)."""
         key = self.keys.entity(collection, entity_id)
+        command = READ_COMMANDS[collection]
         async with self._unavailable_as(f"load {collection.value}"):
-            (value,) = await self._read(keys=[key], args=[READ_COMMANDS[collection]])
-        return _shaped(READ_COMMANDS[collection], value)
+            if command == "LRANGE":
+                return list(await self.client.lrange(key, 0, -1))
+            if command == "GET":
+                return await self.client.get(key)
+            fields = await self.client.hgetall(key)
+        return {_text(field): value for field, value in fields.items()}
 
     async def read_page(self, collection: Collection, after: str | None, limit: int | None) -> Page:
         """Entities in id order, starting after the id `after`; all of them when `limit` is None.

@@ -24,7 +24,8 @@ from tradecache.service.items import (
     stored_map_item,
     strategy_item,
 )
-from tradecache.service.protocol import PageRequest
+from tradecache.service.protocol import PageRequest, encode_reply
+from tradecache.service.reply_cache import ReplyCache, digest
 
 # Rebuilding thousands of orders is CPU work on the event loop; yield between slices of this
 # many items so that ingestion and other requests keep moving during a big load.
@@ -63,29 +64,39 @@ ENDPOINTS: Final = (
 ENDPOINTS_BY_NAME: Final = {endpoint.name: endpoint for endpoint in ENDPOINTS}
 
 
-class Loader:
-    """Answers load endpoints from one trader's Redis."""
+# Entities rebuilt by replaying events: worth caching (see reply_cache.py).
+REBUILT: Final = frozenset({Collection.ORDERS, Collection.POSITIONS, Collection.ACCOUNTS})
 
-    def __init__(self, store: Store, serializer: MsgPackSerializer) -> None:
+
+class Loader:
+    """Answers load endpoints from one trader's Redis, as encoded items (JSON or msgpack)."""
+
+    def __init__(self, store: Store, serializer: MsgPackSerializer, cache: ReplyCache | None = None) -> None:
         self.store = store
         self.serializer = serializer
+        self.cache = cache if cache is not None else ReplyCache()
 
-    async def one(self, collection: Collection, entity_id: str) -> Any:
-        """One entity's reply: an item, None when absent (a strategy: an empty map)."""
+    async def one(self, collection: Collection, entity_id: str, as_msgpack: bool) -> tuple[bytes, bool]:
+        """One entity's encoded reply, and whether it exists (absent: `null`; a strategy: `{}`)."""
         raw = await self.store.read_entity(collection, entity_id)
         instruments = await self._instruments_for(collection, [raw])
-        return self._item(collection, entity_id, raw, instruments)
+        encoded = self._encoded(collection, entity_id, raw, instruments, as_msgpack)
+        if encoded is None:
+            return encode_reply(None, as_msgpack), False
+        return encoded, bool(raw)
 
-    async def page(self, collection: Collection, request: PageRequest) -> tuple[dict[str, Any], str | None]:
-        """A page of the collection as `{id: item}` (absent items left out), and the last id
-        when more follow."""
+    async def page(
+        self, collection: Collection, request: PageRequest, as_msgpack: bool
+    ) -> tuple[list[tuple[str, bytes]], str | None]:
+        """A page of the collection as encoded `(id, item)` pairs (absent items left out), and
+        the last id read when more follow."""
         page = await self.store.read_page(collection, request.after, request.limit)
         instruments = await self._instruments_for(collection, page.items.values())
-        items: dict[str, Any] = {}
+        items: list[tuple[str, bytes]] = []
         for count, (entity_id, raw) in enumerate(page.items.items(), start=1):
-            item = self._item(collection, entity_id, raw, instruments)
-            if item is not None:
-                items[entity_id] = item
+            encoded = self._encoded(collection, entity_id, raw, instruments, as_msgpack)
+            if encoded is not None:
+                items.append((entity_id, encoded))
             if count % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
         return items, page.last
@@ -97,11 +108,32 @@ class Loader:
         needed = (first_fill_instrument(raw) for raw in raws)
         return await self.store.read_instruments(iid for iid in needed if iid)
 
-    def _item(self, collection: Collection, entity_id: str, raw: Any, instruments: dict[str, bytes]) -> Any:
+    def _encoded(
+        self, collection: Collection, entity_id: str, raw: Any, instruments: dict[str, bytes], as_msgpack: bool
+    ) -> bytes | None:
+        if collection not in REBUILT:
+            item = self._item(collection, entity_id, raw, None)
+            return None if item is None else encode_reply(item, as_msgpack)
+        if not raw:
+            return None
+        instrument = instruments.get(first_fill_instrument(raw) or "") if collection == Collection.POSITIONS else None
+        key = (collection.value, entity_id, as_msgpack)
+        fingerprint = digest([*raw, instrument])
+        cached = self.cache.get(key, fingerprint)
+        if cached is not None:
+            return cached
+        item = self._item(collection, entity_id, raw, instrument)
+        if item is None:
+            return None
+        encoded = encode_reply(item, as_msgpack)
+        self.cache.put(key, fingerprint, encoded)
+        return encoded
+
+    def _item(self, collection: Collection, entity_id: str, raw: Any, instrument: bytes | None) -> Any:
         if collection == Collection.ORDERS:
             return order_item(self.serializer, raw)
         if collection == Collection.POSITIONS:
-            return position_item(self.serializer, raw, instruments.get(first_fill_instrument(raw) or ""))
+            return position_item(self.serializer, raw, instrument)
         if collection == Collection.ACCOUNTS:
             return account_item(self.serializer, raw)
         if collection == Collection.CURRENCIES:
@@ -113,4 +145,4 @@ class Loader:
 
 StatsSource = Callable[[], Awaitable[dict[str, Any]]]
 
-__all__ = ["ENDPOINTS", "ENDPOINTS_BY_NAME", "YIELD_EVERY", "Endpoint", "Loader", "StatsSource"]
+__all__ = ["ENDPOINTS", "ENDPOINTS_BY_NAME", "REBUILT", "YIELD_EVERY", "Endpoint", "Loader", "StatsSource"]

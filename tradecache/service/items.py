@@ -28,7 +28,7 @@ def _events(
     serializer: MsgPackSerializer, raw: Sequence[bytes], kind: type[T], what: str
 ) -> tuple[list[Item], list[T]]:
     maps = [unpack(payload) for payload in raw]
-    events = [serializer.from_map(dict(event)) for event in maps]
+    events = [serializer.from_map(event) for event in maps]  # from_map never changes its map
     for event in events:
         if not isinstance(event, kind):
             raise ValueError(f"{what} holds a {type(event).__name__}, expected {kind.__name__}")

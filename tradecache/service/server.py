@@ -29,9 +29,12 @@ from tradecache.service.protocol import (
     ReplyTooLarge,
     RequestRefused,
     encode_cursor,
+    encode_entries,
     encode_reply,
     error_body,
     id_request,
+    join_entries,
+    joined_size,
     page_request,
     wants_msgpack,
 )
@@ -108,12 +111,8 @@ class LoadService:
         outcome: LoadOutcome = "ok"
         try:
             async with self._slots:
-                value, headers = await self._answer(endpoint, request.data)
-                body = encode_reply(value, as_msgpack)
-                if len(body) > self._room():
-                    raise ReplyTooLarge(self._too_large(endpoint, len(body)))
-            if value is None or (endpoint.name == "strategy" and not value):
-                outcome = "not_found"
+                body, headers, found = await self._reply(endpoint, request.data, as_msgpack)
+            outcome = "ok" if found else "not_found"
             await self._respond(request, body, headers)
         except RequestRefused as exc:
             outcome = "error"
@@ -129,31 +128,58 @@ class LoadService:
         self._tally.finished(endpoint.name, elapsed)
         self.metrics.load_request(endpoint.name, outcome, elapsed)
 
-    async def _answer(self, endpoint: Endpoint, data: bytes) -> tuple[Any, dict[str, str] | None]:
+    async def _reply(
+        self, endpoint: Endpoint, data: bytes, as_msgpack: bool
+    ) -> tuple[bytes, dict[str, str] | None, bool]:
+        """The reply body, its headers, and whether something was found."""
         collection = endpoint.collection
         if collection is None:
             page_request(data)  # `stats` takes no parameters, but refuses junk like the others
-            return await self.stats(), None
+            return self._fit(encode_reply(await self.stats(), as_msgpack)), None, True
         if endpoint.id_field is not None:
-            return await self.loader.one(collection, id_request(data, endpoint.id_field)), None
+            body, found = await self.loader.one(collection, id_request(data, endpoint.id_field), as_msgpack)
+            return self._fit(body), None, found
         page = page_request(data)
         if page.limit is None:
             count = await self.loader.store.count(collection)
             if count * MIN_ITEM_BYTES > self._room():
-                raise ReplyTooLarge(self._too_large(endpoint, count * MIN_ITEM_BYTES, count))
-        items, last = await self.loader.page(collection, page)
-        return items, None if last is None else {CURSOR_HEADER: encode_cursor(last)}
+                raise ReplyTooLarge(self._page_hint(f"{count} items"))
+        items, last = await self.loader.page(collection, page, as_msgpack)
+        parts = encode_entries(items, as_msgpack)
+        if joined_size(parts, as_msgpack) > self._room():
+            if page.limit is None:
+                raise ReplyTooLarge(self._page_hint(f"a reply of {joined_size(parts, as_msgpack)} bytes"))
+            # A page holds at most `limit` items: here fewer, as many as fit, and the cursor
+            # continues after the last one sent.
+            kept = self._fitting(parts)
+            if kept == 0:
+                raise ReplyTooLarge(f"item {items[0][0]!r} alone exceeds the NATS max payload")
+            parts = parts[:kept]
+            last = items[kept - 1][0]
+        headers = None if last is None else {CURSOR_HEADER: encode_cursor(last)}
+        return join_entries(parts, as_msgpack), headers, True
+
+    def _fit(self, body: bytes) -> bytes:
+        if len(body) > self._room():
+            raise ReplyTooLarge(f"a reply of {len(body)} bytes exceeds the NATS max payload of {self._room()} bytes")
+        return body
+
+    def _fitting(self, parts: list[bytes]) -> int:
+        room = self._room() - 8  # the map header / braces
+        used = 0
+        for kept, part in enumerate(parts):
+            used += len(part) + 1  # a separator (JSON)
+            if used > room:
+                return kept
+        return len(parts)
 
     def _room(self) -> int:
         return int(self.nc.max_payload) - HEADER_ROOM
 
-    def _too_large(self, endpoint: Endpoint, size: int, count: int | None = None) -> str:
-        what = f"{count} items" if count is not None else f"a reply of {size} bytes"
+    def _page_hint(self, what: str) -> str:
         return (
-            f"{what} exceed the NATS max payload of {self.nc.max_payload} bytes; "
-            f'page the request: {{"limit": 1000}}, then pass each {CURSOR_HEADER} header back as "cursor"'
-            if endpoint.is_collection
-            else f"{what} exceed the NATS max payload of {self.nc.max_payload} bytes"
+            f"{what} exceed the NATS max payload of {self._room()} bytes; page the request: "
+            f'{{"limit": 1000}}, then pass each {CURSOR_HEADER} header back as "cursor"'
         )
 
     async def _respond(self, request: Request, body: bytes, headers: dict[str, str] | None) -> None:

@@ -1,0 +1,97 @@
+"""The load service's pure parts: request parsing, cursors, reply encoding, the reply cache."""
+
+from __future__ import annotations
+
+import json
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tradecache.service.protocol import (
+    BadRequest,
+    PageRequest,
+    decode_cursor,
+    encode_cursor,
+    encode_entries,
+    encode_reply,
+    error_body,
+    id_request,
+    join_entries,
+    joined_size,
+    page_request,
+    wants_msgpack,
+)
+from tradecache.service.reply_cache import ReplyCache, digest
+
+
+@given(st.text(min_size=1).filter(lambda text: "\x00" not in text))
+def test_a_cursor_round_trips_any_id(entity_id: str) -> None:
+    cursor = encode_cursor(entity_id)
+    assert cursor.isascii() and "\n" not in cursor
+    assert decode_cursor(cursor) == entity_id
+    assert page_request(json.dumps({"cursor": cursor, "limit": 5}).encode()) == PageRequest(entity_id, 5)
+
+
+@pytest.mark.parametrize("cursor", ["", "!!", "a", "T0tMS"])
+def test_a_cursor_we_did_not_give_out_is_refused(cursor: str) -> None:
+    with pytest.raises(BadRequest, match="is not a cursor this service gave out"):
+        decode_cursor(cursor)
+
+
+def test_empty_and_empty_object_bodies_mean_everything() -> None:
+    assert page_request(b"") == PageRequest(None, None)
+    assert page_request(b"  {} ") == PageRequest(None, None)
+
+
+def test_id_requests_name_the_missing_key_and_the_wrong_type() -> None:
+    assert id_request(b'{"position_id": "P-1"}', "position_id") == "P-1"
+    with pytest.raises(BadRequest, match="missing 'position_id'"):
+        id_request(b"", "position_id")
+    with pytest.raises(BadRequest, match="'position_id' must be a string, got list"):
+        id_request(b'{"position_id": []}', "position_id")
+    with pytest.raises(BadRequest, match="not JSON"):
+        id_request(b"\xff\xfe", "position_id")
+
+
+@pytest.mark.parametrize("count", [0, 1, 15, 16, 300, 70_000])
+@pytest.mark.parametrize("as_msgpack", [False, True])
+def test_joined_entries_are_the_encoded_map_and_their_size_is_known_before_joining(
+    count: int, as_msgpack: bool
+) -> None:
+    items = {f"O-{n}": {"n": n, "raw": b"\x00\x01"} for n in range(count)}
+    parts = encode_entries([(key, encode_reply(value, as_msgpack)) for key, value in items.items()], as_msgpack)
+    body = join_entries(parts, as_msgpack)
+    assert len(body) == joined_size(parts, as_msgpack)
+    if as_msgpack:
+        assert msgpack.unpackb(body, raw=False) == items
+    else:
+        assert json.loads(body) == {key: {"n": v["n"], "raw": "AAE="} for key, v in items.items()}
+
+
+def test_json_replies_carry_bytes_as_base64_and_msgpack_replies_as_bytes() -> None:
+    assert json.loads(encode_reply({"state": b"\xff"}, False)) == {"state": "/w=="}
+    assert msgpack.unpackb(encode_reply({"state": b"\xff"}, True)) == {"state": b"\xff"}
+    assert json.loads(encode_reply({"big": 2**70}, False)) == {"big": 2**70}  # beyond orjson: stdlib json
+    assert json.loads(error_body("400", "bad", False)) == {"error": {"code": 400, "message": "bad"}}
+
+
+def test_accept_header_selects_msgpack() -> None:
+    assert wants_msgpack({"Accept": "application/msgpack"})
+    assert not wants_msgpack({"Accept": "application/json"})
+    assert not wants_msgpack(None)
+
+
+def test_the_reply_cache_serves_only_what_was_built_from_the_same_bytes() -> None:
+    cache = ReplyCache(max_entries=2, max_bytes=1 << 20)
+    stored = [b"init", b"filled"]
+    cache.put(("orders", "O-1", False), digest(stored), b"reply-1")
+    assert cache.get(("orders", "O-1", False), digest(stored)) == b"reply-1"
+    assert cache.get(("orders", "O-1", False), digest([*stored, b"canceled"])) is None  # an appended event
+    assert cache.get(("orders", "O-1", True), digest(stored)) is None  # another format
+    assert digest([b"ab", b"c"]) != digest([b"a", b"bc"])  # element boundaries count
+    cache.put(("orders", "O-2", False), b"d2", b"reply-2")
+    cache.put(("orders", "O-3", False), b"d3", b"reply-3")  # evicts the least recently used, O-1
+    assert len(cache) == 2 and cache.get(("orders", "O-1", False), digest(stored)) is None
+    assert cache.size == len(b"reply-2") + len(b"reply-3")
