@@ -1,4 +1,4 @@
-"""The command line: `tradecache run | check-config | load | dev` and `--version` (SPEC section 5).
+"""The command line: `tradecache run | check-config | load | rebuild | dev` and `--version` (SPEC section 5).
 
 Each command parses its arguments, calls into the package and returns an exit code:
 0 success, 1 runtime failure (or "not found" for load), 2 usage or configuration error.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -104,6 +105,37 @@ def _add_load(commands: Commands) -> None:
     load.set_defaults(handler=_load)
 
 
+# -- rebuild: Redis state from the stream ---------------------------------------------------
+
+
+def _rebuild(args: argparse.Namespace) -> int:
+    from tradecache.daemon.rebuild import RebuildRefused, rebuild  # imported here: the whole daemon
+    from tradecache.errors import BusUnavailable
+
+    config = _config(args)
+    configure_logging(config.logging.level, config.logging.format)
+    log = logging.getLogger("tradecache")
+    try:
+        report = asyncio.run(rebuild(config, flush=args.flush, allow_partial=args.allow_partial, log=log))
+    except (RebuildRefused, BusUnavailable) as exc:
+        print(f"tradecache: rebuild refused: {exc}", file=sys.stderr)
+        return 1
+    print(report.summary())
+    return 0
+
+
+def _add_rebuild(commands: Commands) -> None:
+    rebuild = commands.add_parser(
+        "rebuild", help="re-create the trader's Redis state from the JetStream stream (stop the sidecar first)"
+    )
+    _add_config_option(rebuild)
+    rebuild.add_argument("--flush", action="store_true", help="delete the trader's existing Redis state first")
+    rebuild.add_argument(
+        "--allow-partial", action="store_true", help="rebuild even if the stream no longer starts at sequence 1"
+    )
+    rebuild.set_defaults(handler=_rebuild)
+
+
 # -- dev: local servers, the daemon and a demo feed ------------------------------------------
 
 
@@ -130,7 +162,7 @@ def _add_dev(commands: Commands) -> None:
     dev.set_defaults(handler=_dev)
 
 
-_COMMANDS: list[Callable[[Commands], None]] = [_add_run, _add_check_config, _add_load, _add_dev]
+_COMMANDS: list[Callable[[Commands], None]] = [_add_run, _add_check_config, _add_load, _add_rebuild, _add_dev]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -145,7 +145,7 @@ async def test_paging_returns_every_one_of_5000_orders_exactly_once(daemon: Daem
         body = {"limit": 5000} if cursor is None else {"limit": 5000, "cursor": cursor}
         reply = await ask(nc, SUBJECTS.load("orders"), body)
         assert reply.error_code is None
-        cut = cut or len(reply.value) < 5000 and reply.cursor is not None
+        cut = cut or (len(reply.value) < 5000 and reply.cursor is not None)
         again.extend(reply.value)
         cursor = reply.cursor
         if cursor is None:

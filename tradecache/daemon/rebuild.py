@@ -1,0 +1,196 @@
+"""`tradecache rebuild`: re-create one trader's Redis state from the JetStream stream (disaster recovery).
+
+After Redis lost a trader's data, everything the node ever published is still in the stream (as
+far as its retention keeps it). Rebuild reads the trader's subjects from the first sequence with
+an ephemeral consumer and applies every message through the same path as the daemon (intake
+checks, the ledger, one atomic script call per batch with the checkpoint), so the result is what
+the daemon had written, checkpoint included; the daemon then resumes after it.
+
+Guards: it refuses while a sidecar for the trader answers on NATS (two writers would race), when
+Redis already holds state for the trader (unless `flush`), and when the stream no longer starts
+at sequence 1 (unless `allow_partial`): a silent partial rebuild would look complete.
+Messages refused by the checks were dead-lettered when first consumed; they are counted here,
+not dead-lettered again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from tradecache.cache.database import RedisCacheDatabase
+from tradecache.cache.keys import Keys
+from tradecache.config import Config
+from tradecache.daemon.app import nats_options, redis_client
+from tradecache.daemon.batch import apply_batch
+from tradecache.daemon.bus import connect
+from tradecache.daemon.intake import Accepted, Delivery, Intake
+from tradecache.daemon.store import Store
+from tradecache.daemon.subjects import Subjects
+from tradecache.errors import TradecacheError
+from tradecache.model.identifiers import TraderId
+from tradecache.model.ledger import Ledger
+from tradecache.serialization.msgpack import MsgPackSerializer
+from tradecache.service.server import SERVICE_NAME
+
+FETCH_TIMEOUT = 2.0
+
+
+class RebuildRefused(TradecacheError):
+    """Rebuilding now would be unsafe or incomplete; the message says why and what to do."""
+
+
+@dataclass
+class RebuildReport:
+    messages: int = 0
+    written: int = 0
+    duplicates: int = 0
+    refused: Counter[str] = field(default_factory=Counter)
+    first_seq: int = 0
+    last_seq: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        refused = ", ".join(f"{reason} {count}" for reason, count in sorted(self.refused.items())) or "none"
+        return (
+            f"rebuilt from stream sequences {self.first_seq}..{self.last_seq}: {self.messages} messages "
+            f"({self.written} applied, {self.duplicates} duplicates, refused: {refused}) in {self.seconds:.1f} s"
+        )
+
+
+async def _sidecar_running(nc: Any, trader_id: str) -> bool:
+    """Whether a tradecache service for this trader answers `$SRV.INFO` (collected for 0.5 s)."""
+    inbox = nc.new_inbox()
+    found = asyncio.Event()
+
+    async def on_info(msg: Any) -> None:
+        try:
+            info = json.loads(msg.data)
+        except ValueError:
+            return
+        if (info.get("metadata") or {}).get("trader_id") == trader_id:
+            found.set()
+
+    subscription = await nc.subscribe(inbox, cb=on_info)
+    await nc.publish(f"$SRV.INFO.{SERVICE_NAME}", b"", reply=inbox)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(found.wait(), timeout=0.5)
+    await subscription.unsubscribe()
+    return found.is_set()
+
+
+async def rebuild(config: Config, *, flush: bool, allow_partial: bool, log: logging.Logger) -> RebuildReport:
+    """Re-create the trader's state from the stream. Raises RebuildRefused (nothing written)."""
+    subjects = Subjects(config.nats.subject_prefix, config.trader_id)
+    keys = Keys(config.trader_id, hash_tag=config.redis.cluster)
+    serializer = MsgPackSerializer(timestamps_as_str=True)
+    nc = await connect(nats_options(config), log=log)
+    client = redis_client(config)
+    try:
+        if await _sidecar_running(nc, config.trader_id):
+            raise RebuildRefused(
+                f"a tradecache sidecar for trader {config.trader_id} is running; stop it first (two writers would race)"
+            )
+        js = nc.jetstream()
+        stream = config.nats.stream
+        info = await js.stream_info(stream)
+        if info.state.first_seq > 1 and not allow_partial:
+            raise RebuildRefused(
+                f"stream {stream} starts at sequence {info.state.first_seq}: messages before it are gone "
+                "(retention), so the rebuild would be partial; pass --allow-partial to rebuild what remains"
+            )
+        store = Store(client, keys, serializer)
+        existing = await store.read_checkpoint()
+        counts = await store.key_counts()
+        if (existing or any(counts.values())) and not flush:
+            raise RebuildRefused(
+                f"Redis already holds state for trader {config.trader_id} (checkpoint {existing}, "
+                f"{sum(counts.values())} entities); pass --flush to delete it and rebuild"
+            )
+        if flush:
+            database = RedisCacheDatabase(TraderId(config.trader_id), log, serializer, config.redis.cache_config())
+            await asyncio.to_thread(database.flush)
+            database.close()
+        return await _replay(js, stream, subjects, store, keys, serializer, config, info.state.last_seq, log)
+    finally:
+        await client.aclose()
+        await nc.close()
+
+
+async def _replay(
+    js: Any,
+    stream: str,
+    subjects: Subjects,
+    store: Store,
+    keys: Keys,
+    serializer: MsgPackSerializer,
+    config: Config,
+    target: int,
+    log: logging.Logger,
+) -> RebuildReport:
+    report = RebuildReport()
+    started = time.perf_counter()
+    intake = Intake(subjects, serializer, config.ingest.max_payload_bytes)
+    ledger = Ledger(TraderId(config.trader_id))
+    consumer = ConsumerConfig(
+        deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE, inactive_threshold=60.0, max_ack_pending=-1
+    )
+    pull = await js.pull_subscribe(subjects.inbound, stream=stream, config=consumer)
+    checkpoint = 0
+    try:
+        while checkpoint < target:
+            try:
+                msgs = await pull.fetch(config.ingest.batch_size, timeout=FETCH_TIMEOUT)
+            except TimeoutError:
+                break  # nothing more for this trader before the target sequence
+            deliveries = [
+                Delivery(
+                    msg.subject,
+                    msg.data,
+                    msg.headers,
+                    msg.metadata.sequence.stream,
+                    msg.metadata.sequence.consumer,
+                    int(msg.metadata.timestamp.timestamp() * 1e9),
+                    msg.metadata.num_pending,
+                    "",
+                )
+                for msg in msgs
+            ]
+            items = [intake.check(delivery) for delivery in deliveries]
+            request = ledger.missing([item.message for item in items if isinstance(item, Accepted)])
+            if request:
+                ledger.hydrate(await store.read_state(request))
+            result = apply_batch(ledger, items, checkpoint=checkpoint, keys=keys, encode=serializer.serialize)
+            results = await store.commit(result.call)
+            unchanged = {id(write) for write in result.call.unchanged(results)}
+            for applied in result.applied:
+                writes = applied.outcome.writes
+                stored = [w for w in writes if id(w) not in unchanged]
+                if applied.outcome.duplicate or (writes and not stored):
+                    report.duplicates += 1
+                else:
+                    report.written += 1
+            for refused in result.refused:
+                report.refused[refused.error.reason.value] += 1
+            report.messages += len(deliveries)
+            report.first_seq = report.first_seq or min(d.stream_seq for d in deliveries)
+            checkpoint = max(checkpoint, result.last_seq)
+            report.last_seq = checkpoint
+            ledger.evict(config.ingest.open_orders_limit)
+            if report.messages % 10_000 < len(deliveries):
+                log.info("rebuilding", extra={"messages": report.messages, "sequence": checkpoint})
+    finally:
+        await pull.unsubscribe()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+__all__ = ["RebuildRefused", "RebuildReport", "rebuild"]
