@@ -36,7 +36,9 @@ MASK: Final = "***"
 ENV_PREFIX: Final = "TRADECACHE_"
 # Variables the tests and tools use for their own purposes; never configuration keys.
 _ENV_IGNORED: Final = frozenset({"TRADECACHE_VECTORS", "TRADECACHE_REDIS_SERVER", "TRADECACHE_NATS_SERVER"})
-_ENV_IGNORED_PREFIX: Final = "TRADECACHE_TEST_"
+# Kubernetes "service links": a Service named `tradecache` puts TRADECACHE_PORT,
+# TRADECACHE_PORT_9464_TCP_ADDR, TRADECACHE_SERVICE_HOST... into every pod of the namespace.
+_ENV_IGNORED_PREFIXES: Final = ("TRADECACHE_TEST_", "TRADECACHE_PORT", "TRADECACHE_SERVICE_")
 _ENV_TRUE: Final = frozenset({"true", "1", "yes"})
 _ENV_FALSE: Final = frozenset({"false", "0", "no"})
 _NATS_SCHEMES: Final = ("nats", "tls", "ws", "wss")
@@ -435,7 +437,14 @@ def _split_optional(hint: object) -> tuple[Any, bool]:
 
 
 def _shown(value: object, secret: bool) -> str:
-    return repr(MASK) if secret and value is not None else repr(value)
+    """A bad value as an error message shows it: a secret as '***', a URL's password masked, even in a list."""
+    if secret and value is not None:
+        return repr(MASK)
+    if isinstance(value, str):
+        return repr(mask_url(value))
+    if isinstance(value, (list, tuple)):  # e.g. a single URL where a list was expected, or the reverse
+        return "[" + ", ".join(_shown(item, False) for item in value) + "]"
+    return repr(value)
 
 
 def _convert(value: object, hint: object, key: str, secret: bool) -> object:
@@ -526,7 +535,7 @@ def _apply_environ(data: dict[str, object], environ: Mapping[str, str]) -> None:
     sections = _sections()
     top_level = [name for name in _known_keys(Config) if name not in sections]
     for variable in sorted(environ):
-        if not variable.startswith(ENV_PREFIX) or variable.startswith(_ENV_IGNORED_PREFIX):
+        if not variable.startswith(ENV_PREFIX) or variable.startswith(_ENV_IGNORED_PREFIXES):
             continue
         if variable in _ENV_IGNORED:
             continue

@@ -181,6 +181,17 @@ def test_an_unknown_tradecache_variable_is_refused(variable: str) -> None:
     assert "unknown environment variable" in error.problem
 
 
+def test_kubernetes_service_link_variables_of_a_service_named_tradecache_are_ignored() -> None:
+    links = {
+        "TRADECACHE_PORT": "tcp://10.0.0.7:9464",
+        "TRADECACHE_PORT_9464_TCP_ADDR": "10.0.0.7",
+        "TRADECACHE_SERVICE_HOST": "10.0.0.7",
+        "TRADECACHE_SERVICE_PORT_METRICS": "9464",
+    }
+    config = parse_config({"trader_id": "TRADER-001"}, links)
+    assert config.http.listen == "0.0.0.0:9464"
+
+
 @pytest.mark.parametrize(
     ("variable", "text", "key", "fragment"),
     [
