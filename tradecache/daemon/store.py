@@ -126,12 +126,14 @@ class Store:
         """One entity as stored: a list of bytes, bytes, or a hash (empty / None when absent)."""
         key = self.keys.entity(collection, entity_id)
         command = READ_COMMANDS[collection]
-        async with self._unavailable_as(f"load {collection.value}"):
+        try:  # (not `_unavailable_as`: this is the hot path of every load request)
             if command == "LRANGE":
                 return list(await self.client.lrange(key, 0, -1))
             if command == "GET":
                 return await self.client.get(key)
             fields = await self.client.hgetall(key)
+        except UNAVAILABLE_ERRORS as exc:
+            raise StoreUnavailable(f"load {collection.value}", f"{type(exc).__name__}: {exc}") from exc
         return {_text(field): value for field, value in fields.items()}
 
     async def read_page(self, collection: Collection, after: str | None, limit: int | None) -> Page:
