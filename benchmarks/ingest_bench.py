@@ -178,20 +178,25 @@ async def prefill(nats_url: str, messages: list[tuple[str, bytes]]) -> int:
     return last
 
 
-async def naive_sink(nats_url: str, redis_url: str, count: int) -> float:
-    """fetch(), then one awaited RPUSH and one ack per message."""
+async def naive_sink(nats_url: str, redis_url: str, count: int, confirm_acks: bool = False) -> float:
+    """fetch(), then one awaited RPUSH and one ack per message (`confirm_acks`: the ack awaits the
+    server's confirmation, `ack_sync`, as a sink that must know its ack landed does)."""
     import redis.asyncio as aioredis
 
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
     client = aioredis.Redis.from_url(redis_url)
-    sub = await js.pull_subscribe(f"{PREFIX}.>", durable="naive-sink", stream="TRADECACHE")
+    durable = "naive-sink-confirmed" if confirm_acks else "naive-sink"
+    sub = await js.pull_subscribe(f"{PREFIX}.>", durable=durable, stream="TRADECACHE")
     done = 0
     start = time.perf_counter()
     while done < count:
         for msg in await sub.fetch(min(256, count - done), timeout=5):
             await client.rpush(f"naive:{msg.subject}", msg.data)
-            await msg.ack()
+            if confirm_acks:
+                await msg.ack_sync()
+            else:
+                await msg.ack()
             done += 1
     seconds = time.perf_counter() - start
     await client.aclose()
@@ -304,6 +309,9 @@ def main() -> None:
 
         rate_naive = asyncio.run(naive_sink(nats_server.url, redis_server.url, min(args.naive, len(messages))))
         print(f"naive sink (fetch + awaited RPUSH + ack per message): {rate_naive:,.0f} events/s")
+        count = min(args.naive, len(messages))
+        rate_confirmed = asyncio.run(naive_sink(nats_server.url, redis_server.url, count, confirm_acks=True))
+        print(f"naive sink with confirmed acks (ack_sync, a round trip): {rate_confirmed:,.0f} events/s")
 
         port = free_port()
         config = {
@@ -328,7 +336,8 @@ def main() -> None:
         seconds = time.perf_counter() - start
         rate = len(messages) / seconds
         print(f"tradecache end to end: {len(messages):,} events in {seconds:.2f} s = {rate:,.0f} events/s "
-              f"({rate / rate_naive:.1f}x the naive sink)")  # fmt: skip
+              f"({rate / rate_naive:.1f}x the naive sink, "
+              f"{rate / rate_confirmed:.1f}x the one with confirmed acks)")  # fmt: skip
         print(f"tradecache RSS after the backlog: {rss_mb(daemon.pid):.1f} MB")
 
         before = scrape_lag(port)
