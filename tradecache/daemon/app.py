@@ -78,6 +78,7 @@ class Daemon:
         self.ingestor: Ingestor | None = None
         self.service: LoadService | None = None
         self.health = HealthServer(self.metrics, self.is_ready, config.http.host, config.http.port)
+        self.metrics.follow_readiness(self.is_ready)
 
     # -- readiness -----------------------------------------------------------------------
 
@@ -144,6 +145,7 @@ class Daemon:
             ack_wait=self.config.ingest.ack_wait,
             max_deliver=self.config.ingest.max_deliver,
             create=self.config.nats.create_streams,
+            replicas=self.config.nats.stream_replicas,
         )
         try:
             ack_all = await ensure_streams(js, self.subjects, plan, log)

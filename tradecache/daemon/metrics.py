@@ -13,7 +13,7 @@ producer must not grow the registry without bound.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Final, Literal, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -110,6 +110,8 @@ class Metrics:
         )
         self.redis_up = Gauge("tradecache_redis_up", "1 when the last Redis operation succeeded", registry=r)
         self.nats_connected = Gauge("tradecache_nats_connected", "1 while connected to NATS", registry=r)
+        # Not in SPEC section 4: what /readyz answers, so an alert can follow readiness itself.
+        self.ready = Gauge("tradecache_ready", "1 when /readyz answers 200 (NATS, Redis, consumer bound)", registry=r)
         self.build_info = Gauge("tradecache_build_info", "Build information (value 1)", ["version"], registry=r)
         self.dead_letters = Counter(
             "tradecache_dead_letters", "Messages sent to the dead-letter subject, by reason", ["reason"], registry=r
@@ -192,6 +194,10 @@ class Metrics:
 
     def set_nats_connected(self, connected: bool) -> None:
         self.nats_connected.set(1 if connected else 0)
+
+    def follow_readiness(self, is_ready: Callable[[], bool]) -> None:
+        """`tradecache_ready` is read from `is_ready` at each scrape."""
+        self.ready.set_function(lambda: 1.0 if is_ready() else 0.0)
 
     def render(self) -> bytes:
         """This registry in the Prometheus text format (version 0.0.4)."""
