@@ -206,6 +206,7 @@ class NatsConfig(_Section):
     dead_letter_stream: str = "TRADECACHE_DEAD"
     consumer: str | None = None
     create_streams: bool = True
+    stream_replicas: int = 1
     connect_timeout: float = 5.0
     max_reconnect_wait: float = 5.0
 
@@ -225,6 +226,8 @@ class NatsConfig(_Section):
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ConfigError("nats.tls_key_file", "nats.tls_cert_file and nats.tls_key_file go together")
         self._check_auth()
+        if not 1 <= self.stream_replicas <= 5:
+            raise ConfigError("nats.stream_replicas", f"must be 1..5, got {self.stream_replicas}")
         _check_positive(self._path("connect_timeout"), self.connect_timeout)
         _check_positive(self._path("max_reconnect_wait"), self.max_reconnect_wait)
 

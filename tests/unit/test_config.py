@@ -352,6 +352,21 @@ def test_a_bad_value_is_refused_naming_the_key_and_the_value(data: dict[str, Any
     assert str(error) == f"{key}: {error.problem}"
 
 
+@pytest.mark.parametrize(
+    ("given", "accepted"), [(None, 1), (1, 1), (3, 3), (5, 5), (0, None), (6, None), (-1, None), (2.0, None)]
+)
+def test_nats_stream_replicas_defaults_to_1_and_must_be_1_to_5(given: int | float | None, accepted: int | None) -> None:
+    data: dict[str, Any] = {} if given is None else {"nats": {"stream_replicas": given}}
+    if accepted is not None:
+        assert config_of(**data).nats.stream_replicas == accepted
+        return
+    error = refusal(data)
+    assert error.key == "nats.stream_replicas"
+    assert f"got {given}" in error.problem
+    assert ("1..5" in error.problem) is isinstance(given, int)
+    assert config_of(environ={"TRADECACHE_NATS_STREAM_REPLICAS": "3"}).nats.stream_replicas == 3
+
+
 def test_a_missing_trader_id_is_refused() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config({"redis": {}}, {})

@@ -15,8 +15,10 @@ import signal
 from typing import Any
 
 import redis.asyncio
+import redis.exceptions
 
 from tradecache import __version__
+from tradecache.cache.database import UNAVAILABLE_ERRORS
 from tradecache.cache.keys import Keys
 from tradecache.config import Config
 from tradecache.daemon.bus import NatsOptions, StreamPlan, connect, ensure_streams
@@ -35,6 +37,13 @@ from tradecache.service.endpoints import Loader
 from tradecache.service.server import LoadService
 
 log = logging.getLogger("tradecache")
+
+# Redis' answers to a wrong password/user (WRONGPASS, NOAUTH) or to an ACL that forbids a command (NOPERM).
+REFUSED_ERRORS = (
+    redis.exceptions.AuthenticationError,
+    redis.exceptions.AuthenticationWrongNumberOfArgsError,
+    redis.exceptions.NoPermissionError,
+)
 
 
 def nats_options(config: Config) -> NatsOptions:
@@ -114,7 +123,13 @@ class Daemon:
     async def _serve(self) -> int:
         client = redis_client(self.config)
         self.store = Store(client, self.keys, self.serializer)
-        self.metrics.set_redis_up(await self.store.ping())
+        try:
+            self.metrics.set_redis_up(bool(await client.ping()))
+        except REFUSED_ERRORS as exc:  # a wrong password or ACL never heals: stop now, say why
+            log.error("cannot use Redis", extra={"error": f"Redis refused the credentials: {exc}"})
+            return 1
+        except (*UNAVAILABLE_ERRORS, OSError):  # down or unreachable: retried, /readyz says 503 meanwhile
+            self.metrics.set_redis_up(False)
         try:
             self.nc = await connect(
                 nats_options(self.config),

@@ -7,8 +7,11 @@ are managed elsewhere it only checks they are there and says exactly what is mis
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import logging
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +21,7 @@ import nats.errors
 import nats.js.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 
+from tradecache.config import mask_url
 from tradecache.daemon.subjects import Subjects
 from tradecache.errors import BusUnavailable
 
@@ -39,8 +43,9 @@ class NatsOptions:
     connect_timeout: float = 5.0
     max_reconnect_wait: float = 5.0
 
-    def __repr__(self) -> str:  # never show secrets
-        return f"NatsOptions(servers={self.servers!r}, name={self.name!r}, user={self.user!r})"
+    def __repr__(self) -> str:  # never show secrets, the ones in server URLs included
+        servers = [mask_url(server) for server in self.servers]
+        return f"NatsOptions(servers={servers!r}, name={self.name!r}, user={self.user!r})"
 
     def tls_context(self) -> ssl.SSLContext | None:
         if not (self.tls_ca_file or self.tls_cert_file):
@@ -88,7 +93,11 @@ async def connect(
         kwargs["user_credentials"] = options.creds_file
     if options.nkey_seed_file is not None:
         kwargs["nkeys_seed"] = options.nkey_seed_file
-    context = options.tls_context()
+    _check_key_files(options)
+    try:
+        context = options.tls_context()
+    except (OSError, ssl.SSLError) as exc:
+        raise BusUnavailable("connect", f"cannot load the TLS files: {type(exc).__name__}: {exc}") from exc
     if context is not None:
         kwargs["tls"] = context
     try:
@@ -101,7 +110,7 @@ async def connect(
     except nats.errors.Error as exc:
         raise BusUnavailable("connect", _explain(exc)) from exc
     except (OSError, TimeoutError, ssl.SSLError) as exc:
-        raise BusUnavailable("connect", f"{type(exc).__name__}: {exc}") from exc
+        raise BusUnavailable("connect", _explain_os_error(exc, options)) from exc
     # From now on, reconnect forever.
     nc.options["allow_reconnect"] = True
     nc.options["max_reconnect_attempts"] = -1
@@ -115,6 +124,69 @@ def _explain(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
+def _explain_os_error(exc: BaseException, options: NatsOptions) -> str:
+    """The error, with a hint when it is a TLS refusal (a bare 'Broken pipe' says nothing)."""
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        trusted = "nats.tls_ca_file" if options.tls_ca_file else "a CA this system trusts (set nats.tls_ca_file)"
+        return f"{text} (the server's certificate is not signed by {trusted}, or is not for this host)"
+    if not (options.tls_ca_file or options.tls_cert_file):
+        return text
+    # With TLS 1.3 a server's refusal of the client certificate shows up as an alert, a reset or a broken pipe.
+    refused = isinstance(exc, ssl.SSLError) and "certificate" in str(exc).lower()
+    if refused or isinstance(exc, (BrokenPipeError, ConnectionResetError)):
+        question = "did it refuse" if options.tls_cert_file else "does it require"
+        return f"{text} (the server closed the TLS connection: {question} a client certificate, nats.tls_cert_file?)"
+    return text
+
+
+# Markers of a `.creds` file, as `nsc` writes it.
+_CREDS_SECTIONS = ("BEGIN NATS USER JWT", "BEGIN USER NKEY SEED")
+
+
+def _check_key_files(options: NatsOptions) -> None:
+    """Refuse an unusable creds or nkey seed file before connecting, with a message that names it.
+
+    nats-py reads them only while connecting, and fails on a bad one with a bare TypeError or an
+    nkeys error (or needs the `nkeys` package, which is an optional extra of nats-py).
+    Never puts the file's content in the message.
+    """
+    if options.creds_file is None and options.nkey_seed_file is None:
+        return
+    try:
+        nkeys = importlib.import_module("nkeys")
+    except ImportError:
+        raise BusUnavailable(
+            "connect",
+            "nats.creds_file and nats.nkey_seed_file need the 'nkeys' package: pip install 'nats-py[nkeys]'",
+        ) from None
+    if options.creds_file is not None:
+        text = _read_key_file("nats.creds_file", options.creds_file)
+        if not all(marker in text for marker in _CREDS_SECTIONS):
+            raise BusUnavailable(
+                "connect",
+                f"nats.creds_file {options.creds_file!r} is not a NATS credentials file "
+                "(it needs a user JWT and a user nkey seed section)",
+            )
+    if options.nkey_seed_file is not None:
+        seed = _read_key_file("nats.nkey_seed_file", options.nkey_seed_file).strip()
+        try:
+            nkeys.from_seed(bytearray(seed.encode()))
+        except Exception:  # nkeys raises its own errors, and TypeError/ValueError on odd input
+            raise BusUnavailable(
+                "connect", f"nats.nkey_seed_file {options.nkey_seed_file!r} does not hold a valid nkey seed"
+            ) from None
+
+
+def _read_key_file(key: str, path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise BusUnavailable("connect", f"cannot read {key} {path!r}: {reason}") from None
+
+
 @dataclass(frozen=True)
 class StreamPlan:
     stream: str
@@ -123,12 +195,42 @@ class StreamPlan:
     ack_wait: float
     max_deliver: int
     create: bool
+    replicas: int = 1  # num_replicas of the streams tradecache creates (JetStream caps it at 5)
 
 
-async def ensure_streams(js: Any, subjects: Subjects, plan: StreamPlan, log: logging.Logger) -> bool:
-    """Make sure both streams and the durable consumer exist. Returns True if the consumer acks ALL."""
-    await ensure_stream(js, plan.stream, [subjects.inbound_root], plan.create, log)
-    await ensure_stream(js, plan.dead_letter_stream, [subjects.dead_root], plan.create, log)
+# JetStream answers these while it has no leader for the asset (an election in a cluster, or many
+# R3 consumers being created at once): worth another try, unlike a refusal.
+_JETSTREAM_BUSY = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError)
+SETUP_RETRY_SECONDS = 30.0
+
+
+async def ensure_streams(
+    js: Any, subjects: Subjects, plan: StreamPlan, log: logging.Logger, *, retry_for: float = SETUP_RETRY_SECONDS
+) -> bool:
+    """Make sure both streams and the durable consumer exist. Returns True if the consumer acks ALL.
+
+    Every step is idempotent, so while JetStream does not answer (timeout, 503) the whole check is
+    tried again with backoff for up to `retry_for` seconds; then BusUnavailable says so.
+    """
+    deadline = time.monotonic() + retry_for
+    delay = 0.25
+    while True:
+        try:
+            return await _ensure_streams(js, subjects, plan, log)
+        except _JETSTREAM_BUSY as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() + delay > deadline:
+                raise BusUnavailable(
+                    "bind consumer", f"JetStream did not answer for {retry_for:g} s ({error})"
+                ) from exc
+            log.warning("jetstream busy while binding, retrying", extra={"error": error, "retry_in": delay})
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 2.0)
+
+
+async def _ensure_streams(js: Any, subjects: Subjects, plan: StreamPlan, log: logging.Logger) -> bool:
+    await ensure_stream(js, plan.stream, [subjects.inbound_root], plan.create, log, replicas=plan.replicas)
+    await ensure_stream(js, plan.dead_letter_stream, [subjects.dead_root], plan.create, log, replicas=plan.replicas)
     try:
         info = await js.consumer_info(plan.stream, plan.consumer)
     except nats.js.errors.NotFoundError:
@@ -155,18 +257,27 @@ async def ensure_streams(js: Any, subjects: Subjects, plan: StreamPlan, log: log
     return bool(info.config.ack_policy == AckPolicy.ALL)
 
 
-async def ensure_stream(js: Any, name: str, subjects: list[str], create: bool, log: logging.Logger) -> None:
+async def ensure_stream(
+    js: Any, name: str, subjects: list[str], create: bool, log: logging.Logger, *, replicas: int = 1
+) -> None:
     try:
-        await js.stream_info(name)
-        return
+        info = await js.stream_info(name)
     except nats.js.errors.NotFoundError:
         if not create:
             raise BusUnavailable("bind stream", f"stream {name!r} does not exist (create_streams is off)") from None
+    else:
+        if create and (info.config.num_replicas or 1) != replicas:  # an existing stream is used as it is
+            log.warning(
+                "stream replicas differ from nats.stream_replicas",
+                extra={"stream": name, "replicas": info.config.num_replicas, "configured": replicas},
+            )
+        return
     config = StreamConfig(
         name=name,
         subjects=subjects,
         storage=StorageType.FILE,
         duplicate_window=DUPLICATE_WINDOW_SECONDS,
+        num_replicas=replicas,
     )
     try:
         await js.add_stream(config)

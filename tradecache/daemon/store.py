@@ -1,7 +1,10 @@
 """The daemon's Redis executor (asyncio): read the state a batch needs, commit a batch.
 
 Only I/O lives here; what to read and what to write come from the pure core. redis-py's
-"cannot do it now" errors become `StoreUnavailable`.
+"cannot do it now" errors (`is_unavailable`: connection, timeout, loading, read-only, NOREPLICAS,
+MISCONF, BUSY) become `StoreUnavailable`, which the ingest loop retries with backoff while
+/readyz says 503. redis-py's own retries are turned off on the client, so that a stalled Redis
+shows as unavailable after one `socket_timeout` rather than after eleven of them.
 """
 
 from __future__ import annotations
@@ -11,7 +14,12 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from tradecache.cache.database import UNAVAILABLE_ERRORS
+import redis.asyncio
+import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from tradecache.cache.database import UNAVAILABLE_ERRORS, is_unavailable
 from tradecache.cache.keys import Keys
 from tradecache.cache.plan import APPLY_SCRIPT, READ_CHUNK, READ_COMMANDS, READ_SCRIPT, ScriptCall
 from tradecache.cache.rebuild import decode_events, gc_paused
@@ -57,6 +65,11 @@ class Store:
     """One trader's Redis, as the ingest loop and the load service use it."""
 
     def __init__(self, client: Any, keys: Keys, serializer: MsgPackSerializer) -> None:
+        if isinstance(client, redis.asyncio.Redis):
+            # redis-py retries a timed-out or dropped command 10 times by default (with backoff),
+            # each time waiting up to socket_timeout: a blocked Redis would hold one commit for
+            # minutes, silently, with readiness still true. The ingest loop retries instead.
+            client.set_retry(Retry(NoBackoff(), 0))
         self.client = client
         self.keys = keys
         self.serializer = serializer
@@ -69,12 +82,25 @@ class Store:
             yield
         except UNAVAILABLE_ERRORS as exc:
             raise StoreUnavailable(operation, f"{type(exc).__name__}: {exc}") from exc
+        except redis.exceptions.NoPermissionError as exc:
+            # An ACL that forbids a command the daemon needs: retried like an outage (readiness
+            # false, an error logged each time it starts failing) until the ACL is fixed, rather
+            # than crashing the sidecar; nothing is acked meanwhile.
+            raise StoreUnavailable(operation, f"Redis ACL refused a command: {exc}") from exc
+        except redis.exceptions.ResponseError as exc:
+            if not is_unavailable(exc):  # NOREPLICAS, MISCONF, BUSY: Redis refuses for now
+                raise
+            raise StoreUnavailable(operation, f"{type(exc).__name__}: {exc}") from exc
 
     async def ping(self) -> bool:
         try:
             return bool(await self.client.ping())
         except (*UNAVAILABLE_ERRORS, OSError):
             return False
+        except redis.exceptions.ResponseError as exc:
+            if is_unavailable(exc):
+                return False
+            raise
 
     async def read_checkpoint(self) -> int:
         async with self._unavailable_as("read checkpoint"):
@@ -133,6 +159,10 @@ class Store:
                 return await self.client.get(key)
             fields = await self.client.hgetall(key)
         except UNAVAILABLE_ERRORS as exc:
+            raise StoreUnavailable(f"load {collection.value}", f"{type(exc).__name__}: {exc}") from exc
+        except redis.exceptions.ResponseError as exc:
+            if not is_unavailable(exc):
+                raise
             raise StoreUnavailable(f"load {collection.value}", f"{type(exc).__name__}: {exc}") from exc
         return {_text(field): value for field, value in fields.items()}
 

@@ -1,0 +1,315 @@
+"""Redis ACL and TLS: the daemon works as a user confined to its trader's keys, over mutual TLS too.
+
+The ACL user may run only the commands the daemon sends (`DAEMON_COMMANDS`, found by running it:
+a command the daemon starts to use must be added here, and to the operators' ACL) on keys
+`trader-<id>:*`. The daemon stores a vector scenario under it exactly as expected, and Redis' ACL LOG
+stays empty: it never even tried to touch another key or run another command. The same user, used
+directly, gets NOPERM on another trader's keys, scripts included. A wrong password stops the start.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import msgpack
+import nats
+import pytest
+import redis
+import redis.exceptions
+
+from tests.integration.daemon_harness import daemon_config, running_daemon
+from tests.integration.secure_servers import (
+    SecureRedisServer,
+    assert_stored_as_expected,
+    flush_trader,
+    publish_scenario_as,
+    refused_start,
+    wait_for_checkpoint_of,
+)
+from tests.integration.tls import TlsFiles, make_tls_files
+from tests.vectors.scenarios import Scenario, replay_into_store, scenario_paths
+from tradecache.cache.keys import Keys
+from tradecache.cache.plan import APPLY_SCRIPT, READ_SCRIPT
+from tradecache.daemon.devstack import NatsServer
+from tradecache.daemon.subjects import Subjects
+from tradecache.model import Collection
+
+pytestmark = pytest.mark.integration
+
+SCENARIO = "market_order_single_fill_fx"  # currencies, instrument, account, order, command, position
+ACL_USER = "tradecache-sidecar"
+ACL_PASSWORD = "acl-password-for-tests"
+OTHER_TRADER = "OTHER-1"
+
+# What the daemon sends, and what its Lua scripts call (Redis checks those against the ACL too).
+DAEMON_COMMANDS = (
+    "ping",  # start-up check
+    "client|setinfo",  # redis-py names itself on every new connection
+    "get",  # the checkpoint
+    "evalsha",
+    "script|load",  # APPLY_SCRIPT and READ_SCRIPT (loaded once, then by sha)
+    "zcard",  # key counts for tradecache_keys
+    "zrangebylex",  # paged loads
+    # inside APPLY_SCRIPT / READ_SCRIPT
+    "type",
+    "hsetnx",
+    "rpush",
+    "zadd",
+    "zrem",
+    "set",
+    "del",
+    "hset",
+    "lrange",
+    "hgetall",
+)
+
+
+def acl_rules(server: SecureRedisServer, trader_id: str) -> list[str]:
+    """Keys `trader-<id>:*`, no channels, and `DAEMON_COMMANDS` (those this server knows: 7.0 has no SETINFO)."""
+    admin = server.admin()
+    command: Any = admin.execute_command  # untyped in redis-py
+    known = []
+    try:
+        for name in DAEMON_COMMANDS:
+            try:
+                command("ACL", "SETUSER", "probe", "reset", f"+{name}")
+                known.append(name)
+            except redis.exceptions.ResponseError as exc:
+                if "Unknown command" not in str(exc):
+                    raise
+    finally:
+        command("ACL", "DELUSER", "probe")
+        admin.close()
+    return [f"~trader-{trader_id}:*", "resetchannels", "-@all", *(f"+{name}" for name in known)]
+
+
+@pytest.fixture(scope="module")
+def scenario() -> Scenario:
+    return Scenario.load(next(p for p in scenario_paths() if p.stem == SCENARIO))
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    return make_tls_files(tmp_path_factory.mktemp("redis-tls"))
+
+
+@pytest.fixture(scope="module")
+def nats_plain() -> Iterator[NatsServer]:
+    """A NATS of this module's own, so no other test's consumer or stream history meets these traders."""
+    with NatsServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def acl_redis(scenario: Scenario) -> Iterator[SecureRedisServer]:
+    with SecureRedisServer() as server:
+        server.add_acl_user(ACL_USER, ACL_PASSWORD, acl_rules(server, scenario.trader_id))
+        yield server
+
+
+@pytest.fixture(scope="module")
+def tls_redis(scenario: Scenario, tls_files: TlsFiles) -> Iterator[SecureRedisServer]:
+    """TLS only (no plain port), client certificates required, and the same ACL user."""
+    with SecureRedisServer(tls=tls_files, tls_auth_clients="yes") as server:
+        server.add_acl_user(ACL_USER, ACL_PASSWORD, acl_rules(server, scenario.trader_id))
+        yield server
+
+
+def _strategy_messages(trader_id: str) -> list[tuple[str, bytes]]:
+    """StrategyState for two strategies, then StrategyDeleted of the second: the hash merge and delete."""
+
+    def state(strategy_id: str, fields: dict[str, bytes]) -> bytes:
+        message = {
+            "type": "StrategyState",
+            "trader_id": trader_id,
+            "strategy_id": strategy_id,
+            "state": fields,
+            "ts_event": "1700000000000000000",
+        }
+        packed: bytes = msgpack.packb(message, use_bin_type=True)
+        return packed
+
+    deleted = {
+        "type": "StrategyDeleted",
+        "trader_id": trader_id,
+        "strategy_id": "S-002",
+        "ts_event": "1700000000000000001",
+    }
+    return [
+        ("strategy", state("S-001", {"counter": b"\x00\x01", "run": uuid.uuid4().bytes})),
+        ("strategy", state("S-002", {"x": b"1"})),
+        ("strategy", msgpack.packb(deleted, use_bin_type=True)),
+    ]
+
+
+async def _run_daemon_and_check(
+    server: SecureRedisServer, nats_server: NatsServer, scenario: Scenario, redis_keys: dict[str, Any]
+) -> None:
+    """Run the daemon as the ACL user; publish the scenario and strategy messages; check Redis and the ACL log."""
+    admin = server.admin()
+    trader = scenario.trader_id
+    flush_trader(admin, trader)
+    admin.acl_log_reset()
+    config = daemon_config(
+        server.url_for(ACL_USER, ACL_PASSWORD),
+        nats_server.url,
+        trader,
+        redis=redis_keys,
+        metrics={"key_count_interval": 0.05},
+    )
+    try:
+        async with running_daemon(config):
+            await publish_scenario_as(scenario, servers=[nats_server.url])
+            last = await _publish_strategy_messages(nats_server.url, trader)
+            await wait_for_checkpoint_of(admin, trader, last)
+            await _check_loads(nats_server.url, scenario)
+        assert_stored_as_expected(admin, scenario)
+        keys = Keys(trader)
+        assert admin.hgetall(keys.entity(Collection.STRATEGIES, "S-001"))[b"counter"] == b"\x00\x01"
+        assert not admin.exists(keys.entity(Collection.STRATEGIES, "S-002"))
+        # Not one refused attempt: the daemon stayed inside its keys and its command list.
+        refusals = [entry for entry in admin.acl_log() if not _setinfo_on_an_old_server(admin, entry)]
+        assert refusals == [], "\n".join(f"{r['reason']} {r['object']} {r.get('username')}" for r in refusals)
+        stray = [key for key in admin.scan_iter(count=1000) if not key.startswith(f"trader-{trader}:".encode())]
+        assert stray == []
+    finally:
+        flush_trader(admin, trader)
+        admin.close()
+
+
+def _setinfo_on_an_old_server(admin: redis.Redis, entry: dict[str, Any]) -> bool:
+    """redis-py sends CLIENT SETINFO on connecting; Redis before 7.2 has no such command, and 6.x logs it
+    as an ACL refusal of `client` (7.0 refuses it as unknown first). Nothing the daemon needs."""
+    version = str(admin.info("server")["redis_version"])
+    major, minor = (int(part) for part in version.split(".")[:2])
+    return (major, minor) < (7, 2) and entry.get("object") == "client"
+
+
+LOADED_COLLECTIONS = {
+    "currencies": Collection.CURRENCIES,
+    "instruments": Collection.INSTRUMENTS,
+    "accounts": Collection.ACCOUNTS,
+    "orders": Collection.ORDERS,
+    "positions": Collection.POSITIONS,
+    "submit_order_commands": Collection.SUBMIT_ORDER,
+}
+
+
+async def _check_loads(nats_url: str, scenario: Scenario) -> None:
+    """The load service works under the same ACL: every collection, one strategy, and stats."""
+    stored = replay_into_store(scenario).store
+    subjects = Subjects("tradecache", scenario.trader_id)
+    nc = await nats.connect(nats_url)
+    try:
+
+        async def load(name: str, body: dict[str, Any]) -> Any:
+            reply = await nc.request(subjects.load(name), json.dumps(body).encode(), timeout=5)
+            assert not (reply.headers or {}).get("Nats-Service-Error"), f"{name}: {reply.headers} {reply.data!r}"
+            return json.loads(reply.data)
+
+        for name, collection in LOADED_COLLECTIONS.items():
+            wanted = {key for c, key in [*stored.lists, *stored.values] if c == collection}
+            assert wanted, f"the scenario has no {name}: a useless check"
+            assert set(await load(name, {})) == wanted, name
+        strategy = await load("strategy", {"strategy_id": "S-001"})
+        assert base64.b64decode(strategy["counter"]) == b"\x00\x01"
+        stats = await load("stats", {})
+        assert stats["keys"]["orders"] == len([c for c, _ in stored.lists if c == Collection.ORDERS])
+    finally:
+        await nc.close()
+
+
+async def _publish_strategy_messages(nats_url: str, trader_id: str) -> int:
+    subjects = Subjects("tradecache", trader_id)
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        last = 0
+        for name, payload in _strategy_messages(trader_id):
+            last = (await js.publish(subjects.inbound_for_name(name), payload)).seq
+        return last
+    finally:
+        await nc.close()
+
+
+async def test_daemon_as_an_acl_user_stores_a_scenario_and_is_refused_nothing(
+    acl_redis: SecureRedisServer, nats_plain: NatsServer, scenario: Scenario
+) -> None:
+    await _run_daemon_and_check(acl_redis, nats_plain, scenario, {})
+
+
+async def test_daemon_over_mutual_tls_as_an_acl_user_stores_a_scenario(
+    tls_redis: SecureRedisServer, tls_files: TlsFiles, nats_plain: NatsServer, scenario: Scenario
+) -> None:
+    # The server accepts only TLS clients with a certificate of its CA, so the daemon's working proves
+    # it presented one.
+    for refused in (tls_redis.plain_client(), tls_redis.as_user(ACL_USER, ACL_PASSWORD, client_cert=False)):
+        with pytest.raises(redis.exceptions.ConnectionError):
+            refused.ping()
+        refused.close()
+    tls_keys = {
+        "ssl_ca_certs": str(tls_files.ca.cert),
+        "ssl_certfile": str(tls_files.client.cert),
+        "ssl_keyfile": str(tls_files.client.key),
+    }
+    await _run_daemon_and_check(tls_redis, nats_plain, scenario, tls_keys)
+
+
+def test_the_acl_user_cannot_reach_another_traders_keys(acl_redis: SecureRedisServer, scenario: Scenario) -> None:
+    admin = acl_redis.admin()
+    own, other = Keys(scenario.trader_id), Keys(OTHER_TRADER)
+    other_order = other.entity(Collection.ORDERS, "O-1")
+    admin.rpush(other_order, b"someone else's event")
+    admin.set(other.checkpoint(), b"42")
+    user = acl_redis.as_user(ACL_USER, ACL_PASSWORD)
+    try:
+        # Control: the same commands work on its own keys, so the refusals below are about the keys.
+        assert user.get(own.checkpoint()) is None
+        assert user.lrange(own.entity(Collection.ORDERS, "O-1"), 0, -1) == []
+        look_alike = f"trader-{scenario.trader_id}0:orders:O-1"  # trader-FX-1180 is not trader-FX-118
+        for key in (other_order, other.checkpoint(), look_alike, "trader-OTHER-1", "unrelated"):
+            for attempt in (
+                lambda key=key: user.get(key),
+                lambda key=key: user.set(key, b"x"),
+                lambda key=key: user.lrange(key, 0, -1),
+                lambda key=key: user.rpush(key, b"x"),
+                lambda key=key: user.delete(key),
+                lambda key=key: user.type(key),
+            ):
+                with pytest.raises(redis.exceptions.NoPermissionError):
+                    attempt()
+        # Scripts do not open a way around it: each key a script touches is checked.
+        for script, args in ((READ_SCRIPT, ["LRANGE"]), (APPLY_SCRIPT, [])):
+            with pytest.raises(redis.exceptions.ResponseError, match=r"(?i)noperm|no permissions"):
+                user.register_script(script)(keys=[other_order], args=args)
+        # Nor do the commands that see every key.
+        for command in (("KEYS", "*"), ("SCAN", "0"), ("FLUSHDB",), ("FLUSHALL",), ("CONFIG", "GET", "*")):
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                user.execute_command(*command)  # type: ignore[no-untyped-call]
+        assert admin.lrange(other_order, 0, -1) == [b"someone else's event"]
+        assert admin.get(other.checkpoint()) == b"42"
+    finally:
+        admin.delete(other_order, other.checkpoint())
+        user.close()
+        admin.close()
+
+
+def test_a_wrong_redis_password_stops_the_start_with_exit_1_and_a_clear_message(
+    acl_redis: SecureRedisServer, nats_plain: NatsServer
+) -> None:
+    config = {
+        "trader_id": "SECURITY-002",
+        "redis": {"url": acl_redis.url_for(ACL_USER, "not-the-password"), "socket_connect_timeout": 2.0},
+        "nats": {"servers": [nats_plain.url]},
+        "logging": {"level": "INFO", "format": "json"},
+    }
+    refused = refused_start(config)
+    assert refused.exit_code == 1, refused.log
+    assert refused.seconds < 15, f"took {refused.seconds:.1f} s to give up:\n{refused.log}"
+    assert "Redis refused the credentials" in refused.log, refused.log
+    assert "invalid username-password pair" in refused.log, refused.log
+    assert "Traceback" not in refused.log, refused.log
