@@ -119,7 +119,7 @@ async def rebuild(config: Config, *, flush: bool, allow_partial: bool, log: logg
             database = RedisCacheDatabase(TraderId(config.trader_id), log, serializer, config.redis.cache_config())
             await asyncio.to_thread(database.flush)
             database.close()
-        return await _replay(js, stream, subjects, store, keys, serializer, config, info.state.last_seq, log)
+        return await _replay(js, stream, subjects, store, keys, serializer, config, log)
     finally:
         await client.aclose()
         await nc.close()
@@ -133,7 +133,6 @@ async def _replay(
     keys: Keys,
     serializer: MsgPackSerializer,
     config: Config,
-    target: int,
     log: logging.Logger,
 ) -> RebuildReport:
     report = RebuildReport()
@@ -146,11 +145,15 @@ async def _replay(
     pull = await js.pull_subscribe(subjects.inbound, stream=stream, config=consumer)
     checkpoint = 0
     try:
-        while checkpoint < target:
+        while True:
             try:
                 msgs = await pull.fetch(config.ingest.batch_size, timeout=FETCH_TIMEOUT)
             except TimeoutError:
-                break  # nothing more for this trader before the target sequence
+                # Nothing came in time: done only if the consumer has nothing left (a busy
+                # server can be slow to answer, and stopping early would rebuild part of it).
+                if (await pull.consumer_info()).num_pending == 0:
+                    break
+                continue
             deliveries = [
                 Delivery(
                     msg.subject,
@@ -187,6 +190,8 @@ async def _replay(
             ledger.evict(config.ingest.open_orders_limit)
             if report.messages % 10_000 < len(deliveries):
                 log.info("rebuilding", extra={"messages": report.messages, "sequence": checkpoint})
+            if deliveries[-1].pending == 0:
+                break  # the trader's last message so far
     finally:
         await pull.unsubscribe()
     report.seconds = time.perf_counter() - started
