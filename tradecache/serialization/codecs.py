@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from decimal import Decimal
 from enum import IntEnum
 from typing import Any, NamedTuple, TypeVar
 
 from tradecache.errors import PayloadError, RejectReason
 from tradecache.model.identifiers import Identifier
-from tradecache.model.values import Currency, Money, Price, Quantity, currency_or_inferred
+from tradecache.model.values import FIXED_SCALAR, Currency, FixedPoint, Money, Price, Quantity, currency_or_inferred
 
 T = TypeVar("T")
+F = TypeVar("F", bound=FixedPoint)
 E = TypeVar("E", bound=IntEnum)
 
 MAX_TIMESTAMP = 2**64 - 1  # timestamps are uint64 nanoseconds on the node
+_TIMESTAMP_DIGITS = len(str(MAX_TIMESTAMP))
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
 
 Decoder = Callable[[Any, str], Any]
@@ -48,6 +51,19 @@ def invalid(path: str, problem: str) -> PayloadError:
 
 def _type_name(value: object) -> str:
     return "nil" if value is None else type(value).__name__
+
+
+_SHOWN_CHARS = 64
+
+
+def shown(value: object) -> str:
+    """A wire value as error messages show it: short, and never the repr of a container (a map
+    or array nested a thousand deep has no repr: it raises RecursionError)."""
+    if isinstance(value, str):
+        return repr(value) if len(value) <= _SHOWN_CHARS else f"{value[:_SHOWN_CHARS]!r}... ({len(value)} chars)"
+    if value is None or isinstance(value, (bool, int, float)):
+        return repr(value)
+    return f"a {_type_name(value)}"
 
 
 def _same(value: Any, ts_as_str: bool) -> Any:
@@ -87,7 +103,10 @@ def _decode_map(value: Any, path: str) -> dict[str, Any]:
 def _decode_timestamp(value: Any, path: str) -> int:
     if isinstance(value, str):
         if not (value.isdigit() and value.isascii()):
-            raise invalid(path, f"timestamp {value!r} is not a string of digits (nanoseconds)")
+            raise invalid(path, f"timestamp {shown(value)} is not a string of digits (nanoseconds)")
+        if len(value) > _TIMESTAMP_DIGITS:
+            # Checked before int(): Python refuses to convert more than 4,300 digits (ValueError).
+            raise invalid(path, f"timestamp {shown(value)} has more digits than a uint64 (nanoseconds)")
         number = int(value)
     elif isinstance(value, int) and not isinstance(value, bool):
         number = value
@@ -126,6 +145,8 @@ def _cached_parser(parse: Callable[[str], T]) -> Callable[[Any, str], T]:
             parsed = parse(value)
         except ValueError as exc:
             raise invalid(path, str(exc)) from None
+        except ArithmeticError:  # decimal.Overflow, should a huge exponent get past `in_range`
+            raise invalid(path, f"{shown(value)} is out of range") from None
         if len(seen) >= _VALUE_CACHE_SIZE:
             seen.clear()
         seen[value] = parsed
@@ -134,9 +155,45 @@ def _cached_parser(parse: Callable[[str], T]) -> Callable[[Any, str], T]:
     return decode
 
 
-_decode_price = _cached_parser(Price.from_str)
-_decode_quantity = _cached_parser(Quantity.from_str)
-_decode_money = _cached_parser(Money.parse)
+# NautilusTrader holds prices, quantities and money as a signed 128-bit `raw` (value x 10^16,
+# wire-format.md section 3): larger values cannot exist on a node, and the binary64 arithmetic of
+# orders and positions overflows on them ("1e300" makes `float(raw)` raise OverflowError).
+MAX_RAW = 2**127 - 1
+_MAX_EXPONENT = len(str(MAX_RAW // FIXED_SCALAR))  # a value of 10^23 or more is out of range
+
+
+def in_range(parse: Callable[[str], F]) -> Callable[[str], F]:
+    """`parse`, refusing (ValueError) values outside NautilusTrader's 128-bit range, and digits
+    that are not ASCII.
+
+    An exponent is looked at before `parse` expands it: "1e999900" would take half a minute of
+    CPU to turn into an integer, and "1e9999999" raises decimal.Overflow.
+    """
+
+    def parse_in_range(text: str) -> F:
+        amount = text.partition(" ")[0] if isinstance(text, str) else text
+        if isinstance(amount, str) and not amount.isascii():
+            # Python's Decimal reads other scripts' digits ("١٢" is 12); the bytes would be stored
+            # as received, and NautilusTrader cannot read them back.
+            raise ValueError(f"{shown(amount)} is not an ASCII decimal number")
+        if isinstance(amount, str) and ("e" in amount or "E" in amount):
+            try:
+                too_big = Decimal(amount).adjusted() >= _MAX_EXPONENT
+            except ArithmeticError:  # not a number at all: `parse` says why
+                too_big = False
+            if too_big:
+                raise ValueError(f"{shown(amount)} is out of range (at most 128-bit fixed point)")
+        value = parse(text)
+        if abs(value.raw) > MAX_RAW:
+            raise ValueError(f"{shown(amount)} is out of range (at most 128-bit fixed point)")
+        return value
+
+    return parse_in_range
+
+
+_decode_price = _cached_parser(in_range(Price.from_str))
+_decode_quantity = _cached_parser(in_range(Quantity.from_str))
+_decode_money = _cached_parser(in_range(Money.parse))
 
 
 def _decode_currency(value: Any, path: str) -> Currency:
@@ -222,7 +279,7 @@ def enum(kind: type[E]) -> Codec:
     def decode(value: Any, path: str) -> E:
         member = members.get(value) if isinstance(value, str) else None
         if member is None:
-            raise invalid(path, f"{value!r} is not a {kind.__name__} (one of {', '.join(members)})")
+            raise invalid(path, f"{shown(value)} is not a {kind.__name__} (one of {', '.join(members)})")
         return member
 
     return Codec(decode, lambda value, ts_as_str: value.name)
@@ -246,6 +303,7 @@ __all__ = [
     "FLOAT",
     "INT",
     "MAP",
+    "MAX_RAW",
     "MONEY",
     "PRICE",
     "QUANTITY",
@@ -258,6 +316,8 @@ __all__ = [
     "enum",
     "identifier",
     "identifier_list",
+    "in_range",
     "invalid",
     "optional",
+    "shown",
 ]

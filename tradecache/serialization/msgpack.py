@@ -158,8 +158,8 @@ class MsgPackSerializer:
 
     def from_map(self, data: dict[str, Any]) -> Message:
         type_name = data.get("type")
-        if not isinstance(type_name, str):
-            raise PayloadError(RejectReason.MALFORMED, "type", "missing or not a string")
+        if not isinstance(type_name, str) or not type_name:
+            raise PayloadError(RejectReason.MALFORMED, "type", "missing, empty or not a string")
         decoder = _DECODERS.get(type_name)
         if decoder is not None:
             return decoder(data)
@@ -206,6 +206,9 @@ def unpack(data: bytes) -> dict[str, Any]:
         raise PayloadError(RejectReason.MALFORMED, "", "msgpack nesting is too deep") from None
     if not isinstance(decoded, dict):
         raise PayloadError(RejectReason.MALFORMED, "", f"expected a msgpack map, got {type(decoded).__name__}")
+    for key in decoded:
+        if type(key) is not str:  # strict_map_key lets bin keys through; a message's keys are strings
+            raise PayloadError(RejectReason.MALFORMED, "", f"map key {codecs.shown(key)} is not a string")
     return decoded
 
 
@@ -308,9 +311,11 @@ def _amount(data: dict[str, Any], key: str, code: str, path: str) -> Money:
     if key not in data:
         raise PayloadError(RejectReason.MALFORMED, _join(path, key), "required field is missing")
     try:
-        return Money.from_amount_str(data[key], code)
+        return codecs.in_range(lambda amount: Money.from_amount_str(amount, code))(data[key])
     except ValueError as exc:
         raise invalid(_join(path, key), str(exc)) from None
+    except ArithmeticError:  # decimal.Overflow, should a huge exponent get past `in_range`
+        raise invalid(_join(path, key), f"{codecs.shown(data[key])} is out of range") from None
 
 
 def _decode_balance(value: Any, path: str) -> AccountBalance:
@@ -438,8 +443,8 @@ def looks_like_instrument(data: dict[str, Any]) -> bool:
 def decode_instrument(data: dict[str, Any]) -> Instrument:
     """Check the keys positions rely on and keep the whole map."""
     type_name = data.get("type")
-    if not isinstance(type_name, str):
-        raise PayloadError(RejectReason.MALFORMED, "type", "missing or not a string")
+    if not isinstance(type_name, str) or not type_name:
+        raise PayloadError(RejectReason.MALFORMED, "type", "missing, empty or not a string")
     cls = instrument_class(type_name)
     for key in (*COMMON_INSTRUMENT_KEYS, *cls.required_keys):
         if key not in data:
@@ -455,10 +460,26 @@ def decode_instrument(data: dict[str, Any]) -> Instrument:
         codecs.QUANTITY.decode(data["multiplier"], "multiplier")
     if "is_inverse" in data:
         codecs.BOOL.decode(data["is_inverse"], "is_inverse")
+    _check_instrument_currencies(cls, data)
     for key in ("ts_event", "ts_init"):
         if key in data:
             codecs.TIMESTAMP.decode(data[key], key)
     return cls(data)
+
+
+def _check_instrument_currencies(cls: type[Instrument], data: dict[str, Any]) -> None:
+    """The currencies a position on this instrument books in must be readable now: a fill is
+    applied to its position after the order took it, too late to refuse it cleanly. (Known types
+    require their quote key; a type we do not know, e.g. a synthetic instrument, may have none.)"""
+    key = cls.quote_key if cls.quote_key in data else "currency"
+    if key in data:
+        codecs.CURRENCY.decode(data[key], key)
+    if data.get("is_inverse") is True and cls.get_cost_currency is Instrument.get_cost_currency:
+        # An inverse instrument books PnL in its base currency (`Instrument.base_currency`).
+        base = next((k for k in ("base_currency", "underlying") if isinstance(data.get(k), str)), None)
+        if base is None:
+            raise invalid("base_currency", "an inverse instrument needs its base currency")
+        codecs.CURRENCY.decode(data[base], base)
 
 
 _DECODERS: dict[str, Callable[[dict[str, Any]], Message]] = {
