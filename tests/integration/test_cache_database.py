@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 import redis
 
+from tests.unit.factories import OrderEvents
 from tests.vectors.scenarios import Scenario, replay_into_store, scenario_paths
 from tradecache.cache import CacheDatabaseConfig, RedisCacheDatabase
 from tradecache.cache.keys import Keys
@@ -221,6 +223,19 @@ def test_an_event_already_stored_is_not_appended_twice(db: RedisCacheDatabase, r
     client = redis.Redis.from_url(redis_server.url)
     assert client.llen(f"trader-{scenario.trader_id}:orders:{order.client_order_id}") == 2
     database.flush()
+
+
+def test_an_event_id_another_order_used_is_not_a_duplicate_for_this_one(db: RedisCacheDatabase) -> None:
+    first = OrderEvents("O-A", trader_id=db.trader_id.value).initialized()
+    second = dataclasses.replace(
+        OrderEvents("O-B", trader_id=db.trader_id.value).initialized(), event_id=first.event_id
+    )
+    db.add_order(Order(first))
+    db.add_order(Order(second))
+    db.add_order(Order(second))  # a repeat for O-B itself is a duplicate
+    loaded_a, loaded_b = db.load_order(ClientOrderId("O-A")), db.load_order(ClientOrderId("O-B"))
+    assert loaded_a is not None and loaded_a.event_count == 1
+    assert loaded_b is not None and loaded_b.event_count == 1 and loaded_b.init_event == second
 
 
 def test_stored_bytes_keep_19_digit_timestamps_exact(db: RedisCacheDatabase, redis_server: Any) -> None:

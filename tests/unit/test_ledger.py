@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from tests.unit.factories import (
+    SERIALIZER,
     TRADER_ID,
     OrderEvents,
     account_state,
@@ -310,3 +311,18 @@ def test_a_position_event_without_stored_position_is_reported_as_divergence() ->
     outcome = ledger.apply(event)
     assert outcome.divergence is not None
     assert outcome.divergence.position_id == "P-UNKNOWN"
+
+
+def test_a_fill_on_an_instrument_a_position_cannot_use_is_stored_without_a_position() -> None:
+    """An unknown instrument type is kept whole and may lack a quote currency; the fill must not
+    stop the ledger (it did, after the order had taken it): it is stored, the position skipped."""
+    ledger = Ledger(TraderId(TRADER_ID))
+    odd = dict(currency_pair().data)
+    odd["type"] = "SyntheticThing"
+    del odd["quote_currency"]
+    ledger.apply(SERIALIZER.from_map(odd))
+    events = working_order(ledger, "O-1", OrderSide.BUY, "100")
+    fill = market_fill(events, OrderSide.BUY, "100", "1.10000", "0.10 USD", NETTING_ID)
+    assert appended(ledger.apply(fill)) == [(Collection.ORDERS, "O-1"), (Collection.POSITIONS, NETTING_ID)]
+    assert ledger.orders["O-1"].status == OrderStatus.FILLED
+    assert NETTING_ID not in ledger.positions

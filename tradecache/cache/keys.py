@@ -44,7 +44,7 @@ class Keys:
         return f"{self.prefix}:tradecache:index:{collection.value}"
 
     def seen(self, collection: Collection) -> str:
-        """The hash of event ids already appended in `collection` (event_id -> entity id)."""
+        """The hash of (entity, event id) pairs already stored in `collection` (see plan.APPLY_SCRIPT)."""
         return f"{self.prefix}:tradecache:seen:{collection.value}"
 
     def checkpoint(self) -> str:

@@ -8,7 +8,8 @@ so a batch that would fail half-way (WRONGTYPE) fails before writing anything.
 
 Operations (KEYS are consumed in order, ARGV[1] is the number of operations):
 - `A` append an event if new: KEYS list, seen, index; ARGV entity id, event id, payload.
-  The `seen` hash (event id -> entity id) makes a repeated event a no-op; returns 1 or 0.
+  The `seen` hash (field `<len(entity id)>:<entity id><event id>`) makes an event already
+  stored for that entity a no-op; returns 1 or 0.
 - `S` set a string: KEYS key, index; ARGV entity id, payload.
 - `N` set a string if its id is new (commands): KEYS key, seen, index; ARGV entity id,
   command id, payload; returns 1 or 0 like `A`.
@@ -35,6 +36,11 @@ local expected = {A = 'list', S = 'string', N = 'string', H = 'hash', M = 'hash'
 local nkeys = {A = 3, S = 2, N = 3, H = 2, M = 2, D = 2, C = 1}
 local nargs = {A = 3, S = 2, N = 3, D = 1, C = 1}
 local n = tonumber(ARGV[1])
+-- An id is seen per entity (SPEC: "already stored for that entity"): the field is the entity id,
+-- length-prefixed so that no two (entity, id) pairs give the same field, then the event id.
+local function seen_field(entity, id)
+  return #entity .. ':' .. entity .. id
+end
 -- Pass 1: check types so that nothing is written when any write would fail.
 local k, a = 1, 2
 for i = 1, n do
@@ -63,7 +69,7 @@ for i = 1, n do
   local op = ARGV[a]
   a = a + 1
   if op == 'A' then
-    if redis.call('HSETNX', KEYS[k + 1], ARGV[a + 1], ARGV[a]) == 1 then
+    if redis.call('HSETNX', KEYS[k + 1], seen_field(ARGV[a], ARGV[a + 1]), 1) == 1 then
       redis.call('RPUSH', KEYS[k], ARGV[a + 2])
       redis.call('ZADD', KEYS[k + 2], 0, ARGV[a])
       results[i] = 1
@@ -72,7 +78,7 @@ for i = 1, n do
     end
     a = a + 3
   elseif op == 'N' then
-    if redis.call('HSETNX', KEYS[k + 1], ARGV[a + 1], ARGV[a]) == 1 then
+    if redis.call('HSETNX', KEYS[k + 1], seen_field(ARGV[a], ARGV[a + 1]), 1) == 1 then
       redis.call('SET', KEYS[k], ARGV[a + 2])
       redis.call('ZADD', KEYS[k + 2], 0, ARGV[a])
       results[i] = 1

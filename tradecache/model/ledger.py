@@ -205,7 +205,7 @@ class Ledger:
         assert fill.position_id is not None
         position_key = fill.position_id.value
         position = self.positions.get(position_key)
-        instrument = self.instruments.get(fill.instrument_id.value)
+        instrument = self._instrument_for_positions(fill.instrument_id.value)
         stored, waiting = self._position_fills(fill, position)
         if position is not None and position.is_open and position.is_duplicate(stored[0]):
             raise EventRejected(
@@ -221,6 +221,26 @@ class Ledger:
         for half in stored:
             writes.append(self._store_position_fill(half, instrument))
         return Outcome(Kind.ORDER, writes)
+
+    def _instrument_for_positions(self, instrument_id: str) -> Instrument | None:
+        """The instrument, if a position can be computed with it.
+
+        An instrument of a type this project does not know is kept whole, and may lack what a
+        position needs (a quote currency, a base currency when inverse). Its fills are stored
+        all the same, as for an instrument never received; only the in-memory position (and so
+        the check of position events) is skipped.
+        """
+        instrument = self.instruments.get(instrument_id)
+        if instrument is None:
+            return None
+        try:
+            instrument.get_cost_currency()
+            instrument.quote_currency  # noqa: B018  # raises when it cannot be read
+            instrument.multiplier.as_double()
+            instrument.size_precision  # noqa: B018
+        except (ValueError, TypeError, KeyError, ArithmeticError):
+            return None
+        return instrument
 
     def _position_fills(
         self, fill: OrderFilled, position: Position | None
@@ -335,7 +355,7 @@ class Ledger:
         for key, fills in stored.positions.items():
             if not fills or key in self.positions:
                 continue
-            instrument = self.instruments.get(fills[0].instrument_id.value)
+            instrument = self._instrument_for_positions(fills[0].instrument_id.value)
             if instrument is None:
                 continue
             position = self.positions[key] = replay_position(instrument, fills)
