@@ -10,9 +10,11 @@ from tradecache.cache.keys import Keys
 from tradecache.daemon.batch import apply_batch
 from tradecache.daemon.intake import Accepted, Delivery, Intake, Refused, parse_ack_subject
 from tradecache.daemon.subjects import Subjects
+from tradecache.model.enums import OrderStatus
+from tradecache.model.events import OrderSubmitted
 from tradecache.model.identifiers import TraderId
-from tradecache.model.ledger import Collection, Ledger
-from tradecache.model.messages import Kind
+from tradecache.model.ledger import Collection, Ledger, Outcome
+from tradecache.model.messages import Kind, Message
 
 SUBJECTS = Subjects("tradecache", TRADER_ID)
 INTAKE = Intake(SUBJECTS, SERIALIZER, max_payload_bytes=2048)
@@ -116,3 +118,33 @@ def test_a_batch_stores_canonical_bytes_as_received_and_refusals_go_aside() -> N
     assert [r.error.reason.value for r in result.refused] == ["unknown_order"]
     assert init in result.call.args
     assert result.call.operations[0] is not None and result.call.operations[0].collection == Collection.ORDERS
+
+
+class BrokenOnSecondSubmit(Ledger):
+    """A ledger with a bug: it raises (not a refusal) on the submit of O-2."""
+
+    def apply(self, message: Message) -> Outcome:
+        if isinstance(message, OrderSubmitted) and message.client_order_id.value == "O-2":
+            self.orders["O-2"].status = OrderStatus.SUBMITTED  # half-changed, then fails
+            raise ValueError("a bug")
+        return super().apply(message)
+
+
+def test_an_unexpected_error_dead_letters_that_message_and_leaves_the_rest_for_after_the_commit() -> None:
+    one, two = OrderEvents("O-1"), OrderEvents("O-2")
+    messages = [one.initialized(), two.initialized(), two.submitted(), one.submitted()]
+    items = [
+        INTAKE.check(delivery(SUBJECTS.inbound_for(Kind.ORDER), SERIALIZER.serialize(m), seq))
+        for seq, m in enumerate(messages, start=1)
+    ]
+    ledger = BrokenOnSecondSubmit(TraderId(TRADER_ID))
+    result = apply_batch(ledger, items, checkpoint=0, keys=Keys(TRADER_ID), encode=SERIALIZER.serialize)
+    assert [a.item.delivery.stream_seq for a in result.applied] == [1, 2]
+    (refused,) = result.refused
+    assert refused.delivery.stream_seq == 3 and refused.error.reason.value == "invalid_field"
+    assert "internal error while applying it: ValueError: a bug" in str(refused.error)
+    assert result.last_seq == 3 and result.call.args[-1] == 3  # checkpointed up to the failed one
+    assert [item.delivery.stream_seq for item in result.rest] == [4]
+    assert "O-2" not in ledger.orders  # forgotten: read back from Redis before it is used again
+    after = apply_batch(ledger, result.rest, checkpoint=3, keys=Keys(TRADER_ID), encode=SERIALIZER.serialize)
+    assert [a.item.delivery.stream_seq for a in after.applied] == [4] and not after.rest

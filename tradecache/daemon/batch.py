@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from tradecache.cache.keys import Keys
 from tradecache.cache.plan import Encoder, ScriptCall, plan_writes
 from tradecache.daemon.intake import Accepted, Refused
-from tradecache.errors import EventRejected
+from tradecache.errors import EventRejected, RejectReason
 from tradecache.model.ledger import Divergence, Ledger, Outcome
 from tradecache.model.messages import Message
 
@@ -34,6 +34,10 @@ class BatchResult:
     skipped: int = 0  # at or below the checkpoint: already committed before a restart
     divergences: list[Divergence] = field(default_factory=list)
     last_seq: int = 0
+    # After a message that failed unexpectedly (a bug, not a refusal): the items not applied yet,
+    # to be applied by another call once this result is committed (see `apply_batch`).
+    rest: list[Accepted | Refused] = field(default_factory=list)
+    failure: Exception | None = None  # that unexpected error, for the log
 
 
 def apply_batch(
@@ -47,7 +51,7 @@ def apply_batch(
     """Apply `items` (stream order) on `ledger`; deliveries at or below `checkpoint` are skipped."""
     result = BatchResult(ScriptCall())
     originals: dict[int, bytes] = {}
-    for item in items:
+    for index, item in enumerate(items):
         seq = item.delivery.stream_seq
         result.last_seq = max(result.last_seq, seq)
         if seq <= checkpoint:
@@ -61,6 +65,17 @@ def apply_batch(
         except EventRejected as exc:
             result.refused.append(Refused(item.delivery, item.kind.value, item.type_name, exc))
             continue
+        except Exception as exc:  # a bug must not stop the sidecar on every restart
+            # The message is dead-lettered with the error; what it touched may be half-changed in
+            # memory, so it is forgotten and read back from Redis. The items after it wait for
+            # this batch's commit, so that read back includes the messages before it.
+            problem = f"internal error while applying it: {type(exc).__name__}: {exc}"
+            refusal = EventRejected(RejectReason.INVALID_FIELD, problem)
+            result.refused.append(Refused(item.delivery, item.kind.value, item.type_name, refusal))
+            ledger.forget(item.message)
+            result.failure = exc
+            result.rest = list(items[index + 1 :])
+            break
         result.applied.append(Applied(item, outcome))
         if outcome.divergence is not None:
             result.divergences.append(outcome.divergence)

@@ -276,10 +276,16 @@ class Ingestor:
         if self._pause_after and self.commits >= self._pause_after:
             self.log.warning("test hook: paused after commit, before ack", extra={"commits": self.commits})
             await asyncio.Event().wait()
-        if ack:
-            await self._ack(deliveries)
         self.checkpoint = max(self.checkpoint, result.last_seq)
         self._record(result, results, written_at - started, unique)
+        if result.failure is not None:
+            self.log.error("a message failed unexpectedly and was dead-lettered", exc_info=result.failure)
+        if result.rest:
+            # A message failed unexpectedly and was dead-lettered; the ones after it are applied
+            # now that the ones before it are committed (and before anything is acked).
+            await self._process([item.delivery for item in result.rest], stopping, ack=False)
+        if ack:
+            await self._ack(deliveries)
         self.ledger.evict(self.settings.open_orders_limit)
 
     def _dead_letter(self, refused: Refused) -> Callable[[], Awaitable[None]]:
@@ -301,10 +307,10 @@ class Ingestor:
         kinds = set()
         for applied in result.applied:
             kind, type_name = applied.item.kind.value, applied.item.type_name
-            writes = applied.outcome.writes
-            duplicate = applied.outcome.duplicate or (
-                bool(writes) and all(id(w) in unchanged for w in writes if w.op in (WriteOp.APPEND, WriteOp.SET))
-            )
+            # Only appends and sets can be found already stored; a message that makes neither (a
+            # StrategyState merges a hash) is written, not a duplicate.
+            stores = [w for w in applied.outcome.writes if w.op in (WriteOp.APPEND, WriteOp.SET)]
+            duplicate = applied.outcome.duplicate or (bool(stores) and all(id(w) in unchanged for w in stores))
             metrics.event(kind, type_name, "duplicate" if duplicate else "written")
             metrics.event_lag(kind, max(0.0, (now_ns - applied.item.delivery.timestamp_ns) / 1e9))
             kinds.add(kind)

@@ -32,7 +32,7 @@ from tradecache.config import Config
 from tradecache.daemon.app import nats_options, redis_client
 from tradecache.daemon.batch import apply_batch
 from tradecache.daemon.bus import connect
-from tradecache.daemon.intake import Accepted, Delivery, Intake
+from tradecache.daemon.intake import Accepted, Delivery, Intake, Refused
 from tradecache.daemon.store import Store
 from tradecache.daemon.subjects import Subjects
 from tradecache.errors import TradecacheError
@@ -167,25 +167,27 @@ async def _replay(
                 )
                 for msg in msgs
             ]
-            items = [intake.check(delivery) for delivery in deliveries]
-            request = ledger.missing([item.message for item in items if isinstance(item, Accepted)])
-            if request:
-                ledger.hydrate(await store.read_state(request))
-            result = apply_batch(ledger, items, checkpoint=checkpoint, keys=keys, encode=serializer.serialize)
-            results = await store.commit(result.call)
-            unchanged = {id(write) for write in result.call.unchanged(results)}
-            for applied in result.applied:
-                writes = applied.outcome.writes
-                stored = [w for w in writes if id(w) not in unchanged]
-                if applied.outcome.duplicate or (writes and not stored):
-                    report.duplicates += 1
-                else:
-                    report.written += 1
-            for refused in result.refused:
-                report.refused[refused.error.reason.value] += 1
+            items: list[Accepted | Refused] = [intake.check(delivery) for delivery in deliveries]
+            while items:  # more than once only after an internal error (see BatchResult.rest)
+                request = ledger.missing([item.message for item in items if isinstance(item, Accepted)])
+                if request:
+                    ledger.hydrate(await store.read_state(request))
+                result = apply_batch(ledger, items, checkpoint=checkpoint, keys=keys, encode=serializer.serialize)
+                results = await store.commit(result.call)
+                unchanged = {id(write) for write in result.call.unchanged(results)}
+                for applied in result.applied:
+                    writes = applied.outcome.writes
+                    stored = [w for w in writes if id(w) not in unchanged]
+                    if applied.outcome.duplicate or (writes and not stored):
+                        report.duplicates += 1
+                    else:
+                        report.written += 1
+                for refused in result.refused:
+                    report.refused[refused.error.reason.value] += 1
+                checkpoint = max(checkpoint, result.last_seq)
+                items = result.rest
             report.messages += len(deliveries)
             report.first_seq = report.first_seq or min(d.stream_seq for d in deliveries)
-            checkpoint = max(checkpoint, result.last_seq)
             report.last_seq = checkpoint
             ledger.evict(config.ingest.open_orders_limit)
             if report.messages % 10_000 < len(deliveries):

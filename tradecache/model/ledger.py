@@ -362,6 +362,23 @@ class Ledger:
             if position.is_closed:
                 self.closed_summaries[key] = PositionSummary.of(position)
 
+    def forget(self, message: Message) -> None:
+        """Drop from memory what `message` may have touched (it is read back when needed)."""
+        for name, store in (
+            ("client_order_id", self.orders),
+            ("position_id", self.positions),
+            ("account_id", self.accounts),
+        ):
+            key = getattr(message, name, None)
+            if key is not None:
+                store.pop(str(key), None)
+        client_order_id = getattr(message, "client_order_id", None)
+        if client_order_id is not None:
+            self.pending_openings.pop(client_order_id, None)
+        position_id = getattr(message, "position_id", None)
+        if position_id is not None:
+            self.closed_summaries.pop(str(position_id), None)
+
     def evict(self, open_orders_limit: int, positions_limit: int = 100_000) -> int:
         """Bound memory after a batch; what is dropped is read back from the store when needed.
 
