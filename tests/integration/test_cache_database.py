@@ -14,7 +14,7 @@ from tests.unit.factories import OrderEvents
 from tests.vectors.scenarios import Scenario, replay_into_store, scenario_paths
 from tradecache.cache import CacheDatabaseConfig, RedisCacheDatabase
 from tradecache.cache.keys import Keys
-from tradecache.cache.plan import APPLY_SCRIPT, plan_writes
+from tradecache.cache.plan import APPLY_SCRIPT, ScriptCall, plan_writes
 from tradecache.errors import EventRejected, StoreUnavailable
 from tradecache.model import Collection, Ledger, Write, WriteOp
 from tradecache.model.accounts import Account
@@ -319,3 +319,17 @@ def test_redis_down_raises_store_unavailable_naming_the_operation(redis_server: 
     loaded = database.load_order(live.client_order_id)
     assert loaded is not None and loaded.event_count == 2
     database.flush()
+
+
+def test_the_checkpoint_only_moves_forward(redis_server: Any) -> None:
+    """A late copy of a timed-out commit (an older checkpoint) must not move it back."""
+    client = redis.Redis.from_url(redis_server.url)
+    keys = Keys("CHECKPOINT-001")
+    apply = client.register_script(APPLY_SCRIPT)
+    for sequence, expected in ((10, b"10"), (5, b"10"), (11, b"11")):
+        call = ScriptCall()
+        call.checkpoint(keys, sequence)
+        apply(keys=call.keys, args=call.args)
+        assert client.get(keys.checkpoint()) == expected
+    client.delete(keys.checkpoint())
+    client.close()

@@ -60,6 +60,26 @@ UNAVAILABLE_ERRORS = (
     redis.exceptions.ClusterDownError,
     redis.exceptions.TryAgainError,
 )
+# Error replies that also mean "not now" but reach redis-py as a plain ResponseError: a master
+# refusing writes for lack of replicas (min-replicas-to-write) or because it cannot persist
+# (MISCONF), and a server busy running a script past busy-reply-threshold (BUSY).
+UNAVAILABLE_REPLY_CODES = frozenset({"NOREPLICAS", "MISCONF", "BUSY"})
+# redis-py rewrites an error inside a pipeline as "Command # n (...) of pipeline caused error: (args)".
+_PIPELINE_ERROR = "of pipeline caused error: "
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when `exc` means Redis cannot do it now (retry later), not a bug or bad data."""
+    if isinstance(exc, UNAVAILABLE_ERRORS):
+        return True
+    if not isinstance(exc, redis.exceptions.ResponseError) or not exc.args:
+        return False
+    message = str(exc.args[0])
+    if _PIPELINE_ERROR in message:
+        message = message.rpartition(_PIPELINE_ERROR)[2].lstrip("('\"")
+    return message.split(" ", 1)[0] in UNAVAILABLE_REPLY_CODES
+
+
 _FLUSH_SCAN_COUNT = 1000
 # Writes per atomic call when batching (see `batch`): big enough to amortise the round trip,
 # small enough that one call holds Redis for well under a millisecond.
@@ -120,7 +140,9 @@ class RedisCacheDatabase:
         """Turn redis-py's "cannot do it now" errors into StoreUnavailable naming the operation."""
         try:
             yield
-        except UNAVAILABLE_ERRORS as exc:
+        except redis.exceptions.RedisError as exc:
+            if not is_unavailable(exc):
+                raise
             raise StoreUnavailable(operation, f"{type(exc).__name__}: {exc}") from exc
 
     def _write(self, operation: str, writes: Sequence[Write]) -> list[int]:
@@ -381,4 +403,11 @@ class RedisCacheDatabase:
             self._log.debug("%s: event %s already stored for %s", operation, event.event_id, entity_id)
 
 
-__all__ = ["BATCH_SIZE", "UNAVAILABLE_ERRORS", "HasState", "RedisCacheDatabase"]
+__all__ = [
+    "BATCH_SIZE",
+    "UNAVAILABLE_ERRORS",
+    "UNAVAILABLE_REPLY_CODES",
+    "HasState",
+    "RedisCacheDatabase",
+    "is_unavailable",
+]

@@ -15,7 +15,7 @@ Operations (KEYS are consumed in order, ARGV[1] is the number of operations):
   command id, payload; returns 1 or 0 like `A`.
 - `H` replace a hash / `M` merge into a hash: KEYS key, index; ARGV entity id, field count, fields.
 - `D` delete an entity: KEYS key, index; ARGV entity id.
-- `C` set the checkpoint: KEYS key; ARGV value.
+- `C` set the checkpoint if it is higher than the stored one: KEYS key; ARGV value.
 Indexes are sorted sets with score 0 (ordered by id, for paging); see `Keys.index`.
 """
 
@@ -108,7 +108,11 @@ for i = 1, n do
     results[i] = 1
     a = a + 1
   else
-    redis.call('SET', KEYS[k], ARGV[a])
+    -- The checkpoint only moves forward: a late copy of a timed-out call cannot move it back.
+    local current = tonumber(redis.call('GET', KEYS[k]) or '0') or 0
+    if tonumber(ARGV[a]) > current then
+      redis.call('SET', KEYS[k], ARGV[a])
+    end
     results[i] = 1
     a = a + 1
   end

@@ -18,7 +18,7 @@ import redis.asyncio
 import redis.exceptions
 
 from tradecache import __version__
-from tradecache.cache.database import UNAVAILABLE_ERRORS
+from tradecache.cache.database import is_unavailable
 from tradecache.cache.keys import Keys
 from tradecache.config import Config
 from tradecache.daemon.bus import NatsOptions, StreamPlan, connect, ensure_streams
@@ -128,8 +128,10 @@ class Daemon:
         except REFUSED_ERRORS as exc:  # a wrong password or ACL never heals: stop now, say why
             log.error("cannot use Redis", extra={"error": f"Redis refused the credentials: {exc}"})
             return 1
-        except (*UNAVAILABLE_ERRORS, OSError):  # down or unreachable: retried, /readyz says 503 meanwhile
-            self.metrics.set_redis_up(False)
+        except (redis.exceptions.RedisError, OSError) as exc:
+            if not (isinstance(exc, OSError) or is_unavailable(exc)):
+                raise
+            self.metrics.set_redis_up(False)  # down, busy or read-only: retried, /readyz 503 meanwhile
         try:
             self.nc = await connect(
                 nats_options(self.config),
