@@ -1,8 +1,8 @@
 """Load-request latency and throughput, beside a bare NATS + Redis responder measured in the same run.
 
 1. One order of 10 events is stored (plus 2,000 other 10-event orders, each asked once to
-   measure replies that are built rather than cached, and 10,000 orders of 4 events for the
-   bulk load).
+   measure replies that are built rather than cached; with orders of 4 events, 10,000 orders
+   in all for the bulk load).
 2. A bare responder (its own process: a task per request, one LRANGE, the raw list packed as the
    reply) and tradecache (`python -m tradecache run`, its own process) each answer:
    - 10,000 sequential requests for that order: p50 / p99 latency;
@@ -87,7 +87,7 @@ def store(redis_url: str, orders: int) -> None:
             for event in events[1:]:
                 order.apply(event)
                 db.update_order(order)
-        for n in range(orders):
+        for n in range(orders - COLD_ORDERS - 1):  # `orders` in all, with the 10-event ones
             make = OrderEvents(f"O-{n:06d}", trader_id=TRADER)
             bulk = Order(make.initialized(OrderType.MARKET, options={}))
             db.add_order(bulk)
@@ -202,8 +202,8 @@ async def measure(nats_url: str, args: argparse.Namespace) -> None:
     print(f"tradecache load.order (msgpack)    {rate_mp:8,.0f} requests/s ({rate_mp / rate_bare:.2f}x) (goal >= 0.8x)")
 
     cache = CacheClient(nc, TRADER, timeout=30)
-    total = args.orders + COLD_ORDERS + 1
-    print(f"\nload.orders of {total:,} orders (4 or 10 events; pages of up to 1,000, cut to fit 1 MB):")
+    print(f"\nload.orders of {args.orders:,} orders ({COLD_ORDERS + 1:,} of 10 events, the rest of 4; pages of up to "
+          "1,000, cut to fit 1 MB):")  # fmt: skip
     for attempt in ("first (replies built)", "again (replies cached)"):
         started = time.perf_counter()
         pages = await cache.collection("orders")

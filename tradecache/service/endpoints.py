@@ -86,17 +86,22 @@ class Loader:
         return encoded, bool(raw)
 
     async def page(
-        self, collection: Collection, request: PageRequest, as_msgpack: bool
+        self, collection: Collection, request: PageRequest, as_msgpack: bool, budget: int | None = None
     ) -> tuple[list[tuple[str, bytes]], str | None]:
         """A page of the collection as encoded `(id, item)` pairs (absent items left out), and
-        the last id read when more follow."""
+        the last id read when more follow. Stops building once the items pass `budget` bytes
+        (the reply's room): the caller cuts the page there anyway."""
         page = await self.store.read_page(collection, request.after, request.limit)
         instruments = await self._instruments_for(collection, page.items.values())
         items: list[tuple[str, bytes]] = []
+        size = 0
         for count, (entity_id, raw) in enumerate(page.items.items(), start=1):
             encoded = self._encoded(collection, entity_id, raw, instruments, as_msgpack)
             if encoded is not None:
                 items.append((entity_id, encoded))
+                size += len(encoded) + len(entity_id) + 8
+                if budget is not None and size > budget and count < len(page.items):
+                    return items, entity_id
             if count % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
         return items, page.last

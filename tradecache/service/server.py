@@ -144,8 +144,10 @@ class LoadService:
             count = await self.loader.store.count(collection)
             if count * MIN_ITEM_BYTES > self._room():
                 raise ReplyTooLarge(self._page_hint(f"{count} items"))
-        items, last = await self.loader.page(collection, page, as_msgpack)
+        items, last = await self.loader.page(collection, page, as_msgpack, budget=self._room())
         parts = encode_entries(items, as_msgpack)
+        if page.limit is None and last is not None:  # the loader stopped at the room: it cannot all fit
+            raise ReplyTooLarge(self._page_hint(f"more than {self._room()} bytes of items"))
         if joined_size(parts, as_msgpack) > self._room():
             if page.limit is None:
                 raise ReplyTooLarge(self._page_hint(f"a reply of {joined_size(parts, as_msgpack)} bytes"))
