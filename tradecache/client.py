@@ -104,6 +104,10 @@ class CacheClient:
 
     async def request(self, endpoint: str, body: dict[str, Any] | None = None) -> tuple[Any, str | None]:
         """The decoded reply of one request, and the next page's cursor if any. Raises LoadError."""
+        data, cursor = await self._raw(endpoint, body)
+        return msgpack.unpackb(data, raw=False), cursor
+
+    async def _raw(self, endpoint: str, body: dict[str, Any] | None) -> tuple[bytes, str | None]:
         data = b"" if body is None else json.dumps(body).encode()
         reply = await self.nc.request(
             self.subjects.load(endpoint), data, timeout=self.timeout, headers={"Accept": MSGPACK}
@@ -111,24 +115,33 @@ class CacheClient:
         headers = reply.headers or {}
         if ERROR_CODE_HEADER in headers:
             raise LoadError(endpoint, int(headers[ERROR_CODE_HEADER]), headers.get(ERROR_HEADER, ""))
-        return msgpack.unpackb(reply.data, raw=False), headers.get(CURSOR_HEADER)
+        return reply.data, headers.get(CURSOR_HEADER)
 
     async def snapshot(self, endpoint: str, entity_id: str, id_field: str) -> Any:
         value, _ = await self.request(endpoint, {id_field: entity_id})
         return value
 
     async def collection(self, endpoint: str, page_size: int = DEFAULT_PAGE) -> dict[str, Any]:
-        """Every item of a collection endpoint, fetched page by page."""
+        """Every item of a collection endpoint, fetched page by page.
+
+        The next page is asked for as soon as a page arrives, before that page is unpacked, so
+        the sidecar builds one while this process decodes the other.
+        """
         items: dict[str, Any] = {}
-        cursor: str | None = None
+        data, cursor = await self._raw(endpoint, {"limit": page_size})
         while True:
-            body: dict[str, Any] = {"limit": page_size}
+            following = None
             if cursor is not None:
-                body["cursor"] = cursor
-            page, cursor = await self.request(endpoint, body)
-            items.update(page)
-            if cursor is None:
+                following = asyncio.ensure_future(self._raw(endpoint, {"limit": page_size, "cursor": cursor}))
+            try:
+                items.update(msgpack.unpackb(data, raw=False))
+            except BaseException:
+                if following is not None:
+                    following.cancel()
+                raise
+            if following is None:
                 return items
+            data, cursor = await following
 
     async def stats(self) -> dict[str, Any]:
         value, _ = await self.request("stats")

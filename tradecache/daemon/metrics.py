@@ -14,7 +14,7 @@ producer must not grow the registry without bound.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Final, Literal, get_args
+from typing import Any, Final, Literal, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -119,6 +119,9 @@ class Metrics:
         self._kinds = _OpenLabel(KINDS)
         self._types = _OpenLabel()
         self._endpoints = _OpenLabel(LOAD_ENDPOINTS)
+        # The series of each (endpoint, outcome), kept: labels() costs a lock and a lookup per call,
+        # on the hot path of every load request. Bounded like the endpoint label.
+        self._load_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._start(version)
 
     def _start(self, version: str) -> None:
@@ -172,10 +175,17 @@ class Metrics:
 
         Raises ValueError for an unknown outcome.
         """
-        _check("outcome", outcome, LOAD_OUTCOMES)
-        endpoint = self._endpoints.admit(endpoint)
-        self.load_requests.labels(endpoint=endpoint, outcome=outcome).inc()
-        self.load_duration_seconds.labels(endpoint=endpoint).observe(seconds)
+        children = self._load_children.get((endpoint, outcome))
+        if children is None:  # first time for this pair: check and create the series once
+            _check("outcome", outcome, LOAD_OUTCOMES)
+            label = self._endpoints.admit(endpoint)
+            children = (
+                self.load_requests.labels(endpoint=label, outcome=outcome),
+                self.load_duration_seconds.labels(endpoint=label),
+            )
+            self._load_children[(endpoint, outcome)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def set_pending(self, pending: int) -> None:
         """Set the number of messages in the stream not yet delivered to the consumer."""

@@ -24,7 +24,7 @@ from tradecache.service.items import (
     stored_map_item,
     strategy_item,
 )
-from tradecache.service.protocol import PageRequest, encode_reply
+from tradecache.service.protocol import PageRequest, encode_reply, pack_with_raw_list
 from tradecache.service.reply_cache import ReplyCache, digest
 
 # Rebuilding thousands of orders is CPU work on the event loop; yield between slices of this
@@ -130,7 +130,11 @@ class Loader:
         item = self._item(collection, entity_id, raw, instrument)
         if item is None:
             return None
-        encoded = encode_reply(item, as_msgpack)
+        if as_msgpack:  # the events as stored, not packed again (`raw` is the list they came from)
+            del item["events"]
+            encoded = pack_with_raw_list(item, "events", list(raw))
+        else:
+            encoded = encode_reply(item, as_msgpack)
         self.cache.put(key, fingerprint, encoded)
         return encoded
 
