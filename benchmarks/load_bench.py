@@ -2,7 +2,8 @@
 
 1. One order of 10 events is stored (plus 2,000 other 10-event orders, each asked once to
    measure replies that are built rather than cached; with orders of 4 events, 10,000 orders
-   in all for the bulk load).
+   in all for the bulk load). A second trader (a second daemon) holds 10,000 orders of 4 events,
+   as `cache_bench.py` measures `load_orders()`.
 2. A bare responder (its own process: a task per request, one LRANGE, the raw list packed as the
    reply) and tradecache (`python -m tradecache run`, its own process) each answer:
    - 10,000 sequential requests for that order: p50 / p99 latency;
@@ -53,6 +54,7 @@ from tradecache.model.orders import Order
 from tradecache.serialization import MsgPackSerializer
 
 TRADER = "LOADBENCH-001"
+BULK_TRADER = "LOADBENCH-002"  # 4-event orders only, as cache_bench's load_orders() of 10k orders
 ORDER_ID = "O-BENCH-10"
 BARE_SUBJECT = "bare.load.order"
 
@@ -89,14 +91,24 @@ def store(redis_url: str, orders: int) -> None:
             for event in events[1:]:
                 order.apply(event)
                 db.update_order(order)
-        for n in range(orders - COLD_ORDERS - 1):  # `orders` in all, with the 10-event ones
-            make = OrderEvents(f"O-{n:06d}", trader_id=TRADER)
-            bulk = Order(make.initialized(OrderType.MARKET, options={}))
-            db.add_order(bulk)
-            for event in (make.submitted(), make.accepted(), make.filled(order_type=OrderType.MARKET)):
-                bulk.apply(event)
-                db.update_order(bulk)
+        four_event_orders(db, TRADER, orders - COLD_ORDERS - 1)  # `orders` in all, with the 10-event ones
     db.close()
+    bulk = RedisCacheDatabase(
+        TraderId(BULK_TRADER), logging.getLogger("bench"), MsgPackSerializer(), CacheDatabaseConfig.from_url(redis_url)
+    )
+    with bulk.batch():
+        four_event_orders(bulk, BULK_TRADER, orders)
+    bulk.close()
+
+
+def four_event_orders(db: RedisCacheDatabase, trader: str, count: int) -> None:
+    for n in range(count):
+        make = OrderEvents(f"O-{n:06d}", trader_id=trader)
+        order = Order(make.initialized(OrderType.MARKET, options={}))
+        db.add_order(order)
+        for event in (make.submitted(), make.accepted(), make.filled(order_type=OrderType.MARKET)):
+            order.apply(event)
+            db.update_order(order)
 
 
 # -- the bare responder (run in its own process with --serve-bare) ----------------------------
@@ -220,14 +232,13 @@ async def measure(nats_url: str, args: argparse.Namespace) -> None:
     print(f"tradecache load.order (msgpack)    {rate_mp:8,.0f} requests/s ({rate_mp / rate_bare:.2f}x) (goal >= 0.8x)")
 
     cache = CacheClient(nc, TRADER, timeout=30)
-    print(f"\nload.orders of {args.orders:,} orders ({COLD_ORDERS + 1:,} of 10 events, the rest of 4; pages of up to "
-          "1,000, cut to fit 1 MB):")  # fmt: skip
-    orders_subject = f"tradecache.load.{TRADER}.orders"
-    for attempt in ("first (replies built)", "again (replies cached)"):
-        started = time.perf_counter()
-        pages, size = await raw_pages(nc, orders_subject)
-        seconds = time.perf_counter() - started
-        print(f"  {attempt:<24} {pages} pages, {size / 1e6:.1f} MB of msgpack in {seconds:.2f} s (goal < 1 s)")
+    print(f"\nload.orders of {args.orders:,} orders (pages of up to 1,000, cut to fit 1 MB; msgpack, not unpacked):")
+    for trader, what in ((BULK_TRADER, "of 4 events"), (TRADER, f"{COLD_ORDERS + 1:,} of 10 events, rest of 4")):
+        for attempt in ("first (replies built)", "again (replies cached)"):
+            started = time.perf_counter()
+            pages, size = await raw_pages(nc, f"tradecache.load.{trader}.orders")
+            seconds = time.perf_counter() - started
+            print(f"  {what:<30} {attempt:<24} {pages} pages, {size / 1e6:.1f} MB in {seconds:.2f} s (goal < 1 s)")
     started = time.perf_counter()
     snapshots = await cache.collection("orders")
     seconds = time.perf_counter() - started
@@ -286,12 +297,20 @@ def main() -> None:
             [sys.executable, "-m", "tradecache", "run", "--config", str(folder / "config.yaml")],
             stdout=log, stderr=log, env=env,
         ))  # fmt: skip
+        bulk_port = free_port()
+        bulk_config = {**config, "trader_id": BULK_TRADER, "http": {"listen": f"127.0.0.1:{bulk_port}"}}
+        (folder / "bulk.yaml").write_text(yaml.safe_dump(bulk_config))
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "tradecache", "run", "--config", str(folder / "bulk.yaml")],
+            stdout=log, stderr=log, env=env,
+        ))  # fmt: skip
         bare = subprocess.Popen(
             [sys.executable, __file__, "--serve-bare", nats_server.url, redis_server.url], stdout=subprocess.PIPE
         )
         processes.append(bare)
         assert bare.stdout is not None and bare.stdout.readline().strip() == b"ready"
         wait_ready(port)
+        wait_ready(bulk_port)
         asyncio.run(measure(nats_server.url, args))
     finally:
         for process in processes:
