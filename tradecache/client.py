@@ -102,39 +102,45 @@ class CacheClient:
 
     # -- raw replies ---------------------------------------------------------------------
 
-    async def request(self, endpoint: str, body: dict[str, Any] | None = None) -> tuple[Any, str | None]:
-        """The decoded reply of one request, and the next page's cursor if any. Raises LoadError."""
-        data, cursor = await self._raw(endpoint, body)
-        return msgpack.unpackb(data, raw=False), cursor
+    async def request(
+        self, endpoint: str, body: dict[str, Any] | None = None, *, as_msgpack: bool = True
+    ) -> tuple[Any, str | None]:
+        """The decoded reply of one request, and the next page's cursor if any. Raises LoadError.
 
-    async def _raw(self, endpoint: str, body: dict[str, Any] | None) -> tuple[bytes, str | None]:
+        msgpack (the default) keeps bytes as bytes; JSON gives them as base64 strings."""
+        data, cursor = await self._raw(endpoint, body, as_msgpack)
+        return _decode(data, as_msgpack), cursor
+
+    async def _raw(self, endpoint: str, body: dict[str, Any] | None, as_msgpack: bool) -> tuple[bytes, str | None]:
         data = b"" if body is None else json.dumps(body).encode()
-        reply = await self.nc.request(
-            self.subjects.load(endpoint), data, timeout=self.timeout, headers={"Accept": MSGPACK}
-        )
-        headers = reply.headers or {}
-        if ERROR_CODE_HEADER in headers:
-            raise LoadError(endpoint, int(headers[ERROR_CODE_HEADER]), headers.get(ERROR_HEADER, ""))
-        return reply.data, headers.get(CURSOR_HEADER)
+        headers = {"Accept": MSGPACK} if as_msgpack else None
+        reply = await self.nc.request(self.subjects.load(endpoint), data, timeout=self.timeout, headers=headers)
+        reply_headers = reply.headers or {}
+        if ERROR_CODE_HEADER in reply_headers:
+            raise LoadError(endpoint, int(reply_headers[ERROR_CODE_HEADER]), reply_headers.get(ERROR_HEADER, ""))
+        return reply.data, reply_headers.get(CURSOR_HEADER)
 
     async def snapshot(self, endpoint: str, entity_id: str, id_field: str) -> Any:
         value, _ = await self.request(endpoint, {id_field: entity_id})
         return value
 
-    async def collection(self, endpoint: str, page_size: int = DEFAULT_PAGE) -> dict[str, Any]:
+    async def collection(
+        self, endpoint: str, page_size: int = DEFAULT_PAGE, *, as_msgpack: bool = True
+    ) -> dict[str, Any]:
         """Every item of a collection endpoint, fetched page by page.
 
-        The next page is asked for as soon as a page arrives, before that page is unpacked, so
+        The next page is asked for as soon as a page arrives, before that page is decoded, so
         the sidecar builds one while this process decodes the other.
         """
         items: dict[str, Any] = {}
-        data, cursor = await self._raw(endpoint, {"limit": page_size})
+        data, cursor = await self._raw(endpoint, {"limit": page_size}, as_msgpack)
         while True:
             following = None
             if cursor is not None:
-                following = asyncio.ensure_future(self._raw(endpoint, {"limit": page_size, "cursor": cursor}))
+                body = {"limit": page_size, "cursor": cursor}
+                following = asyncio.ensure_future(self._raw(endpoint, body, as_msgpack))
             try:
-                items.update(msgpack.unpackb(data, raw=False))
+                items.update(_decode(data, as_msgpack))
             except BaseException:
                 if following is not None:
                     following.cancel()
@@ -235,6 +241,10 @@ class CacheClient:
         if not isinstance(command, kind):
             raise TypeError(f"expected a {kind.__name__}, the sidecar answered a {type(command).__name__}")
         return command
+
+
+def _decode(data: bytes, as_msgpack: bool) -> Any:
+    return msgpack.unpackb(data, raw=False) if as_msgpack else json.loads(data)
 
 
 __all__ = ["CacheClient", "LoadError", "Publisher", "message_id"]

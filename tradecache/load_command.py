@@ -10,16 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from typing import Any, TextIO
+from typing import TextIO
 
-from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER
-
+from tradecache.client import CacheClient, LoadError
 from tradecache.config import Config
 from tradecache.daemon.app import nats_options
 from tradecache.daemon.bus import connect
 from tradecache.errors import BusUnavailable
 from tradecache.service.endpoints import ENDPOINTS_BY_NAME
-from tradecache.service.protocol import CURSOR_HEADER
 
 PAGE_SIZE = 1000
 FOUND, NOT_FOUND, FAILED = 0, 1, 2
@@ -36,28 +34,12 @@ def usage_problem(name: str, entity_id: str | None) -> str | None:
     return None
 
 
-class _ErrorReply(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code} {message}")
-        self.code = code
-        self.message = message
-
-
-async def _request(nc: Any, subject: str, body: dict[str, Any], timeout: float) -> tuple[Any, str | None]:
-    reply = await nc.request(subject, json.dumps(body).encode(), timeout=timeout)
-    headers = reply.headers or {}
-    if ERROR_CODE_HEADER in headers:
-        raise _ErrorReply(headers[ERROR_CODE_HEADER], headers.get(ERROR_HEADER, ""))
-    return json.loads(reply.data), headers.get(CURSOR_HEADER)
-
-
 async def run_load(config: Config, name: str, entity_id: str | None, timeout: float, out: TextIO = sys.stdout) -> int:
     problem = usage_problem(name, entity_id)
     if problem is not None:
         print(f"tradecache: load: {problem}", file=sys.stderr)
         return FAILED
     endpoint = ENDPOINTS_BY_NAME[name]
-    subject = f"{config.nats.subject_prefix}.load.{config.trader_id}.{name}"
     quiet = logging.getLogger("tradecache.load")
     quiet.addHandler(logging.NullHandler())
     quiet.propagate = False
@@ -66,17 +48,16 @@ async def run_load(config: Config, name: str, entity_id: str | None, timeout: fl
     except BusUnavailable as exc:
         print(f"tradecache: load: cannot connect to NATS: {exc}", file=sys.stderr)
         return FAILED
+    client = CacheClient(nc, config.trader_id, config.nats.subject_prefix, timeout)
+    subject = client.subjects.load(name)
     try:
         if endpoint.id_field is not None:
-            value, _ = await _request(nc, subject, {endpoint.id_field: entity_id}, timeout)
+            value, _ = await client.request(name, {endpoint.id_field: entity_id}, as_msgpack=False)
         elif endpoint.collection is None:
-            value, _ = await _request(nc, subject, {}, timeout)
+            value, _ = await client.request(name, {}, as_msgpack=False)
         else:
-            value, cursor = await _request(nc, subject, {"limit": PAGE_SIZE}, timeout)
-            while cursor is not None:
-                page, cursor = await _request(nc, subject, {"limit": PAGE_SIZE, "cursor": cursor}, timeout)
-                value.update(page)
-    except _ErrorReply as exc:
+            value = await client.collection(name, PAGE_SIZE, as_msgpack=False)
+    except LoadError as exc:
         print(f"tradecache: load {name}: error {exc.code}: {exc.message}", file=sys.stderr)
         return FAILED
     except TimeoutError:

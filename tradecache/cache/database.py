@@ -18,7 +18,15 @@ import redis.exceptions
 
 from tradecache.cache.config import CacheDatabaseConfig
 from tradecache.cache.keys import Keys
-from tradecache.cache.plan import APPLY_SCRIPT, READ_CHUNK, READ_SCRIPT, plan_writes
+from tradecache.cache.plan import (
+    APPLY_SCRIPT,
+    READ_CHUNK,
+    READ_COMMANDS,
+    READ_SCRIPT,
+    as_text,
+    plan_writes,
+    read_result,
+)
 from tradecache.cache.rebuild import (
     account_from_states,
     currency_from_hash,
@@ -94,10 +102,6 @@ class HasState(Protocol):
     def id(self) -> StrategyId: ...
 
     def save(self) -> dict[str, bytes]: ...
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class RedisCacheDatabase:
@@ -177,24 +181,21 @@ class RedisCacheDatabase:
                 self._apply(keys=call.keys, args=call.args)
 
     def _members(self, collection: Collection) -> list[str]:
-        return [_text(member) for member in self._redis.zrange(self._keys.index(collection), 0, -1)]
+        return [as_text(member) for member in self._redis.zrange(self._keys.index(collection), 0, -1)]
 
-    def _read_all(self, operation: str, collection: Collection, command: str) -> dict[str, Any]:
-        """Every entity of a collection: the index, then `command` on every key by READ_SCRIPT.
+    def _read_all(self, operation: str, collection: Collection) -> dict[str, Any]:
+        """Every entity of a collection: the index, then every key by READ_SCRIPT.
 
         One round trip per READ_CHUNK entities (plus one for the index), whatever the size.
         """
+        command = READ_COMMANDS[collection]
         with self._unavailable_as(operation):
             ids = self._members(collection)
             values: list[Any] = []
             for start in range(0, len(ids), READ_CHUNK):
                 chunk = [self._keys.entity(collection, entity_id) for entity_id in ids[start : start + READ_CHUNK]]
                 values.extend(self._read(keys=chunk, args=[command]))
-        if command == "HGETALL":
-            values = [dict(zip(flat[::2], flat[1::2], strict=True)) for flat in values]
-        elif command == "GET":
-            values = [value or None for value in values]
-        return dict(zip(ids, values, strict=True))
+        return {entity_id: read_result(command, value) for entity_id, value in zip(ids, values, strict=True)}
 
     # -- flush ---------------------------------------------------------------------------
 
@@ -225,7 +226,7 @@ class RedisCacheDatabase:
 
     def load_currencies(self) -> dict[str, Currency]:
         currencies = {}
-        for code, fields in self._read_all("load_currencies", Collection.CURRENCIES, "HGETALL").items():
+        for code, fields in self._read_all("load_currencies", Collection.CURRENCIES).items():
             currency = currency_from_hash(code, fields)
             if currency is not None:
                 register_currency(currency)
@@ -244,7 +245,7 @@ class RedisCacheDatabase:
         return instrument_from_bytes(self._serializer, raw)
 
     def load_instruments(self) -> dict[InstrumentId, Instrument]:
-        stored = self._read_all("load_instruments", Collection.INSTRUMENTS, "GET")
+        stored = self._read_all("load_instruments", Collection.INSTRUMENTS)
         found = (instrument_from_bytes(self._serializer, raw) for raw in stored.values())
         return {instrument.id: instrument for instrument in found if instrument is not None}
 
@@ -265,7 +266,7 @@ class RedisCacheDatabase:
 
     def load_accounts(self) -> dict[AccountId, Account]:
         accounts = {}
-        for raw in self._read_all("load_accounts", Collection.ACCOUNTS, "LRANGE").values():
+        for raw in self._read_all("load_accounts", Collection.ACCOUNTS).values():
             account = account_from_states(self._serializer, raw)
             if account is not None:
                 accounts[account.id] = account
@@ -289,7 +290,7 @@ class RedisCacheDatabase:
 
     def load_orders(self) -> dict[ClientOrderId, Order]:
         orders = {}
-        stored = self._read_all("load_orders", Collection.ORDERS, "LRANGE")
+        stored = self._read_all("load_orders", Collection.ORDERS)
         with gc_paused():
             for raw in stored.values():
                 order = order_from_events(self._serializer, raw)
@@ -317,7 +318,7 @@ class RedisCacheDatabase:
         return self._position(str(position_id), fills, instrument)
 
     def load_positions(self) -> dict[PositionId, Position]:
-        stored = self._read_all("load_positions", Collection.POSITIONS, "LRANGE")
+        stored = self._read_all("load_positions", Collection.POSITIONS)
         fills_by_id = {pid: fills_of(self._serializer, raw) for pid, raw in stored.items()}
         needed = sorted({fills[0].instrument_id.value for fills in fills_by_id.values() if fills})
         with self._unavailable_as("load_positions"):
@@ -357,7 +358,7 @@ class RedisCacheDatabase:
         return submit_order_from_bytes(self._serializer, raw)
 
     def load_submit_order_commands(self) -> dict[ClientOrderId, SubmitOrder]:
-        stored = self._read_all("load_submit_order_commands", Collection.SUBMIT_ORDER, "GET")
+        stored = self._read_all("load_submit_order_commands", Collection.SUBMIT_ORDER)
         found = (submit_order_from_bytes(self._serializer, raw) for raw in stored.values())
         return {command.client_order_id: command for command in found if command is not None}
 
@@ -371,7 +372,7 @@ class RedisCacheDatabase:
         return submit_order_list_from_bytes(self._serializer, raw)
 
     def load_submit_order_list_commands(self) -> dict[OrderListId, SubmitOrderList]:
-        stored = self._read_all("load_submit_order_list_commands", Collection.SUBMIT_ORDER_LIST, "GET")
+        stored = self._read_all("load_submit_order_list_commands", Collection.SUBMIT_ORDER_LIST)
         found = (submit_order_list_from_bytes(self._serializer, raw) for raw in stored.values())
         return {command.order_list_id: command for command in found if command is not None}
 
@@ -389,7 +390,7 @@ class RedisCacheDatabase:
     def load_strategy(self, strategy_id: StrategyId) -> dict[str, bytes]:
         with self._unavailable_as("load_strategy"):
             fields = self._redis.hgetall(self._keys.entity(Collection.STRATEGIES, str(strategy_id)))
-        return {_text(key): bytes(value) for key, value in fields.items()}
+        return {as_text(key): bytes(value) for key, value in fields.items()}
 
     def delete_strategy(self, strategy_id: StrategyId) -> None:
         """Remove the strategy's state hash (`...:strategies:<id>:State`)."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from tradecache.cache.keys import Keys
 from tradecache.model.events import AccountState, OrderEvent, SubmitOrder, SubmitOrderList
@@ -151,6 +151,21 @@ READ_COMMANDS: Final[dict[Collection, str]] = {
     Collection.SUBMIT_ORDER: "GET",
     Collection.SUBMIT_ORDER_LIST: "GET",
 }
+
+
+def as_text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def read_result(command: str, value: Any) -> Any:
+    """READ_SCRIPT's answer for one key in the shape redis-py gives that command: a list of
+    bytes (LRANGE), bytes or None (GET), a {field: bytes} dict (HGETALL)."""
+    if command == "HGETALL":
+        return {as_text(field): item for field, item in zip(value[::2], value[1::2], strict=True)}
+    if command == "GET":
+        return value or None
+    return list(value)
+
 
 Encoder = Callable[[Message], bytes]
 

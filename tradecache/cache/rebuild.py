@@ -12,6 +12,7 @@ import gc
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
+from tradecache.cache.plan import as_text
 from tradecache.model.accounts import Account, replay_account
 from tradecache.model.enums import CurrencyType
 from tradecache.model.events import AccountState, OrderEvent, OrderFilled, SubmitOrder, SubmitOrderList
@@ -19,7 +20,7 @@ from tradecache.model.instruments import Instrument
 from tradecache.model.orders import Order, replay_order
 from tradecache.model.positions import Position, replay_position
 from tradecache.model.values import Currency
-from tradecache.serialization.msgpack import MsgPackSerializer
+from tradecache.serialization.msgpack import MsgPackSerializer, unpack
 
 T = TypeVar("T")
 
@@ -42,7 +43,14 @@ def gc_paused() -> Iterator[None]:
 
 
 def decode_events(serializer: MsgPackSerializer, raw: Sequence[bytes], kind: type[T], what: str) -> list[T]:
-    items = [serializer.deserialize(item) for item in raw]
+    return events_from_maps(serializer, [unpack(item) for item in raw], kind, what)
+
+
+def events_from_maps(
+    serializer: MsgPackSerializer, maps: Sequence[dict[str, Any]], kind: type[T], what: str
+) -> list[T]:
+    """Stored events already unpacked (the load service keeps the maps for its replies)."""
+    items = [serializer.from_map(item) for item in maps]  # from_map never changes its map
     for item in items:
         if not isinstance(item, kind):
             raise ValueError(f"{what} holds a {type(item).__name__}, expected {kind.__name__}")
@@ -75,15 +83,11 @@ def instrument_from_bytes(serializer: MsgPackSerializer, raw: bytes | None) -> I
     return None if raw is None else serializer.deserialize_instrument(raw)
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def currency_from_hash(code: str, fields: Mapping[Any, bytes | str]) -> Currency | None:
     """A currency from its hash (`precision`, `iso4217`, `name`, `currency_type`)."""
     if not fields:
         return None
-    values = {_text(key): _text(value) for key, value in fields.items()}
+    values = {as_text(key): as_text(value) for key, value in fields.items()}
     return Currency(
         code=code,
         precision=int(values["precision"]),
@@ -115,6 +119,7 @@ __all__ = [
     "account_from_states",
     "currency_from_hash",
     "decode_events",
+    "events_from_maps",
     "fills_of",
     "gc_paused",
     "instrument_from_bytes",

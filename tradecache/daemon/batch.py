@@ -16,7 +16,7 @@ from tradecache.cache.keys import Keys
 from tradecache.cache.plan import Encoder, ScriptCall, plan_writes
 from tradecache.daemon.intake import Accepted, Refused
 from tradecache.errors import EventRejected, RejectReason
-from tradecache.model.ledger import Divergence, Ledger, Outcome
+from tradecache.model.ledger import Divergence, Ledger, Outcome, WriteOp
 from tradecache.model.messages import Message
 
 
@@ -38,6 +38,18 @@ class BatchResult:
     # to be applied by another call once this result is committed (see `apply_batch`).
     rest: list[Accepted | Refused] = field(default_factory=list)
     failure: Exception | None = None  # that unexpected error, for the log
+
+
+def duplicates(result: BatchResult, results: Sequence[int]) -> list[bool]:
+    """For each applied message (in order), whether it changed nothing once committed: the
+    ledger knew it, or the store found every append and set it made already there (`results`
+    are the script's answers). A message that only merges or deletes (StrategyState) writes."""
+    unchanged = {id(write) for write in result.call.unchanged(results)}
+    flags = []
+    for applied in result.applied:
+        stores = [w for w in applied.outcome.writes if w.op in (WriteOp.APPEND, WriteOp.SET)]
+        flags.append(applied.outcome.duplicate or (bool(stores) and all(id(w) in unchanged for w in stores)))
+    return flags
 
 
 def apply_batch(
@@ -94,4 +106,4 @@ def apply_batch(
     return result
 
 
-__all__ = ["Applied", "BatchResult", "apply_batch"]
+__all__ = ["Applied", "BatchResult", "apply_batch", "duplicates"]

@@ -40,13 +40,13 @@ from typing import Any, TypeVar
 import nats.js.errors
 
 from tradecache.cache.keys import Keys
-from tradecache.daemon.batch import BatchResult, apply_batch
+from tradecache.daemon.batch import BatchResult, apply_batch, duplicates
 from tradecache.daemon.deadletter import DeadLetters
 from tradecache.daemon.intake import Accepted, Delivery, Intake, Refused, parse_ack_subject
 from tradecache.daemon.metrics import Metrics
 from tradecache.daemon.store import Store
 from tradecache.errors import StoreUnavailable
-from tradecache.model.ledger import Ledger, WriteOp
+from tradecache.model.ledger import Ledger
 from tradecache.serialization.msgpack import MsgPackSerializer
 
 T = TypeVar("T")
@@ -302,15 +302,10 @@ class Ingestor:
 
     def _record(self, result: BatchResult, results: list[int], seconds: float, deliveries: list[Delivery]) -> None:
         metrics = self.metrics
-        unchanged = {id(write) for write in result.call.unchanged(results)}
         now_ns = time.time_ns()
         kinds = set()
-        for applied in result.applied:
+        for applied, duplicate in zip(result.applied, duplicates(result, results), strict=True):
             kind, type_name = applied.item.kind.value, applied.item.type_name
-            # Only appends and sets can be found already stored; a message that makes neither (a
-            # StrategyState merges a hash) is written, not a duplicate.
-            stores = [w for w in applied.outcome.writes if w.op in (WriteOp.APPEND, WriteOp.SET)]
-            duplicate = applied.outcome.duplicate or (bool(stores) and all(id(w) in unchanged for w in stores))
             metrics.event(kind, type_name, "duplicate" if duplicate else "written")
             metrics.event_lag(kind, max(0.0, (now_ns - applied.item.delivery.timestamp_ns) / 1e9))
             kinds.add(kind)

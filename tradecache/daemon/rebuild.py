@@ -30,7 +30,7 @@ from tradecache.cache.database import RedisCacheDatabase
 from tradecache.cache.keys import Keys
 from tradecache.config import Config
 from tradecache.daemon.app import nats_options, redis_client
-from tradecache.daemon.batch import apply_batch
+from tradecache.daemon.batch import apply_batch, duplicates
 from tradecache.daemon.bus import connect
 from tradecache.daemon.intake import Accepted, Delivery, Intake, Refused
 from tradecache.daemon.store import Store
@@ -174,14 +174,9 @@ async def _replay(
                     ledger.hydrate(await store.read_state(request))
                 result = apply_batch(ledger, items, checkpoint=checkpoint, keys=keys, encode=serializer.serialize)
                 results = await store.commit(result.call)
-                unchanged = {id(write) for write in result.call.unchanged(results)}
-                for applied in result.applied:
-                    writes = applied.outcome.writes
-                    stored = [w for w in writes if id(w) not in unchanged]
-                    if applied.outcome.duplicate or (writes and not stored):
-                        report.duplicates += 1
-                    else:
-                        report.written += 1
+                flags = duplicates(result, results)
+                report.duplicates += sum(flags)
+                report.written += len(flags) - sum(flags)
                 for refused in result.refused:
                     report.refused[refused.error.reason.value] += 1
                 checkpoint = max(checkpoint, result.last_seq)

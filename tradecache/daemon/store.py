@@ -21,7 +21,15 @@ from redis.backoff import NoBackoff
 
 from tradecache.cache.database import UNAVAILABLE_ERRORS, is_unavailable
 from tradecache.cache.keys import Keys
-from tradecache.cache.plan import APPLY_SCRIPT, READ_CHUNK, READ_COMMANDS, READ_SCRIPT, ScriptCall
+from tradecache.cache.plan import (
+    APPLY_SCRIPT,
+    READ_CHUNK,
+    READ_COMMANDS,
+    READ_SCRIPT,
+    ScriptCall,
+    as_text,
+    read_result,
+)
 from tradecache.cache.rebuild import decode_events, gc_paused
 from tradecache.errors import StoreUnavailable
 from tradecache.model.events import AccountState, OrderEvent, OrderFilled
@@ -46,19 +54,6 @@ class Page:
 
     items: dict[str, Any]
     last: str | None
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _shaped(command: str, value: Any) -> Any:
-    """READ_SCRIPT's raw answer in the shape the command has in redis-py."""
-    if command == "HGETALL":
-        return {_text(field): item for field, item in zip(value[::2], value[1::2], strict=True)}
-    if command == "GET":
-        return value or None
-    return list(value)
 
 
 class Store:
@@ -164,7 +159,7 @@ class Store:
             if not is_unavailable(exc):
                 raise
             raise StoreUnavailable(f"load {collection.value}", f"{type(exc).__name__}: {exc}") from exc
-        return {_text(field): value for field, value in fields.items()}
+        return {as_text(field): value for field, value in fields.items()}
 
     async def read_page(self, collection: Collection, after: str | None, limit: int | None) -> Page:
         """Entities in id order, starting after the id `after`; all of them when `limit` is None.
@@ -178,7 +173,7 @@ class Store:
                 raw_ids = await self.client.zrangebylex(index, start, "+")
             else:
                 raw_ids = await self.client.zrangebylex(index, start, "+", start=0, num=limit + 1)
-            ids = [_text(item) for item in raw_ids]
+            ids = [as_text(item) for item in raw_ids]
             more = limit is not None and len(ids) > limit
             ids = ids[:limit] if more else ids
             command = READ_COMMANDS[collection]
@@ -186,7 +181,7 @@ class Store:
             for first in range(0, len(ids), READ_CHUNK):
                 chunk = [self.keys.entity(collection, entity_id) for entity_id in ids[first : first + READ_CHUNK]]
                 values.extend(await self._read(keys=chunk, args=[command]))
-        items = {entity_id: _shaped(command, value) for entity_id, value in zip(ids, values, strict=True)}
+        items = {entity_id: read_result(command, value) for entity_id, value in zip(ids, values, strict=True)}
         return Page(items, ids[-1] if more else None)
 
     async def count(self, collection: Collection) -> int:

@@ -12,12 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
-from tradecache.cache.rebuild import currency_from_hash
+from tradecache.cache.rebuild import currency_from_hash, events_from_maps
 from tradecache.model.accounts import replay_account
 from tradecache.model.events import AccountState, OrderEvent, OrderFilled
 from tradecache.model.orders import replay_order
 from tradecache.model.positions import replay_position
-from tradecache.serialization.msgpack import MsgPackSerializer, unpack
+from tradecache.serialization.msgpack import MsgPackSerializer, encode_currency, unpack
 from tradecache.serialization.snapshots import account_snapshot, order_snapshot, position_snapshot
 
 T = TypeVar("T")
@@ -27,12 +27,9 @@ Item = dict[str, Any]
 def _events(
     serializer: MsgPackSerializer, raw: Sequence[bytes], kind: type[T], what: str
 ) -> tuple[list[Item], list[T]]:
+    """The stored events as maps (for the reply) and as model events (for the replay)."""
     maps = [unpack(payload) for payload in raw]
-    events = [serializer.from_map(event) for event in maps]  # from_map never changes its map
-    for event in events:
-        if not isinstance(event, kind):
-            raise ValueError(f"{what} holds a {type(event).__name__}, expected {kind.__name__}")
-    return maps, events  # type: ignore[return-value]  # checked just above
+    return maps, events_from_maps(serializer, maps, kind, what)
 
 
 def order_item(serializer: MsgPackSerializer, raw: Sequence[bytes]) -> Item | None:
@@ -74,17 +71,9 @@ def account_item(serializer: MsgPackSerializer, raw: Sequence[bytes]) -> Item | 
 
 
 def currency_item(code: str, fields: Mapping[str, bytes]) -> Item | None:
+    """The map of the `Currency` message the stored hash describes."""
     currency = currency_from_hash(code, fields)
-    if currency is None:
-        return None
-    return {
-        "type": "Currency",
-        "code": currency.code,
-        "precision": currency.precision,
-        "iso4217": currency.iso4217,
-        "name": currency.name,
-        "currency_type": currency.currency_type.name,
-    }
+    return None if currency is None else encode_currency(currency)
 
 
 def stored_map_item(raw: bytes | None) -> Item | None:
