@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import shutil
 import signal
 import subprocess
@@ -33,11 +32,11 @@ from typing import Any
 import msgpack
 import nats
 import redis
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.daemon_runner import quantile, rss_mb, start_daemon, wait_ready
 from tradecache.cache.keys import Keys
 from tradecache.daemon.devstack import NatsServer, RedisServer, free_port
 
@@ -204,13 +203,6 @@ async def naive_sink(nats_url: str, redis_url: str, count: int, confirm_acks: bo
     return done / seconds
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def scrape_lag(port: int) -> dict[float, float]:
     """Cumulative bucket counts of tradecache_event_lag_seconds, summed over kinds."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
@@ -223,36 +215,6 @@ def scrape_lag(port: int) -> dict[float, float]:
                     le = float(sample.labels["le"])
                     buckets[le] = buckets.get(le, 0.0) + sample.value
     return buckets
-
-
-def quantile(q: float, buckets: dict[float, float]) -> float:
-    """histogram_quantile: linear interpolation inside the bucket holding rank q."""
-    bounds = sorted(buckets)
-    total = buckets[bounds[-1]]
-    if total <= 0:
-        return float("nan")
-    rank, lower, below = q * total, 0.0, 0.0
-    for bound in bounds:
-        count = buckets[bound]
-        if count >= rank:
-            if bound == float("inf"):
-                return lower
-            return lower + (bound - lower) * (rank - below) / max(count - below, 1e-9)
-        lower, below = bound, count
-    return lower
-
-
-def wait_ready(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.01)
-    raise TimeoutError("daemon not ready")
 
 
 def wait_checkpoint(client: redis.Redis, sequence: int, timeout: float = 600) -> None:
@@ -322,13 +284,7 @@ def main() -> None:
             "ingest": {"batch_size": args.batch_size},
             "logging": {"level": "WARNING"},
         }
-        config_path = folder / "config.yaml"
-        config_path.write_text(yaml.safe_dump(config))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TRADECACHE_")}
-        log = open(folder / "daemon.log", "wb")  # noqa: SIM115
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "tradecache", "run", "--config", str(config_path)], stdout=log, stderr=log, env=env
-        )
+        daemon = start_daemon(folder, "daemon", config)
         client = redis.Redis.from_url(redis_server.url)
         wait_ready(port)
         start = time.perf_counter()

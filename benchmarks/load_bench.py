@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import shutil
 import signal
 import statistics
@@ -32,16 +31,15 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import msgpack
 import nats
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.daemon_runner import start_daemon, wait_ready
 from tests.unit.factories import OrderEvents
 from tradecache.cache import CacheDatabaseConfig, RedisCacheDatabase
 from tradecache.cache.keys import Keys
@@ -250,19 +248,6 @@ async def measure(nats_url: str, args: argparse.Namespace) -> None:
     await nc.close()
 
 
-def wait_ready(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError("tradecache did not become ready")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=10_000)
@@ -290,20 +275,10 @@ def main() -> None:
             "http": {"listen": f"127.0.0.1:{port}"},
             "logging": {"level": "WARNING"},
         }
-        (folder / "config.yaml").write_text(yaml.safe_dump(config))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TRADECACHE_")}
-        log = open(folder / "daemon.log", "wb")  # noqa: SIM115
-        processes.append(subprocess.Popen(
-            [sys.executable, "-m", "tradecache", "run", "--config", str(folder / "config.yaml")],
-            stdout=log, stderr=log, env=env,
-        ))  # fmt: skip
+        processes.append(start_daemon(folder, "daemon", config))
         bulk_port = free_port()
         bulk_config = {**config, "trader_id": BULK_TRADER, "http": {"listen": f"127.0.0.1:{bulk_port}"}}
-        (folder / "bulk.yaml").write_text(yaml.safe_dump(bulk_config))
-        processes.append(subprocess.Popen(
-            [sys.executable, "-m", "tradecache", "run", "--config", str(folder / "bulk.yaml")],
-            stdout=log, stderr=log, env=env,
-        ))  # fmt: skip
+        processes.append(start_daemon(folder, "bulk", bulk_config))
         bare = subprocess.Popen(
             [sys.executable, __file__, "--serve-bare", nats_server.url, redis_server.url], stdout=subprocess.PIPE
         )

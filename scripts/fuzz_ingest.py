@@ -81,7 +81,7 @@ if USE_ATHERIS:
         import tradecache.model.ledger  # noqa: F401
 
 from tests.unit.test_decoder_fuzz import SEEDS, SERIALIZER, Mutator, delivery  # noqa: E402
-from tests.vectors.scenarios import Scenario, scenario_paths  # noqa: E402
+from tests.vectors.scenarios import SCENARIO_KINDS, Scenario, scenario_paths  # noqa: E402
 from tradecache.cache.keys import Keys  # noqa: E402
 from tradecache.cache.plan import ScriptCall, plan_writes  # noqa: E402
 from tradecache.daemon.deadletter import dead_letter_headers  # noqa: E402
@@ -93,15 +93,6 @@ from tradecache.model.ledger import Ledger  # noqa: E402
 from tradecache.model.messages import Kind  # noqa: E402
 from tradecache.model.values import Currency  # noqa: E402
 
-KINDS = {
-    "currency": Kind.CURRENCY,
-    "instrument": Kind.INSTRUMENT,
-    "order_event": Kind.ORDER,
-    "position_event": Kind.POSITION,
-    "account_state": Kind.ACCOUNT,
-    "submit_order": Kind.COMMAND,
-    "submit_order_list": Kind.COMMAND,
-}
 MAX_PAYLOAD = 64 * 1024
 RESET_EVERY = 400  # inputs after which a scenario's ledger starts again from nothing
 
@@ -115,7 +106,7 @@ class Track:
         self.intake = Intake(self.subjects, SERIALIZER, MAX_PAYLOAD)
         self.keys = Keys(scenario.trader_id)
         self.payloads = [payload for _kind, _type, payload in scenario.messages]
-        self.kinds = [KINDS[kind] for kind, _type, _payload in scenario.messages]
+        self.kinds = [SCENARIO_KINDS[kind] for kind, _type, _payload in scenario.messages]
         self.reset()
 
     def reset(self) -> None:

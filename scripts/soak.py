@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from benchmarks.ingest_bench import quantile, rss_mb  # noqa: E402
+from benchmarks.daemon_runner import quantile, rss_mb  # noqa: E402
 from tests.chaos import (  # noqa: E402
     PREFIX,
     STREAM,

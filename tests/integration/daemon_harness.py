@@ -12,25 +12,14 @@ from typing import Any
 import nats
 import redis
 
-from tests.vectors.scenarios import Scenario
+from tests.vectors.scenarios import SCENARIO_KINDS, Scenario
 from tradecache.cache import CacheDatabaseConfig, RedisCacheDatabase
 from tradecache.cache.keys import Keys
 from tradecache.config import Config, parse_config
 from tradecache.daemon.app import Daemon
 from tradecache.daemon.subjects import Subjects
 from tradecache.model.identifiers import TraderId
-from tradecache.model.messages import Kind
 from tradecache.serialization import MsgPackSerializer
-
-SCENARIO_KINDS = {
-    "currency": Kind.CURRENCY,
-    "instrument": Kind.INSTRUMENT,
-    "order_event": Kind.ORDER,
-    "position_event": Kind.POSITION,
-    "account_state": Kind.ACCOUNT,
-    "submit_order": Kind.COMMAND,
-    "submit_order_list": Kind.COMMAND,
-}
 
 
 def daemon_config(redis_url: str, nats_url: str, trader_id: str, **sections: dict[str, Any]) -> Config:

@@ -33,10 +33,10 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tests.integration.daemon_harness import SCENARIO_KINDS, wait_for
+from tests.integration.daemon_harness import wait_for
 from tests.integration.daemon_process import DaemonProcess
 from tests.integration.tls import TlsFiles
-from tests.vectors.scenarios import Scenario, replay_into_store
+from tests.vectors.scenarios import SCENARIO_KINDS, Scenario, replay_into_store
 from tradecache.cache.keys import Keys
 from tradecache.cache.plan import currency_fields
 from tradecache.daemon.devstack import HOST, NatsServer, RedisServer

@@ -40,7 +40,6 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from tests.backends import Announce
 from tests.integration.daemon_harness import (
-    SCENARIO_KINDS,
     daemon_config,
     database,
     running_daemon,
@@ -48,7 +47,7 @@ from tests.integration.daemon_harness import (
 )
 from tests.integration.test_cache_database import loaded_state
 from tests.unit.test_decoder_fuzz import BYTE_LEVEL, STRUCTURAL, Mutator, delivery, pack
-from tests.vectors.scenarios import Scenario, replay_into_store, scenario_paths
+from tests.vectors.scenarios import SCENARIO_KINDS, Scenario, replay_into_store, scenario_paths
 from tradecache.cache.keys import Keys
 from tradecache.cache.plan import currency_fields
 from tradecache.daemon.intake import Intake, Refused

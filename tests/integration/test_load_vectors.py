@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import nats
 import pytest
 import redis
@@ -17,25 +16,19 @@ from tests.integration.daemon_harness import (
     running_daemon,
     wait_for_checkpoint,
 )
-from tests.integration.load_helpers import ask, without_events
+from tests.integration.load_helpers import (
+    ask,
+    check_command_endpoints,
+    check_reference_endpoints,
+    check_snapshot_endpoints,
+)
 from tests.vectors.scenarios import Scenario, scenario_paths
 from tradecache.cache.keys import Keys
 from tradecache.daemon.subjects import Subjects
-from tradecache.model import Collection
 
 pytestmark = pytest.mark.integration
 
 PATHS = scenario_paths()
-# Snapshot collections: endpoint (plural, singular, id field) and the stored list they replay.
-SNAPSHOTS = (
-    ("orders", "order", "client_order_id", Collection.ORDERS),
-    ("positions", "position", "position_id", Collection.POSITIONS),
-    ("accounts", "account", "account_id", Collection.ACCOUNTS),
-)
-
-
-def command_fields(commands: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
-    return {key: {name: command.get(name) for name in fields} for key, command in commands.items()}
 
 
 @pytest.mark.parametrize("as_msgpack", [False, True], ids=["json", "msgpack"])
@@ -60,39 +53,13 @@ async def test_every_endpoint_answers_the_expected_state(
                 assert reply.error_code is None, reply.value
                 return reply.value
 
-            for plural, single, id_field, collection in SNAPSHOTS:
-                items = await load(plural)
-                assert without_events(items) == expected[plural], plural
-                for entity_id, item in items.items():
-                    assert await load(single, {id_field: entity_id}) == item
-                    if as_msgpack:  # bytes stay bytes: the events are the stored payloads' maps
-                        stored = client.lrange(keys.entity(collection, entity_id), 0, -1)
-                        assert item["events"] == [msgpack.unpackb(p, raw=False) for p in stored]
-                assert await load(single, {id_field: "NO-SUCH-ID"}) is None
-
-            instruments = await load("instruments")
-            assert sorted(instruments) == expected["instruments"]
-            for instrument_id, instrument in instruments.items():
-                assert instrument["id"] == instrument_id
-                assert await load("instrument", {"instrument_id": instrument_id}) == instrument
-            currencies = await load("currencies")
-            assert sorted(currencies) == expected["currencies"]
-            for code, currency in currencies.items():
-                assert currency["code"] == code and currency["type"] == "Currency"
-                assert await load("currency", {"code": code}) == currency
-
-            commands = await load("submit_order_commands")
-            wanted = ("command_id", "strategy_id", "position_id")
-            assert command_fields(commands, wanted) == expected["submit_order_commands"]
-            for key, command in commands.items():
-                assert await load("submit_order_command", {"client_order_id": key}) == command
-            lists = await load("submit_order_list_commands")
-            assert {
-                key: {"command_id": c["command_id"], "client_order_ids": [o["client_order_id"] for o in c["orders"]]}
-                for key, c in lists.items()
-            } == expected["submit_order_list_commands"]
-            for key, command in lists.items():
-                assert await load("submit_order_list_command", {"order_list_id": key}) == command
+            await check_snapshot_endpoints(
+                load, expected, lambda collection, key: client.lrange(keys.entity(collection, key), 0, -1), as_msgpack
+            )
+            instruments, currencies = await check_reference_endpoints(load, expected)
+            assert all(instrument["id"] == instrument_id for instrument_id, instrument in instruments.items())
+            assert all(c["code"] == code and c["type"] == "Currency" for code, c in currencies.items())
+            await check_command_endpoints(load, expected)
 
             stats = await load("stats")
             assert stats["last_applied_sequence"] >= last

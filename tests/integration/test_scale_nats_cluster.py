@@ -27,11 +27,11 @@ import pytest
 import redis
 
 from tests.backends import Announce
-from tests.integration.daemon_harness import SCENARIO_KINDS, daemon_config, database, wait_for
+from tests.integration.daemon_harness import daemon_config, database, wait_for
 from tests.integration.test_cache_database import loaded_state
 from tests.nats_cluster import ClusterNode, NatsCluster
 from tests.unit import factories
-from tests.vectors.scenarios import Scenario, replay_into_store, scenario_paths, state_from_store
+from tests.vectors.scenarios import SCENARIO_KINDS, Scenario, replay_into_store, scenario_paths, state_from_store
 from tradecache.cache.keys import Keys
 from tradecache.cache.plan import currency_fields
 from tradecache.daemon.app import Daemon

@@ -12,7 +12,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import nats
 import pytest
 import redis
@@ -20,7 +19,12 @@ import redis.asyncio
 
 from tests.cluster import RedisCluster
 from tests.integration.daemon_harness import daemon_config, publish_scenario, running_daemon, wait_for
-from tests.integration.load_helpers import ask, without_events
+from tests.integration.load_helpers import (
+    ask,
+    check_command_endpoints,
+    check_reference_endpoints,
+    check_snapshot_endpoints,
+)
 from tests.integration.test_cache_database import loaded_state
 from tests.vectors.scenarios import Scenario, replay_into_store, scenario_paths
 from tradecache.cache import CacheDatabaseConfig, RedisCacheDatabase
@@ -38,11 +42,6 @@ PATHS = scenario_paths()
 # Own subjects and streams, so this module never shares a consumer's history with other tests.
 PREFIX = "scalerc"
 NATS_SECTION = {"subject_prefix": PREFIX, "stream": "SCALE_RC", "dead_letter_stream": "SCALE_RC_DEAD"}
-SNAPSHOTS = (
-    ("orders", "order", "client_order_id", Collection.ORDERS),
-    ("positions", "position", "position_id", Collection.POSITIONS),
-    ("accounts", "account", "account_id", Collection.ACCOUNTS),
-)
 
 
 def text(value: Any) -> str:
@@ -115,39 +114,13 @@ async def check_load_endpoints(nats_url: str, scenario: Scenario, client: redis.
                 assert reply.error_code is None, reply.value
                 return reply.value
 
-            for plural, single, id_field, collection in SNAPSHOTS:
-                items = await load(plural)
-                assert without_events(items) == expected[plural], plural
-                for entity_id, item in items.items():
-                    assert await load(single, {id_field: entity_id}) == item
-                    if as_msgpack:
-                        stored = client.lrange(keys.entity(collection, entity_id), 0, -1)
-                        assert item["events"] == [msgpack.unpackb(p, raw=False) for p in stored]
-                assert await load(single, {id_field: "NO-SUCH-ID"}) is None
+            found = await check_snapshot_endpoints(
+                load, expected, lambda collection, key: client.lrange(keys.entity(collection, key), 0, -1), as_msgpack
+            )
+            for plural, items in found.items():
                 assert await pages(nc, subjects.load(plural), as_msgpack) == items
-
-            instruments = await load("instruments")
-            assert sorted(instruments) == expected["instruments"]
-            for instrument_id, instrument in instruments.items():
-                assert await load("instrument", {"instrument_id": instrument_id}) == instrument
-            currencies = await load("currencies")
-            assert sorted(currencies) == expected["currencies"]
-            for code, currency in currencies.items():
-                assert await load("currency", {"code": code}) == currency
-
-            commands = await load("submit_order_commands")
-            wanted = ("command_id", "strategy_id", "position_id")
-            summary = {key: {name: command.get(name) for name in wanted} for key, command in commands.items()}
-            assert summary == expected["submit_order_commands"]
-            for key, command in commands.items():
-                assert await load("submit_order_command", {"client_order_id": key}) == command
-            lists = await load("submit_order_list_commands")
-            assert {
-                key: {"command_id": c["command_id"], "client_order_ids": [o["client_order_id"] for o in c["orders"]]}
-                for key, c in lists.items()
-            } == expected["submit_order_list_commands"]
-            for key, command in lists.items():
-                assert await load("submit_order_list_command", {"order_list_id": key}) == command
+            await check_reference_endpoints(load, expected)
+            await check_command_endpoints(load, expected)
 
             stats = await load("stats")
             assert stats["last_applied_sequence"] == checkpoint(client, keys)

@@ -26,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.vectors.scenarios import Scenario, scenario_paths
+from tests.vectors.scenarios import SCENARIO_KINDS, Scenario, scenario_paths
 from tradecache.cache.keys import Keys
 from tradecache.cache.plan import ScriptCall, plan_writes
 from tradecache.daemon.intake import Accepted, Delivery, Intake, Refused
@@ -49,15 +49,6 @@ from tradecache.serialization.schemas import (
 SERIALIZER = MsgPackSerializer(timestamps_as_str=True)
 DECODER_REASONS = frozenset({RejectReason.MALFORMED, RejectReason.UNKNOWN_TYPE, RejectReason.INVALID_FIELD})
 SPEC_REASONS = frozenset(RejectReason)
-SCENARIO_KINDS = {
-    "currency": Kind.CURRENCY,
-    "instrument": Kind.INSTRUMENT,
-    "order_event": Kind.ORDER,
-    "position_event": Kind.POSITION,
-    "account_state": Kind.ACCOUNT,
-    "submit_order": Kind.COMMAND,
-    "submit_order_list": Kind.COMMAND,
-}
 
 # -- the mutation engine -------------------------------------------------------------------------
 

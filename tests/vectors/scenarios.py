@@ -15,10 +15,23 @@ from tradecache.model.events import AccountState, OrderEvent, OrderFilled
 from tradecache.model.identifiers import TraderId
 from tradecache.model.instruments import Instrument
 from tradecache.model.ledger import Divergence
+from tradecache.model.messages import Kind
 from tradecache.serialization import MsgPackSerializer
 from tradecache.serialization.snapshots import account_snapshot, order_snapshot, position_snapshot
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+# The subject kind of each message `kind` of the scenario files.
+SCENARIO_KINDS = {
+    "currency": Kind.CURRENCY,
+    "instrument": Kind.INSTRUMENT,
+    "order_event": Kind.ORDER,
+    "position_event": Kind.POSITION,
+    "account_state": Kind.ACCOUNT,
+    "submit_order": Kind.COMMAND,
+    "submit_order_list": Kind.COMMAND,
+}
 
 
 def vectors_dir() -> Path:
