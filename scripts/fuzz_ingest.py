@@ -8,7 +8,7 @@ A refusal must be an `EventRejected` whose reason is one of SPEC section 1's; an
 `TypeError`, `RecursionError`, `OverflowError`, ...) is a finding: in the daemon it would stop
 the ingest loop, and the same message would stop it again after every restart.
 
-Inputs are the vector payloads of shared/vectors, mutated:
+Inputs are the vector payloads of tests/data/vectors, mutated:
 - with atheris installed (`.venv/bin/pip install atheris`; deliberately not a dependency of the
   package), libFuzzer drives it, coverage-guided: half of its inputs are payload bytes it
   mutates itself (its corpus starts from the vector payloads), the other half seed the
@@ -24,8 +24,8 @@ Inputs are the vector payloads of shared/vectors, mutated:
 
 It prints the number of inputs tried, how they ended (accepted, or refused by reason) and each
 distinct finding (exception type and place, how often, one input in hex, which is also saved
-under --save). The exit status is 1 when there is a finding. Needs shared/vectors beside the
-checkout (or TRADECACHE_VECTORS).
+under --save). The exit status is 1 when there is a finding. Reads the scenarios of
+tests/data/vectors (or TRADECACHE_VECTORS).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Loading the NautilusTrader-made scenarios of shared/vectors, and rebuilding state from stored bytes."""
+"""Loading the NautilusTrader-made scenarios of tests/data/vectors, and rebuilding state from stored bytes."""
 
 from __future__ import annotations
 
@@ -34,9 +34,13 @@ SCENARIO_KINDS = {
 }
 
 
+# The repository's own copy of the scenarios (tests/data/vectors/README.md says where they come from).
+VECTORS = REPO / "tests" / "data" / "vectors"
+
+
 def vectors_dir() -> Path:
-    """shared/vectors beside the checkout (or TRADECACHE_VECTORS); a missing folder is an error."""
-    folder = Path(os.environ.get("TRADECACHE_VECTORS", REPO.parent / "shared" / "vectors"))
+    """The scenario folder (TRADECACHE_VECTORS overrides it); a missing folder is an error."""
+    folder = Path(os.environ.get("TRADECACHE_VECTORS", VECTORS))
     scenarios = folder / "scenarios"
     if not scenarios.is_dir():
         raise FileNotFoundError(f"vector scenarios not found at {scenarios} (set TRADECACHE_VECTORS)")
