@@ -39,6 +39,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -469,9 +470,9 @@ def _compare_internal(
 # -- servers, daemon, publisher ------------------------------------------------------------------
 
 
-def durable_redis(extra_args: tuple[str, ...] = ()) -> RedisServer:
+def durable_redis(extra_args: tuple[str, ...] = (), binary: Path | None = None) -> RedisServer:
     """A private redis-server whose acknowledged writes survive SIGKILL (`appendfsync always`)."""
-    return RedisServer(appendonly=True, extra_args=["--appendfsync", "always", *extra_args])
+    return RedisServer(binary=binary, appendonly=True, extra_args=["--appendfsync", "always", *extra_args])
 
 
 def assert_fsync_always(server: RedisServer) -> None:
@@ -743,6 +744,7 @@ class ChaosPlan:
     trader_id: str = TRADER
     timeout: float = 600.0  # the whole run, setup to comparison
     keep_log: bool = False  # keep the daemon's log (always kept when the run fails)
+    redis_binary: Path | None = None  # the redis-server to run (None: find_binary's choice)
 
 
 @dataclass(frozen=True)
@@ -836,7 +838,7 @@ async def run_chaos(plan: ChaosPlan, say: Callable[[str], None] = print) -> Chao
     """One chaos run with private servers; the report says what happened (see `ChaosReport.ok`)."""
     report = ChaosReport(plan)
     started = time.monotonic()
-    redis_server, nats_server = durable_redis(), NatsServer()
+    redis_server, nats_server = durable_redis(binary=plan.redis_binary), NatsServer()
     daemon: Daemon | None = None
     try:
         async with asyncio.timeout(plan.timeout):

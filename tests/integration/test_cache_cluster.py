@@ -31,9 +31,9 @@ def cluster_db(cluster: Any, trader_id: str) -> RedisCacheDatabase:
 
 
 @pytest.mark.parametrize("path", PATHS, ids=[p.stem for p in PATHS])
-def test_scenario_round_trips_through_a_redis_cluster(redis_cluster: Any, path: Path) -> None:
+def test_scenario_round_trips_through_a_redis_cluster(redis_line_cluster: Any, path: Path) -> None:
     scenario = Scenario.load(path)
-    db = cluster_db(redis_cluster, scenario.trader_id)
+    db = cluster_db(redis_line_cluster, scenario.trader_id)
     db.flush()
     write_through_api(db, scenario)
     assert loaded_state(db) == scenario.expected
@@ -41,12 +41,12 @@ def test_scenario_round_trips_through_a_redis_cluster(redis_cluster: Any, path: 
     assert loaded_state(db)["orders"] == {}
 
 
-def test_all_of_a_traders_keys_share_one_hash_slot(redis_cluster: Any) -> None:
+def test_all_of_a_traders_keys_share_one_hash_slot(redis_line_cluster: Any) -> None:
     scenario = Scenario.load(PATHS[0])
-    db = cluster_db(redis_cluster, scenario.trader_id)
+    db = cluster_db(redis_line_cluster, scenario.trader_id)
     db.flush()
     write_through_api(db, scenario)
-    client = redis.RedisCluster.from_url(redis_cluster.url)
+    client = redis.RedisCluster.from_url(redis_line_cluster.url)
     keys = list(client.scan_iter(match=f"{{trader-{scenario.trader_id}}}:*", target_nodes=redis.RedisCluster.ALL_NODES))
     assert len(keys) > 5
     slots = {client.keyslot(key) for key in keys}

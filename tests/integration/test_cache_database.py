@@ -1,4 +1,8 @@
-"""RedisCacheDatabase against a real redis-server started by the tests."""
+"""RedisCacheDatabase against a real redis-server started by the tests.
+
+Every write and load here runs the Lua scripts of cache/plan.py, whose behaviour (errors raised
+inside a script, script caching) differs between Redis versions: the module runs once per Redis
+line (`redis_line_server`, tests/lines.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from typing import Any
 import pytest
 import redis
 
+from tests.servers import RedisServer
 from tests.unit.factories import OrderEvents
 from tests.vectors.scenarios import Scenario, replay_into_store, scenario_paths
 from tradecache.cache import CacheDatabaseConfig, RedisCacheDatabase
@@ -115,6 +120,12 @@ def loaded_state(db: RedisCacheDatabase) -> dict[str, Any]:
             for k, c in db.load_submit_order_list_commands().items()
         },
     }
+
+
+@pytest.fixture
+def redis_server(redis_line_server: RedisServer) -> RedisServer:
+    """This module's Redis: a local one of each line, instead of the session's default."""
+    return redis_line_server
 
 
 @pytest.fixture

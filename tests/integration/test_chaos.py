@@ -1,18 +1,21 @@
 """Chaos, CI size: ~10k events while the daemon is SIGKILLed 5 times and Redis and NATS restart once.
 
 The scenario and every check are in `tests/chaos.py` (also run at full size by `scripts/chaos.py`).
+Redis is SIGKILLed and restarted under load, so the test runs once per Redis line (tests/lines.py).
 The seed is fixed so a failure can be replayed (`TRADECACHE_CHAOS_SEED` overrides it; the seed
 decides the feed, the fault kinds, their points and delays, not the timing).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
 
 from tests.backends import Announce
 from tests.chaos import ChaosPlan, run_chaos
+from tests.lines import ServerLine
 
 pytestmark = pytest.mark.integration
 
@@ -20,8 +23,8 @@ SEED = int(os.environ.get("TRADECACHE_CHAOS_SEED", "20240607"))
 PLAN = ChaosPlan(events=10_000, kills=5, redis_restarts=1, nats_restarts=1, seed=SEED, timeout=150.0)
 
 
-async def test_chaos_loses_and_duplicates_nothing(announce: Announce) -> None:
-    report = await run_chaos(PLAN, say=announce)
+async def test_chaos_loses_and_duplicates_nothing(announce: Announce, redis_line: ServerLine) -> None:
+    report = await run_chaos(dataclasses.replace(PLAN, redis_binary=redis_line.binary), say=announce)
     for line in report.lines():
         announce(line)
     comparison = report.comparison

@@ -1,5 +1,8 @@
 """The daemon on its bad days: killed between commit and ack, SIGTERM mid-stream, Redis and NATS
-restarted under it. Every test ends by comparing Redis with what a clean run stores."""
+restarted under it. Every test ends by comparing Redis with what a clean run stores.
+
+What a stopped or restarted server does to its clients differs between versions, so the tests run
+once per Redis line (`redis_line_server`), the NATS restart once per NATS line (tests/lines.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import logging
 import signal
 import urllib.error
 import urllib.request
+import uuid
 from typing import Any
 
 import nats
@@ -27,6 +31,11 @@ from tradecache.model.messages import Kind
 from tradecache.serialization import MsgPackSerializer
 
 pytestmark = pytest.mark.integration
+
+
+def fresh_trader(name: str) -> str:
+    """A trader id no earlier test used: each test runs once per server line on the session's NATS."""
+    return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
 def demo_stream(trader_id: str, sessions: int) -> list[tuple[Kind, bytes]]:
@@ -97,17 +106,19 @@ def process_config(redis_server: Any, nats_server: Any, trader_id: str, **ingest
     }
 
 
-async def test_killed_between_commit_and_ack_loses_and_duplicates_nothing(redis_server: Any, nats_server: Any) -> None:
-    trader = "CRASH-001"
-    database(redis_server.url, trader).flush()
+async def test_killed_between_commit_and_ack_loses_and_duplicates_nothing(
+    redis_line_server: Any, nats_server: Any
+) -> None:
+    trader = fresh_trader("CRASH")
+    database(redis_line_server.url, trader).flush()
     messages = demo_stream(trader, 6)
     last = await publish(nats_server.url, trader, messages)
-    config = process_config(redis_server, nats_server, trader, batch_size=16)
+    config = process_config(redis_line_server, nats_server, trader, batch_size=16)
     first = DaemonProcess(config, env={"TRADECACHE_TEST_PAUSE_AFTER_COMMIT": "2"})
     first.start()
     try:
         first.wait_for_log("paused after commit")
-        committed = checkpoint(redis_server.url, trader)
+        committed = checkpoint(redis_line_server.url, trader)
         assert committed > 0
         first.kill()  # SIGKILL with the second batch committed and not acked
     finally:
@@ -116,38 +127,38 @@ async def test_killed_between_commit_and_ack_loses_and_duplicates_nothing(redis_
     second = DaemonProcess(config)
     second.start()
     try:
-        await wait_for_checkpoint(redis_server.url, trader, last, timeout=30)
+        await wait_for_checkpoint(redis_line_server.url, trader, last, timeout=30)
     finally:
         second.signal(signal.SIGTERM)
         assert second.wait() == 0
-    assert_redis_equals_clean_run(redis_server.url, trader, messages)
+    assert_redis_equals_clean_run(redis_line_server.url, trader, messages)
 
 
 async def test_sigterm_mid_stream_exits_0_with_the_batch_written_and_acked_or_neither(
-    redis_server: Any, nats_server: Any
+    redis_line_server: Any, nats_server: Any
 ) -> None:
-    trader = "SIGTERM-001"
-    database(redis_server.url, trader).flush()
+    trader = fresh_trader("SIGTERM")
+    database(redis_line_server.url, trader).flush()
     messages = demo_stream(trader, 60)
     last = await publish(nats_server.url, trader, messages)
-    config = process_config(redis_server, nats_server, trader, batch_size=32)
+    config = process_config(redis_line_server, nats_server, trader, batch_size=32)
     daemon = DaemonProcess(config)
     daemon.start()
-    await wait_for(lambda: checkpoint(redis_server.url, trader) > 0, timeout=20)
+    await wait_for(lambda: checkpoint(redis_line_server.url, trader) > 0, timeout=20)
     daemon.signal(signal.SIGTERM)
     assert daemon.wait(timeout=15) == 0
-    stopped_at = checkpoint(redis_server.url, trader)
+    stopped_at = checkpoint(redis_line_server.url, trader)
     assert "stopped" in daemon.log()
     # Whatever was committed was acked, and nothing was acked that was not committed.
     assert await consumer_ack_floor(nats_server.url, f"tradecache-{trader}") == stopped_at
     rest = DaemonProcess(config)
     rest.start()
     try:
-        await wait_for_checkpoint(redis_server.url, trader, last, timeout=30)
+        await wait_for_checkpoint(redis_line_server.url, trader, last, timeout=30)
     finally:
         rest.signal(signal.SIGTERM)
         assert rest.wait() == 0
-    assert_redis_equals_clean_run(redis_server.url, trader, messages)
+    assert_redis_equals_clean_run(redis_line_server.url, trader, messages)
 
 
 def http_status(port: int, path: str) -> int:
@@ -159,19 +170,19 @@ def http_status(port: int, path: str) -> int:
 
 
 async def test_redis_restarted_mid_stream_loses_nothing_and_readiness_drops_meanwhile(
-    redis_server: Any, nats_server: Any
+    redis_line_server: Any, nats_server: Any
 ) -> None:
-    trader = "REDISFAULT-001"
-    database(redis_server.url, trader).flush()
+    trader = fresh_trader("REDISFAULT")
+    database(redis_line_server.url, trader).flush()
     messages = demo_stream(trader, 4)
     half = len(messages) // 2
-    config = daemon_config(redis_server.url, nats_server.url, trader)
+    config = daemon_config(redis_line_server.url, nats_server.url, trader)
     async with running_daemon(config) as daemon:
         port = daemon.health.port
         first = await publish(nats_server.url, trader, messages[:half])
-        await wait_for_checkpoint(redis_server.url, trader, first)
+        await wait_for_checkpoint(redis_line_server.url, trader, first)
         assert await asyncio.to_thread(http_status, port, "/readyz") == 200
-        redis_server.stop()
+        redis_line_server.stop()
         try:
             last = await publish(nats_server.url, trader, messages[half:])
             await wait_for(lambda: not daemon.is_ready(), timeout=15)
@@ -179,27 +190,27 @@ async def test_redis_restarted_mid_stream_loses_nothing_and_readiness_drops_mean
             assert await asyncio.to_thread(http_status, port, "/healthz") == 200
             assert daemon.metrics.registry.get_sample_value("tradecache_redis_up") == 0
         finally:
-            redis_server.start()
-        await wait_for_checkpoint(redis_server.url, trader, last, timeout=30)
+            redis_line_server.start()
+        await wait_for_checkpoint(redis_line_server.url, trader, last, timeout=30)
         await wait_for(daemon.is_ready, timeout=10)
         assert daemon.metrics.registry.get_sample_value("tradecache_redis_up") == 1
-    assert_redis_equals_clean_run(redis_server.url, trader, messages)
+    assert_redis_equals_clean_run(redis_line_server.url, trader, messages)
 
 
-async def test_nats_restarted_the_daemon_resumes(redis_server: Any, nats_server: Any) -> None:
-    trader = "NATSFAULT-001"
+async def test_nats_restarted_the_daemon_resumes(redis_server: Any, nats_line_server: Any) -> None:
+    trader = fresh_trader("NATSFAULT")
     database(redis_server.url, trader).flush()
     messages = demo_stream(trader, 4)
     half = len(messages) // 2
-    config = daemon_config(redis_server.url, nats_server.url, trader)
+    config = daemon_config(redis_server.url, nats_line_server.url, trader)
     async with running_daemon(config) as daemon:
-        first = await publish(nats_server.url, trader, messages[:half])
+        first = await publish(nats_line_server.url, trader, messages[:half])
         await wait_for_checkpoint(redis_server.url, trader, first)
-        nats_server.stop()
+        nats_line_server.stop()
         await wait_for(lambda: not daemon.is_ready(), timeout=10)
         assert daemon.metrics.registry.get_sample_value("tradecache_nats_connected") == 0
-        nats_server.start()
+        nats_line_server.start()
         await wait_for(daemon.is_ready, timeout=20)
-        last = await publish(nats_server.url, trader, messages[half:])
+        last = await publish(nats_line_server.url, trader, messages[half:])
         await wait_for_checkpoint(redis_server.url, trader, last, timeout=30)
     assert_redis_equals_clean_run(redis_server.url, trader, messages)

@@ -133,15 +133,15 @@ async def check_load_endpoints(nats_url: str, scenario: Scenario, client: redis.
 
 @pytest.mark.parametrize("path", PATHS, ids=[p.stem for p in PATHS])
 async def test_scenario_lands_in_a_redis_cluster_and_loads_back(
-    path: Path, redis_cluster: RedisCluster, nats_server: Any
+    path: Path, redis_line_cluster: RedisCluster, nats_server: Any
 ) -> None:
     scenario = Scenario.load(path)
-    db = cluster_database(redis_cluster, scenario.trader_id)
+    db = cluster_database(redis_line_cluster, scenario.trader_id)
     db.flush()
     keys = Keys(scenario.trader_id, hash_tag=True)
-    client = redis.RedisCluster.from_url(redis_cluster.url)
+    client = redis.RedisCluster.from_url(redis_line_cluster.url)
     config = daemon_config(
-        redis_cluster.url, nats_server.url, scenario.trader_id, redis={"cluster": True}, nats=NATS_SECTION
+        redis_line_cluster.url, nats_server.url, scenario.trader_id, redis={"cluster": True}, nats=NATS_SECTION
     )
     assert config.redis.cluster
     try:
@@ -161,9 +161,9 @@ async def test_scenario_lands_in_a_redis_cluster_and_loads_back(
         db.close()
 
 
-def test_the_scenarios_spread_over_every_master(redis_cluster: RedisCluster) -> None:
+def test_the_scenarios_spread_over_every_master(redis_line_cluster: RedisCluster) -> None:
     """The traders' slots fall on more than one master, so the run above exercised cross-node routing."""
-    client: Any = redis.RedisCluster.from_url(redis_cluster.url)
+    client: Any = redis.RedisCluster.from_url(redis_line_cluster.url)
     try:
         owners = {
             client.get_node_from_key(Keys(Scenario.load(path).trader_id, hash_tag=True).checkpoint()).port
@@ -171,4 +171,4 @@ def test_the_scenarios_spread_over_every_master(redis_cluster: RedisCluster) -> 
         }
     finally:
         client.close()
-    assert owners == {node.port for node in redis_cluster.nodes}
+    assert owners == {node.port for node in redis_line_cluster.nodes}

@@ -128,20 +128,20 @@ async def test_jetstream_keeps_a_stream_and_its_messages_across_a_nats_restart(n
 
 
 @integration
-def test_redis_cluster_has_three_masters_serving_every_slot(redis_cluster: RedisCluster) -> None:
-    for node in redis_cluster.nodes:
+def test_redis_cluster_has_three_masters_serving_every_slot(redis_line_cluster: RedisCluster) -> None:
+    for node in redis_line_cluster.nodes:
         with node.client() as client:
             info = client.cluster("INFO")
         assert (info["cluster_state"], info["cluster_slots_ok"], info["cluster_size"]) == ("ok", "16384", "3")
-    with redis.RedisCluster.from_url(redis_cluster.url) as cluster:
+    with redis.RedisCluster.from_url(redis_line_cluster.url) as cluster:
         masters = {(node.host, node.port) for node in cluster.get_primaries()}
-    assert masters == {("127.0.0.1", node.port) for node in redis_cluster.nodes}
+    assert masters == {("127.0.0.1", node.port) for node in redis_line_cluster.nodes}
 
 
 @integration
-def test_hash_tagged_keys_share_one_slot_and_live_on_one_node(redis_cluster: RedisCluster) -> None:
+def test_hash_tagged_keys_share_one_slot_and_live_on_one_node(redis_line_cluster: RedisCluster) -> None:
     keys = ["trader-{TESTER-1}:orders:O-1", "trader-{TESTER-1}:positions:P-1"]
-    with redis.RedisCluster.from_url(redis_cluster.url) as cluster:
+    with redis.RedisCluster.from_url(redis_line_cluster.url) as cluster:
         assert cluster.keyslot(keys[0]) == cluster.keyslot(keys[1])
         assert cluster.keyslot("trader-TESTER-1:orders:O-1") != cluster.keyslot("trader-TESTER-1:positions:P-1")
         cluster.mset(dict.fromkeys(keys, b"x"))  # refused if the keys mapped to two slots

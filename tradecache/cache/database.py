@@ -74,6 +74,13 @@ UNAVAILABLE_ERRORS = (
 UNAVAILABLE_REPLY_CODES = frozenset({"NOREPLICAS", "MISCONF", "BUSY"})
 # redis-py rewrites an error inside a pipeline as "Command # n (...) of pipeline caused error: (args)".
 _PIPELINE_ERROR = "of pipeline caused error: "
+# Redis 6.2 wraps an error a command raised inside a script: "Error running script (call to f_<sha>):
+# @user_script:1: @user_script: 1: -NOREPLICAS Not enough ...". Redis 7 passes the reply as it is,
+# with " script: <sha>, on @user_script:1." appended. The reply's own code follows ": -".
+_SCRIPT_ERROR = "Error running script"
+_WRAPPED_CODE = ": -"
+# Codes redis-py would have mapped to an exception class of UNAVAILABLE_ERRORS had they come bare.
+_WRAPPED_UNAVAILABLE_CODES = frozenset({"READONLY", "LOADING", "CLUSTERDOWN", "TRYAGAIN"})
 
 
 def is_unavailable(exc: BaseException) -> bool:
@@ -85,7 +92,11 @@ def is_unavailable(exc: BaseException) -> bool:
     message = str(exc.args[0])
     if _PIPELINE_ERROR in message:
         message = message.rpartition(_PIPELINE_ERROR)[2].lstrip("('\"")
-    return message.split(" ", 1)[0] in UNAVAILABLE_REPLY_CODES
+    codes = UNAVAILABLE_REPLY_CODES
+    if message.startswith(_SCRIPT_ERROR) and _WRAPPED_CODE in message:
+        message = message.partition(_WRAPPED_CODE)[2]
+        codes = UNAVAILABLE_REPLY_CODES | _WRAPPED_UNAVAILABLE_CODES
+    return message.split(" ", 1)[0] in codes
 
 
 _FLUSH_SCAN_COUNT = 1000
