@@ -1,18 +1,32 @@
 """Enumerations of the wire format. On the wire an enum is its member *name*; the integer values
-are NautilusTrader's and never appear on the wire."""
+are NautilusTrader's and never appear on the wire.
+
+`str()` and f-strings give the name too (`str(OrderStatus.FILLED)` is `"FILLED"`, as in NautilusTrader),
+since that is what people read in logs and command output; `int()` and comparisons keep the value.
+"""
 
 from __future__ import annotations
 
 from enum import IntEnum
 
 
-class OrderSide(IntEnum):
+class WireEnum(IntEnum):
+    """An IntEnum that prints as its member name."""
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __format__(self, format_spec: str) -> str:
+        return format(self.name, format_spec)
+
+
+class OrderSide(WireEnum):
     NO_ORDER_SIDE = 0
     BUY = 1
     SELL = 2
 
 
-class OrderType(IntEnum):
+class OrderType(WireEnum):
     MARKET = 1
     LIMIT = 2
     STOP_MARKET = 3
@@ -24,7 +38,7 @@ class OrderType(IntEnum):
     TRAILING_STOP_LIMIT = 9
 
 
-class OrderStatus(IntEnum):
+class OrderStatus(WireEnum):
     INITIALIZED = 1
     DENIED = 2
     EMULATED = 3
@@ -41,7 +55,7 @@ class OrderStatus(IntEnum):
     FILLED = 14
 
 
-class TimeInForce(IntEnum):
+class TimeInForce(WireEnum):
     GTC = 1
     IOC = 2
     FOK = 3
@@ -51,45 +65,45 @@ class TimeInForce(IntEnum):
     AT_THE_CLOSE = 7
 
 
-class LiquiditySide(IntEnum):
+class LiquiditySide(WireEnum):
     NO_LIQUIDITY_SIDE = 0
     MAKER = 1
     TAKER = 2
 
 
-class PositionSide(IntEnum):
+class PositionSide(WireEnum):
     NO_POSITION_SIDE = 0
     FLAT = 1
     LONG = 2
     SHORT = 3
 
 
-class AccountType(IntEnum):
+class AccountType(WireEnum):
     CASH = 1
     MARGIN = 2
     BETTING = 3
 
 
-class OmsType(IntEnum):
+class OmsType(WireEnum):
     UNSPECIFIED = 0
     NETTING = 1
     HEDGING = 2
 
 
-class CurrencyType(IntEnum):
+class CurrencyType(WireEnum):
     CRYPTO = 1
     FIAT = 2
     COMMODITY_BACKED = 3
 
 
-class ContingencyType(IntEnum):
+class ContingencyType(WireEnum):
     NO_CONTINGENCY = 0
     OCO = 1
     OTO = 2
     OUO = 3
 
 
-class TriggerType(IntEnum):
+class TriggerType(WireEnum):
     NO_TRIGGER = 0
     DEFAULT = 1
     LAST_PRICE = 2
@@ -102,7 +116,7 @@ class TriggerType(IntEnum):
     MID_POINT = 9
 
 
-class TrailingOffsetType(IntEnum):
+class TrailingOffsetType(WireEnum):
     NO_TRAILING_OFFSET = 0
     PRICE = 1
     BASIS_POINTS = 2
@@ -110,7 +124,7 @@ class TrailingOffsetType(IntEnum):
     PRICE_TIER = 4
 
 
-class AssetClass(IntEnum):
+class AssetClass(WireEnum):
     FX = 1
     EQUITY = 2
     COMMODITY = 3
@@ -120,7 +134,7 @@ class AssetClass(IntEnum):
     ALTERNATIVE = 7
 
 
-class InstrumentClass(IntEnum):
+class InstrumentClass(WireEnum):
     SPOT = 1
     SWAP = 2
     FUTURE = 3
@@ -135,7 +149,7 @@ class InstrumentClass(IntEnum):
     BINARY_OPTION = 12
 
 
-class OptionKind(IntEnum):
+class OptionKind(WireEnum):
     CALL = 1
     PUT = 2
 
@@ -156,4 +170,5 @@ __all__ = [
     "TimeInForce",
     "TrailingOffsetType",
     "TriggerType",
+    "WireEnum",
 ]
