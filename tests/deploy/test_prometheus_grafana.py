@@ -16,7 +16,7 @@ ALERTS = {
     "TradecacheWriteLatencyHigh", "TradecachePositionDivergence", "TradecacheRedisDown", "TradecacheNatsDisconnected",
 }  # fmt: skip
 PANELS = {
-    "Events/s by kind and outcome", "Redis write latency p50 / p99 by kind", "Event lag p50 / p99 by kind",
+    "Events/s by kind and outcome", "Redis commit latency p50 / p99", "Event lag p50 / p99 by kind",
     "Keys per collection", "Consumer pending messages", "Dead letters by reason", "Dead letters by kind and type",
     "Load requests/s by endpoint and outcome", "Load latency p50 / p99 by endpoint", "Redis up", "NATS connected",
     "Redis up / NATS connected", "Position divergence",

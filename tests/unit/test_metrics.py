@@ -7,7 +7,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from tradecache import __version__
-from tradecache.daemon.metrics import LOAD_ENDPOINTS, MAX_LABEL_VALUES, OTHER, Metrics
+from tradecache.daemon.metrics import KINDS, LOAD_ENDPOINTS, MAX_LABEL_VALUES, MIXED_KIND, OTHER, Metrics
 from tradecache.errors import RejectReason
 
 # SPEC section 4, written out again here so that a renamed metric fails a test.
@@ -180,6 +180,22 @@ def test_write_duration_lands_in_fine_latency_buckets(registry: CollectorRegistr
     assert registry.get_sample_value(bucket, {"kind": "order", "le": "0.0001"}) == 1
     assert registry.get_sample_value(bucket, {"kind": "order", "le": "5.0"}) == 1
     assert registry.get_sample_value("tradecache_write_duration_seconds_sum", {"kind": "order"}) == pytest.approx(7e-5)
+
+
+def test_a_commit_is_observed_once_under_its_single_kind_or_mixed(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    metrics.commit_duration({"order"}, 0.002)
+    metrics.commit_duration({"order", "account", "position"}, 0.004)
+    metrics.commit_duration(set(), 0.5)  # a commit that carried no event (only refusals): nothing observed
+    count = "tradecache_write_duration_seconds_count"
+    assert registry.get_sample_value(count, {"kind": "order"}) == 1
+    assert registry.get_sample_value(count, {"kind": MIXED_KIND}) == 1
+    assert registry.get_sample_value(count, {"kind": "account"}) == 0
+    total = sum(registry.get_sample_value(count, {"kind": kind}) or 0 for kind in (*KINDS, MIXED_KIND))
+    assert total == 2  # a sum over kinds counts commits, each once
+    seconds = registry.get_sample_value("tradecache_write_duration_seconds_sum", {"kind": MIXED_KIND})
+    assert seconds == pytest.approx(0.004)
 
 
 def test_event_lag_is_observed_by_kind(registry: CollectorRegistry, metrics: Metrics) -> None:

@@ -309,8 +309,7 @@ class Ingestor:
             metrics.event(kind, type_name, "duplicate" if duplicate else "written")
             metrics.event_lag(kind, max(0.0, (now_ns - applied.item.delivery.timestamp_ns) / 1e9))
             kinds.add(kind)
-        for kind in kinds:
-            metrics.write_duration(kind, seconds)
+        metrics.commit_duration(kinds, seconds)  # once per commit, not once per kind
         for refused in result.refused:
             metrics.event(refused.kind, refused.type_name, "dead_lettered")
             metrics.dead_letter(refused.error.reason.value)

@@ -14,6 +14,7 @@ producer must not grow the registry without bound.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any, Final, Literal, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -30,6 +31,8 @@ LOAD_OUTCOMES: Final[tuple[str, ...]] = get_args(LoadOutcome)
 COLLECTIONS: Final[tuple[str, ...]] = get_args(KeyCollection)
 # The subject kinds of SPEC section 1 and the load endpoints of SPEC section 3.
 KINDS: Final = ("currency", "instrument", "order", "position", "account", "command", "strategy")
+# `kind` of a write-duration observation whose commit carried events of several kinds.
+MIXED_KIND: Final = "mixed"
 LOAD_ENDPOINTS: Final = (
     "currency", "currencies", "instrument", "instruments", "account", "accounts", "order", "orders",
     "position", "positions", "strategy", "submit_order_command", "submit_order_commands",
@@ -134,6 +137,7 @@ class Metrics:
         for kind in KINDS:
             self.write_duration_seconds.labels(kind=kind)
             self.event_lag_seconds.labels(kind=kind)
+        self.write_duration_seconds.labels(kind=MIXED_KIND)
         for endpoint in LOAD_ENDPOINTS:
             self.load_duration_seconds.labels(endpoint=endpoint)
             for outcome in LOAD_OUTCOMES:
@@ -149,8 +153,18 @@ class Metrics:
         self.events.labels(**labels).inc(n)
 
     def write_duration(self, kind: str, seconds: float) -> None:
-        """Observe how long the Redis write carrying events of `kind` took."""
-        self.write_duration_seconds.labels(kind=self._kinds.admit(kind)).observe(seconds)
+        """Observe how long one Redis commit took; `kind` is the kind of every event it carried, or
+        `MIXED_KIND` when they were of several kinds. Call it once per commit (`commit_duration`)."""
+        label = kind if kind == MIXED_KIND else self._kinds.admit(kind)
+        self.write_duration_seconds.labels(kind=label).observe(seconds)
+
+    def commit_duration(self, kinds: AbstractSet[str], seconds: float) -> None:
+        """Observe one commit that carried events of `kinds` (nothing when it carried none).
+
+        The time is that of one script call for the whole batch, so it is observed once, under the
+        batch's single kind or `MIXED_KIND`: a sum over kinds then counts each commit once."""
+        if kinds:
+            self.write_duration(next(iter(kinds)) if len(kinds) == 1 else MIXED_KIND, seconds)
 
     def event_lag(self, kind: str, seconds: float) -> None:
         """Observe the time from publish (JetStream timestamp) to durable in Redis."""
@@ -223,6 +237,7 @@ __all__ = [
     "LOAD_ENDPOINTS",
     "LOAD_OUTCOMES",
     "MAX_LABEL_VALUES",
+    "MIXED_KIND",
     "OTHER",
     "EventOutcome",
     "KeyCollection",
