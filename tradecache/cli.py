@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -79,7 +80,7 @@ def _add_check_config(commands: Commands) -> None:
 
 
 def _load(args: argparse.Namespace) -> int:
-    from tradecache.load_command import run_load  # imported here: it pulls in nats-py
+    from tradecache.load_command import LoadRequest, run_load  # imported here: it pulls in nats-py
 
     environ = dict(os.environ)
     if args.nats is not None:
@@ -87,14 +88,15 @@ def _load(args: argparse.Namespace) -> int:
     if args.trader is not None:
         environ["TRADECACHE_TRADER_ID"] = args.trader
     config = load_config(args.config, environ)
-    code: int = asyncio.run(run_load(config, args.name, args.id, args.timeout))
+    request = LoadRequest(args.name, args.id, args.timeout, "table" if args.table else args.output, args.quiet)
+    code: int = asyncio.run(run_load(config, request))
     return code
 
 
 def _add_load(commands: Commands) -> None:
     load = commands.add_parser(
         "load",
-        help="ask the running sidecar for stored state; prints JSON (exit 0 found, 1 not found, 2 error)",
+        help="ask the running sidecar for stored state; prints JSON or a table (exit 0 found, 1 not found, 2 error)",
     )
     load.add_argument("name", help="what to load: order, orders, position, account, stats, ... (SPEC section 3)")
     load.add_argument("id", nargs="?", help="the id, for single-object loads")
@@ -102,6 +104,12 @@ def _add_load(commands: Commands) -> None:
     load.add_argument("--nats", metavar="URL", help="NATS server(s), comma-separated (overrides the config)")
     load.add_argument("--trader", metavar="ID", help="the trader id (overrides the config)")
     load.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each reply (default 5)")
+    load.add_argument(
+        "-o", "--output", choices=("json", "table"), default="json",
+        help="json: the reply as the service sends it (default); table: readable orders, positions, accounts",
+    )  # fmt: skip
+    load.add_argument("--table", action="store_true", help="the same as -o table")
+    load.add_argument("-q", "--quiet", action="store_true", help="print nothing on stdout; the exit code tells")
     load.set_defaults(handler=_load)
 
 
@@ -140,25 +148,43 @@ def _add_rebuild(commands: Commands) -> None:
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from tradecache.daemon.devmode import run_dev  # imported here: it pulls in the whole daemon
+    from tradecache.daemon.devmode import DevOptions, run_dev  # imported here: it pulls in the whole daemon
 
-    code: int = run_dev(
-        data_dir=args.data_dir,
+    options = DevOptions(
+        data_dir=Path(args.data_dir),
         exit_after_feed=args.exit_after_feed,
         http_port=args.http_port,
-        own_servers=args.own_servers,
+        use_running=args.use_running,
+        keep_data=args.keep_data,
+        redis_url=args.redis_url,
+        nats_url=args.nats_url,
     )
+    code: int = run_dev(options)
     return code
 
 
 def _add_dev(commands: Commands) -> None:
-    dev = commands.add_parser("dev", help="local redis-server and nats-server, the daemon and a demo feed")
-    dev.add_argument("--data-dir", default=".tradecache-dev", help="where the local servers keep their data")
-    dev.add_argument("--http-port", type=int, default=9464, help="metrics/health port (0: any free port)")
-    dev.add_argument("--exit-after-feed", action="store_true", help="stop once the demo feed is stored")
-    dev.add_argument(
-        "--own-servers", action="store_true", help="always start private servers on free ports (never reuse local ones)"
+    dev = commands.add_parser(
+        "dev", help="its own redis-server and nats-server on free ports, the daemon and a demo feed"
     )
+    dev.add_argument("--data-dir", default=".tradecache-dev", help="where its servers keep their data")
+    dev.add_argument(
+        "--http-port", type=int, default=None,
+        help="metrics/health port (default 9464, or a free one when that is busy; 0: any free port)",
+    )  # fmt: skip
+    dev.add_argument(
+        "--exit-after-feed", action="store_true", help="stop (servers too) once the demo feed is stored and shown"
+    )
+    dev.add_argument(
+        "--use-running", action="store_true",
+        help="use a Redis and a NATS already running (--redis-url, --nats-url) instead of starting its own",
+    )  # fmt: skip
+    dev.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="with --use-running: the Redis to use")
+    dev.add_argument("--nats-url", default="nats://127.0.0.1:4222", help="with --use-running: the NATS to use")
+    dev.add_argument(
+        "--keep-data", action="store_true",
+        help="at exit keep the data (own servers: their folders; --use-running: the demo trader's keys and messages)",
+    )  # fmt: skip
     dev.set_defaults(handler=_dev)
 
 

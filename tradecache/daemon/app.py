@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
 from typing import Any
@@ -20,7 +21,7 @@ import redis.exceptions
 from tradecache import __version__
 from tradecache.cache.database import is_unavailable
 from tradecache.cache.keys import Keys
-from tradecache.config import Config
+from tradecache.config import Config, mask_url
 from tradecache.daemon.bus import NatsOptions, StreamPlan, connect, ensure_streams
 from tradecache.daemon.deadletter import DeadLetters
 from tradecache.daemon.health import HealthServer
@@ -62,6 +63,16 @@ def nats_options(config: Config) -> NatsOptions:
         connect_timeout=nats_config.connect_timeout,
         max_reconnect_wait=nats_config.max_reconnect_wait,
     )
+
+
+def listen_problem(config: Config, exc: OSError) -> str:
+    """One line on why `http.listen` cannot be bound, naming the setting to change."""
+    address = f"{config.http.host or '0.0.0.0'}:{config.http.port}"
+    if exc.errno == errno.EADDRINUSE:
+        reason = "the port is already in use (another tradecache, or another program)"
+    else:
+        reason = exc.strerror or str(exc)
+    return f"cannot listen on {address}: {reason}; choose another with http.listen (TRADECACHE_HTTP_LISTEN)"
 
 
 def redis_client(config: Config) -> Any:
@@ -113,7 +124,11 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
-        await self.health.start()
+        try:
+            await self.health.start()
+        except OSError as exc:  # the port is taken (or the address is not this host's): say which key to change
+            log.error("cannot serve /metrics and /healthz", extra={"error": listen_problem(self.config, exc)})
+            return 1
         log.info("health server listening", extra={"port": self.health.port, "version": __version__})
         try:
             return await self._serve()
@@ -127,6 +142,11 @@ class Daemon:
             self.metrics.set_redis_up(bool(await client.ping()))
         except REFUSED_ERRORS as exc:  # a wrong password or ACL never heals: stop now, say why
             log.error("cannot use Redis", extra={"error": f"Redis refused the credentials: {exc}"})
+            return 1
+        except redis.exceptions.InvalidResponse as exc:  # something else listens there (NATS, HTTP, ...)
+            url = mask_url(self.config.redis.url)
+            problem = f"{url} did not answer as a Redis server ({exc}): is redis.url's port a Redis port?"
+            log.error("cannot use Redis", extra={"error": problem})
             return 1
         except (redis.exceptions.RedisError, OSError) as exc:
             if not (isinstance(exc, OSError) or is_unavailable(exc)):

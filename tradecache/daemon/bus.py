@@ -108,7 +108,7 @@ async def connect(
         kwargs["max_reconnect_attempts"] = 1
         nc = await nats.connect(**kwargs)
     except nats.errors.Error as exc:
-        raise BusUnavailable("connect", _explain(exc)) from exc
+        raise BusUnavailable("connect", _explain(exc, options)) from exc
     except (OSError, TimeoutError, ssl.SSLError) as exc:
         raise BusUnavailable("connect", _explain_os_error(exc, options)) from exc
     # From now on, reconnect forever.
@@ -117,16 +117,27 @@ async def connect(
     return nc
 
 
-def _explain(exc: Exception) -> str:
+def _explain(exc: Exception, options: NatsOptions) -> str:
     text = str(exc) or type(exc).__name__
     if "authorization" in text.lower():
         return "authorization violation: the server refused these credentials"
+    if isinstance(exc, nats.errors.NoServersError):
+        return f"nothing accepts connections at {_servers(options)}: is nats-server running, is the port right?"
     return f"{type(exc).__name__}: {text}"
+
+
+def _servers(options: NatsOptions) -> str:
+    return ", ".join(mask_url(server) for server in options.servers)
 
 
 def _explain_os_error(exc: BaseException, options: NatsOptions) -> str:
     """The error, with a hint when it is a TLS refusal (a bare 'Broken pipe' says nothing)."""
     text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, TimeoutError) and not str(exc):  # a port that accepts TCP but never greets like NATS
+        return (
+            f"no NATS greeting from {_servers(options)} within {options.connect_timeout:g} s: "
+            "is that a NATS client port (not Redis, HTTP or the monitoring port)?"
+        )
     if isinstance(exc, ssl.SSLCertVerificationError):
         trusted = "nats.tls_ca_file" if options.tls_ca_file else "a CA this system trusts (set nats.tls_ca_file)"
         return f"{text} (the server's certificate is not signed by {trusted}, or is not for this host)"

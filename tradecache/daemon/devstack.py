@@ -128,10 +128,16 @@ def reachable(host: str, port: int, timeout: float = 0.3) -> bool:
         return False
 
 
-def port_is_free(port: int) -> bool:
+def port_is_free(port: int, host: str = HOST) -> bool:
+    """True when a server could listen on `host:port` now.
+
+    Binds with SO_REUSEADDR, as servers do (asyncio's among them): a port whose last connections
+    are in TIME_WAIT after a quick restart is free, one somebody listens on is not.
+    """
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((HOST, port))
+            sock.bind((host, port))
         except OSError:
             return False
         return True
@@ -166,6 +172,9 @@ class LocalServer:
     """One server process on 127.0.0.1:`port`, keeping its data in `data_dir`; restartable."""
 
     name: ClassVar[ServerName]
+    # True: the process gets a session of its own, so a Ctrl-C in the terminal (SIGINT to the whole
+    # foreground process group) reaches only its parent, which then stops it in order (`tradecache dev`).
+    own_session: bool = False
 
     def __init__(self, *, port: int | None = None, binary: Path | None = None, data_dir: Path | None = None) -> None:
         self.binary = binary or find_binary(self.name)
@@ -197,8 +206,9 @@ class LocalServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             process = subprocess.Popen(
-                self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self.data_dir
-            )
+                self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self.data_dir,
+                start_new_session=self.own_session,
+            )  # fmt: skip
         self._process = process
         _running.add(process)
         deadline = time.monotonic() + timeout
