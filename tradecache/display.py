@@ -76,7 +76,8 @@ def order_price_precision(order: Order, instruments: Mapping[str, Instrument]) -
     instrument = instruments.get(order.instrument_id.value)
     if instrument is not None:
         return instrument.price_precision
-    for price in (order.price, order.trigger_price):
+    prices = [order.price if order.has_price else None, order.trigger_price if order.has_trigger_price else None]
+    for price in prices:
         if price is not None:
             return price.precision
     fills = [event for event in order.events if isinstance(event, OrderFilled)]

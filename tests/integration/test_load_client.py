@@ -15,6 +15,7 @@ import nats
 import pytest
 
 from tests.integration.daemon_harness import daemon_config, database, running_daemon, wait_for_checkpoint
+from tests.unit.test_display import columns
 from tests.vectors.scenarios import Scenario, scenario_paths
 from tradecache.client import CacheClient, LoadError, Publisher
 from tradecache.daemon.app import Daemon
@@ -188,12 +189,63 @@ async def test_the_load_command_prints_json_and_exits_0_1_or_2(daemon: Daemon, n
 
     missing = await asyncio.to_thread(run_cli, "order", "NO-SUCH", *target)
     assert missing.returncode == 1 and missing.stdout.strip() == "null"
+    assert missing.stderr == f"tradecache: load order: not found: trader {TRADER} has no order NO-SUCH stored\n"
 
     unknown = await asyncio.to_thread(run_cli, "orderz", *target)
     assert unknown.returncode == 2 and "unknown load 'orderz'" in unknown.stderr
     no_id = await asyncio.to_thread(run_cli, "order", *target)
     assert no_id.returncode == 2 and "needs an id (client_order_id)" in no_id.stderr
     nobody = await asyncio.to_thread(run_cli, "order", "O-1", "--nats", nats_server.url, "--trader", "NOBODY-001")
-    assert nobody.returncode == 2 and "tradecache: load order:" in nobody.stderr
+    assert nobody.returncode == 2
+    assert nobody.stderr == (
+        "tradecache: load order: no sidecar answers for trader NOBODY-001 on tradecache.load.NOBODY-001.*: "
+        "is it running, is the trader id right?\n"
+    )
     unreachable = await asyncio.to_thread(run_cli, "stats", "--nats", "nats://127.0.0.1:1", "--trader", TRADER)
     assert unreachable.returncode == 2 and "cannot connect to NATS" in unreachable.stderr
+
+
+async def test_the_load_command_shows_a_vector_scenario_as_tables_and_is_quiet_when_asked(
+    daemon: Daemon, nats_server: Any
+) -> None:
+    scenario = Scenario.load(next(p for p in PATHS if p.stem == "limit_partial_fills_then_cancel"))
+    nc = await nats.connect(nats_server.url)
+    publisher = Publisher(nc.jetstream(), TRADER)
+    last = 0
+    for _kind, _type, payload in scenario.messages:
+        last = (await publisher.publish(as_our_trader(payload))).seq
+    await nc.close()
+    await wait_for_checkpoint(daemon.config.redis.url, TRADER, last)
+    target = ("--nats", nats_server.url, "--trader", TRADER)
+    (order_id,), (position_id,) = scenario.expected["orders"], scenario.expected["positions"]
+
+    orders = await asyncio.to_thread(run_cli, "orders", "--table", *target)
+    assert orders.returncode == 0, orders.stderr
+    # Earlier tests' orders of TRADER may be listed too (the stream still holds them).
+    (order,) = [row for row in columns(orders.stdout) if row["ORDER"] == order_id]
+    assert (order["ORDER"], order["STATUS"], order["PRICE"], order["AVG PX"]) == (order_id, "CANCELED", "91250.00",
+                                                                                  "91249.69")  # fmt: skip
+    assert order["UPDATED"] == "2025-11-27T17:01:08.781965951Z"
+
+    position = await asyncio.to_thread(run_cli, "position", position_id, "-o", "table", *target)
+    assert position.returncode == 0, position.stderr
+    (row,) = columns(position.stdout)
+    assert (row["SIDE"], row["QTY"], row["AVG OPEN"], row["REALIZED PNL"]) == ("LONG", "0.515000", "91249.69",
+                                                                               "-46.99359250 USDT")  # fmt: skip
+    assert row["OPENED"] == "2025-11-27T17:01:07.787028734Z" and row["CLOSED"] == "-"
+
+    accounts = await asyncio.to_thread(run_cli, "accounts", "-o", "table", *target)
+    (account_id,) = scenario.expected["accounts"]
+    assert [(r["TOTAL"], r["FREE"]) for r in columns(accounts.stdout) if r["ACCOUNT"] == account_id] == [
+        ("0.61500000 BTC", "0.61500000 BTC"), ("102959.41390750 USDT", "102959.41390750 USDT")
+    ]  # fmt: skip
+
+    quiet = await asyncio.to_thread(run_cli, "order", order_id, "--quiet", *target)
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
+    quiet_missing = await asyncio.to_thread(run_cli, "order", "NO-SUCH", "-q", "--table", *target)
+    assert (quiet_missing.returncode, quiet_missing.stdout, quiet_missing.stderr) == (1, "", "")
+    missing = await asyncio.to_thread(run_cli, "position", "NO-SUCH", "--table", *target)
+    assert missing.returncode == 1 and missing.stdout == ""
+    assert missing.stderr == f"tradecache: load position: not found: trader {TRADER} has no position NO-SUCH stored\n"
+    no_table = await asyncio.to_thread(run_cli, "stats", "--table", *target)
+    assert no_table.returncode == 2 and "'-o table' shows order, orders, position" in no_table.stderr
