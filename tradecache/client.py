@@ -165,6 +165,10 @@ class CacheClient:
     def _account(self, snapshot: dict[str, Any] | None) -> Account | None:
         return None if snapshot is None else replay_account(self._events(snapshot))
 
+    def position_of(self, snapshot: dict[str, Any] | None, instrument: Instrument | None) -> Position | None:
+        """A position snapshot (with its `events`) replayed on `instrument`; None without either."""
+        return self._position(snapshot, instrument)
+
     def _position(self, snapshot: dict[str, Any] | None, instrument: Instrument | None) -> Position | None:
         if snapshot is None or instrument is None:
             return None

@@ -39,6 +39,10 @@ OUTPUTS: Final[tuple[Output, ...]] = ("json", "table")
 TABLE_LOADS: Final = ("order", "orders", "position", "positions", "account", "accounts")
 
 
+class CannotShow(Exception):
+    """What was loaded cannot be shown as asked; the message says why and what to use instead."""
+
+
 @dataclass(frozen=True)
 class LoadRequest:
     name: str
@@ -100,6 +104,9 @@ async def run_load(config: Config, request: LoadRequest, out: TextIO = sys.stdou
         print(f"tradecache: load {name}: no answer on {subject} within {request.timeout:g} s "
               "(is the sidecar running, or is it busy?)", file=err)  # fmt: skip
         return FAILED
+    except CannotShow as exc:
+        print(f"tradecache: load {name}: {exc}", file=err)
+        return FAILED
     except Exception as exc:  # anything else: say what, never a traceback
         print(f"tradecache: load {name}: {type(exc).__name__}: {exc}", file=err)
         return FAILED
@@ -148,13 +155,25 @@ async def _table(client: CacheClient, name: str, entity_id: str | None) -> tuple
         return True, orders_table(orders, await _instruments(client, bool(orders)))
     if name in ("position", "positions"):
         if entity_id is not None:
-            position = await client.load_position(entity_id)
-            return (False, None) if position is None else (True, positions_table({entity_id: position}))
+            return await _position_table(client, entity_id)
         return True, positions_table(await client.load_positions())
     if entity_id is not None:
         account = await client.load_account(entity_id)
         return (False, None) if account is None else (True, accounts_table({entity_id: account}))
     return True, accounts_table(await client.load_accounts())
+
+
+async def _position_table(client: CacheClient, position_id: str) -> tuple[bool, str | None]:
+    snapshot = await client.snapshot("position", position_id, "position_id")
+    if snapshot is None:
+        return False, None
+    instrument = await client.load_instrument(snapshot["instrument_id"])
+    if instrument is None:  # its fills are stored, the instrument that prices them is not
+        raise CannotShow(f"position {position_id} is stored but not its instrument {snapshot['instrument_id']}, "
+                          "so it cannot be shown as a table (use -o json)")  # fmt: skip
+    position = client.position_of(snapshot, instrument)
+    assert position is not None
+    return True, positions_table({position_id: position})
 
 
 async def _instruments(client: CacheClient, needed: bool) -> Mapping[str, Instrument]:

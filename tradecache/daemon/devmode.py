@@ -247,7 +247,7 @@ async def wait_stored(redis_url: str, daemon: Daemon, sequence: int, timeout: fl
             await asyncio.sleep(0.05)
     finally:
         await client.aclose()
-    raise TimeoutError("the demo feed was not stored in time")
+    raise DevProblem(f"the demo feed was not stored within {timeout:g} s: the daemon's log above says why")
 
 
 async def stored_state(nats_url: str) -> str:
@@ -341,9 +341,13 @@ async def _dev(options: DevOptions) -> int:
             return task.result() or 1
         try:
             await _show_demo(stack, daemon, options)
-        finally:
-            if options.exit_after_feed:
-                daemon.request_stop()
+        except BaseException:
+            daemon.request_stop()  # stop in order before the servers go
+            with contextlib.suppress(BaseException):
+                await task
+            raise
+        if options.exit_after_feed:
+            daemon.request_stop()
         code: int = await task
         return code
     finally:
