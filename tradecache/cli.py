@@ -179,8 +179,8 @@ def _add_dev(commands: Commands) -> None:
         "--use-running", action="store_true",
         help="use a Redis and a NATS already running (--redis-url, --nats-url) instead of starting its own",
     )  # fmt: skip
-    dev.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="with --use-running: the Redis to use")
-    dev.add_argument("--nats-url", default="nats://127.0.0.1:4222", help="with --use-running: the NATS to use")
+    dev.add_argument("--redis-url", help="with --use-running: the Redis to use (default redis://127.0.0.1:6379/0)")
+    dev.add_argument("--nats-url", help="with --use-running: the NATS to use (default nats://127.0.0.1:4222)")
     dev.add_argument(
         "--keep-data", action="store_true",
         help="at exit keep the data (own servers: their folders; --use-running: the demo trader's keys and messages)",

@@ -189,3 +189,12 @@ def in_time_wait(port: int) -> bool:
         except OSError:
             return True
         return False
+
+
+def test_dev_with_server_urls_but_without_use_running_says_what_is_missing(tmp_path: Path) -> None:
+    result = tradecache("dev", "--redis-url", "redis://127.0.0.1:1/0", "--exit-after-feed", "--http-port", "0",
+                        "--data-dir", str(tmp_path / "d"))  # fmt: skip
+    assert (result.returncode, result.stdout) == (2, "tradecache dev\n")
+    assert result.stderr == (
+        "tradecache dev: --redis-url and --nats-url name the servers --use-running uses; add --use-running\n"
+    )

@@ -76,8 +76,8 @@ class DevOptions:
     http_port: int | None = None  # None: DEFAULT_HTTP_PORT, or a free one when it is busy
     use_running: bool = False
     keep_data: bool = False
-    redis_url: str = RUNNING_REDIS_URL  # --use-running only
-    nats_url: str = RUNNING_NATS_URL  # --use-running only
+    redis_url: str | None = None  # --use-running only (None: RUNNING_REDIS_URL)
+    nats_url: str | None = None  # --use-running only (None: RUNNING_NATS_URL)
 
 
 @dataclass
@@ -326,9 +326,11 @@ async def _show_demo(stack: Stack, daemon: Daemon, options: DevOptions) -> None:
 
 async def _dev(options: DevOptions) -> int:
     _say("tradecache dev")
+    if not options.use_running and (options.redis_url or options.nats_url):
+        raise DevProblem("--redis-url and --nats-url name the servers --use-running uses; add --use-running")
     http_port = choose_http_port(options.http_port)
     if options.use_running:
-        stack = await running_servers(options.redis_url, options.nats_url)
+        stack = await running_servers(options.redis_url or RUNNING_REDIS_URL, options.nats_url or RUNNING_NATS_URL)
     else:
         stack = await own_servers(options.data_dir)
     try:
