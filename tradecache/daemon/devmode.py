@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import shlex
 import shutil
@@ -62,7 +61,6 @@ DEFAULT_HTTP_PORT: Final = 9464
 RUNNING_REDIS_URL: Final = "redis://127.0.0.1:6379/0"
 RUNNING_NATS_URL: Final = "nats://127.0.0.1:4222"
 STREAM, DEAD_STREAM, CONSUMER = "TRADECACHE", "TRADECACHE_DEAD", f"tradecache-{TRADER_ID}"
-log = logging.getLogger("tradecache.dev")
 
 
 class DevProblem(Exception):
@@ -304,7 +302,8 @@ async def _show_demo(stack: Stack, daemon: Daemon, options: DevOptions) -> None:
     feed, last = await publish_demo(stack.nats_url)
     await wait_stored(stack.redis_url, daemon, last)
     port = daemon.health.port
-    _say(f"  daemon: consuming {PREFIX}.in.{TRADER_ID}.> into {stack.redis_url}; metrics on http://127.0.0.1:{port}")
+    _say(f"  daemon: consuming {PREFIX}.in.{TRADER_ID}.> into {mask_url(stack.redis_url)}; metrics on "
+         f"http://127.0.0.1:{port}")  # fmt: skip
     _say()
     _say(f"Demo session stored: {len(feed.messages)} messages ({len(feed.order_ids)} orders, "
          f"{feed.count('OrderFilled')} fills, {feed.count('AccountState')} account states; "
@@ -321,7 +320,8 @@ async def _show_demo(stack: Stack, daemon: Daemon, options: DevOptions) -> None:
     for line in suggestions(stack, feed, port):
         _say(f"  {line}")
     _say()
-    _say("Running; Ctrl-C stops the daemon and the servers it started.")
+    stops = "and the servers it started" if stack.started else "and removes what it wrote (see --keep-data)"
+    _say(f"Running; Ctrl-C stops the daemon {stops}.")
 
 
 async def _dev(options: DevOptions) -> int:
