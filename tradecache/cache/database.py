@@ -35,6 +35,7 @@ from tradecache.cache.rebuild import (
     instrument_from_bytes,
     order_from_events,
     position_from_fills,
+    strategy_state_from,
     submit_order_from_bytes,
     submit_order_list_from_bytes,
 )
@@ -122,7 +123,7 @@ class RedisCacheDatabase:
         self.config = config
         self._log = logger
         self._serializer = serializer
-        self._keys = Keys(self.trader_id.value, hash_tag=config.cluster)
+        self._keys = Keys(self.trader_id.value, hash_tag=config.cluster, layout=config.layout)
         self._redis: Any = (
             redis.RedisCluster(**config.client_kwargs()) if config.cluster else redis.Redis(**config.client_kwargs())
         )
@@ -218,8 +219,8 @@ class RedisCacheDatabase:
 
     def load_currency(self, code: str) -> Currency | None:
         with self._unavailable_as("load_currency"):
-            fields = self._redis.hgetall(self._keys.entity(Collection.CURRENCIES, code))
-        currency = currency_from_hash(code, fields)
+            stored = self._read(keys=[self._keys.entity(Collection.CURRENCIES, code)], args=["TYPED"])
+        currency = currency_from_hash(code, read_result("TYPED", stored[0]))
         if currency is not None:
             register_currency(currency)
         return currency
@@ -388,12 +389,14 @@ class RedisCacheDatabase:
         self._write("update_strategy", [write])
 
     def load_strategy(self, strategy_id: StrategyId) -> dict[str, bytes]:
+        """The strategy's state in either layout (this layout's key first); `{}` when absent."""
         with self._unavailable_as("load_strategy"):
-            fields = self._redis.hgetall(self._keys.entity(Collection.STRATEGIES, str(strategy_id)))
-        return {as_text(key): bytes(value) for key, value in fields.items()}
+            stored = self._read(keys=list(self._keys.strategy_states(str(strategy_id))), args=["TYPED"])
+        found = [read_result("TYPED", value) for value in stored]
+        return strategy_state_from(next((value for value in found if value), None))
 
     def delete_strategy(self, strategy_id: StrategyId) -> None:
-        """Remove the strategy's state hash (`...:strategies:<id>:State`)."""
+        """Remove the strategy's state (both layouts' keys)."""
         self._write("delete_strategy", [Write(WriteOp.DELETE, Collection.STRATEGIES, str(strategy_id))])
 
     # -- helpers -------------------------------------------------------------------------

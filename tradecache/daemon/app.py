@@ -80,7 +80,7 @@ class Daemon:
         self.metrics = metrics or Metrics(version=__version__)
         self.subjects = Subjects(config.nats.subject_prefix, config.trader_id)
         self.serializer = MsgPackSerializer(timestamps_as_str=True)
-        self.keys = Keys(config.trader_id, hash_tag=config.redis.cluster)
+        self.keys = Keys(config.trader_id, hash_tag=config.redis.cluster, layout=config.redis.layout)
         self.stopping = asyncio.Event()
         self.nc: Any = None
         self.store: Store | None = None

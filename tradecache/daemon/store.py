@@ -152,6 +152,11 @@ class Store:
                 return list(await self.client.lrange(key, 0, -1))
             if command == "GET":
                 return await self.client.get(key)
+            if collection == Collection.STRATEGIES:  # either layout's key, this layout's first
+                both = await self._read(keys=list(self.keys.strategy_states(entity_id)), args=["TYPED"])
+                return next((found for found in (read_result("TYPED", value) for value in both) if found), {})
+            if command == "TYPED":  # a hash (seed layout) or a msgpack string (nautilus layout)
+                return read_result("TYPED", (await self._read(keys=[key], args=["TYPED"]))[0])
             fields = await self.client.hgetall(key)
         except UNAVAILABLE_ERRORS as exc:
             raise StoreUnavailable(f"load {collection.value}", f"{type(exc).__name__}: {exc}") from exc
