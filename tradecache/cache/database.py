@@ -16,6 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 import redis
 import redis.exceptions
 
+from tradecache.cache.adoption import INDEX_SCRIPT, SCAN_COUNT, IndexReport, plan_index
 from tradecache.cache.config import CacheDatabaseConfig
 from tradecache.cache.keys import Keys
 from tradecache.cache.plan import (
@@ -130,6 +131,8 @@ class RedisCacheDatabase:
         self._apply = self._redis.register_script(APPLY_SCRIPT)
         self._read = self._redis.register_script(READ_SCRIPT)
         self._pending: list[Write] | None = None
+        self._index_script = self._redis.register_script(INDEX_SCRIPT)
+        self._indexes_complete = False
 
     @property
     def keys(self) -> Keys:
@@ -181,7 +184,44 @@ class RedisCacheDatabase:
             with self._unavailable_as("batch"):
                 self._apply(keys=call.keys, args=call.args)
 
-    def _members(self, collection: Collection) -> list[str]:
+    # -- adoption (see cache/adoption.py) -----------------------------------------------------
+
+    def build_indexes(self, *, force: bool = False) -> IndexReport:
+        """Index every entity stored for this trader (a SCAN of its keys), unless a finished pass
+        already did (`force=True` scans anyway). Makes a Redis written by NautilusTrader's own
+        cache database load fully; safe while the daemon writes. Runs by itself before the first
+        load of a whole collection."""
+        return self._build_indexes(force, "build_indexes")
+
+    def _build_indexes(self, force: bool, operation: str) -> IndexReport:
+        report = IndexReport()
+        with self._unavailable_as(operation):
+            if not force and self._redis.exists(self._keys.indexed()):
+                self._indexes_complete = True
+                report.skipped = True
+                return report
+            found: list[str] = []
+            for key in self._redis.scan_iter(match=self._keys.scan_pattern(), count=SCAN_COUNT):
+                found.append(as_text(key))
+                if len(found) >= SCAN_COUNT:
+                    self._index_found(found, report)
+                    found = []
+            self._index_found(found, report)
+            if report.entities:  # an empty trader leaves no key behind (flush() stays complete)
+                self._redis.set(self._keys.indexed(), "1")
+        self._indexes_complete = True
+        if report.added:
+            self._log.info("build_indexes: %s", report.summary())
+        return report
+
+    def _index_found(self, found: list[str], report: IndexReport) -> None:
+        batch = plan_index(self._keys, found)
+        added = int(self._index_script(keys=batch.keys, args=batch.ids)) if batch.ids else 0
+        report.take(found, batch, added)
+
+    def _members(self, collection: Collection, operation: str) -> list[str]:
+        if not self._indexes_complete:
+            self._build_indexes(False, operation)
         return [as_text(member) for member in self._redis.zrange(self._keys.index(collection), 0, -1)]
 
     def _read_all(self, operation: str, collection: Collection) -> dict[str, Any]:
@@ -191,7 +231,7 @@ class RedisCacheDatabase:
         """
         command = READ_COMMANDS[collection]
         with self._unavailable_as(operation):
-            ids = self._members(collection)
+            ids = self._members(collection, operation)
             values: list[Any] = []
             for start in range(0, len(ids), READ_CHUNK):
                 chunk = [self._keys.entity(collection, entity_id) for entity_id in ids[start : start + READ_CHUNK]]
@@ -211,6 +251,7 @@ class RedisCacheDatabase:
                     batch.clear()
             if batch:
                 self._redis.unlink(*batch)
+        self._indexes_complete = False
 
     # -- currencies ----------------------------------------------------------------------
 

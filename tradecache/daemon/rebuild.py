@@ -108,6 +108,7 @@ async def rebuild(config: Config, *, flush: bool, allow_partial: bool, log: logg
                 "(retention), so the rebuild would be partial; pass --allow-partial to rebuild what remains"
             )
         store = Store(client, keys, serializer)
+        await store.ensure_indexes()  # a Redis another writer filled counts as holding state too
         existing = await store.read_checkpoint()
         counts = await store.key_counts()
         if (existing or any(counts.values())) and not flush:
