@@ -15,6 +15,9 @@ Pitfalls it handles (measured on NautilusTrader 1.221 and 1.231):
   (1.221): the first AccountState is published before actors start, so the bridge also
   subscribes to the exact topic of every matching topic already known, and sends the accounts
   already in the cache when it starts;
+- the portfolio publishes an account's latest state at some moments only, so some states are
+  applied to the account and never published: on each one heard (and on stop) the bridge sends
+  every state the account holds that it has not sent yet, in order;
 - AccountStates are published more than once with the same id, and a handler subscribed twice
   (exact and wildcard) hears an event twice: events are sent once per id (the last 65,536 ids
   are remembered; JetStream's `Nats-Msg-Id` dedupe covers the rest);
@@ -102,9 +105,11 @@ class TradecacheBridge(Actor):  # type: ignore[misc]  # NautilusTrader has no ty
         self._seen = RecentIds()
         self._sent_instruments: set[str] = set()
         self._sent_currencies: set[str] = set()
+        self._account_states_sent: dict[str, int] = {}
         self._subscriptions: list[tuple[str, Any]] = []
         self._taps: list[EndpointTap] = []
         self._listening = False
+        self.final_stats: OutboxStats | None = None  # the queue's counts once disposed
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -131,11 +136,14 @@ class TradecacheBridge(Actor):  # type: ignore[misc]  # NautilusTrader has no ty
             self._tap_commands()
 
     def on_stop(self) -> None:
+        self._send_known_accounts()  # states applied since the last one published
         if self._outbox is not None:
             drained = self._outbox.flush(self.bridge_config.stop_timeout)
             self._log_stats("stopped" if drained else "stopped WITHOUT draining the queue", self._outbox.stats())
 
     def on_dispose(self) -> None:
+        if self._maker is not None:
+            self._send_known_accounts()
         for tap in self._taps:
             tap.remove()
         self._taps.clear()
@@ -148,7 +156,8 @@ class TradecacheBridge(Actor):  # type: ignore[misc]  # NautilusTrader has no ty
         if self._outbox is not None:
             self._outbox.close(self.bridge_config.stop_timeout)
             atexit.unregister(self._close_at_exit)
-            self._log_stats("closed", self._outbox.stats())
+            self.final_stats = self._outbox.stats()
+            self._log_stats("closed", self.final_stats)
             self._outbox = None
 
     def _close_at_exit(self) -> None:
@@ -171,11 +180,12 @@ class TradecacheBridge(Actor):  # type: ignore[misc]  # NautilusTrader has no ty
 
     def _subscribe(self) -> None:
         handlers = {"order": self._on_order_event, "position": self._on_position_event, "account": self._on_account}
-        known = list(self.msgbus.topics())
+        # A topic published before this subscription never reaches a wildcard (1.221): name each
+        # one that may have been as well, the topics others listen to and each known account's;
+        # an event heard twice is sent once (by its id).
+        known = {*self.msgbus.topics(), *(f"events.account.{account.id.value}" for account in self.cache.accounts())}
         for pattern, kind in TOPICS.items():
-            # A topic published before this subscription never reaches a wildcard (1.221): name
-            # each one already known as well; duplicates are dropped by event id.
-            for topic in [pattern, *(topic for topic in known if is_matching_py(topic, pattern))]:
+            for topic in [pattern, *sorted(topic for topic in known if is_matching_py(topic, pattern))]:
                 self._add_subscription(topic, handlers[kind])
         self._add_subscription(INSTRUMENT_TOPIC, self._on_instrument)
 
@@ -206,9 +216,32 @@ class TradecacheBridge(Actor):  # type: ignore[misc]  # NautilusTrader has no ty
         self._send_event("position", event)
 
     def _on_account(self, event: Any) -> None:
-        for balance in getattr(event, "balances", ()):
+        account = self.cache.account(event.account_id)
+        if account is None:
+            self._send_account_state(event)
+            return
+        self._catch_up(account, published=event)
+
+    def _catch_up(self, account: Any, published: Any = None) -> None:
+        """Send the account's states not sent yet, in order. The portfolio publishes only the
+        account's latest state at some moments, so states applied in between never appear on the
+        bus; the account itself holds them all."""
+        account_id = account.id.value
+        sent = self._account_states_sent.get(account_id, 0)
+        count = account.event_count
+        if published is not None and count == sent + 1 and account.last_event.id == published.id:
+            self._send_account_state(published)  # the usual case: no copy of the history
+        elif count > sent:
+            for state in account.events[sent:]:
+                self._send_account_state(state)
+        self._account_states_sent[account_id] = max(sent, count)
+        if published is not None:
+            self._send_account_state(published)  # a republication is dropped by its id
+
+    def _send_account_state(self, state: Any) -> None:
+        for balance in getattr(state, "balances", ()):
             self._send_currency(balance.currency)
-        self._send_event("account", event)
+        self._send_event("account", state)
 
     def _send_event(self, kind: str, event: Any) -> None:
         if self._maker is None or not self._seen.first_time(event.id.value):
@@ -243,8 +276,7 @@ class TradecacheBridge(Actor):  # type: ignore[misc]  # NautilusTrader has no ty
     def _send_known_accounts(self) -> None:
         # Their first AccountState was published before any actor started.
         for account in self.cache.accounts():
-            for event in account.events:
-                self._on_account(event)
+            self._catch_up(account)
 
     def _send_instrument(self, instrument: Any, *, again: bool = False) -> None:
         assert self._maker is not None

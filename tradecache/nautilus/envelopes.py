@@ -6,7 +6,8 @@ NautilusTrader adds travel (and are stored) verbatim. Currencies and strategy st
 NautilusTrader message form; they are the project's own `Currency` and `StrategyState` maps.
 
 `Nats-Msg-Id` is the event's or command's id. Reference data has none, so its id is a digest of
-the payload: the same instrument published twice is dropped by JetStream, a changed one is not.
+the subject and payload: the same instrument published twice by one trader is dropped by
+JetStream, a changed one is not, and another trader's copy is not either.
 A strategy state gets a fresh UUID per save.
 """
 
@@ -26,8 +27,12 @@ from tradecache.nautilus.outbox import Envelope
 _serializer: Final = MsgSpecSerializer(encoding=msgspec.msgpack, timestamps_as_str=True)
 
 
-def _digest(kind: str, payload: bytes) -> str:
-    return f"{kind}-{hashlib.blake2b(payload, digest_size=16).hexdigest()}"
+def _digest(subject: str, payload: bytes) -> str:
+    # The subject (so the trader) is part of it: JetStream dedupes ids across the whole stream,
+    # and two traders sharing it publish the same instrument.
+    digest = hashlib.blake2b(payload, digest_size=16, person=b"tradecache")
+    digest.update(subject.encode())
+    return f"{subject.rpartition('.')[2]}-{digest.hexdigest()}"
 
 
 class EnvelopeMaker:
@@ -50,7 +55,7 @@ class EnvelopeMaker:
 
     def instrument(self, instrument: Any) -> Envelope:
         payload = _serializer.serialize(instrument)
-        return self._make("instrument", payload, _digest("instrument", payload))
+        return self._make("instrument", payload, _digest(self.subjects.inbound_for_name("instrument"), payload))
 
     def currency(self, currency: Any) -> Envelope:
         payload: bytes = msgpack.packb(
@@ -64,7 +69,7 @@ class EnvelopeMaker:
             },
             use_bin_type=True,
         )
-        return self._make("currency", payload, _digest("currency", payload))
+        return self._make("currency", payload, _digest(self.subjects.inbound_for_name("currency"), payload))
 
     def strategy_state(self, strategy_id: str, state: dict[str, bytes], ts_event: int) -> Envelope:
         payload: bytes = msgpack.packb(

@@ -69,9 +69,7 @@ class OutboxStats:
 class Outbox:
     """Publishes envelopes in order from a thread of its own; see the module docstring."""
 
-    def __init__(
-        self, options: NatsOptions, *, capacity: int, publish_timeout: float, log: logging.Logger
-    ) -> None:
+    def __init__(self, options: NatsOptions, *, capacity: int, publish_timeout: float, log: logging.Logger) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
         self._options = options
@@ -213,8 +211,7 @@ class Outbox:
                 )
             except BusUnavailable as exc:
                 self._log.error(
-                    f"tradecache bridge: cannot connect to NATS ({exc}); {len(self._queue)} messages waiting, "
-                    "retrying"
+                    f"tradecache bridge: cannot connect to NATS ({exc}); {len(self._queue)} messages waiting, retrying"
                 )
                 await self._sleep(delay)
                 delay = min(delay * 2, LAST_RETRY_DELAY)
