@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from tradecache.nautilus import (
     install_read_only_cache_database,
     uninstall_read_only_cache_database,
 )
+from tradecache.nautilus.taps import EndpointTap
 
 SERIALIZER = MsgSpecSerializer(encoding=msgspec.msgpack, timestamps_as_str=True)
 
@@ -172,8 +174,16 @@ def trade(args: argparse.Namespace) -> dict[str, Any]:
     install_read_only_cache_database()
     bridge = TradecacheBridge(TradecacheBridgeConfig(nats_url=args.nats, stop_timeout=60.0))
     engine = build_engine(args.trader, _redis(args.redis), [bridge])
+    commands: dict[str, str] = {}  # every command the risk engine receives, as the node serializes it
+
+    def record(command: Any) -> None:
+        commands[command.id.value] = _b64(SERIALIZER.serialize(command))
+
+    recorder = EndpointTap(engine.kernel.msgbus, "RiskEngine.execute", record, logging.getLogger("node"))
+    assert recorder.install()
     strategy = run_scenario(engine)
     result = dump(engine.cache, [strategy])
+    result["commands"] = commands
     engine.dispose()  # the bridge drains its queue and disconnects
     stats = bridge.final_stats
     result["bridge"] = None if stats is None else dict(vars(stats).items())

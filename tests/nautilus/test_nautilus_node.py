@@ -16,6 +16,7 @@ this session's redis-server and nats-server:
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import signal
@@ -164,8 +165,17 @@ def assert_same(found: dict[str, Any], expected: dict[str, Any]) -> None:
                 assert (name, key, found[name].get(key)) == (name, key, expected[name].get(key))
 
 
-def check_commands(db: RedisCacheDatabase, dump: dict[str, Any]) -> None:
-    """Every order came with its SubmitOrder, or with the SubmitOrderList that carried it."""
+def check_commands(db: RedisCacheDatabase, client: redis.Redis, dump: dict[str, Any]) -> None:
+    """Every order came with its SubmitOrder, or with the SubmitOrderList that carried it, stored
+    as the node serialized it (1.231's `correlation_id` and `params` included)."""
+    recorded = [msgpack.unpackb(base64.b64decode(raw), raw=False) for raw in dump["commands"].values()]
+    assert len(recorded) == 5
+    for command in recorded:
+        if command["type"] == "SubmitOrder":
+            key = db.keys.entity(Collection.SUBMIT_ORDER, command["order"]["client_order_id"])
+        else:
+            key = db.keys.entity(Collection.SUBMIT_ORDER_LIST, command["order_list_id"])
+        assert msgpack.unpackb(client.get(key), raw=False) == command
     singles = {cid.value for cid in db.load_submit_order_commands()}
     lists = db.load_submit_order_list_commands()
     in_lists = {cid.value for command in lists.values() for cid in command.client_order_ids}
@@ -200,7 +210,7 @@ async def test_bridge_feeds_the_sidecar_and_a_fresh_node_starts_from_its_redis(
 
         assert_same(api_view(db, client, strategy_ids), expected)
         assert_same(await service_replies(nats_server.url, trader, strategy_ids), expected)
-        check_commands(db, node)
+        check_commands(db, client, node)
         assert stats["keys"]["orders"] == len(expected["orders"])
         # The node's layout: currencies and strategy state as NautilusTrader stores them.
         assert client.type(f"trader-{trader}:currencies:USD") == b"string"
