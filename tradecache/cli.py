@@ -159,7 +159,7 @@ def _reindex(args: argparse.Namespace) -> int:
     finally:
         database.close()
     print(f"trader {config.trader_id}: {report.summary()}")
-    return 0
+    return 1 if report.refused is not None else 0
 
 
 def _add_reindex(commands: Commands) -> None:

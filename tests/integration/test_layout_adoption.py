@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import subprocess
@@ -121,8 +122,8 @@ def test_the_index_script_never_indexes_a_key_deleted_since_the_scan(redis_serve
 async def test_the_daemon_adopts_a_redis_another_writer_filled_while_it_ingests(
     redis_server: Any, nats_server: Any
 ) -> None:
-    old, new = Scenario.load(OLD), Scenario.load(FLIP)
-    trader = old.trader_id
+    trader = "ADOPT-1"  # its own: the session's stream keeps what each test publishes for its trader
+    old, new = (retarget(Scenario.load(path), trader) for path in (OLD, FLIP))
     client = redis.Redis.from_url(redis_server.url)
     writer = make_db(redis_server.url, trader, "seed")
     writer.flush()
@@ -137,9 +138,7 @@ async def test_the_daemon_adopts_a_redis_another_writer_filled_while_it_ingests(
     config = daemon_config(redis_server.url, nats_server.url, trader, redis={"layout": "nautilus"})
     async with running_daemon(config):
         # New messages arrive while the daemon indexes what was there.
-        last = await publish_scenario(
-            nats_server.url, Scenario(**{**new.__dict__, "trader_id": trader, "messages": _retarget(new, trader)})
-        )
+        last = await publish_scenario(nats_server.url, new)
         await wait_for_checkpoint(redis_server.url, trader, last)
         subjects = Subjects("tradecache", trader)
         nc = await nats.connect(nats_server.url)
@@ -161,15 +160,15 @@ async def test_the_daemon_adopts_a_redis_another_writer_filled_while_it_ingests(
     writer.flush()
 
 
-def _retarget(scenario: Scenario, trader: str) -> list[tuple[str, str, bytes]]:
-    """The scenario's messages for another trader (top-level `trader_id` replaced)."""
+def retarget(scenario: Scenario, trader: str) -> Scenario:
+    """The scenario for another trader (each payload's top-level `trader_id` replaced)."""
     messages = []
     for kind, type_name, payload in scenario.messages:
         data = msgpack.unpackb(payload, raw=False)
         if "trader_id" in data:
             data["trader_id"] = trader
         messages.append((kind, type_name, msgpack.packb(data, use_bin_type=True)))
-    return messages
+    return dataclasses.replace(scenario, trader_id=trader, messages=messages)
 
 
 def test_reindex_forces_a_scan_and_says_what_it_found(redis_server: Any, nats_server: Any) -> None:

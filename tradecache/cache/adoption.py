@@ -10,7 +10,8 @@ Safe while the daemon ingests: an id is added only if its key exists at that mom
 atomic script, so an entity deleted between the scan and the batch is not indexed again, and an
 id the daemon indexed meanwhile is added twice to a sorted set, which is a no-op. Once a full pass
 has finished, `Keys.indexed` is set; executors skip the scan while it exists (a forced rebuild,
-`tradecache reindex`, ignores it).
+`tradecache reindex`, ignores it). A user whose ACL forbids SCAN (it shows every key name of the
+database) gets no pass and a warning: a sidecar that only ever wrote its Redis needs none.
 
 This module is pure: the executors (`cache/database.py`, `daemon/store.py`) do the I/O.
 """
@@ -29,7 +30,7 @@ from tradecache.model.ledger import Collection
 INDEX_SCRIPT: Final = """
 local added = 0
 for i = 1, #ARGV do
-  if redis.call('EXISTS', KEYS[2 * i - 1]) == 1 then
+  if redis.call('TYPE', KEYS[2 * i - 1])['ok'] ~= 'none' then
     added = added + redis.call('ZADD', KEYS[2 * i], 0, ARGV[i])
   end
 end
@@ -97,6 +98,7 @@ class IndexReport:
     entities: int = 0
     added: int = 0
     skipped: bool = False  # the marker said the indexes were complete: nothing scanned
+    refused: str | None = None  # Redis' ACL forbids SCAN for this user: nothing scanned
 
     def take(self, found: Sequence[str], batch: IndexBatch, added: int) -> None:
         self.scanned += len(found)
@@ -104,6 +106,11 @@ class IndexReport:
         self.added += added
 
     def summary(self) -> str:
+        if self.refused is not None:
+            return (
+                f"cannot scan ({self.refused}); indexes not built: grant +scan, or run "
+                "`tradecache reindex` as a user that may"
+            )
         if self.skipped:
             return "indexes already complete (nothing scanned; `tradecache reindex` forces a scan)"
         return f"scanned {self.scanned} keys: {self.entities} entities, {self.added} added to the indexes"

@@ -196,23 +196,32 @@ class RedisCacheDatabase:
     def _build_indexes(self, force: bool, operation: str) -> IndexReport:
         report = IndexReport()
         with self._unavailable_as(operation):
-            if not force and self._redis.exists(self._keys.indexed()):
+            if not force and self._redis.get(self._keys.indexed()):  # (GET: no new command for an ACL)
                 self._indexes_complete = True
                 report.skipped = True
                 return report
-            found: list[str] = []
-            for key in self._redis.scan_iter(match=self._keys.scan_pattern(), count=SCAN_COUNT):
-                found.append(as_text(key))
-                if len(found) >= SCAN_COUNT:
-                    self._index_found(found, report)
-                    found = []
-            self._index_found(found, report)
+            try:
+                self._scan_and_index(report)
+            except redis.exceptions.NoPermissionError as exc:
+                report.refused = str(exc)
+                self._indexes_complete = True
+                self._log.warning("build_indexes: %s", report.summary())
+                return report
             if report.entities:  # an empty trader leaves no key behind (flush() stays complete)
                 self._redis.set(self._keys.indexed(), "1")
         self._indexes_complete = True
         if report.added:
             self._log.info("build_indexes: %s", report.summary())
         return report
+
+    def _scan_and_index(self, report: IndexReport) -> None:
+        found: list[str] = []
+        for key in self._redis.scan_iter(match=self._keys.scan_pattern(), count=SCAN_COUNT):
+            found.append(as_text(key))
+            if len(found) >= SCAN_COUNT:
+                self._index_found(found, report)
+                found = []
+        self._index_found(found, report)
 
     def _index_found(self, found: list[str], report: IndexReport) -> None:
         batch = plan_index(self._keys, found)

@@ -217,7 +217,9 @@ class Daemon:
                     await asyncio.wait_for(self.stopping.wait(), timeout=delay)
                 delay = min(delay * 2, 10.0)
                 continue
-            if not report.skipped:
+            if report.refused is not None:
+                log.warning("indexes not built", extra={"error": report.summary()})
+            elif not report.skipped:
                 log.info("indexes checked", extra={"scanned": report.scanned, "added": report.added})
             return
 

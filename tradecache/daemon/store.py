@@ -164,19 +164,26 @@ class Store:
     async def _build_indexes(self, force: bool) -> IndexReport:
         report = IndexReport()
         async with self._unavailable_as("build indexes"):
-            if not force and await self.client.exists(self.keys.indexed()):
+            if not force and await self.client.get(self.keys.indexed()):  # (GET: no new command for an ACL)
                 report.skipped = True
                 return report
-            found: list[str] = []
-            async for key in self.client.scan_iter(match=self.keys.scan_pattern(), count=SCAN_COUNT):
-                found.append(as_text(key))
-                if len(found) >= SCAN_COUNT:
-                    await self._index_found(found, report)
-                    found = []
-            await self._index_found(found, report)
+            try:
+                await self._scan_and_index(report)
+            except redis.exceptions.NoPermissionError as exc:  # an ACL without SCAN: serve as we are
+                report.refused = str(exc)
+                return report
             if report.entities:  # an empty trader leaves no key behind (flush() stays complete)
                 await self.client.set(self.keys.indexed(), "1")
         return report
+
+    async def _scan_and_index(self, report: IndexReport) -> None:
+        found: list[str] = []
+        async for key in self.client.scan_iter(match=self.keys.scan_pattern(), count=SCAN_COUNT):
+            found.append(as_text(key))
+            if len(found) >= SCAN_COUNT:
+                await self._index_found(found, report)
+                found = []
+        await self._index_found(found, report)
 
     async def _index_found(self, found: list[str], report: IndexReport) -> None:
         batch = plan_index(self.keys, found)

@@ -37,6 +37,8 @@ FIRST_RETRY_DELAY: Final = 0.05
 LAST_RETRY_DELAY: Final = 2.0
 # Dropped envelopes are logged at most this often (each log says how many since the last one).
 DROP_LOG_INTERVAL: Final = 10.0
+# While publishing keeps failing, the warning is repeated this often (with the queue's depth).
+FAILING_LOG_INTERVAL: Final = 30.0
 # Queue depth (as a share of the capacity) at which a warning is logged, once per crossing.
 HIGH_WATER: Final = 0.5
 
@@ -252,6 +254,7 @@ class Outbox:
     async def _publish_until_acked(self, js: Any, envelope: Envelope) -> bool:
         delay = FIRST_RETRY_DELAY
         failing_since: float | None = None
+        last_warning = 0.0
         while True:
             try:
                 ack = await js.publish(
@@ -262,11 +265,13 @@ class Outbox:
                 )
             except (nats.errors.Error, nats.js.errors.Error, TimeoutError, OSError) as exc:
                 self._stats.failed_publishes += 1
-                if failing_since is None:
-                    failing_since = time.monotonic()
+                now = time.monotonic()
+                if failing_since is None or now - last_warning >= FAILING_LOG_INTERVAL:
+                    failing_since = failing_since if failing_since is not None else now
+                    last_warning = now
                     self._log.warning(
-                        f"tradecache bridge: publish to {envelope.subject} failed ({type(exc).__name__}: {exc}); "
-                        f"retrying in order, {len(self._queue)} messages waiting"
+                        f"tradecache bridge: publish to {envelope.subject} failing for {now - failing_since:.0f} s "
+                        f"({type(exc).__name__}: {exc}); retrying in order, {len(self._queue)} messages waiting"
                     )
                 if self._closing:
                     return False
