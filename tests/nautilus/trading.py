@@ -9,7 +9,8 @@ side rising 0.00010 a tick, and a strategy that in turn:
   since NautilusTrader 1.221 cannot load a position whose flip had equal halves), and saves its
   state (`cache.update_strategy`);
 - places a stop buy of 180,000 above the market: triggered as prices rise, it closes the short;
-- submits an order list (an entry and its take-profit) it then cancels.
+- submits an order list (an entry and its take-profit), moves the entry's price (OrderUpdated; its
+  ModifyOrder command is not stored) and cancels both.
 Every fill updates the account. The node's cache database is whatever the kernel is told to
 build (`CacheConfig.database`): NautilusTrader's own, or tradecache's read-only one.
 """
@@ -97,6 +98,9 @@ class ScenarioStrategy(Strategy):  # type: ignore[misc]
             )
             self._order_list = factory.create_list([entry, take_profit])
             self.submit_order_list(self._order_list)
+        elif self.ticks == 42:
+            entry = self._order_list.orders[0]
+            self.modify_order(entry, price=Price(entry.price.as_double() - 0.001, 5))  # an OrderUpdated
         elif self.ticks == 44:
             for order in self._order_list.orders:
                 if order.is_open:
