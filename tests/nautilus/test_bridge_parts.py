@@ -56,11 +56,14 @@ async def stream_payloads(url: str) -> list[bytes]:
         js = nc.jetstream()
         subscription = await js.subscribe(SUBJECT, ordered_consumer=True)
         found = []
-        while True:
-            try:
-                found.append((await subscription.next_msg(timeout=1.0)).data)
-            except nats.errors.TimeoutError:
-                return found
+        try:
+            while True:
+                try:
+                    found.append((await subscription.next_msg(timeout=1.0)).data)
+                except nats.errors.TimeoutError:
+                    return found
+        finally:
+            await subscription.unsubscribe()
     finally:
         await nc.close()
 
