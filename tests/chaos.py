@@ -446,6 +446,9 @@ def _compare_internal(
     client: redis.Redis, keys: Keys, expected: ExpectedState, found: set[str], last_seq: int, result: Comparison
 ) -> None:
     wanted = {keys.checkpoint()}
+    if client.get(keys.indexed()) not in (None, b"1"):  # set when a restart's index pass found entities
+        result.internal.append(f"{keys.indexed()}: {client.get(keys.indexed())!r}")
+    wanted.add(keys.indexed())
     raw = client.get(keys.checkpoint())
     if raw is None or int(raw) != last_seq:
         result.internal.append(f"checkpoint {raw!r}, expected {last_seq}")

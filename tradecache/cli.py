@@ -1,4 +1,4 @@
-"""The command line: `tradecache run | check-config | load | rebuild | dev` and `--version` (SPEC section 5).
+"""The command line: `tradecache run | check-config | load | rebuild | reindex | dev` and `--version` (SPEC 5).
 
 Each command parses its arguments, calls into the package and returns an exit code:
 0 success, 1 runtime failure (or "not found" for load), 2 usage or configuration error.
@@ -144,6 +144,41 @@ def _add_rebuild(commands: Commands) -> None:
     rebuild.set_defaults(handler=_rebuild)
 
 
+# -- reindex: our indexes rebuilt from the stored keys ----------------------------------------
+
+
+def _reindex(args: argparse.Namespace) -> int:
+    from tradecache.cache.database import RedisCacheDatabase  # imported here: redis-py
+    from tradecache.errors import StoreUnavailable
+    from tradecache.model.identifiers import TraderId
+    from tradecache.serialization.msgpack import MsgPackSerializer
+
+    config = _config(args)
+    configure_logging(config.logging.level, config.logging.format)
+    serializer = MsgPackSerializer(timestamps_as_str=True)
+    database = RedisCacheDatabase(
+        TraderId(config.trader_id), logging.getLogger("tradecache"), serializer, config.redis.cache_config()
+    )
+    try:
+        report = database.build_indexes(force=True)
+    except StoreUnavailable as exc:
+        print(f"tradecache: reindex failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        database.close()
+    print(f"trader {config.trader_id}: {report.summary()}")
+    return 1 if report.refused is not None else 0
+
+
+def _add_reindex(commands: Commands) -> None:
+    reindex = commands.add_parser(
+        "reindex",
+        help="index every stored entity of the trader by a SCAN (a Redis NautilusTrader wrote; safe while running)",
+    )
+    _add_config_option(reindex)
+    reindex.set_defaults(handler=_reindex)
+
+
 # -- dev: local servers, the daemon and a demo feed ------------------------------------------
 
 
@@ -188,7 +223,14 @@ def _add_dev(commands: Commands) -> None:
     dev.set_defaults(handler=_dev)
 
 
-_COMMANDS: list[Callable[[Commands], None]] = [_add_run, _add_check_config, _add_load, _add_rebuild, _add_dev]
+_COMMANDS: list[Callable[[Commands], None]] = [
+    _add_run,
+    _add_check_config,
+    _add_load,
+    _add_rebuild,
+    _add_reindex,
+    _add_dev,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,7 +27,7 @@ from tests.deploy.tools import (
     render,
 )
 
-VALUE_SETS = {"default": None, "all-options": ALL_VALUES}
+VALUE_SETS = {"default": None, "all-options": ALL_VALUES, "nautilus": CHART / "ci" / "nautilus-values.yaml"}
 
 
 def values_of(name: str) -> dict[str, Any] | None:
@@ -56,7 +56,7 @@ def test_chart_lints_clean(value_set: str) -> None:
 def test_rendered_manifests_are_valid_kubernetes_objects(value_set: str) -> None:
     docs = manifests(render(values_of(value_set)))
     kinds = sorted(doc["kind"] for doc in docs)
-    if value_set == "default":
+    if value_set in ("default", "nautilus"):  # the nautilus set adds no optional object
         assert kinds == ["ConfigMap", "Deployment", "Pod", "Service", "ServiceAccount"]
     else:
         assert kinds == [
@@ -121,6 +121,7 @@ def test_rendered_config_is_accepted_by_tradecache(value_set: str, tmp_path: Pat
     config = parse_with_files(config_file(configmap), tmp_path, container_environ(sidecar))
     assert config.trader_id == (values.get("config", {}).get("trader_id") or "TRADER-001")
     assert config.http.port == values.get("tradecache", {}).get("port", 9464)
+    assert config.redis.layout == values.get("config", {}).get("redis", {}).get("layout", "seed")
 
 
 def test_secrets_are_mounted_from_existing_secrets_and_named_by_the_config() -> None:

@@ -171,8 +171,13 @@ async def _run_daemon_and_check(
         keys = Keys(trader)
         assert admin.hgetall(keys.entity(Collection.STRATEGIES, "S-001"))[b"counter"] == b"\x00\x01"
         assert not admin.exists(keys.entity(Collection.STRATEGIES, "S-002"))
-        # Not one refused attempt: the daemon stayed inside its keys and its command list.
-        refusals = [entry for entry in admin.acl_log() if not _setinfo_on_an_old_server(admin, entry)]
+        # Not one refused attempt but adoption's SCAN: the daemon stayed inside its keys and its
+        # command list. Once, at start, it tries to index keys another writer left without
+        # our indexes (cache/adoption.py); this user may not SCAN, so it goes on without (a warning).
+        log = [entry for entry in admin.acl_log() if not _setinfo_on_an_old_server(admin, entry)]
+        scans = [entry for entry in log if entry["object"] == "scan" and entry["reason"] == "command"]
+        assert [entry["count"] for entry in scans] in ([], [1])
+        refusals = [entry for entry in log if entry not in scans]
         assert refusals == [], "\n".join(f"{r['reason']} {r['object']} {r.get('username')}" for r in refusals)
         stray = [key for key in admin.scan_iter(count=1000) if not key.startswith(f"trader-{trader}:".encode())]
         assert stray == []

@@ -17,6 +17,8 @@ class CacheDatabaseConfig:
     `host`, `port`, `username`, `password`, `ssl` are NautilusTrader's names; `db` selects the
     database; `ssl_ca_certs` / `ssl_certfile` / `ssl_keyfile` set up TLS (mutual TLS with the last
     two); `cluster=True` talks to a Redis Cluster and hash-tags the keys (see `cache.keys`).
+    `layout` is how currencies and strategy state are written, `"seed"` (SPEC section 2) or
+    `"nautilus"` (as NautilusTrader >= 1.221 writes them, see `cache.keys.Layout`); both are read.
     `CacheDatabaseConfig.from_url("rediss://user:pass@host:6380/2")` builds one from a URL.
     """
 
@@ -33,8 +35,11 @@ class CacheDatabaseConfig:
     socket_timeout: float | None = 5.0
     socket_connect_timeout: float | None = 5.0
     cluster: bool = False
+    layout: str = "seed"
 
     def __post_init__(self) -> None:
+        if self.layout not in ("seed", "nautilus"):
+            raise ConfigError("redis.layout", f"must be 'seed' or 'nautilus', got {self.layout!r}")
         if not isinstance(self.port, int) or not 0 < self.port < 65536:
             raise ConfigError("redis.port", f"must be 1..65535, got {self.port!r}")
         if not isinstance(self.db, int) or self.db < 0:
@@ -50,7 +55,7 @@ class CacheDatabaseConfig:
         masked = "None" if self.password is None else "'***'"
         return (
             f"CacheDatabaseConfig(host={self.host!r}, port={self.port}, username={self.username!r}, "
-            f"password={masked}, ssl={self.ssl}, db={self.db}, cluster={self.cluster})"
+            f"password={masked}, ssl={self.ssl}, db={self.db}, cluster={self.cluster}, layout={self.layout!r})"
         )
 
     @classmethod

@@ -16,6 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 import redis
 import redis.exceptions
 
+from tradecache.cache.adoption import INDEX_SCRIPT, SCAN_COUNT, IndexReport, plan_index
 from tradecache.cache.config import CacheDatabaseConfig
 from tradecache.cache.keys import Keys
 from tradecache.cache.plan import (
@@ -35,6 +36,7 @@ from tradecache.cache.rebuild import (
     instrument_from_bytes,
     order_from_events,
     position_from_fills,
+    strategy_state_from,
     submit_order_from_bytes,
     submit_order_list_from_bytes,
 )
@@ -133,13 +135,15 @@ class RedisCacheDatabase:
         self.config = config
         self._log = logger
         self._serializer = serializer
-        self._keys = Keys(self.trader_id.value, hash_tag=config.cluster)
+        self._keys = Keys(self.trader_id.value, hash_tag=config.cluster, layout=config.layout)
         self._redis: Any = (
             redis.RedisCluster(**config.client_kwargs()) if config.cluster else redis.Redis(**config.client_kwargs())
         )
         self._apply = self._redis.register_script(APPLY_SCRIPT)
         self._read = self._redis.register_script(READ_SCRIPT)
         self._pending: list[Write] | None = None
+        self._index_script = self._redis.register_script(INDEX_SCRIPT)
+        self._indexes_complete = False
 
     @property
     def keys(self) -> Keys:
@@ -191,7 +195,53 @@ class RedisCacheDatabase:
             with self._unavailable_as("batch"):
                 self._apply(keys=call.keys, args=call.args)
 
-    def _members(self, collection: Collection) -> list[str]:
+    # -- adoption (see cache/adoption.py) -----------------------------------------------------
+
+    def build_indexes(self, *, force: bool = False) -> IndexReport:
+        """Index every entity stored for this trader (a SCAN of its keys), unless a finished pass
+        already did (`force=True` scans anyway). Makes a Redis written by NautilusTrader's own
+        cache database load fully; safe while the daemon writes. Runs by itself before the first
+        load of a whole collection."""
+        return self._build_indexes(force, "build_indexes")
+
+    def _build_indexes(self, force: bool, operation: str) -> IndexReport:
+        report = IndexReport()
+        with self._unavailable_as(operation):
+            if not force and self._redis.get(self._keys.indexed()):  # (GET: no new command for an ACL)
+                self._indexes_complete = True
+                report.skipped = True
+                return report
+            try:
+                self._scan_and_index(report)
+            except redis.exceptions.NoPermissionError as exc:
+                report.refused = str(exc)
+                self._indexes_complete = True
+                self._log.warning("build_indexes: %s", report.summary())
+                return report
+            if report.entities:  # an empty trader leaves no key behind (flush() stays complete)
+                self._redis.set(self._keys.indexed(), "1")
+        self._indexes_complete = True
+        if report.added:
+            self._log.info("build_indexes: %s", report.summary())
+        return report
+
+    def _scan_and_index(self, report: IndexReport) -> None:
+        found: list[str] = []
+        for key in self._redis.scan_iter(match=self._keys.scan_pattern(), count=SCAN_COUNT):
+            found.append(as_text(key))
+            if len(found) >= SCAN_COUNT:
+                self._index_found(found, report)
+                found = []
+        self._index_found(found, report)
+
+    def _index_found(self, found: list[str], report: IndexReport) -> None:
+        batch = plan_index(self._keys, found)
+        added = int(self._index_script(keys=batch.keys, args=batch.ids)) if batch.ids else 0
+        report.take(found, batch, added)
+
+    def _members(self, collection: Collection, operation: str) -> list[str]:
+        if not self._indexes_complete:
+            self._build_indexes(False, operation)
         return [as_text(member) for member in self._redis.zrange(self._keys.index(collection), 0, -1)]
 
     def _read_all(self, operation: str, collection: Collection) -> dict[str, Any]:
@@ -201,7 +251,7 @@ class RedisCacheDatabase:
         """
         command = READ_COMMANDS[collection]
         with self._unavailable_as(operation):
-            ids = self._members(collection)
+            ids = self._members(collection, operation)
             values: list[Any] = []
             for start in range(0, len(ids), READ_CHUNK):
                 chunk = [self._keys.entity(collection, entity_id) for entity_id in ids[start : start + READ_CHUNK]]
@@ -221,6 +271,7 @@ class RedisCacheDatabase:
                     batch.clear()
             if batch:
                 self._redis.unlink(*batch)
+        self._indexes_complete = False
 
     # -- currencies ----------------------------------------------------------------------
 
@@ -229,8 +280,8 @@ class RedisCacheDatabase:
 
     def load_currency(self, code: str) -> Currency | None:
         with self._unavailable_as("load_currency"):
-            fields = self._redis.hgetall(self._keys.entity(Collection.CURRENCIES, code))
-        currency = currency_from_hash(code, fields)
+            stored = self._read(keys=[self._keys.entity(Collection.CURRENCIES, code)], args=["TYPED"])
+        currency = currency_from_hash(code, read_result("TYPED", stored[0]))
         if currency is not None:
             register_currency(currency)
         return currency
@@ -399,12 +450,14 @@ class RedisCacheDatabase:
         self._write("update_strategy", [write])
 
     def load_strategy(self, strategy_id: StrategyId) -> dict[str, bytes]:
+        """The strategy's state in either layout (this layout's key first); `{}` when absent."""
         with self._unavailable_as("load_strategy"):
-            fields = self._redis.hgetall(self._keys.entity(Collection.STRATEGIES, str(strategy_id)))
-        return {as_text(key): bytes(value) for key, value in fields.items()}
+            stored = self._read(keys=list(self._keys.strategy_states(str(strategy_id))), args=["TYPED"])
+        found = [read_result("TYPED", value) for value in stored]
+        return strategy_state_from(next((value for value in found if value), None))
 
     def delete_strategy(self, strategy_id: StrategyId) -> None:
-        """Remove the strategy's state hash (`...:strategies:<id>:State`)."""
+        """Remove the strategy's state (both layouts' keys)."""
         self._write("delete_strategy", [Write(WriteOp.DELETE, Collection.STRATEGIES, str(strategy_id))])
 
     # -- helpers -------------------------------------------------------------------------

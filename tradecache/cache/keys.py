@@ -7,14 +7,31 @@ under `trader-<id>:tradecache:`, never under a collection prefix.
 With `hash_tag=True` (Redis Cluster) the `trader-<id>` part is wrapped in braces,
 `{trader-<id>}:orders:O-1`, so that all of one trader's keys hash to one slot and a batch can be
 written by one atomic script. That brace pair is the only layout change Cluster needs.
+
+`Layout` (SPEC section 7) chooses how currencies and strategy state are written: `seed` as SPEC
+section 2 (a hash at `T:currencies:<code>`, a hash at `T:strategies:<id>:State`) or `nautilus` as
+NautilusTrader >= 1.221 writes them (a msgpack string at `T:currencies:<code>`, a msgpack string at
+`T:strategies:<id>:state`). Readers accept both forms whatever the layout.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from tradecache.model.ledger import Collection
 
-# Strategy state hashes carry this suffix in NautilusTrader's layout.
-STRATEGY_STATE_SUFFIX = "State"
+
+class Layout(StrEnum):
+    """How currencies and strategy state are written (both forms are always read)."""
+
+    SEED = "seed"
+    NAUTILUS = "nautilus"
+
+
+# The last part of a strategy state key, per layout.
+STRATEGY_STATE_SUFFIXES: dict[Layout, str] = {Layout.SEED: "State", Layout.NAUTILUS: "state"}
+# The seed layout's suffix (SPEC section 2).
+STRATEGY_STATE_SUFFIX = STRATEGY_STATE_SUFFIXES[Layout.SEED]
 
 
 def _escape_glob(text: str) -> str:
@@ -24,19 +41,29 @@ def _escape_glob(text: str) -> str:
 class Keys:
     """Key names for one trader."""
 
-    __slots__ = ("hash_tag", "prefix", "trader_id")
+    __slots__ = ("hash_tag", "layout", "prefix", "trader_id")
 
-    def __init__(self, trader_id: str, *, hash_tag: bool = False) -> None:
+    def __init__(self, trader_id: str, *, hash_tag: bool = False, layout: Layout | str = Layout.SEED) -> None:
         self.trader_id = trader_id
         self.hash_tag = hash_tag
+        self.layout = Layout(layout)
         base = f"trader-{trader_id}"
         self.prefix = f"{{{base}}}" if hash_tag else base
 
     def entity(self, collection: Collection, entity_id: str) -> str:
-        """The key holding one entity: `T:orders:O-1`, `T:strategies:S-1:State`, ..."""
+        """The key holding one entity: `T:orders:O-1`, `T:strategies:S-1:State` (this layout's form), ..."""
         if collection == Collection.STRATEGIES:
-            return f"{self.prefix}:{collection.value}:{entity_id}:{STRATEGY_STATE_SUFFIX}"
+            return self.strategy_state(entity_id, self.layout)
         return f"{self.prefix}:{collection.value}:{entity_id}"
+
+    def strategy_state(self, strategy_id: str, layout: Layout) -> str:
+        """The key of a strategy's state in `layout`'s form."""
+        return f"{self.prefix}:{Collection.STRATEGIES.value}:{strategy_id}:{STRATEGY_STATE_SUFFIXES[layout]}"
+
+    def strategy_states(self, strategy_id: str) -> tuple[str, str]:
+        """Both forms of a strategy's state key, this layout's first (the order reads prefer)."""
+        other = Layout.SEED if self.layout == Layout.NAUTILUS else Layout.NAUTILUS
+        return self.strategy_state(strategy_id, self.layout), self.strategy_state(strategy_id, other)
 
     def index(self, collection: Collection) -> str:
         """The entity ids stored in `collection`: a sorted set, every score 0, so ids come back in
@@ -55,9 +82,13 @@ class Keys:
         """Opening halves of split fills waiting for the node to name their position."""
         return f"{self.prefix}:tradecache:pending_openings"
 
+    def indexed(self) -> str:
+        """Set once every entity key of this trader is in the indexes (see `cache.adoption`)."""
+        return f"{self.prefix}:tradecache:indexed"
+
     def scan_pattern(self) -> str:
         """A SCAN pattern matching every key of this trader and no other trader's."""
         return f"{_escape_glob(self.prefix)}:*"
 
 
-__all__ = ["STRATEGY_STATE_SUFFIX", "Keys"]
+__all__ = ["STRATEGY_STATE_SUFFIX", "STRATEGY_STATE_SUFFIXES", "Keys", "Layout"]

@@ -13,7 +13,10 @@ Operations (KEYS are consumed in order, ARGV[1] is the number of operations):
 - `S` set a string: KEYS key, index; ARGV entity id, payload.
 - `N` set a string if its id is new (commands): KEYS key, seen, index; ARGV entity id,
   command id, payload; returns 1 or 0 like `A`.
-- `H` replace a hash / `M` merge into a hash: KEYS key, index; ARGV entity id, field count, fields.
+- `R` replace whatever the key holds by a string: KEYS key, index; ARGV entity id, payload
+  (the nautilus layout's currencies and strategy state, which may replace the seed form).
+- `H` replace whatever the key holds by a hash / `M` merge into a hash: KEYS key, index; ARGV
+  entity id, field count, fields.
 - `D` delete an entity: KEYS key, index; ARGV entity id.
 - `C` set the checkpoint if it is higher than the stored one: KEYS key; ARGV value.
 Indexes are sorted sets with score 0 (ordered by id, for paging); see `Keys.index`.
@@ -25,16 +28,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from tradecache.cache.keys import Keys
+import msgpack
+
+from tradecache.cache.keys import Keys, Layout
 from tradecache.model.events import AccountState, OrderEvent, SubmitOrder, SubmitOrderList
 from tradecache.model.ledger import Collection, Write, WriteOp
 from tradecache.model.messages import Message
 from tradecache.model.values import Currency
 
 APPLY_SCRIPT: Final = """
-local expected = {A = 'list', S = 'string', N = 'string', H = 'hash', M = 'hash', D = nil, C = 'string'}
-local nkeys = {A = 3, S = 2, N = 3, H = 2, M = 2, D = 2, C = 1}
-local nargs = {A = 3, S = 2, N = 3, D = 1, C = 1}
+local expected = {A = 'list', S = 'string', N = 'string', R = nil, H = nil, M = 'hash', D = nil, C = 'string'}
+local nkeys = {A = 3, S = 2, N = 3, R = 2, H = 2, M = 2, D = 2, C = 1}
+local nargs = {A = 3, S = 2, N = 3, R = 2, D = 1, C = 1}
 local n = tonumber(ARGV[1])
 -- An id is seen per entity (SPEC: "already stored for that entity"): the field is the entity id,
 -- length-prefixed so that no two (entity, id) pairs give the same field, then the event id.
@@ -86,7 +91,10 @@ for i = 1, n do
       results[i] = 0
     end
     a = a + 3
-  elseif op == 'S' then
+  elseif op == 'S' or op == 'R' then
+    if op == 'R' then
+      redis.call('DEL', KEYS[k])
+    end
     redis.call('SET', KEYS[k], ARGV[a + 1])
     redis.call('ZADD', KEYS[k + 1], 0, ARGV[a])
     results[i] = 1
@@ -122,7 +130,8 @@ return results
 """
 
 # Reads a batch of entities in one call: for each KEYS[i], ARGV[i] (or ARGV[1] when it is the
-# only one) says LRANGE, HGETALL or GET. (A redis-py pipeline of 10k LRANGEs spends ~0.1 s
+# only one) says LRANGE, HGETALL, GET or TYPED (a hash or a string, whichever the key holds).
+# (A redis-py pipeline of 10k LRANGEs spends ~0.1 s
 # building commands in Python.)
 READ_SCRIPT: Final = """
 local out = {}
@@ -132,6 +141,16 @@ for i, key in ipairs(KEYS) do
     out[i] = redis.call('LRANGE', key, 0, -1)
   elseif command == 'HGETALL' then
     out[i] = redis.call('HGETALL', key)
+  elseif command == 'TYPED' then
+    -- A key that is a hash in one layout and a string in the other: {type, value} or false.
+    local kind = redis.call('TYPE', key)['ok']
+    if kind == 'hash' then
+      out[i] = {kind, redis.call('HGETALL', key)}
+    elseif kind == 'string' then
+      out[i] = {kind, redis.call('GET', key)}
+    else
+      out[i] = false
+    end
   else
     out[i] = redis.call('GET', key) or false
   end
@@ -142,7 +161,7 @@ return out
 READ_CHUNK: Final = 5000
 # How each collection's entities are read (the READ_SCRIPT command).
 READ_COMMANDS: Final[dict[Collection, str]] = {
-    Collection.CURRENCIES: "HGETALL",
+    Collection.CURRENCIES: "TYPED",
     Collection.INSTRUMENTS: "GET",
     Collection.ACCOUNTS: "LRANGE",
     Collection.ORDERS: "LRANGE",
@@ -159,7 +178,13 @@ def as_text(value: bytes | str) -> str:
 
 def read_result(command: str, value: Any) -> Any:
     """READ_SCRIPT's answer for one key in the shape redis-py gives that command: a list of
-    bytes (LRANGE), bytes or None (GET), a {field: bytes} dict (HGETALL)."""
+    bytes (LRANGE), bytes or None (GET), a {field: bytes} dict (HGETALL); TYPED gives a dict
+    for a hash, bytes for a string, None when absent."""
+    if command == "TYPED":
+        if not value:
+            return None
+        kind, stored = value
+        return read_result("HGETALL", stored) if as_text(kind) == "hash" else stored
     if command == "HGETALL":
         return {as_text(field): item for field, item in zip(value[::2], value[1::2], strict=True)}
     if command == "GET":
@@ -206,6 +231,12 @@ class ScriptCall:
             write, (keys.entity(write.collection, write.key), keys.index(write.collection)), "S", write.key, payload
         )
 
+    def replace_value(self, write: Write, keys: Keys, key: str, payload: bytes) -> None:
+        self._add(write, (key, keys.index(write.collection)), "R", write.key, payload)
+
+    def delete_key(self, write: Write, keys: Keys, key: str) -> None:
+        self._add(write, (key, keys.index(write.collection)), "D", write.key)
+
     def set_hash(self, write: Write, keys: Keys, fields: dict[str, bytes | str], *, replace: bool) -> None:
         flat: list[bytes | str] = []
         for name, value in fields.items():
@@ -238,6 +269,40 @@ def currency_fields(currency: Currency) -> dict[str, bytes | str]:
     }
 
 
+def packb(value: dict[str, Any]) -> bytes:
+    packed: bytes = msgpack.packb(value, use_bin_type=True)
+    return packed
+
+
+def nautilus_currency(currency: Currency) -> bytes:
+    """A currency as NautilusTrader >= 1.221 stores it: a msgpack map without the code (it is in
+    the key), precision and ISO 4217 number as integers."""
+    return packb(
+        {
+            "precision": currency.precision,
+            "iso4217": currency.iso4217,
+            "name": currency.name,
+            "currency_type": currency.currency_type.name,
+        }
+    )
+
+
+def plan_strategy(write: Write, keys: Keys, call: ScriptCall) -> None:
+    """A strategy state write in the configured layout; the other layout's key is deleted first
+    so that no reader, ours or a node's, ever finds a stale copy in the other form."""
+    this, other = keys.strategy_states(write.key)
+    call.delete_key(write, keys, other)
+    if write.op == WriteOp.DELETE:
+        call.delete_key(write, keys, this)
+    elif keys.layout == Layout.NAUTILUS:
+        # NautilusTrader stores the whole state map and replaces it on every save.
+        assert isinstance(write.value, dict)
+        call.replace_value(write, keys, this, packb(dict(write.value)))
+    else:
+        assert isinstance(write.value, dict)
+        call.set_hash(write, keys, dict(write.value), replace=False)
+
+
 def event_id_of(value: Message) -> str:
     if isinstance(value, (OrderEvent, AccountState)):
         return value.event_id
@@ -252,9 +317,14 @@ def plan_writes(writes: Sequence[Write], keys: Keys, encode: Encoder, call: Scri
         if write.op == WriteOp.APPEND:
             assert value is not None and not isinstance(value, dict)
             call.append_event(write, keys, event_id_of(value), encode(value))
+        elif write.collection == Collection.STRATEGIES:
+            plan_strategy(write, keys, call)
         elif write.op == WriteOp.SET and write.collection == Collection.CURRENCIES:
             assert isinstance(value, Currency)
-            call.set_hash(write, keys, currency_fields(value), replace=True)
+            if keys.layout == Layout.NAUTILUS:
+                call.replace_value(write, keys, keys.entity(write.collection, write.key), nautilus_currency(value))
+            else:
+                call.set_hash(write, keys, currency_fields(value), replace=True)
         elif write.op == WriteOp.SET and isinstance(value, (SubmitOrder, SubmitOrderList)):
             call.set_command(write, keys, value.command_id, encode(value))
         elif write.op == WriteOp.SET:
@@ -276,5 +346,7 @@ __all__ = [
     "ScriptCall",
     "currency_fields",
     "event_id_of",
+    "nautilus_currency",
+    "plan_strategy",
     "plan_writes",
 ]

@@ -83,11 +83,16 @@ def instrument_from_bytes(serializer: MsgPackSerializer, raw: bytes | None) -> I
     return None if raw is None else serializer.deserialize_instrument(raw)
 
 
-def currency_from_hash(code: str, fields: Mapping[Any, bytes | str]) -> Currency | None:
-    """A currency from its hash (`precision`, `iso4217`, `name`, `currency_type`)."""
+def currency_from_hash(code: str, fields: Mapping[Any, bytes | str] | bytes | None) -> Currency | None:
+    """A currency from what its key holds in either layout: the seed layout's hash (`precision`,
+    `iso4217`, `name`, `currency_type` as strings) or NautilusTrader's msgpack map (numbers as
+    integers)."""
     if not fields:
         return None
-    values = {as_text(key): as_text(value) for key, value in fields.items()}
+    if isinstance(fields, bytes):
+        values = {key: str(value) for key, value in unpack(fields).items()}
+    else:
+        values = {as_text(key): as_text(value) for key, value in fields.items()}
     return Currency(
         code=code,
         precision=int(values["precision"]),
@@ -95,6 +100,23 @@ def currency_from_hash(code: str, fields: Mapping[Any, bytes | str]) -> Currency
         name=values["name"],
         currency_type=CurrencyType[values["currency_type"]],
     )
+
+
+def strategy_state_from(stored: Mapping[Any, bytes] | bytes | None) -> dict[str, bytes]:
+    """A strategy's state (field -> bytes) from either layout: the seed layout's hash or
+    NautilusTrader's msgpack map. Absent: an empty map."""
+    if not stored:
+        return {}
+    if isinstance(stored, bytes):
+        fields: Mapping[Any, Any] = unpack(stored)
+    else:
+        fields = stored
+    state = {}
+    for name, value in fields.items():
+        if not isinstance(value, (bytes, bytearray, str)):
+            raise ValueError(f"strategy state field {as_text(name)!r} holds a {type(value).__name__}, not bytes")
+        state[as_text(name)] = value.encode() if isinstance(value, str) else bytes(value)
+    return state
 
 
 def submit_order_from_bytes(serializer: MsgPackSerializer, raw: bytes | None) -> SubmitOrder | None:
@@ -125,6 +147,7 @@ __all__ = [
     "instrument_from_bytes",
     "order_from_events",
     "position_from_fills",
+    "strategy_state_from",
     "submit_order_from_bytes",
     "submit_order_list_from_bytes",
 ]

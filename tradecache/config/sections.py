@@ -72,6 +72,7 @@ class RedisConfig(Section):
     cluster: bool = False
     socket_timeout: float = 5.0
     socket_connect_timeout: float = 5.0
+    layout: str = "seed"  # how currencies and strategy state are written: seed | nautilus (SPEC section 7)
 
     def __post_init__(self) -> None:
         scheme = urlsplit(self.url).scheme
@@ -100,6 +101,7 @@ class RedisConfig(Section):
     def cache_config(self) -> CacheDatabaseConfig:
         """The `CacheDatabaseConfig` for this section: the URL, with the explicit keys set here winning."""
         overrides: dict[str, Any] = {
+            "layout": self.layout,
             "socket_timeout": self.socket_timeout,
             "socket_connect_timeout": self.socket_connect_timeout,
         }

@@ -91,7 +91,7 @@ class Daemon:
         self.metrics = metrics or Metrics(version=__version__)
         self.subjects = Subjects(config.nats.subject_prefix, config.trader_id)
         self.serializer = MsgPackSerializer(timestamps_as_str=True)
-        self.keys = Keys(config.trader_id, hash_tag=config.redis.cluster)
+        self.keys = Keys(config.trader_id, hash_tag=config.redis.cluster, layout=config.redis.layout)
         self.stopping = asyncio.Event()
         self.nc: Any = None
         self.store: Store | None = None
@@ -211,15 +211,37 @@ class Daemon:
             log,
         )
         counter = asyncio.create_task(self._refresh_key_counts())
+        indexer = asyncio.create_task(self._ensure_indexes())
         try:
             await self.ingestor.run(self.stopping)
         except StoreUnavailable as exc:
             log.warning("stopped while Redis was unavailable; nothing in hand was acked", extra={"error": str(exc)})
         finally:
-            counter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await counter
+            for task in (counter, indexer):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         return 0
+
+    async def _ensure_indexes(self) -> None:
+        """Index a Redis another writer filled (cache/adoption.py), alongside ingest; retried
+        while Redis is unavailable. Collection loads wait for it."""
+        assert self.store is not None
+        delay = 0.5
+        while not self.stopping.is_set():
+            try:
+                report = await self.store.ensure_indexes()
+            except StoreUnavailable as exc:
+                log.warning("cannot check the indexes yet; retrying", extra={"error": str(exc)})
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), timeout=delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            if report.refused is not None:
+                log.warning("indexes not built", extra={"error": report.summary()})
+            elif not report.skipped:
+                log.info("indexes checked", extra={"scanned": report.scanned, "added": report.added})
+            return
 
     async def load_stats(self) -> dict[str, Any]:
         """The `stats` endpoint: key counts, the last applied stream sequence, consumer lag."""

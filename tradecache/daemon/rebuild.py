@@ -90,7 +90,7 @@ async def _sidecar_running(nc: Any, trader_id: str) -> bool:
 async def rebuild(config: Config, *, flush: bool, allow_partial: bool, log: logging.Logger) -> RebuildReport:
     """Re-create the trader's state from the stream. Raises RebuildRefused (nothing written)."""
     subjects = Subjects(config.nats.subject_prefix, config.trader_id)
-    keys = Keys(config.trader_id, hash_tag=config.redis.cluster)
+    keys = Keys(config.trader_id, hash_tag=config.redis.cluster, layout=config.redis.layout)
     serializer = MsgPackSerializer(timestamps_as_str=True)
     nc = await connect(nats_options(config), log=log)
     client = redis_client(config)
@@ -108,6 +108,7 @@ async def rebuild(config: Config, *, flush: bool, allow_partial: bool, log: logg
                 "(retention), so the rebuild would be partial; pass --allow-partial to rebuild what remains"
             )
         store = Store(client, keys, serializer)
+        await store.ensure_indexes()  # a Redis another writer filled counts as holding state too
         existing = await store.read_checkpoint()
         counts = await store.key_counts()
         if (existing or any(counts.values())) and not flush:

@@ -9,6 +9,7 @@ shows as unavailable after one `socket_timeout` rather than after eleven of them
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from tradecache.cache.adoption import INDEX_SCRIPT, SCAN_COUNT, IndexReport, plan_index
 from tradecache.cache.database import UNAVAILABLE_ERRORS, is_unavailable
 from tradecache.cache.keys import Keys
 from tradecache.cache.plan import (
@@ -70,6 +72,9 @@ class Store:
         self.serializer = serializer
         self._apply = client.register_script(APPLY_SCRIPT)
         self._read = client.register_script(READ_SCRIPT)
+        self._index_script = client.register_script(INDEX_SCRIPT)
+        self._indexes_complete = False
+        self._indexing = asyncio.Lock()
 
     @contextlib.asynccontextmanager
     async def _unavailable_as(self, operation: str) -> AsyncIterator[None]:
@@ -141,6 +146,50 @@ class Store:
         else:
             state.accounts[key] = decode_events(self.serializer, value, AccountState, f"accounts:{key}")
 
+    # -- adoption (see cache/adoption.py) ----------------------------------------------------
+
+    async def ensure_indexes(self, *, force: bool = False) -> IndexReport:
+        """Index every entity stored for this trader unless a finished pass already did (a SCAN,
+        in steps of SCAN_COUNT keys, so Redis keeps serving meanwhile). Concurrent callers wait
+        for the one pass. Raises StoreUnavailable."""
+        if self._indexes_complete and not force:
+            return IndexReport(skipped=True)
+        async with self._indexing:
+            if self._indexes_complete and not force:
+                return IndexReport(skipped=True)
+            report = await self._build_indexes(force)
+            self._indexes_complete = True
+            return report
+
+    async def _build_indexes(self, force: bool) -> IndexReport:
+        report = IndexReport()
+        async with self._unavailable_as("build indexes"):
+            if not force and await self.client.get(self.keys.indexed()):  # (GET: no new command for an ACL)
+                report.skipped = True
+                return report
+            try:
+                await self._scan_and_index(report)
+            except redis.exceptions.NoPermissionError as exc:  # an ACL without SCAN: serve as we are
+                report.refused = str(exc)
+                return report
+            if report.entities:  # an empty trader leaves no key behind (flush() stays complete)
+                await self.client.set(self.keys.indexed(), "1")
+        return report
+
+    async def _scan_and_index(self, report: IndexReport) -> None:
+        found: list[str] = []
+        async for key in self.client.scan_iter(match=self.keys.scan_pattern(), count=SCAN_COUNT):
+            found.append(as_text(key))
+            if len(found) >= SCAN_COUNT:
+                await self._index_found(found, report)
+                found = []
+        await self._index_found(found, report)
+
+    async def _index_found(self, found: list[str], report: IndexReport) -> None:
+        batch = plan_index(self.keys, found)
+        added = int(await self._index_script(keys=batch.keys, args=batch.ids)) if batch.ids else 0
+        report.take(found, batch, added)
+
     # -- loads (the load service) --------------------------------------------------------
 
     async def read_entity(self, collection: Collection, entity_id: str) -> Any:
@@ -152,6 +201,11 @@ class Store:
                 return list(await self.client.lrange(key, 0, -1))
             if command == "GET":
                 return await self.client.get(key)
+            if collection == Collection.STRATEGIES:  # either layout's key, this layout's first
+                both = await self._read(keys=list(self.keys.strategy_states(entity_id)), args=["TYPED"])
+                return next((found for found in (read_result("TYPED", value) for value in both) if found), {})
+            if command == "TYPED":  # a hash (seed layout) or a msgpack string (nautilus layout)
+                return read_result("TYPED", (await self._read(keys=[key], args=["TYPED"]))[0])
             fields = await self.client.hgetall(key)
         except UNAVAILABLE_ERRORS as exc:
             raise StoreUnavailable(f"load {collection.value}", f"{type(exc).__name__}: {exc}") from exc
@@ -166,6 +220,7 @@ class Store:
 
         One round trip for the ids (a `ZRANGE BYLEX` of the index), one per READ_CHUNK entities.
         """
+        await self.ensure_indexes()
         index = self.keys.index(collection)
         start = "-" if after is None else "(" + after
         async with self._unavailable_as(f"load {collection.value}"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
-from tradecache.cache.rebuild import currency_from_hash, events_from_maps
+from tradecache.cache.rebuild import currency_from_hash, events_from_maps, strategy_state_from
 from tradecache.model.accounts import replay_account
 from tradecache.model.events import AccountState, OrderEvent, OrderFilled
 from tradecache.model.orders import replay_order
@@ -70,8 +70,8 @@ def account_item(serializer: MsgPackSerializer, raw: Sequence[bytes]) -> Item | 
     return snapshot
 
 
-def currency_item(code: str, fields: Mapping[str, bytes]) -> Item | None:
-    """The map of the `Currency` message the stored hash describes."""
+def currency_item(code: str, fields: Mapping[str, bytes] | bytes | None) -> Item | None:
+    """The map of the `Currency` message the stored hash (seed) or msgpack map (nautilus) describes."""
     currency = currency_from_hash(code, fields)
     return None if currency is None else encode_currency(currency)
 
@@ -81,8 +81,9 @@ def stored_map_item(raw: bytes | None) -> Item | None:
     return None if raw is None else unpack(raw)
 
 
-def strategy_item(fields: Mapping[str, bytes]) -> dict[str, bytes]:
-    return {field: bytes(value) for field, value in fields.items()}
+def strategy_item(stored: Mapping[str, bytes] | bytes | None) -> dict[str, bytes]:
+    """A strategy's state from the seed layout's hash or NautilusTrader's msgpack map."""
+    return strategy_state_from(stored)
 
 
 __all__ = [
