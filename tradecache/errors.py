@@ -6,7 +6,10 @@
     │   ├── PayloadError         the bytes are not a valid message (.field names the culprit)
     │   └── OrderEventRefused    the order's state machine or identity checks refuse the event
     ├── StoreUnavailable     Redis is down or timing out (retry later; never ack)
-    └── BusUnavailable       NATS is down
+    ├── StoreRefused         Redis refused what a call carried (WRONGTYPE, a script error)
+    ├── LeaseLost            another daemon holds the trader's lease: this one must not write
+    ├── BusUnavailable       NATS is down or not answering (retry later)
+    └── BusRefused           NATS refused what a publish carried (size, a header)
 
 Errors keep their facts as attributes and build their message from them.
 """
@@ -27,6 +30,12 @@ class RejectReason(StrEnum):
     UNKNOWN_ORDER = "unknown_order"
     INVALID_FIELD = "invalid_field"
     OVERSIZE = "oversize"
+    # Beyond SPEC section 1's eight (SPEC section 7 lets the list grow; each is documented in
+    # docs/ARCHITECTURE.md): a payload over a decode limit (nesting, elements, a string's length),
+    # a free-form field over its configured cap, and a message whose writes Redis refused.
+    LIMIT_EXCEEDED = "limit_exceeded"
+    FIELD_TOO_LARGE = "field_too_large"
+    STORE_REFUSED = "store_refused"
 
 
 class TradecacheError(Exception):
@@ -83,6 +92,24 @@ class StoreUnavailable(TradecacheError):
         super().__init__(f"Redis unavailable during {operation}: {cause}")
 
 
+class StoreRefused(TradecacheError):
+    """Redis ran `operation` and refused what it carried (`cause` is Redis' own words)."""
+
+    def __init__(self, operation: str, cause: str) -> None:
+        self.operation = operation
+        self.cause = cause
+        super().__init__(f"Redis refused {operation}: {cause}")
+
+
+class LeaseLost(TradecacheError):
+    """This process does not hold the trader's lease (any more): another daemon writes it."""
+
+    def __init__(self, operation: str, cause: str) -> None:
+        self.operation = operation
+        self.cause = cause
+        super().__init__(f"lease lost during {operation}: {cause}")
+
+
 class BusUnavailable(TradecacheError):
     """NATS could not carry out `operation`."""
 
@@ -92,13 +119,25 @@ class BusUnavailable(TradecacheError):
         super().__init__(f"NATS unavailable during {operation}: {cause}")
 
 
+class BusRefused(TradecacheError):
+    """NATS (or JetStream) refused what `operation` carried: too large, a bad header..."""
+
+    def __init__(self, operation: str, cause: str) -> None:
+        self.operation = operation
+        self.cause = cause
+        super().__init__(f"NATS refused {operation}: {cause}")
+
+
 __all__ = [
+    "BusRefused",
     "BusUnavailable",
     "ConfigError",
     "EventRejected",
+    "LeaseLost",
     "OrderEventRefused",
     "PayloadError",
     "RejectReason",
+    "StoreRefused",
     "StoreUnavailable",
     "TradecacheError",
 ]

@@ -14,7 +14,6 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import redis
-import redis.exceptions
 
 from tradecache.cache.adoption import INDEX_SCRIPT, SCAN_COUNT, IndexReport, plan_index
 from tradecache.cache.config import CacheDatabaseConfig
@@ -40,7 +39,7 @@ from tradecache.cache.rebuild import (
     submit_order_from_bytes,
     submit_order_list_from_bytes,
 )
-from tradecache.errors import StoreUnavailable
+from tradecache.cache.redis_errors import UNAVAILABLE_ERRORS, is_unavailable, translated
 from tradecache.model.accounts import Account
 from tradecache.model.enums import OmsType
 from tradecache.model.events import OrderFilled, StrategyState, SubmitOrder, SubmitOrderList
@@ -60,46 +59,6 @@ from tradecache.model.orders import Order
 from tradecache.model.positions import Position
 from tradecache.model.values import Currency, register_currency
 from tradecache.serialization.msgpack import MsgPackSerializer
-
-# Errors that mean "Redis cannot do it now" (as opposed to a bug or bad data).
-UNAVAILABLE_ERRORS = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.BusyLoadingError,
-    redis.exceptions.ReadOnlyError,
-    redis.exceptions.ClusterDownError,
-    redis.exceptions.TryAgainError,
-)
-# Error replies that also mean "not now" but reach redis-py as a plain ResponseError: a master
-# refusing writes for lack of replicas (min-replicas-to-write) or because it cannot persist
-# (MISCONF), and a server busy running a script past busy-reply-threshold (BUSY).
-UNAVAILABLE_REPLY_CODES = frozenset({"NOREPLICAS", "MISCONF", "BUSY"})
-# redis-py rewrites an error inside a pipeline as "Command # n (...) of pipeline caused error: (args)".
-_PIPELINE_ERROR = "of pipeline caused error: "
-# Redis 6.2 wraps an error a command raised inside a script: "Error running script (call to f_<sha>):
-# @user_script:1: @user_script: 1: -NOREPLICAS Not enough ...". Redis 7 passes the reply as it is,
-# with " script: <sha>, on @user_script:1." appended. The reply's own code follows ": -".
-_SCRIPT_ERROR = "Error running script"
-_WRAPPED_CODE = ": -"
-# Codes redis-py would have mapped to an exception class of UNAVAILABLE_ERRORS had they come bare.
-_WRAPPED_UNAVAILABLE_CODES = frozenset({"READONLY", "LOADING", "CLUSTERDOWN", "TRYAGAIN"})
-
-
-def is_unavailable(exc: BaseException) -> bool:
-    """True when `exc` means Redis cannot do it now (retry later), not a bug or bad data."""
-    if isinstance(exc, UNAVAILABLE_ERRORS):
-        return True
-    if not isinstance(exc, redis.exceptions.ResponseError) or not exc.args:
-        return False
-    message = str(exc.args[0])
-    if _PIPELINE_ERROR in message:
-        message = message.rpartition(_PIPELINE_ERROR)[2].lstrip("('\"")
-    codes = UNAVAILABLE_REPLY_CODES
-    if message.startswith(_SCRIPT_ERROR) and _WRAPPED_CODE in message:
-        message = message.partition(_WRAPPED_CODE)[2]
-        codes = UNAVAILABLE_REPLY_CODES | _WRAPPED_UNAVAILABLE_CODES
-    return message.split(" ", 1)[0] in codes
-
 
 _FLUSH_SCAN_COUNT = 1000
 # Writes per atomic call when batching (see `batch`): big enough to amortise the round trip,
@@ -154,15 +113,10 @@ class RedisCacheDatabase:
 
     # -- plumbing ------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _unavailable_as(self, operation: str) -> Iterator[None]:
-        """Turn redis-py's "cannot do it now" errors into StoreUnavailable naming the operation."""
-        try:
-            yield
-        except redis.exceptions.RedisError as exc:
-            if not is_unavailable(exc):
-                raise
-            raise StoreUnavailable(operation, f"{type(exc).__name__}: {exc}") from exc
+    def _unavailable_as(self, operation: str) -> contextlib.AbstractContextManager[None]:
+        """redis-py's errors as ours (`redis_errors.translated`): StoreUnavailable when Redis
+        cannot do it now, StoreRefused when it refused what the call carried."""
+        return translated(operation)
 
     def _write(self, operation: str, writes: Sequence[Write]) -> list[int]:
         if self._pending is not None:
@@ -471,7 +425,6 @@ class RedisCacheDatabase:
 __all__ = [
     "BATCH_SIZE",
     "UNAVAILABLE_ERRORS",
-    "UNAVAILABLE_REPLY_CODES",
     "HasState",
     "RedisCacheDatabase",
     "is_unavailable",

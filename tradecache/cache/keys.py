@@ -78,6 +78,10 @@ class Keys:
         """The last JetStream stream sequence whose writes are committed."""
         return f"{self.prefix}:tradecache:checkpoint"
 
+    def lease(self) -> str:
+        """The token of the one daemon allowed to write this trader (see daemon/lease.py)."""
+        return f"{self.prefix}:tradecache:lease"
+
     def pending_openings(self) -> str:
         """Opening halves of split fills waiting for the node to name their position."""
         return f"{self.prefix}:tradecache:pending_openings"

@@ -1,17 +1,18 @@
 """The daemon's Redis executor (asyncio): read the state a batch needs, commit a batch.
 
-Only I/O lives here; what to read and what to write come from the pure core. redis-py's
-"cannot do it now" errors (`is_unavailable`: connection, timeout, loading, read-only, NOREPLICAS,
-MISCONF, BUSY) become `StoreUnavailable`, which the ingest loop retries with backoff while
-/readyz says 503. redis-py's own retries are turned off on the client, so that a stalled Redis
-shows as unavailable after one `socket_timeout` rather than after eleven of them.
+Only I/O lives here; what to read and what to write come from the pure core. redis-py's errors
+are read in one place (`cache/redis_errors.py`): "cannot do it now" becomes `StoreUnavailable`,
+which the ingest loop retries with backoff while /readyz says 503; a refusal of what a call
+carried becomes `StoreRefused`, which the loop pins to one message; a fenced write (another
+daemon holds the trader's lease) becomes `LeaseLost`. redis-py's own retries are turned off on the
+client, so that a stalled Redis shows as unavailable after one `socket_timeout` rather than after
+eleven of them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,6 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from tradecache.cache.adoption import INDEX_SCRIPT, SCAN_COUNT, IndexReport, plan_index
-from tradecache.cache.database import UNAVAILABLE_ERRORS, is_unavailable
 from tradecache.cache.keys import Keys
 from tradecache.cache.plan import (
     APPLY_SCRIPT,
@@ -33,7 +33,7 @@ from tradecache.cache.plan import (
     read_result,
 )
 from tradecache.cache.rebuild import decode_events, gc_paused
-from tradecache.errors import StoreUnavailable
+from tradecache.cache.redis_errors import is_unavailable, translate, translated
 from tradecache.model.events import AccountState, OrderEvent, OrderFilled
 from tradecache.model.ledger import Collection, StateRequest, StoredState
 from tradecache.serialization.msgpack import MsgPackSerializer
@@ -76,34 +76,18 @@ class Store:
         self._indexes_complete = False
         self._indexing = asyncio.Lock()
 
-    @contextlib.asynccontextmanager
-    async def _unavailable_as(self, operation: str) -> AsyncIterator[None]:
-        try:
-            yield
-        except UNAVAILABLE_ERRORS as exc:
-            raise StoreUnavailable(operation, f"{type(exc).__name__}: {exc}") from exc
-        except redis.exceptions.NoPermissionError as exc:
-            # An ACL that forbids a command the daemon needs: retried like an outage (readiness
-            # false, an error logged each time it starts failing) until the ACL is fixed, rather
-            # than crashing the sidecar; nothing is acked meanwhile.
-            raise StoreUnavailable(operation, f"Redis ACL refused a command: {exc}") from exc
-        except redis.exceptions.ResponseError as exc:
-            if not is_unavailable(exc):  # NOREPLICAS, MISCONF, BUSY: Redis refuses for now
-                raise
-            raise StoreUnavailable(operation, f"{type(exc).__name__}: {exc}") from exc
-
     async def ping(self) -> bool:
         try:
             return bool(await self.client.ping())
-        except (*UNAVAILABLE_ERRORS, OSError):
+        except OSError:
             return False
-        except redis.exceptions.ResponseError as exc:
+        except redis.exceptions.RedisError as exc:
             if is_unavailable(exc):
                 return False
             raise
 
     async def read_checkpoint(self) -> int:
-        async with self._unavailable_as("read checkpoint"):
+        with translated("read checkpoint"):
             raw = await self.client.get(self.keys.checkpoint())
         return int(raw) if raw else 0
 
@@ -111,7 +95,7 @@ class Store:
         """Run one batch's script call (atomic). Raises StoreUnavailable."""
         if not call.count:
             return []
-        async with self._unavailable_as("commit batch"):
+        with translated("commit batch"):
             results: list[int] = await self._apply(keys=call.keys, args=call.args)
         return results
 
@@ -128,7 +112,7 @@ class Store:
             return state
         keys = [self.keys.entity(collection, key) for collection, key in plan]
         commands = ["GET" if collection == Collection.INSTRUMENTS else "LRANGE" for collection, _ in plan]
-        async with self._unavailable_as("read state"):
+        with translated("read state"):
             values = await self._read(keys=keys, args=commands)
         with gc_paused():
             for (collection, key), value in zip(plan, values, strict=True):
@@ -163,7 +147,7 @@ class Store:
 
     async def _build_indexes(self, force: bool) -> IndexReport:
         report = IndexReport()
-        async with self._unavailable_as("build indexes"):
+        with translated("build indexes"):
             if not force and await self.client.get(self.keys.indexed()):  # (GET: no new command for an ACL)
                 report.skipped = True
                 return report
@@ -196,7 +180,7 @@ class Store:
         """One entity as stored: a list of bytes, bytes, or a hash (empty / None when absent)."""
         key = self.keys.entity(collection, entity_id)
         command = READ_COMMANDS[collection]
-        try:  # (not `_unavailable_as`: this is the hot path of every load request)
+        try:  # (not `translated`: this is the hot path of every load request)
             if command == "LRANGE":
                 return list(await self.client.lrange(key, 0, -1))
             if command == "GET":
@@ -207,12 +191,11 @@ class Store:
             if command == "TYPED":  # a hash (seed layout) or a msgpack string (nautilus layout)
                 return read_result("TYPED", (await self._read(keys=[key], args=["TYPED"]))[0])
             fields = await self.client.hgetall(key)
-        except UNAVAILABLE_ERRORS as exc:
-            raise StoreUnavailable(f"load {collection.value}", f"{type(exc).__name__}: {exc}") from exc
-        except redis.exceptions.ResponseError as exc:
-            if not is_unavailable(exc):
+        except redis.exceptions.RedisError as exc:
+            ours = translate(f"load {collection.value}", exc)
+            if ours is exc:
                 raise
-            raise StoreUnavailable(f"load {collection.value}", f"{type(exc).__name__}: {exc}") from exc
+            raise ours from exc
         return {as_text(field): value for field, value in fields.items()}
 
     async def read_page(self, collection: Collection, after: str | None, limit: int | None) -> Page:
@@ -223,7 +206,7 @@ class Store:
         await self.ensure_indexes()
         index = self.keys.index(collection)
         start = "-" if after is None else "(" + after
-        async with self._unavailable_as(f"load {collection.value}"):
+        with translated(f"load {collection.value}"):
             if limit is None:
                 raw_ids = await self.client.zrangebylex(index, start, "+")
             else:
@@ -240,7 +223,7 @@ class Store:
         return Page(items, ids[-1] if more else None)
 
     async def count(self, collection: Collection) -> int:
-        async with self._unavailable_as(f"count {collection.value}"):
+        with translated(f"count {collection.value}"):
             return int(await self.client.zcard(self.keys.index(collection)))
 
     async def read_instruments(self, instrument_ids: Iterable[str]) -> dict[str, bytes]:
@@ -249,13 +232,13 @@ class Store:
         if not wanted:
             return {}
         keys = [self.keys.entity(Collection.INSTRUMENTS, instrument_id) for instrument_id in wanted]
-        async with self._unavailable_as("load instruments"):
+        with translated("load instruments"):
             values = await self._read(keys=keys, args=["GET"])
         return {instrument_id: value for instrument_id, value in zip(wanted, values, strict=True) if value}
 
     async def key_counts(self) -> dict[str, int]:
         """Entities per collection, from the indexes (never a scan)."""
-        async with self._unavailable_as("count keys"):
+        with translated("count keys"):
             pipe = self.client.pipeline(transaction=False)
             order = [collection for group in COUNTED.values() for collection in group]
             for collection in order:
