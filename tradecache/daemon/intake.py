@@ -1,8 +1,12 @@
 """Intake: one JetStream delivery -> a decoded message, or the reason it goes to dead letters.
 
 Pure: given the subject, reply subject, payload and headers, it checks the size, the subject,
-the msgpack and every field, and that the message is the kind its subject names. The ledger
-then applies what passes (`daemon/batch.py`).
+the msgpack (within the decode limits, `serialization/limits.py`) and every field, and that the
+message is the kind its subject names. The ledger then applies what passes (`daemon/batch.py`).
+
+A refusal keeps the delivery (its bytes go to the dead-letter subject) and the error, never
+what was decoded: the error's traceback, which would hold the decoded objects alive until the
+batch ends, is dropped (`released`).
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import msgpack
 from tradecache.daemon.subjects import Subjects
 from tradecache.errors import EventRejected, PayloadError, RejectReason
 from tradecache.model.messages import Kind, Message, kind_of, type_name_of
-from tradecache.serialization.msgpack import MsgPackSerializer, unpack
+from tradecache.serialization.limits import DEFAULT_LIMITS, DecodeLimits, check_fields
+from tradecache.serialization.msgpack import KNOWN_KEYS, MsgPackSerializer, unpack
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +34,7 @@ class Delivery:
     timestamp_ns: int
     pending: int
     reply: str
+    delivered: int = 1  # how many times JetStream has handed it over (more than 1: a redelivery)
 
 
 @dataclass(slots=True)
@@ -55,13 +61,27 @@ class Refused:
 
 def parse_ack_subject(reply: str) -> tuple[int, int, int, int]:
     """(stream seq, consumer seq, timestamp ns, pending) from a JetStream ack subject (v1 or v2)."""
+    stream_seq, consumer_seq, timestamp, pending, _ = ack_metadata(reply)
+    return stream_seq, consumer_seq, timestamp, pending
+
+
+def ack_metadata(reply: str) -> tuple[int, int, int, int, int]:
+    """`parse_ack_subject` plus how many times the message was delivered."""
     tokens = reply.split(".")
     if len(tokens) < 9 or tokens[0] != "$JS" or tokens[1] != "ACK":
         raise ValueError(f"not a JetStream ack subject: {reply!r}")
     if len(tokens) == 9:  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
-        return int(tokens[5]), int(tokens[6]), int(tokens[7]), int(tokens[8])
+        return int(tokens[5]), int(tokens[6]), int(tokens[7]), int(tokens[8]), int(tokens[4])
     # $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>[.<token>]
-    return int(tokens[7]), int(tokens[8]), int(tokens[9]), int(tokens[10])
+    return int(tokens[7]), int(tokens[8]), int(tokens[9]), int(tokens[10]), int(tokens[6])
+
+
+def released(error: EventRejected) -> EventRejected:
+    """`error` without its traceback and chained errors, whose frames hold the decoded payload."""
+    error.__traceback__ = None
+    error.__context__ = None
+    error.__cause__ = None
+    return error
 
 
 def _timestamps_are_strings(data: dict[str, object]) -> bool:
@@ -69,21 +89,41 @@ def _timestamps_are_strings(data: dict[str, object]) -> bool:
 
 
 def _peek_type(data: bytes) -> str:
-    """The payload's `type` if it can be read at all (for metrics and dead-letter records)."""
+    """The payload's `type` if it can be read at all (for metrics and dead-letter records).
+
+    Reads only the start of the map: the first key and its value, then stops (a `type` further
+    in is not looked for), so a payload refused for its size is never unpacked here.
+    """
+    size = len(data) or 1  # `skip` walks containers without building them
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=size, max_str_len=256, max_bin_len=size,
+                                max_array_len=size, max_map_len=size, max_ext_len=size)  # fmt: skip
     try:
-        found = msgpack.unpackb(data, raw=False).get("type")
+        unpacker.feed(data)
+        for _ in range(unpacker.read_map_header()):
+            key = unpacker.unpack()
+            if key == "type":
+                found = unpacker.unpack()
+                return found if isinstance(found, str) and found.isidentifier() else "unknown"
+            unpacker.skip()
     except Exception:  # any undecodable payload simply has no readable type
         return "unknown"
-    return found if isinstance(found, str) and found.isidentifier() else "unknown"
+    return "unknown"
 
 
 class Intake:
     """Checks deliveries for one trader."""
 
-    def __init__(self, subjects: Subjects, serializer: MsgPackSerializer, max_payload_bytes: int) -> None:
+    def __init__(
+        self,
+        subjects: Subjects,
+        serializer: MsgPackSerializer,
+        max_payload_bytes: int,
+        limits: DecodeLimits = DEFAULT_LIMITS,
+    ) -> None:
         self.subjects = subjects
         self.serializer = serializer
         self.max_payload_bytes = max_payload_bytes
+        self.limits = limits
 
     def check(self, delivery: Delivery) -> Accepted | Refused:
         kind = self.subjects.kind_of(delivery.subject)
@@ -95,10 +135,13 @@ class Intake:
             problem = f"subject {delivery.subject!r} is not {self.subjects.inbound} with a known kind"
             return Refused(delivery, kind_token, "unknown", EventRejected(RejectReason.WRONG_SUBJECT, problem))
         try:
-            data = unpack(delivery.data)
+            data = unpack(delivery.data, self.limits)
+            type_name = data.get("type")
+            check_fields(data, len(delivery.data), KNOWN_KEYS.get(type_name) if isinstance(type_name, str) else None,
+                         self.limits)  # fmt: skip
             message = self.serializer.from_map(data)
         except PayloadError as exc:
-            return Refused(delivery, kind_token, _peek_type(delivery.data), exc)
+            return Refused(delivery, kind_token, self._type_of(delivery.data, exc), released(exc))
         found = kind_of(message)
         if found != kind:
             problem = f"a {type_name_of(message)} is a '{found.value}' message, published on '{delivery.subject}'"
@@ -106,5 +149,9 @@ class Intake:
             return Refused(delivery, kind_token, type_name_of(message), error)
         return Accepted(delivery, kind, message, _timestamps_are_strings(data))
 
+    @staticmethod
+    def _type_of(data: bytes, error: PayloadError) -> str:
+        return "unknown" if error.reason == RejectReason.LIMIT_EXCEEDED else _peek_type(data)
 
-__all__ = ["Accepted", "Delivery", "Intake", "Refused", "parse_ack_subject"]
+
+__all__ = ["Accepted", "Delivery", "Intake", "Refused", "ack_metadata", "parse_ack_subject", "released"]

@@ -47,6 +47,7 @@ from tradecache.model.messages import Message
 from tradecache.model.values import Currency, Money
 from tradecache.serialization import codecs
 from tradecache.serialization.codecs import Field, invalid
+from tradecache.serialization.limits import DecodeLimits, unpack_limited
 from tradecache.serialization.schemas import (
     ACCOUNT_STATE_FIELDS,
     CURRENCY_FIELDS,
@@ -193,17 +194,21 @@ class MsgPackSerializer:
         return out
 
 
-def unpack(data: bytes) -> dict[str, Any]:
-    """Unpack msgpack bytes into a map with string keys, or raise PayloadError(malformed)."""
+def unpack(data: bytes, limits: DecodeLimits | None = None) -> dict[str, Any]:
+    """Unpack msgpack bytes into a map with string keys, or raise PayloadError (malformed, or
+    limit_exceeded when `limits` are given: see `limits.py`; stored data is read without them)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise PayloadError(RejectReason.MALFORMED, "", f"expected bytes, got {type(data).__name__}")
-    try:
-        decoded = msgpack.unpackb(data, raw=False, strict_map_key=True)
-    except (ValueError, TypeError, msgpack.UnpackException) as exc:
-        # UnicodeDecodeError (a ValueError) lands here too: strings must be UTF-8.
-        raise PayloadError(RejectReason.MALFORMED, "", f"not valid msgpack: {exc}") from None
-    except RecursionError:
-        raise PayloadError(RejectReason.MALFORMED, "", "msgpack nesting is too deep") from None
+    if limits is not None:
+        decoded = unpack_limited(data, limits)
+    else:
+        try:
+            decoded = msgpack.unpackb(data, raw=False, strict_map_key=True)
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            # UnicodeDecodeError (a ValueError) lands here too: strings must be UTF-8.
+            raise PayloadError(RejectReason.MALFORMED, "", f"not valid msgpack: {exc}") from None
+        except RecursionError:
+            raise PayloadError(RejectReason.MALFORMED, "", "msgpack nesting is too deep") from None
     if not isinstance(decoded, dict):
         raise PayloadError(RejectReason.MALFORMED, "", f"expected a msgpack map, got {type(decoded).__name__}")
     for key in decoded:
@@ -494,7 +499,20 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], Message]] = {
     "Currency": decode_currency,
 }
 
+# The keys each message type's schema names (what `check_fields` treats as the message's own;
+# any other key is stored as received, so it is capped like a free-form field).
+KNOWN_KEYS: dict[str, frozenset[str]] = {
+    **{name: frozenset(field.key for field in schema.fields) for name, schema in _SCHEMAS.items()},
+    "AccountState": frozenset(field.key for field in ACCOUNT_STATE_FIELDS) | {"balances", "margins"},
+    "SubmitOrder": frozenset(field.key for field in SUBMIT_ORDER_FIELDS) | {"order"},
+    "SubmitOrderList": frozenset(field.key for field in SUBMIT_ORDER_LIST_FIELDS) | {"orders"},
+    "StrategyState": frozenset(field.key for field in STRATEGY_STATE_FIELDS) | {"state"},
+    "StrategyDeleted": frozenset(field.key for field in STRATEGY_STATE_FIELDS),
+    "Currency": frozenset(field.key for field in CURRENCY_FIELDS) | {"currency_type"},
+}
+
 __all__ = [
+    "KNOWN_KEYS",
     "Message",
     "MsgPackSerializer",
     "check_order_initialized",
