@@ -286,6 +286,18 @@ class ScriptCall:
     def checkpoint(self, keys: Keys, sequence: int) -> None:
         self._add(None, (keys.checkpoint(),), "C", sequence)
 
+    def mark(self) -> tuple[int, int, int]:
+        """Where the call ends now, for `rewind`."""
+        return len(self.keys), len(self.args), len(self.operations)
+
+    def rewind(self, mark: tuple[int, int, int]) -> None:
+        """Drop the operations added since `mark` (those of a message that failed half-way)."""
+        keys, args, operations = mark
+        del self.keys[keys:]
+        del self.args[args:]
+        del self.operations[operations:]
+        self.args[0] = len(self.operations)
+
     def fence(self, keys: Keys, token: str) -> None:
         """Make the whole call conditional on the trader's lease holding `token`."""
         self._add(None, (keys.lease(),), "F", token)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from tradecache.cache.keys import Keys
 from tradecache.cache.plan import Encoder, ScriptCall, plan_writes
-from tradecache.daemon.intake import Accepted, Refused
+from tradecache.daemon.intake import Accepted, Refused, released
 from tradecache.errors import EventRejected, RejectReason
 from tradecache.model.ledger import Divergence, Ledger, Outcome, WriteOp
 from tradecache.model.messages import Message
@@ -62,7 +62,12 @@ def apply_batch(
 ) -> BatchResult:
     """Apply `items` (stream order) on `ledger`; deliveries at or below `checkpoint` are skipped."""
     result = BatchResult(ScriptCall())
-    originals: dict[int, bytes] = {}
+
+    def encode_keeping_bytes(message: Message) -> bytes:
+        # The bytes received are stored as they are when they are already canonical.
+        return original if message is current.message and current.canonical else encode(message)
+
+    original = b""
     for index, item in enumerate(items):
         seq = item.delivery.stream_seq
         result.last_seq = max(result.last_seq, seq)
@@ -72,15 +77,20 @@ def apply_batch(
         if isinstance(item, Refused):
             result.refused.append(item)
             continue
+        current, original = item, item.delivery.data
+        planned = result.call.mark()
         try:
             outcome = ledger.apply(item.message)
+            # Planned here, per message, so that a value that cannot be encoded is this message's problem.
+            plan_writes(outcome.writes, keys, encode_keeping_bytes, result.call)
         except EventRejected as exc:
-            result.refused.append(Refused(item.delivery, item.kind.value, item.type_name, exc))
+            result.refused.append(Refused(item.delivery, item.kind.value, item.type_name, released(exc)))
             continue
         except Exception as exc:  # a bug must not stop the sidecar on every restart
             # The message is dead-lettered with the error; what it touched may be half-changed in
             # memory, so it is forgotten and read back from Redis. The items after it wait for
             # this batch's commit, so that read back includes the messages before it.
+            result.call.rewind(planned)
             problem = f"internal error while applying it: {type(exc).__name__}: {exc}"
             refusal = EventRejected(RejectReason.INVALID_FIELD, problem)
             result.refused.append(Refused(item.delivery, item.kind.value, item.type_name, refusal))
@@ -91,16 +101,6 @@ def apply_batch(
         result.applied.append(Applied(item, outcome))
         if outcome.divergence is not None:
             result.divergences.append(outcome.divergence)
-        if item.canonical:
-            originals[id(item.message)] = item.delivery.data
-    writes = [write for applied in result.applied for write in applied.outcome.writes]
-
-    def encode_keeping_bytes(message: Message) -> bytes:
-        # The bytes received are stored as they are when they are already canonical.
-        raw = originals.get(id(message))
-        return raw if raw is not None else encode(message)
-
-    plan_writes(writes, keys, encode_keeping_bytes, result.call)
     if result.last_seq > checkpoint:
         result.call.checkpoint(keys, result.last_seq)
     return result

@@ -21,6 +21,7 @@ import nats.errors
 import nats.js.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 
+from tradecache.backoff import Backoff
 from tradecache.config import mask_url
 from tradecache.daemon.subjects import Subjects
 from tradecache.errors import BusUnavailable
@@ -224,19 +225,19 @@ async def ensure_streams(
     tried again with backoff for up to `retry_for` seconds; then BusUnavailable says so.
     """
     deadline = time.monotonic() + retry_for
-    delay = 0.25
+    backoff = Backoff(0.25, 2.0)
     while True:
         try:
             return await _ensure_streams(js, subjects, plan, log)
         except _JETSTREAM_BUSY as exc:
             error = f"{type(exc).__name__}: {exc}"
+            delay = backoff.next()
             if time.monotonic() + delay > deadline:
                 raise BusUnavailable(
                     "bind consumer", f"JetStream did not answer for {retry_for:g} s ({error})"
                 ) from exc
             log.warning("jetstream busy while binding, retrying", extra={"error": error, "retry_in": delay})
             await asyncio.sleep(delay)
-            delay = min(2 * delay, 2.0)
 
 
 async def _ensure_streams(js: Any, subjects: Subjects, plan: StreamPlan, log: logging.Logger) -> bool:

@@ -29,6 +29,7 @@ from typing import Final, NamedTuple
 
 from tradecache.errors import EventRejected, OrderEventRefused, RejectReason
 from tradecache.model.accounts import Account, replay_account
+from tradecache.model.budget import BALANCE_BYTES, ENTITY_BYTES, MemoryBudget, event_bytes, instrument_bytes
 from tradecache.model.enums import PositionSide
 from tradecache.model.events import (
     AccountState,
@@ -47,11 +48,13 @@ from tradecache.model.identifiers import ClientOrderId, TraderId
 from tradecache.model.instruments import Instrument
 from tradecache.model.messages import Kind, Message, type_name_of
 from tradecache.model.orders import Order, replay_order
-from tradecache.model.positions import Position, flips, replay_position, split_flip
+from tradecache.model.positions import Position, flips, split_flip
 from tradecache.model.values import Currency, register_currency
 
 # Account event ids remembered in memory for dedupe (older repeats are caught by the store).
 RECENT_ACCOUNT_EVENTS: Final = 100_000
+# Estimated bytes of orders, positions, accounts and instruments kept in memory (`model/budget.py`).
+DEFAULT_MEMORY_BUDGET: Final = 64 * 1024 * 1024
 # Position ids the node generates itself; a flip gives the new side a fresh one of these.
 NODE_POSITION_ID_PREFIX: Final = "P-"
 
@@ -132,8 +135,9 @@ class PositionSummary(NamedTuple):
 class Ledger:
     """The stored state of one trader, as far as validating the next message needs it."""
 
-    def __init__(self, trader_id: TraderId) -> None:
+    def __init__(self, trader_id: TraderId, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> None:
         self.trader_id = trader_id
+        self.budget = MemoryBudget(memory_budget)
         self.orders: dict[str, Order] = {}
         self.positions: dict[str, Position] = {}
         self.accounts: dict[str, Account] = {}
@@ -171,6 +175,7 @@ class Ledger:
             register_currency(message)
             return Outcome(Kind.CURRENCY, [Write(WriteOp.SET, Collection.CURRENCIES, message.code, message)])
         self.instruments[message.id.value] = message
+        self.budget.set((Collection.INSTRUMENTS, message.id.value), instrument_bytes(message.data))
         return Outcome(Kind.INSTRUMENT, [Write(WriteOp.SET, Collection.INSTRUMENTS, message.id.value, message)])
 
     def _check_trader(self, message: Message) -> None:
@@ -193,12 +198,14 @@ class Ledger:
                     RejectReason.UNKNOWN_ORDER, key, event.type_name, "no OrderInitialized was stored for it"
                 )
             self.orders[key] = Order(event)
+            self.budget.set((Collection.ORDERS, key), ENTITY_BYTES + event_bytes(event))
             return Outcome(Kind.ORDER, [Write(WriteOp.APPEND, Collection.ORDERS, key, event)])
         if event.event_id in order.event_ids:
             return Outcome(Kind.ORDER, duplicate=True)
         if isinstance(event, OrderFilled) and event.position_id is not None:
             return self._apply_fill_with_position(order, event)
         order.apply(event)
+        self.budget.add((Collection.ORDERS, key), event_bytes(event))
         return Outcome(Kind.ORDER, [Write(WriteOp.APPEND, Collection.ORDERS, key, event)])
 
     def _apply_fill_with_position(self, order: Order, fill: OrderFilled) -> Outcome:
@@ -215,6 +222,7 @@ class Ledger:
             )
         order.apply(fill)  # raises (changing nothing) if the order refuses the fill
         # Accepted: from here on state changes.
+        self.budget.add((Collection.ORDERS, order.client_order_id.value), event_bytes(fill))
         if waiting is not None:
             self.pending_openings[fill.client_order_id] = waiting
         writes = [Write(WriteOp.APPEND, Collection.ORDERS, order.client_order_id.value, fill)]
@@ -233,6 +241,7 @@ class Ledger:
         instrument = self.instruments.get(instrument_id)
         if instrument is None:
             return None
+        self.budget.touch((Collection.INSTRUMENTS, instrument_id))
         try:
             instrument.get_cost_currency()
             instrument.quote_currency  # noqa: B018  # raises when it cannot be read
@@ -266,8 +275,10 @@ class Ledger:
             position = self.positions.get(key)
             if position is None:
                 position = self.positions[key] = Position(instrument, fill)
+                self.budget.set((Collection.POSITIONS, key), ENTITY_BYTES + event_bytes(fill))
             else:
                 position.apply(fill)
+                self.budget.add((Collection.POSITIONS, key), event_bytes(fill))
             if position.side == PositionSide.FLAT:
                 self.closed_summaries[key] = PositionSummary.of(position)
         return Write(WriteOp.APPEND, Collection.POSITIONS, key, fill)
@@ -308,11 +319,18 @@ class Ledger:
         if state.event_id in self._recent_account_events:
             return Outcome(Kind.ACCOUNT, duplicate=True)
         if account is None:
-            self.accounts[key] = Account(state)
+            account = self.accounts[key] = Account(state)
         else:
             account.apply(state)
+        self._charge_account(key, account)
         self._recent_account_events[state.event_id] = None
         return Outcome(Kind.ACCOUNT, [Write(WriteOp.APPEND, Collection.ACCOUNTS, key, state)])
+
+    def _charge_account(self, key: str, account: Account) -> None:
+        # Accounts keep their current state only (`evict`): balances and margins, no history.
+        held = len(account.balances()) + len(account.margins())
+        cost = ENTITY_BYTES + BALANCE_BYTES * held + event_bytes(account.last_event)
+        self.budget.set((Collection.ACCOUNTS, key), cost)
 
     def _apply_command(self, collection: Collection, key: str, command: SubmitOrder | SubmitOrderList) -> Outcome:
         # A repeated command_id is recognised by the store (the write is "set if new"), which
@@ -344,40 +362,82 @@ class Ledger:
 
     def hydrate(self, stored: StoredState) -> None:
         """Take entities read from the store (absent ones are simply not in `stored`)."""
-        self.instruments.update(stored.instruments)
+        for key, stored_instrument in stored.instruments.items():
+            self.instruments[key] = stored_instrument
+            self.budget.set((Collection.INSTRUMENTS, key), instrument_bytes(stored_instrument.data))
         for key, events in stored.orders.items():
             if events and key not in self.orders:
                 self.orders[key] = replay_order(events)
+                self.budget.set((Collection.ORDERS, key), ENTITY_BYTES + sum(event_bytes(e) for e in events))
         for key, states in stored.accounts.items():
             if states and key not in self.accounts:
-                self.accounts[key] = replay_account(states)
+                account = self.accounts[key] = replay_account(states)
                 self._recent_account_events.update((state.event_id, None) for state in states[-1000:])
+                account.forget_history()
+                self._charge_account(key, account)
         for key, fills in stored.positions.items():
             if not fills or key in self.positions:
                 continue
             instrument = self._instrument_for_positions(fills[0].instrument_id.value)
             if instrument is None:
                 continue
-            position = self.positions[key] = replay_position(instrument, fills)
-            if position.is_closed:
+            self.positions[key] = self._replay_position(key, instrument, fills)
+            self.budget.set((Collection.POSITIONS, key), ENTITY_BYTES + sum(event_bytes(f) for f in fills))
+
+    def _replay_position(self, key: str, instrument: Instrument, fills: list[OrderFilled]) -> Position:
+        """The position rebuilt from its fills, noting what it was the last time it went FLAT.
+
+        A PositionClosed is compared with that state. After a restart between a flipping fill
+        (stored as a closing and an opening half) and the PositionClosed that follows it, the
+        position read back is open again; its last FLAT state is what the node closed.
+        """
+        position = Position(instrument, fills[0])
+        if position.side == PositionSide.FLAT:
+            self.closed_summaries[key] = PositionSummary.of(position)
+        for fill in fills[1:]:
+            position.apply(fill)
+            if position.side == PositionSide.FLAT:
                 self.closed_summaries[key] = PositionSummary.of(position)
+        return position
 
     def forget(self, message: Message) -> None:
         """Drop from memory what `message` may have touched (it is read back when needed)."""
-        for name, store in (
-            ("client_order_id", self.orders),
-            ("position_id", self.positions),
-            ("account_id", self.accounts),
+        for name, store, collection in (
+            ("client_order_id", self.orders, Collection.ORDERS),
+            ("position_id", self.positions, Collection.POSITIONS),
+            ("account_id", self.accounts, Collection.ACCOUNTS),
         ):
             key = getattr(message, name, None)
             if key is not None:
                 store.pop(str(key), None)
+                self.budget.drop((collection, str(key)))
+        if isinstance(message, Instrument):
+            self.instruments.pop(message.id.value, None)
+            self.budget.drop((Collection.INSTRUMENTS, message.id.value))
+        if isinstance(message, AccountState):
+            self._recent_account_events.pop(message.event_id, None)
         client_order_id = getattr(message, "client_order_id", None)
         if client_order_id is not None:
             self.pending_openings.pop(client_order_id, None)
         position_id = getattr(message, "position_id", None)
         if position_id is not None:
             self.closed_summaries.pop(str(position_id), None)
+
+    def reset(self) -> None:
+        """Forget everything read from or written to the store; it is read back when needed.
+
+        For when memory may hold what Redis does not (a write Redis refused) or Redis what memory
+        does not (another writer). Opening halves waiting for their PositionOpened are kept: they
+        exist nowhere else.
+        """
+        self.orders.clear()
+        self.positions.clear()
+        self.accounts.clear()
+        self.instruments.clear()
+        self.closed_summaries.clear()
+        self._touched_orders.clear()
+        self._recent_account_events.clear()
+        self.budget.clear()
 
     def evict(self, open_orders_limit: int, positions_limit: int = 100_000) -> int:
         """Bound memory after a batch; what is dropped is read back from the store when needed.
@@ -386,28 +446,44 @@ class Ledger:
         first). Positions are kept, flat ones included (a NETTING position's list keeps growing,
         so reading it back on every reopening would cost more each time), up to
         `positions_limit`, beyond which the least recently used flat ones go. Accounts keep
-        their state but not their history. Returns how many orders were dropped.
+        their state but not their history. Then, while the estimated size of what is left is
+        over the memory budget, the least recently used entities of any kind go. Returns how
+        many orders were dropped.
         """
         before = len(self.orders)
         for key in self._touched_orders:
             order = self.orders.get(key)
             if order is not None and order.is_closed:
-                del self.orders[key]
+                self._drop(Collection.ORDERS, key)
         self._touched_orders.clear()
         if len(self.orders) > open_orders_limit:
             # Oldest first: dicts keep insertion order, and orders are inserted when initialized.
             for key in list(self.orders)[: len(self.orders) - open_orders_limit]:
-                del self.orders[key]
+                self._drop(Collection.ORDERS, key)
         if len(self.positions) > positions_limit:
             flat = [key for key, position in self.positions.items() if position.is_closed]
             for key in flat[: len(self.positions) - positions_limit]:
-                del self.positions[key]
-                self.closed_summaries.pop(key, None)
+                self._drop(Collection.POSITIONS, key)
         for account in self.accounts.values():
             account.forget_history()
         while len(self._recent_account_events) > RECENT_ACCOUNT_EVENTS:
             del self._recent_account_events[next(iter(self._recent_account_events))]
+        for collection, key in self.budget.evict():
+            self._drop(Collection(collection), key, charged=False)
         return before - len(self.orders)
+
+    def _drop(self, collection: Collection, key: str, *, charged: bool = True) -> None:
+        if charged:
+            self.budget.drop((collection, key))
+        if collection == Collection.ORDERS:
+            self.orders.pop(key, None)
+        elif collection == Collection.POSITIONS:
+            self.positions.pop(key, None)
+            self.closed_summaries.pop(key, None)
+        elif collection == Collection.ACCOUNTS:
+            self.accounts.pop(key, None)
+        else:
+            self.instruments.pop(key, None)
 
 
 @dataclass
