@@ -84,7 +84,7 @@ from tests.unit.test_decoder_fuzz import SEEDS, SERIALIZER, Mutator, delivery  #
 from tests.vectors.scenarios import SCENARIO_KINDS, Scenario, scenario_paths  # noqa: E402
 from tradecache.cache.keys import Keys  # noqa: E402
 from tradecache.cache.plan import ScriptCall, plan_writes  # noqa: E402
-from tradecache.daemon.deadletter import dead_letter_headers  # noqa: E402
+from tradecache.daemon.deadletter import build_letter  # noqa: E402
 from tradecache.daemon.intake import Accepted, Intake, Refused  # noqa: E402
 from tradecache.daemon.subjects import Subjects  # noqa: E402
 from tradecache.errors import EventRejected, RejectReason  # noqa: E402
@@ -223,7 +223,7 @@ def run_one(track: Track, subject: str, data: bytes, how: str) -> None:
 def refused(item: Refused) -> None:
     """A refusal: a SPEC reason, and dead-letter headers that NATS can carry."""
     assert item.error.reason in REASONS, f"reason {item.error.reason!r} is not a SPEC reason"
-    for name, value in dead_letter_headers(item, "TRADECACHE").items():
+    for name, value in build_letter(item, "TRADECACHE", 1024 * 1024).headers.items():
         assert "\r" not in value and "\n" not in value, f"header {name} is not one line: {value!r}"
         value.encode()
     REPORT.outcomes[f"refused {item.error.reason.value}"] += 1

@@ -445,7 +445,7 @@ def _compare_key(result: Comparison, expected: ExpectedState, name: str, kind: s
 def _compare_internal(
     client: redis.Redis, keys: Keys, expected: ExpectedState, found: set[str], last_seq: int, result: Comparison
 ) -> None:
-    wanted = {keys.checkpoint()}
+    wanted = {keys.checkpoint(), keys.lease()}  # the lease: present while a daemon holds the trader
     if client.get(keys.indexed()) not in (None, b"1"):  # set when a restart's index pass found entities
         result.internal.append(f"{keys.indexed()}: {client.get(keys.indexed())!r}")
     wanted.add(keys.indexed())

@@ -32,6 +32,7 @@ from tradecache.cache.keys import Keys
 from tradecache.daemon.subjects import Subjects
 from tradecache.model import Collection
 from tradecache.model.identifiers import ClientOrderId, PositionId
+from tradecache.serialization.limits import FREE_FORM_DEPTH
 
 pytestmark = pytest.mark.integration
 
@@ -205,30 +206,33 @@ async def test_a_message_exactly_at_the_size_limit_is_written(redis_server: Any,
 # -- nesting ---------------------------------------------------------------------------------------
 
 
-async def test_deep_nesting_is_refused_without_a_recursion_error_and_nesting_within_limits_is_kept(
+async def test_deep_nesting_is_refused_as_over_the_decode_limit_without_a_recursion_error(
     redis_server: Any, nats_server: Any
 ) -> None:
+    """Nesting beyond the schemas' own plus `FREE_FORM_DEPTH` is refused while unpacking
+    (`limit_exceeded`), whether msgpack itself could unpack it (1,000 deep) or not (10,000)."""
     bad: list[Bad] = [
-        (ORDER, nested(10_000), "malformed"),  # the whole payload: 10,000 arrays deep
-        (ORDER, b"\x81\xa1a" * 10_000 + pack(1), "malformed"),  # 10,000 maps deep
-        (ORDER, with_raw(FILL, ("info",), nested(10_000)), "malformed"),
-        (ORDER, with_raw(FILL, ("info",), b"\x81\xa1k" * 2000 + pack(1)), "malformed"),  # maps in the info map
-        # Inside msgpack's limit but deeper than Python's repr can go: the error message must not
-        # try to show it (it used to raise RecursionError and stop the daemon).
-        (ORDER, with_raw(INIT, ("order_side",), nested(1000)), "invalid_field"),
-        (ORDER, with_raw(INIT, ("options", "price"), nested(1020)), "invalid_field"),
-        (ACCOUNT, with_raw(ACCOUNT_STATE, ("account_type",), nested(1000, "MARGIN")), "invalid_field"),
+        (ORDER, nested(10_000), "limit_exceeded"),  # the whole payload: 10,000 arrays deep
+        (ORDER, b"\x81\xa1a" * 10_000 + pack(1), "limit_exceeded"),  # 10,000 maps deep
+        (ORDER, with_raw(FILL, ("info",), nested(10_000)), "limit_exceeded"),
+        (ORDER, with_raw(FILL, ("info",), b"\x81\xa1k" * 2000 + pack(1)), "limit_exceeded"),  # maps in the info map
+        # Inside msgpack's limit but deeper than Python's repr can go (it used to raise
+        # RecursionError and stop the daemon), and deeper than a JSON reply can carry.
+        (ORDER, with_raw(INIT, ("order_side",), nested(1000)), "limit_exceeded"),
+        (ORDER, with_raw(INIT, ("options", "price"), nested(1020)), "limit_exceeded"),
+        (ACCOUNT, with_raw(ACCOUNT_STATE, ("account_type",), nested(1000, "MARGIN")), "limit_exceeded"),
+        (ORDER, with_raw(FILL, ("info",), b"\x81\xa1k" + nested(FREE_FORM_DEPTH + 4)), "limit_exceeded"),
     ]
     letters = await through_daemon(redis_server, nats_server, bad)
     assert [reason for reason, _error in errors_by_reason(letters)] == [reason for _s, _p, reason in bad]
-    assert "order_side" in letters[4].headers["Tradecache-Error"]
+    assert all("nesting deeper than" in letter.headers["Tradecache-Error"] for letter in letters)
 
 
-async def test_a_fill_whose_info_is_nested_1000_deep_is_stored_byte_for_byte(
+async def test_a_fill_whose_info_nests_as_deep_as_allowed_is_stored_byte_for_byte(
     redis_server: Any, nats_server: Any
 ) -> None:
     order = fresh_order()
-    deep_fill = with_raw(order[-1], ("info",), b"\x81\xa1k" + nested(1000))
+    deep_fill = with_raw(order[-1], ("info",), b"\x81\xa1k" + nested(FREE_FORM_DEPTH))
     nc = await nats.connect(nats_server.url)
     try:
         js = nc.jetstream()

@@ -198,16 +198,31 @@ class IngestConfig(Section):
     open_orders_limit: int = 100000
     ack_wait: float = 30.0
     max_deliver: int = -1
+    # Robustness (docs/ARCHITECTURE.md, "The daemon's loop"): stall detection, the one-writer
+    # lease, bytes per pull and per Redis call, the memory budget of the in-memory state, and
+    # the caps on free-form fields.
+    stall_seconds: float = 30.0
+    lease_ttl: float = 10.0
+    pull_max_bytes: int = 4194304
+    commit_max_bytes: int = 2097152
+    memory_budget_bytes: int = 67108864
+    max_field_bytes: int = 65536
+    max_state_fields: int = 100000
+    max_state_value_bytes: int = 262144
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= 10000:
             raise ConfigError("ingest.batch_size", f"must be 1..10000, got {self.batch_size}")
-        _check_positive(self._path("fetch_expires"), self.fetch_expires)
-        _check_positive(self._path("max_payload_bytes"), self.max_payload_bytes)
-        _check_positive(self._path("open_orders_limit"), self.open_orders_limit)
-        _check_positive(self._path("ack_wait"), self.ack_wait)
+        for name in (
+            "fetch_expires", "max_payload_bytes", "open_orders_limit", "ack_wait", "stall_seconds", "lease_ttl",
+            "pull_max_bytes", "commit_max_bytes", "memory_budget_bytes", "max_field_bytes", "max_state_fields",
+            "max_state_value_bytes",
+        ):  # fmt: skip
+            _check_positive(self._path(name), getattr(self, name))
         if self.max_deliver != -1 and self.max_deliver < 1:
             raise ConfigError("ingest.max_deliver", f"must be -1 (no limit) or at least 1, got {self.max_deliver}")
+        if self.lease_ttl < 1.0:
+            raise ConfigError("ingest.lease_ttl", f"must be at least 1 second, got {self.lease_ttl}")
 
 
 @dataclass(frozen=True, repr=False)

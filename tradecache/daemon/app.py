@@ -27,12 +27,14 @@ from tradecache.daemon.deadletter import DeadLetters
 from tradecache.daemon.health import HealthServer
 from tradecache.daemon.ingest import Ingestor, IngestSettings
 from tradecache.daemon.intake import Intake
+from tradecache.daemon.lease import Lease
 from tradecache.daemon.metrics import Metrics
 from tradecache.daemon.store import Store
 from tradecache.daemon.subjects import Subjects
 from tradecache.errors import BusUnavailable, StoreUnavailable
 from tradecache.model.identifiers import TraderId
 from tradecache.model.ledger import Ledger
+from tradecache.serialization.limits import DecodeLimits
 from tradecache.serialization.msgpack import MsgPackSerializer
 from tradecache.service.endpoints import Loader
 from tradecache.service.server import LoadService
@@ -75,6 +77,15 @@ def listen_problem(config: Config, exc: OSError) -> str:
     return f"cannot listen on {address}: {reason}; choose another with http.listen (TRADECACHE_HTTP_LISTEN)"
 
 
+def decode_limits(config: Config) -> DecodeLimits:
+    ingest = config.ingest
+    return DecodeLimits.derive(
+        max_field_bytes=ingest.max_field_bytes,
+        max_state_fields=ingest.max_state_fields,
+        max_state_value_bytes=ingest.max_state_value_bytes,
+    )
+
+
 def redis_client(config: Config) -> Any:
     cache_config = config.redis.cache_config()
     kwargs = cache_config.client_kwargs()
@@ -99,18 +110,19 @@ class Daemon:
         self.service: LoadService | None = None
         self.health = HealthServer(self.metrics, self.is_ready, config.http.host, config.http.port)
         self.metrics.follow_readiness(self.is_ready)
+        self.metrics.follow_stall(self.is_stalled)
 
     # -- readiness -----------------------------------------------------------------------
 
     def is_ready(self) -> bool:
+        """Connected to NATS, holding the trader's lease with the consumer bound, Redis and NATS
+        answering, and ingest not stalled (see `Ingestor.healthy`). A standby is never ready."""
         ingestor = self.ingestor
-        return bool(
-            self.nc is not None
-            and self.nc.is_connected
-            and ingestor is not None
-            and ingestor.bound
-            and ingestor.redis_ok
-        )
+        return bool(self.nc is not None and self.nc.is_connected and ingestor is not None and ingestor.healthy())
+
+    def is_stalled(self) -> bool:
+        ingestor = self.ingestor
+        return ingestor is not None and ingestor.stalled()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -190,8 +202,9 @@ class Daemon:
             log.error("cannot bind the JetStream consumer", extra={"error": str(exc)})
             return 1
         ingest = self.config.ingest
+        nc = self.nc
         self.ingestor = Ingestor(
-            self.nc,
+            nc,
             js,
             self.subjects.inbound,
             IngestSettings(
@@ -201,14 +214,21 @@ class Daemon:
                 fetch_expires=ingest.fetch_expires,
                 open_orders_limit=ingest.open_orders_limit,
                 ack_all=ack_all,
+                pull_max_bytes=ingest.pull_max_bytes,
+                commit_max_bytes=ingest.commit_max_bytes,
+                stall_seconds=ingest.stall_seconds,
+                consumer_poll_seconds=min(5.0, ingest.stall_seconds / 3),
+                manage_consumer=plan.create,
             ),
-            Intake(self.subjects, self.serializer, ingest.max_payload_bytes),
-            Ledger(TraderId(self.config.trader_id)),
+            Intake(self.subjects, self.serializer, ingest.max_payload_bytes, decode_limits(self.config)),
+            Ledger(TraderId(self.config.trader_id), memory_budget=ingest.memory_budget_bytes),
             self.store,
-            DeadLetters(js, self.subjects, plan.stream, plan.dead_letter_stream),
+            DeadLetters(js, self.subjects, plan.stream, plan.dead_letter_stream, lambda: int(nc.max_payload), log),
             self.metrics,
             self.serializer,
             log,
+            lease=Lease(client, self.keys, ingest.lease_ttl),
+            trader_id=self.config.trader_id,
         )
         counter = asyncio.create_task(self._refresh_key_counts())
         indexer = asyncio.create_task(self._ensure_indexes())
@@ -290,4 +310,4 @@ class Daemon:
         log.info("stopped")
 
 
-__all__ = ["Daemon", "nats_options", "redis_client"]
+__all__ = ["Daemon", "decode_limits", "nats_options", "redis_client"]

@@ -1,8 +1,15 @@
-"""NATS: connecting (user/password, token, .creds, nkey, TLS) and making sure the streams exist.
+"""NATS: connecting (user/password, token, .creds, nkey, TLS), the streams, and what nats-py's
+errors mean.
 
 Only this module and the ingest/service modules touch nats-py. `ensure_streams` creates the
 inbound stream, the dead-letter stream and the durable pull consumer when asked to; when they
 are managed elsewhere it only checks they are there and says exactly what is missing.
+
+`classify_nats` is the one reading of nats-py's errors (its many unrelated classes): UNAVAILABLE
+(no answer, no responders, no stream, reconnecting, a full outbound buffer: retry later),
+REFUSED (what the call carried: too large, a header NATS cannot carry, a JetStream 400 such as
+a message over the stream's `max_msg_size` or a failed `Nats-Expected-*` check: the same call
+fails again), BUG (a bad subject, a closed client we closed ourselves...).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import nats
@@ -27,6 +35,50 @@ from tradecache.daemon.subjects import Subjects
 from tradecache.errors import BusUnavailable
 
 DUPLICATE_WINDOW_SECONDS = 120.0
+
+
+class BusFault(StrEnum):
+    UNAVAILABLE = "unavailable"
+    REFUSED = "refused"
+    BUG = "bug"
+
+
+_NATS_UNAVAILABLE = (
+    nats.errors.TimeoutError,
+    TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.js.errors.NoStreamResponseError,  # no stream answers the subject (yet), or JetStream is down
+    nats.errors.StaleConnectionError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.ConnectionDrainingError,
+    nats.errors.SlowConsumerError,
+    nats.js.errors.ServiceUnavailableError,  # 503: no leader, JetStream not ready
+    nats.js.errors.ServerError,  # 500
+    nats.js.errors.NotFoundError,  # 404: the stream or consumer is gone (an operator must act; retried)
+    OSError,
+)
+_NATS_REFUSED = (nats.errors.MaxPayloadError, nats.errors.BadHeaderError, nats.js.errors.BadRequestError)
+
+
+def classify_nats(exc: BaseException) -> BusFault:
+    """What a failed NATS call means (see the module docstring)."""
+    if isinstance(exc, _NATS_REFUSED):
+        return BusFault.REFUSED
+    if isinstance(exc, nats.js.errors.APIError) and exc.code == 400:
+        return BusFault.REFUSED
+    if isinstance(exc, _NATS_UNAVAILABLE):
+        return BusFault.UNAVAILABLE
+    return BusFault.BUG
+
+
+def describe_nats(exc: BaseException) -> str:
+    """One line for logs: the class, and the server's words when it gave any."""
+    text = str(exc) or exc.__doc__ or ""
+    if isinstance(exc, nats.js.errors.APIError):
+        text = f"code {exc.code}, err_code {exc.err_code}: {exc.description}"
+    return f"{type(exc).__name__}: {' '.join(text.split())}"
 
 
 @dataclass(frozen=True)
@@ -269,6 +321,22 @@ async def _ensure_streams(js: Any, subjects: Subjects, plan: StreamPlan, log: lo
     return bool(info.config.ack_policy == AckPolicy.ALL)
 
 
+async def reset_consumer(js: Any, stream: str, consumer: str, start_seq: int) -> None:
+    """Re-create a durable consumer with the same configuration, delivering from `start_seq` on.
+
+    The one way to drop acks a nats-server keeps pending below the ack floor after a crash
+    (see `daemon/watch.py`). Only for a consumer tradecache manages: its name, filter, ack
+    policy, ack wait and limits are kept; the messages before `start_seq` are committed already.
+    """
+    info = await js.consumer_info(stream, consumer)
+    config = info.config
+    await js.delete_consumer(stream, consumer)
+    config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+    config.opt_start_seq = max(1, start_seq)
+    config.opt_start_time = None
+    await js.add_consumer(stream, config)
+
+
 async def ensure_stream(
     js: Any, name: str, subjects: list[str], create: bool, log: logging.Logger, *, replicas: int = 1
 ) -> None:
@@ -299,4 +367,14 @@ async def ensure_stream(
         log.warning("stream not created", extra={"stream": name, "error": str(exc)})
 
 
-__all__ = ["NatsOptions", "StreamPlan", "connect", "ensure_stream", "ensure_streams"]
+__all__ = [
+    "BusFault",
+    "NatsOptions",
+    "StreamPlan",
+    "classify_nats",
+    "connect",
+    "describe_nats",
+    "ensure_stream",
+    "ensure_streams",
+    "reset_consumer",
+]

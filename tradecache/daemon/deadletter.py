@@ -3,57 +3,186 @@
 The publish is acknowledged by the dead-letter stream before the delivery itself is acked, so
 nothing refused is ever lost. `Nats-Msg-Id` is derived from the stream sequence, so publishing
 the same dead letter again after a crash is dropped by JetStream's duplicate window.
+
+A dead letter must never block ingest, whatever the refused message carried, so it is built to
+be publishable (`build_letter`, pure):
+- the producer's headers are kept, except names NATS cannot carry (not an RFC 7230 token, like
+  `a/b`: dropped and listed, percent-encoded, in `Tradecache-Dropped-Headers`) and names
+  JetStream acts on when publishing (`Nats-Expected-Stream`, `Nats-Rollup`, `Nats-TTL`,
+  `Nats-Msg-Id`...: renamed `Tradecache-Original-<rest>`, so they cannot make the dead-letter
+  stream refuse or purge anything);
+- sizes are checked before publishing: a letter larger than the server's max_payload (the body
+  plus the headers) would cost the connection, so it is sent reduced instead: the producer's
+  headers dropped, the body cut to fit, and `Tradecache-Original-Size`, `Tradecache-Digest`
+  (sha256 of the whole body) and `Tradecache-Stream` / `Tradecache-Stream-Seq` say where the
+  original is still read in full (the inbound stream, at that sequence).
+If the dead-letter stream refuses a letter for what it carries (its own `max_msg_size`, a
+header), the next smaller form is tried: reduced, then headers only. If even that is refused,
+the refusal is logged and counted and ingest goes on: the message is still in its stream.
+Transient trouble (no answer, no stream, reconnecting) is raised as BusUnavailable: the ingest
+loop retries it while /readyz says 503.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import hashlib
+import logging
+import re
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, Final
 
+from tradecache.daemon.bus import BusFault, classify_nats, describe_nats
 from tradecache.daemon.intake import Refused
 from tradecache.daemon.subjects import Subjects
+from tradecache.errors import BusUnavailable
 
-MAX_ERROR_HEADER = 1024  # header values are single lines; long messages are cut
+MAX_ERROR_HEADER: Final = 1024  # header values are single lines; long messages are cut
+# What NATS clients accept as a header name (nats-py refuses anything else with BadHeaderError).
+HEADER_NAME: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# Headers JetStream reads on a publish; the producer's are renamed so they only inform.
+JETSTREAM_PREFIX: Final = "nats-"
+ORIGINAL_PREFIX: Final = "Tradecache-Original-"
+# Room kept for the headers nats-py adds and rounding (bytes).
+SLACK: Final = 64
 
 
-def _one_line(text: str) -> str:
+class Form(IntEnum):
+    """How much of the original a dead letter carries, from all of it to none of the body."""
+
+    FULL = 0  # body and the producer's (sanitized) headers
+    REDUCED = 1  # our headers only; the body cut to fit the server's max_payload
+    HEADERS_ONLY = 2  # our headers only, no body
+
+
+@dataclass(frozen=True, slots=True)
+class Letter:
+    headers: dict[str, str]
+    body: bytes
+    form: Form
+
+
+def _one_line(text: str, limit: int = MAX_ERROR_HEADER) -> str:
     flat = " ".join(text.split())
-    return flat if len(flat) <= MAX_ERROR_HEADER else flat[: MAX_ERROR_HEADER - 3] + "..."
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
-def dead_letter_headers(refused: Refused, stream: str) -> dict[str, str]:
-    """The original headers plus the reason, the readable error, the subject and the sequence."""
-    headers = dict(refused.delivery.headers or {})
-    original_id = headers.pop("Nats-Msg-Id", None)
-    if original_id is not None:
-        headers["Tradecache-Original-Msg-Id"] = original_id
-    headers.update(
-        {
-            "Tradecache-Reason": refused.error.reason.value,
-            "Tradecache-Error": _one_line(str(refused.error)),
-            "Tradecache-Subject": refused.delivery.subject,
-            "Tradecache-Stream-Seq": str(refused.delivery.stream_seq),
-            "Nats-Msg-Id": f"tradecache-dead-{stream}-{refused.delivery.stream_seq}",
-        }
-    )
-    return headers
+def header_bytes(headers: dict[str, str]) -> int:
+    """The size of the header block as NATS counts it (`NATS/1.0`, `name: value` lines, blank line)."""
+    lines = sum(len(name.encode()) + len(value.encode()) + 4 for name, value in headers.items())  # ": ", CRLF
+    return len(b"NATS/1.0\r\n\r\n") + lines
+
+
+def sanitized(original: dict[str, str] | None) -> tuple[dict[str, str], list[str]]:
+    """The producer's headers safe to publish again, and the names dropped (percent-encoded)."""
+    kept: dict[str, str] = {}
+    dropped: list[str] = []
+    for raw_name, raw_value in (original or {}).items():
+        name = str(raw_name).strip()
+        if not name:
+            continue
+        if not HEADER_NAME.fullmatch(name):
+            dropped.append(urllib.parse.quote(name, safe=""))
+            continue
+        if name.lower().startswith(JETSTREAM_PREFIX):
+            name = ORIGINAL_PREFIX + name[len(JETSTREAM_PREFIX) :]
+        kept[name] = str(raw_value).replace("\r", " ").replace("\n", " ").strip()
+    return kept, dropped
+
+
+def build_letter(refused: Refused, stream: str, max_payload: int, form: Form = Form.FULL) -> Letter:
+    """The dead letter of `refused` in `form`, or a smaller form when it would not fit `max_payload`."""
+    delivery = refused.delivery
+    ours = {
+        "Tradecache-Reason": refused.error.reason.value,
+        "Tradecache-Error": _one_line(str(refused.error)),
+        "Tradecache-Subject": _one_line(delivery.subject, 512),
+        "Tradecache-Stream": stream,
+        "Tradecache-Stream-Seq": str(delivery.stream_seq),
+        "Nats-Msg-Id": f"tradecache-dead-{stream}-{delivery.stream_seq}",
+    }
+    if form == Form.FULL:
+        kept, dropped = sanitized(delivery.headers)
+        headers = {**kept, **ours}
+        if dropped:
+            headers["Tradecache-Dropped-Headers"] = _one_line(",".join(dropped))
+        if header_bytes(headers) + len(delivery.data) + SLACK <= max_payload:
+            return Letter(headers, delivery.data, Form.FULL)
+        form = Form.REDUCED
+    headers = {
+        **ours,
+        "Tradecache-Original-Size": str(len(delivery.data)),
+        "Tradecache-Digest": "sha256=" + hashlib.sha256(delivery.data).hexdigest(),
+    }
+    if delivery.headers:
+        headers["Tradecache-Dropped-Headers"] = "all (the letter was reduced to fit)"
+    room = max(0, max_payload - header_bytes(headers) - SLACK)
+    if form == Form.REDUCED and room > 0:
+        body = delivery.data[:room]
+        if len(body) < len(delivery.data):
+            headers["Tradecache-Truncated"] = f"the first {len(body)} of {len(delivery.data)} bytes"
+        return Letter(headers, body, Form.REDUCED)
+    headers["Tradecache-Truncated"] = f"the first 0 of {len(delivery.data)} bytes"
+    return Letter(headers, b"", Form.HEADERS_ONLY)
 
 
 class DeadLetters:
     """Publishes refused deliveries to the dead-letter subject and waits for the stream's ack."""
 
-    def __init__(self, js: Any, subjects: Subjects, source_stream: str, dead_stream: str) -> None:
+    def __init__(
+        self,
+        js: Any,
+        subjects: Subjects,
+        source_stream: str,
+        dead_stream: str,
+        max_payload: Callable[[], int],
+        log: logging.Logger | None = None,
+    ) -> None:
         self.js = js
+        self.max_payload = max_payload  # the server's (its INFO), read at each letter: a reconnect may change it
         self.subjects = subjects
         self.source_stream = source_stream
         self.dead_stream = dead_stream
+        self.log = log or logging.getLogger("tradecache")
+        self.reduced = 0  # letters sent in a smaller form than FULL
+        self.failed = 0  # letters refused in every form (the message stays in its stream)
 
-    async def publish(self, refused: Refused) -> None:
-        await self.js.publish(
-            self.subjects.dead,
-            refused.delivery.data,
-            headers=dead_letter_headers(refused, self.source_stream),
-            stream=self.dead_stream,
-        )
+    async def publish(self, refused: Refused) -> Form | None:
+        """Publish `refused`'s letter; the form sent, or None when every form was refused.
+
+        Raises BusUnavailable for transient trouble (to be retried).
+        """
+        form = Form.FULL
+        while True:
+            letter = build_letter(refused, self.source_stream, self.max_payload(), form)
+            try:
+                await self.js.publish(self.subjects.dead, letter.body, headers=letter.headers, stream=self.dead_stream)
+            except Exception as exc:  # classified just below; nats-py raises many unrelated types
+                fault = classify_nats(exc)
+                if fault == BusFault.UNAVAILABLE:
+                    raise BusUnavailable("publish dead letter", describe_nats(exc)) from exc
+                if fault != BusFault.REFUSED:
+                    raise
+                self.log.warning(
+                    "dead letter refused; sending a smaller form",
+                    extra={"stream_seq": refused.delivery.stream_seq, "form": letter.form.name,
+                           "error": describe_nats(exc)},
+                )  # fmt: skip
+                if letter.form == Form.HEADERS_ONLY:
+                    self.failed += 1
+                    self.log.error(
+                        "dead letter refused in every form; the message stays in its stream",
+                        extra={"stream": self.source_stream, "stream_seq": refused.delivery.stream_seq,
+                               "reason": refused.error.reason.value},
+                    )  # fmt: skip
+                    return None
+                form = Form(letter.form + 1)
+                continue
+            if letter.form != Form.FULL:
+                self.reduced += 1
+            return letter.form
 
 
-__all__ = ["DeadLetters", "dead_letter_headers"]
+__all__ = ["DeadLetters", "Form", "Letter", "build_letter", "header_bytes", "sanitized"]

@@ -1,20 +1,25 @@
-"""The ingest loop: pull from JetStream, apply in stream order, commit, then acknowledge.
+"""The ingest loop: hold the lease, pull from JetStream, apply in stream order, commit, acknowledge.
 
-Theory of operation. Messages are pulled by hand (a request to
-`$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>` with a reply inbox we subscribe to), which
-FIELD-NOTES measured 3-4x faster than nats-py's `fetch()`. For each batch:
+Theory of operation. A daemon writes a trader only while it holds the trader's lease
+(`daemon/lease.py`); until then it is a standby: not ready, pulling nothing, polling the lease.
+Holding it, it reads the checkpoint, recovers what was delivered but not committed, and pulls
+messages by hand (a request to `$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>` with a reply
+inbox we subscribe to, FIELD-NOTES: 3-4x faster than nats-py's `fetch()`; each pull bounded in
+messages and bytes). For each batch, in chunks of at most `commit_max_bytes` of payload:
 
-1. every delivery is checked (`Intake`): size, subject, msgpack, fields, kind;
-2. the stored state the batch refers to and memory lacks is read in one round trip, then the
-   ledger applies the batch in stream order (`apply_batch`), skipping what the checkpoint says
-   was committed before a restart;
-3. refused deliveries are published to the dead-letter subject (each publish acknowledged);
-4. all writes plus the new checkpoint go to Redis in one atomic script call;
-5. only then is the batch acknowledged (with AckPolicy.ALL one ack covers the batch).
+1. every delivery is checked (`Intake`): size, subject, msgpack within the decode limits, fields;
+2. the pipeline (`daemon/pipeline.py`) reads the stored state the chunk needs, applies it on the
+   ledger in stream order (skipping what the checkpoint says was committed before a restart),
+   publishes refusals to the dead-letter subject (each publish acknowledged), and commits all
+   writes plus the checkpoint in one atomic script call fenced by the lease token; a message
+   whose writes Redis refuses is pinned and dead-lettered (`store_refused`);
+3. only then is the batch acknowledged (with AckPolicy.ALL one ack covers the batch).
 
-A crash between 4 and 5 redelivers messages whose sequence is at or below the checkpoint: they
-are acked without being applied again. When Redis is unavailable, steps 2 and 4 retry with
-backoff and nothing is acked; readiness is false meanwhile.
+A crash between 2 and 3 redelivers messages whose sequence is at or below the checkpoint: they
+are acked without being applied again. When Redis or NATS is unavailable the step retries with
+backoff and nothing is acked; readiness is false meanwhile. A failure nothing explains (a bug)
+is retried the same way, never ending the process. `StallWatch` notices when work waits and
+nothing is committed for `stall_seconds`, whatever the cause.
 
 Order is kept across crashes and lost deliveries too. Messages delivered but never committed
 (the process died, or a reconnect dropped them in flight) stay "pending" at the server until
@@ -33,19 +38,24 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import nats.js.errors
 
+from tradecache.backoff import Backoff
 from tradecache.cache.keys import Keys
-from tradecache.daemon.batch import BatchResult, apply_batch, duplicates
+from tradecache.daemon.batch import BatchResult, duplicates
+from tradecache.daemon.bus import BusFault, classify_nats, describe_nats, reset_consumer
 from tradecache.daemon.deadletter import DeadLetters
-from tradecache.daemon.intake import Accepted, Delivery, Intake, Refused, parse_ack_subject
+from tradecache.daemon.intake import Delivery, Intake, Refused, ack_metadata
+from tradecache.daemon.lease import Lease
 from tradecache.daemon.metrics import Metrics
+from tradecache.daemon.pipeline import Committed, NotPinned, Pipeline
 from tradecache.daemon.store import Store
-from tradecache.errors import StoreUnavailable
+from tradecache.daemon.watch import ConsumerView, StallWatch, StuckAcks
+from tradecache.errors import BusUnavailable, LeaseLost, StoreUnavailable
 from tradecache.model.ledger import Ledger
 from tradecache.serialization.msgpack import MsgPackSerializer
 
@@ -53,12 +63,19 @@ T = TypeVar("T")
 
 # Test hook: after this many commits, stop before acknowledging (a test then kills -9 the process).
 PAUSE_AFTER_COMMIT_ENV = "TRADECACHE_TEST_PAUSE_AFTER_COMMIT"
-_BACKOFF_START, _BACKOFF_MAX = 0.05, 2.0
 # After the first delivery of a batch, wait this long for more before processing what arrived:
 # a backlog fills whole batches, a trickle (1,000 events/s) is committed within milliseconds.
 LINGER_SECONDS = 0.002
 # ... and never hold the first delivery of a batch longer than this (a steady stream has no gaps).
 MAX_BATCH_WAIT = 0.004
+# A pull's byte limit must let the largest message through: JetStream ends a pull with
+# "409 Message Size Exceeds MaxBytes" instead of delivering a message larger than it, for ever.
+PULL_BYTES_OVER_MAX_PAYLOAD: Final = 8192
+# How often a standby looks whether the lease is free (a graceful stop frees it at once).
+LEASE_POLL_SECONDS: Final = 0.25
+# A standby says who holds the trader at most this often.
+STANDBY_LOG_SECONDS: Final = 60.0
+_MAX_BYTES_STATUS: Final = "Message Size Exceeds MaxBytes"
 
 
 @dataclass(frozen=True)
@@ -69,6 +86,26 @@ class IngestSettings:
     fetch_expires: float
     open_orders_limit: int
     ack_all: bool  # the consumer uses AckPolicy.ALL: acking the last delivery acks the batch
+    pull_max_bytes: int = 4 * 1024 * 1024
+    commit_max_bytes: int = 2 * 1024 * 1024
+    stall_seconds: float = 30.0
+    consumer_poll_seconds: float = 5.0
+    # The daemon created the consumer (create_streams): it may re-create it to clear stuck acks.
+    manage_consumer: bool = True
+
+
+def chunks_by_size(deliveries: list[Delivery], max_bytes: int) -> Iterator[list[Delivery]]:
+    """Consecutive runs of deliveries whose payloads add up to at most `max_bytes` (at least one each)."""
+    chunk: list[Delivery] = []
+    size = 0
+    for delivery in deliveries:
+        if chunk and size + len(delivery.data) > max_bytes:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(delivery)
+        size += len(delivery.data)
+    if chunk:
+        yield chunk
 
 
 class Ingestor:
@@ -87,6 +124,8 @@ class Ingestor:
         metrics: Metrics,
         serializer: MsgPackSerializer,
         log: logging.Logger,
+        lease: Lease | None = None,
+        trader_id: str = "",
     ) -> None:
         self.nc = nc
         self.js = js
@@ -99,40 +138,168 @@ class Ingestor:
         self.metrics = metrics
         self.serializer = serializer
         self.log = log
+        self.lease = lease
+        self.trader_id = trader_id
         self.keys: Keys = store.keys
-        self.checkpoint = 0
+        self.pipeline = Pipeline(
+            ledger,
+            store,
+            self.keys,
+            serializer.serialize,
+            call=self._retry_redis,
+            dead_letter=self._publish_dead_letter,
+            committed=self._committed,
+            fence=lambda: None if lease is None else lease.token,
+            log=log,
+        )
         self.pending: int | None = None  # stream messages not yet delivered, as of the last batch
         self.commits = 0
         self.redis_ok = False
+        self.bus_ok = True
         self.bound = False
+        self.standby = False  # another daemon holds the trader's lease; this one waits
+        self.problem: str | None = None  # a failure being retried that nothing explains (a bug)
+        self.activity = "starting"  # what the loop is doing now, for the stall log
+        self.stall = StallWatch(settings.stall_seconds)
+        self.stuck = StuckAcks(confirm_after=max(1.0, settings.consumer_poll_seconds))
+        self._stuck_to_clear = 0
+        self._stalled_logged = False
+        self._lease_lost = False
+        self._stopping = asyncio.Event()
         self._pause_after = int(os.environ.get(PAUSE_AFTER_COMMIT_ENV, "0") or 0)
         self._inbox = ""
         self._pulls = 0
         self._remaining = 0  # deliveries still due on the outstanding pull
         self._pull_deadline = 0.0
+        self._pull_cut = False  # the last pull ended at its byte limit: more is waiting
         self._last_cseq: int | None = None
         self._queue: collections.deque[Any] = collections.deque()
         self._arrived = asyncio.Event()
         self._subscription: Any = None
 
+    @property
+    def checkpoint(self) -> int:
+        return self.pipeline.checkpoint
+
+    @checkpoint.setter
+    def checkpoint(self, value: int) -> None:
+        self.pipeline.checkpoint = value
+
+    # -- readiness -------------------------------------------------------------------------
+
+    def healthy(self) -> bool:
+        """Holding the lease, consumer bound, Redis and NATS answering, no stall, no unexplained failure."""
+        return (
+            self.bound
+            and self.redis_ok
+            and self.bus_ok
+            and self.problem is None
+            and not self.stall.stalled(time.monotonic())
+        )
+
+    def stalled(self) -> bool:
+        return self.bound and self.stall.stalled(time.monotonic())
+
     # -- lifecycle -------------------------------------------------------------------------
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Consume until `stopping` is set; the batch in hand is finished and acked first."""
-        self.checkpoint = await self._retry("read checkpoint", self.store.read_checkpoint, stopping)
-        self._inbox = self.nc.new_inbox()
-        self._subscription = await self.nc.subscribe(f"{self._inbox}.*", cb=self._on_message)
-        await self._recover(stopping)
-        self.bound = True
-        self.log.info("ingest started", extra={"checkpoint": self.checkpoint, "stream": self.settings.stream})
+        self._stopping = stopping
+        while not stopping.is_set():
+            if not await self._take_lease(stopping):
+                return
+            try:
+                await self._run_holding(stopping)
+            except LeaseLost as exc:
+                self.log.error(
+                    "lease lost: another sidecar now writes this trader; this one stops writing and waits",
+                    extra={"trader_id": self.trader_id, "error": str(exc)},
+                )
+                self._forget_all()
+                continue
+            await self._release_lease()
+
+    async def _take_lease(self, stopping: asyncio.Event) -> bool:
+        """Wait (as a standby) until this daemon holds the trader's lease; False when stopping."""
+        lease = self.lease
+        if lease is None:
+            return True
+        self.activity = "waiting for the trader's lease"
+        logged_at = 0.0
+        while not stopping.is_set():
+            if await self._retry_redis("take the lease", lease.acquire):
+                if self.standby:
+                    self.log.warning("lease taken over: this sidecar now writes the trader",
+                                     extra={"trader_id": self.trader_id})  # fmt: skip
+                else:
+                    self.log.info("lease taken", extra={"trader_id": self.trader_id, "ttl": lease.ttl})
+                self.standby = False
+                self._lease_lost = False
+                self.metrics.set_lease(held=True, standby=False)
+                return True
+            holder = await self._retry_redis("read the lease", lease.holder)
+            if not self.standby or time.monotonic() - logged_at >= STANDBY_LOG_SECONDS:
+                logged_at = time.monotonic()
+                self.log.warning(
+                    "another sidecar holds this trader: waiting as a standby (not ready, pulling nothing) "
+                    "until it stops or its lease expires",
+                    extra={"trader_id": self.trader_id, "holder": None if holder is None else holder.name,
+                           "lease_expires_in": None if holder is None else holder.expires_in},
+                )  # fmt: skip
+            self.standby = True
+            self.metrics.set_lease(held=False, standby=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=LEASE_POLL_SECONDS)
+        return False
+
+    async def _release_lease(self) -> None:
+        if self.lease is None or not self.lease.held:
+            return
         try:
+            await self.lease.release()
+            self.log.info("lease released", extra={"trader_id": self.trader_id})
+        except StoreUnavailable as exc:  # it expires by itself
+            self.log.warning("lease not released (it expires by itself)", extra={"error": str(exc)})
+        self.metrics.set_lease(held=False, standby=False)
+
+    def _forget_all(self) -> None:
+        """After losing the lease: nothing in memory can be trusted any more."""
+        self.ledger.reset()
+        self.checkpoint = 0
+        self._last_cseq = None
+        self._queue.clear()
+        self._remaining = 0
+        self.bound = False
+        self.metrics.set_lease(held=False, standby=False)
+
+    async def _run_holding(self, stopping: asyncio.Event) -> None:
+        self.activity = "reading the checkpoint"
+        self.checkpoint = await self._retry_redis("read checkpoint", self.store.read_checkpoint)
+        self._inbox = self.nc.new_inbox()
+        self._subscription = await self._retry_bus(
+            "subscribe", lambda: self.nc.subscribe(f"{self._inbox}.*", cb=self._on_message)
+        )
+        keeper = asyncio.create_task(self._keep_lease(stopping))
+        watcher = asyncio.create_task(self._watch_consumer(stopping))
+        try:
+            await self._recover(stopping)
+            self.bound = True
+            self.log.info("ingest started", extra={"checkpoint": self.checkpoint, "stream": self.settings.stream})
             # When stopping, no new pull is asked for; the one outstanding ends within fetch_expires.
             while not stopping.is_set() or self._remaining > 0:
+                if self._lease_lost:
+                    raise LeaseLost("keep the lease", "it was not ours any more when renewed")
+                if self._stuck_to_clear and not self._queue:
+                    await self._clear_stuck_acks()
+                self.activity = "pulling"
                 deliveries = await self._fetch(stopping)
                 if deliveries:
-                    await self._process(deliveries, stopping)
+                    await self._process_safely(deliveries, stopping)
         finally:
             self.bound = False
+            for task in (keeper, watcher):
+                task.cancel()
+            await asyncio.gather(keeper, watcher, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await self._subscription.unsubscribe()
 
@@ -140,11 +307,97 @@ class Ingestor:
         self._queue.append(msg)
         self._arrived.set()
 
+    async def _keep_lease(self, stopping: asyncio.Event) -> None:
+        """Renew the lease every third of its ttl while holding it."""
+        lease = self.lease
+        if lease is None:
+            return
+        interval = lease.ttl / 3
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=interval)
+            if stopping.is_set():
+                return
+            try:
+                if not await lease.renew():
+                    self._lease_lost = True
+                    self.log.error("the lease was taken by another sidecar", extra={"trader_id": self.trader_id})
+                    return
+            except StoreUnavailable as exc:  # the fence guards writes meanwhile
+                self.log.warning("lease not renewed: Redis unavailable", extra={"error": exc.cause})
+
+    # -- watching the consumer: stall, ack pending, redeliveries, stuck acks ------------------
+
+    async def _watch_consumer(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            try:
+                info = await asyncio.wait_for(self._consumer_info(), timeout=max(1.0, self.settings.fetch_expires * 4))
+            except Exception as exc:  # NATS down or slow: no sample this time (the loop says why)
+                self.log.debug("consumer info not read", extra={"error": describe_nats(exc)})
+            else:
+                self._observe(ConsumerView.of(info))
+            self._check_stall()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=self.settings.consumer_poll_seconds)
+
+    def _observe(self, view: ConsumerView) -> None:
+        now = time.monotonic()
+        self.stall.observed(view, now)
+        self.metrics.set_consumer(view.undelivered, view.ack_pending, view.redelivered, view.stuck)
+        stuck = self.stuck.observed(view, now)
+        if stuck and not self._stuck_to_clear:
+            self._stuck_to_clear = stuck
+            self.log.warning(
+                "acks stuck at the server: messages pending below the consumer's ack floor",
+                extra={"stuck": stuck, "ack_floor": view.ack_floor_seq, "consumer": self.settings.consumer},
+            )
+
+    def _check_stall(self) -> None:
+        now = time.monotonic()
+        stalled = self.bound and self.stall.stalled(now)
+        if stalled and not self._stalled_logged:
+            view = self.stall.view
+            self.log.error(
+                "ingest stalled: messages are waiting and nothing was committed",
+                extra={"seconds": round(self.stall.idle_for(now), 1), "doing": self.activity,
+                       "undelivered": None if view is None else view.undelivered,
+                       "ack_pending": None if view is None else view.ack_pending,
+                       "redis_ok": self.redis_ok, "nats_ok": self.bus_ok, "problem": self.problem},
+            )  # fmt: skip
+        elif not stalled and self._stalled_logged:
+            self.log.info("ingest no longer stalled")
+        self._stalled_logged = stalled
+
+    async def _clear_stuck_acks(self) -> None:
+        """Re-create the consumer from the checkpoint on: the only way to drop acks nats-server ignores."""
+        stuck, self._stuck_to_clear = self._stuck_to_clear, 0
+        self.stuck.cleared()
+        if not (self.settings.manage_consumer and self.settings.ack_all):
+            self.log.error(
+                "acks stuck at the server and the consumer is managed elsewhere: re-create it to clear them",
+                extra={"stuck": stuck, "consumer": self.settings.consumer},
+            )
+            return
+        self.activity = "re-creating the consumer to clear stuck acks"
+        try:
+            await reset_consumer(self.js, self.settings.stream, self.settings.consumer, self.checkpoint + 1)
+        except Exception as exc:  # tried again when next seen
+            self.log.error("could not re-create the consumer", extra={"error": describe_nats(exc)})
+            return
+        self._last_cseq = 0  # the new consumer counts deliveries from 1
+        self._remaining = 0
+        self.metrics.stuck_acks_cleared(stuck)
+        self.log.warning(
+            "stuck acks cleared: consumer re-created from the checkpoint",
+            extra={"stuck": stuck, "start_seq": self.checkpoint + 1},
+        )
+
     # -- recovering the order after a crash or a lost delivery ------------------------------
 
     async def _recover(self, stopping: asyncio.Event) -> None:
         """Apply what the consumer delivered beyond the checkpoint before a restart."""
-        info = await self._retry_bus_value("consumer info", self._consumer_info, stopping)
+        self.activity = "recovering delivered but uncommitted messages"
+        info = await self._retry_bus("consumer info", self._consumer_info)
         self._last_cseq = int(info.delivered.consumer_seq)
         delivered = int(info.delivered.stream_seq)
         if delivered > self.checkpoint:
@@ -155,21 +408,29 @@ class Ingestor:
     async def _consumer_info(self) -> Any:
         return await self.js.consumer_info(self.settings.stream, self.settings.consumer)
 
+    async def _stream_message(self, seq: int) -> Any:
+        """The trader's first message at or after `seq` (None: none)."""
+
+        async def get() -> Any:
+            try:
+                return await self.js.get_msg(self.settings.stream, seq, subject=self.filter_subject, next=True)
+            except nats.js.errors.NotFoundError:
+                return None
+
+        return await self._retry_bus("read the stream", get)
+
     async def _fill_gap(self, before_seq: int, stopping: asyncio.Event) -> None:
         """Read and apply, in order, this consumer's messages after the checkpoint and before `before_seq`."""
         seq = self.checkpoint + 1
         gap: list[Delivery] = []
         while seq < before_seq:
-            try:
-                raw = await self.js.get_msg(self.settings.stream, seq, subject=self.filter_subject, next=True)
-            except nats.js.errors.NotFoundError:
-                break
-            if raw.seq is None or raw.seq >= before_seq:
+            raw = await self._stream_message(seq)
+            if raw is None or raw.seq is None or raw.seq >= before_seq:
                 break
             timestamp = int(raw.time.timestamp() * 1e9) if raw.time else time.time_ns()
             gap.append(Delivery(raw.subject or "", raw.data or b"", raw.headers, raw.seq, 0, timestamp, 0, ""))
             seq = raw.seq + 1
-            if len(gap) >= self.settings.batch_size:
+            if len(gap) >= self.settings.batch_size or sum(len(d.data) for d in gap) >= self.settings.pull_max_bytes:
                 await self._process(gap, stopping, ack=False)
                 gap = []
         if gap:
@@ -177,12 +438,20 @@ class Ingestor:
 
     # -- fetching --------------------------------------------------------------------------
 
+    def _pull_bytes(self) -> int:
+        return max(self.settings.pull_max_bytes, int(self.nc.max_payload) + PULL_BYTES_OVER_MAX_PAYLOAD)
+
     async def _request_pull(self) -> None:
         self._pulls += 1
-        request = {"batch": self.settings.batch_size, "expires": int(self.settings.fetch_expires * 1e9)}
+        request = {
+            "batch": self.settings.batch_size,
+            "expires": int(self.settings.fetch_expires * 1e9),
+            "max_bytes": self._pull_bytes(),
+        }
         subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.settings.stream}.{self.settings.consumer}"
         await self.nc.publish(subject, json.dumps(request).encode(), reply=f"{self._inbox}.{self._pulls}")
         self._remaining = self.settings.batch_size
+        self._pull_cut = False
         self._pull_deadline = time.monotonic() + self.settings.fetch_expires + 1.0
 
     async def _fetch(self, stopping: asyncio.Event) -> list[Delivery]:
@@ -193,7 +462,7 @@ class Ingestor:
             try:
                 await self._request_pull()
             except Exception as exc:  # disconnected: nats-py reconnects by itself; try again shortly
-                self.log.warning("pull request failed", extra={"error": str(exc)})
+                self.log.warning("pull request failed", extra={"error": describe_nats(exc)})
                 await asyncio.sleep(0.2)
                 return []
         deliveries: list[Delivery] = []
@@ -221,9 +490,10 @@ class Ingestor:
                 if not deliveries:
                     self._remaining = 0
                 break
-        if self._remaining <= 0 and len(deliveries) >= self.settings.batch_size and not stopping.is_set():
-            # A full batch means a backlog: ask for the next one now, so it arrives while this
-            # one is processed.
+        backlog = len(deliveries) >= self.settings.batch_size or self._pull_cut
+        if self._remaining <= 0 and backlog and not stopping.is_set():
+            # A full batch (or one cut at the pull's byte limit) means a backlog: ask for the
+            # next one now, so it arrives while this one is processed.
             with contextlib.suppress(Exception):
                 await self._request_pull()
         return deliveries
@@ -232,21 +502,62 @@ class Ingestor:
         headers = msg.headers
         status = headers.get("Status") if headers else None
         if status is not None and not msg.data:
-            # 404 no messages, 408 expired, 409 conflict: that pull is over.
+            # 404 no messages, 408 expired, 409 conflict or byte limit: that pull is over.
             if msg.subject == f"{self._inbox}.{self._pulls}":
                 self._remaining = 0
-            if status == "409":
-                self.log.warning("pull conflict", extra={"description": headers.get("Description", "")})
+            description = headers.get("Description", "")
+            if status == "409" and description == _MAX_BYTES_STATUS:
+                self._pull_cut = True
+            elif status == "409":
+                self.log.warning("pull conflict", extra={"description": description})
             return
         try:
-            seq, consumer_seq, timestamp, pending = parse_ack_subject(msg.reply)
+            seq, consumer_seq, timestamp, pending, delivered = ack_metadata(msg.reply)
         except ValueError:
             self.log.warning("delivery without JetStream metadata ignored", extra={"subject": msg.subject})
             return
         self._remaining -= 1
-        deliveries.append(Delivery(msg.subject, msg.data, headers, seq, consumer_seq, timestamp, pending, msg.reply))
+        if delivered > 1:
+            self.metrics.redelivery()
+        deliveries.append(
+            Delivery(msg.subject, msg.data, headers, seq, consumer_seq, timestamp, pending, msg.reply, delivered)
+        )
+
+    # -- processing ------------------------------------------------------------------------
+
+    async def _process_safely(self, deliveries: list[Delivery], stopping: asyncio.Event) -> None:
+        """`_process`, retried when it fails for a reason nothing explains: never ending the process.
+
+        A bug or a refusal no message explains would otherwise stop the sidecar on every restart
+        at the same message. Nothing is acked until the batch succeeds; readiness is false and the
+        error is logged meanwhile, so the stall alert fires if it never does.
+        """
+        backoff = Backoff()
+        while True:
+            try:
+                await self._process(deliveries, stopping)
+            except (StoreUnavailable, LeaseLost, asyncio.CancelledError):
+                raise
+            except Exception as exc:  # see the docstring
+                self.problem = f"{type(exc).__name__}: {exc}"
+                self.log.error(
+                    "ingest failed for a reason no message explains; retrying the batch",
+                    exc_info=not isinstance(exc, NotPinned),
+                    extra={"error": self.problem, "first_seq": deliveries[0].stream_seq},
+                )
+                self.ledger.reset()
+                if stopping.is_set():
+                    return  # nothing acked: redelivered to the next run
+                await asyncio.sleep(backoff.next())
+                continue
+            if self.problem is not None:
+                self.log.info("ingest recovered", extra={"after": self.problem})
+                self.problem = None
+            return
 
     async def _process(self, deliveries: list[Delivery], stopping: asyncio.Event, *, ack: bool = True) -> None:
+        now = time.monotonic()
+        self.stall.in_hand(True, now)
         if ack:
             first_cseq = min(d.consumer_seq for d in deliveries)
             if self._last_cseq is not None and first_cseq > self._last_cseq + 1:
@@ -256,51 +567,47 @@ class Ingestor:
             self._last_cseq = max(self._last_cseq or 0, max(d.consumer_seq for d in deliveries))
         # Stream order; a message redelivered while its first copy was still in hand counts once.
         unique = sorted({d.stream_seq: d for d in reversed(deliveries)}.values(), key=lambda d: d.stream_seq)
-        items = [self.intake.check(d) for d in unique]
-        fresh = [
-            item.message for item in items if isinstance(item, Accepted) and item.delivery.stream_seq > self.checkpoint
-        ]
-        request = self.ledger.missing(fresh)
-        if request:
-            stored = await self._retry("read state", lambda: self.store.read_state(request), stopping)
-            self.ledger.hydrate(stored)
-        result = apply_batch(
-            self.ledger, items, checkpoint=self.checkpoint, keys=self.keys, encode=self.serializer.serialize
-        )
-        for refused in result.refused:
-            await self._retry_bus("publish dead letter", self._dead_letter(refused), stopping)
-        started = time.perf_counter()
-        results = await self._retry("commit batch", lambda: self.store.commit(result.call), stopping)
-        written_at = time.perf_counter()
-        self.commits += 1
-        if self._pause_after and self.commits >= self._pause_after:
-            self.log.warning("test hook: paused after commit, before ack", extra={"commits": self.commits})
-            await asyncio.Event().wait()
-        self.checkpoint = max(self.checkpoint, result.last_seq)
-        self._record(result, results, written_at - started, unique)
-        if result.failure is not None:
-            self.log.error("a message failed unexpectedly and was dead-lettered", exc_info=result.failure)
-        if result.rest:
-            # A message failed unexpectedly and was dead-lettered; the ones after it are applied
-            # now that the ones before it are committed (and before anything is acked).
-            await self._process([item.delivery for item in result.rest], stopping, ack=False)
+        for chunk in chunks_by_size(unique, self.settings.commit_max_bytes):
+            # Decoded one chunk at a time: what a chunk decoded is freed before the next one.
+            self.activity = "applying and committing a batch"
+            await self.pipeline.run([self.intake.check(d) for d in chunk])
+            if self._pause_after and self.commits >= self._pause_after:
+                self.log.warning("test hook: paused after commit, before ack", extra={"commits": self.commits})
+                await asyncio.Event().wait()
         if ack:
             await self._ack(deliveries)
         self.ledger.evict(self.settings.open_orders_limit)
+        self.metrics.set_memory(self.ledger.budget.total)
+        self.metrics.batch(len(deliveries))
+        self.pending = deliveries[-1].pending
+        self.metrics.set_pending(self.pending)
+        self.stall.in_hand(False, time.monotonic())
+        self.stall.committed(time.monotonic())
 
-    def _dead_letter(self, refused: Refused) -> Callable[[], Awaitable[None]]:
-        return lambda: self.dead_letters.publish(refused)
+    async def _publish_dead_letter(self, refused: Refused) -> None:
+        self.activity = "publishing a dead letter"
+        await self._retry_bus("publish dead letter", lambda: self.dead_letters.publish(refused))
+
+    def _committed(self, committed: Committed) -> None:
+        self.commits += 1
+        self.stall.committed(time.monotonic())
+        self._record(committed.result, committed.results, committed.seconds)
 
     async def _ack(self, deliveries: list[Delivery]) -> None:
-        if self.settings.ack_all:
-            # AckPolicy.ALL acks every delivery up to this consumer sequence.
-            last = max(deliveries, key=lambda d: d.consumer_seq)
-            await self.nc.publish(last.reply, b"+ACK")
-        else:
-            for delivery in deliveries:
-                await self.nc.publish(delivery.reply, b"+ACK")
+        """Acknowledge the batch. A lost ack only means a redelivery, which the checkpoint skips."""
+        try:
+            if self.settings.ack_all:
+                # AckPolicy.ALL acks every delivery up to this consumer sequence.
+                last = max(deliveries, key=lambda d: d.consumer_seq)
+                await self.nc.publish(last.reply, b"+ACK")
+            else:
+                for delivery in deliveries:
+                    await self.nc.publish(delivery.reply, b"+ACK")
+        except Exception as exc:  # disconnected or a full buffer
+            self.log.warning("ack not sent; the batch will be redelivered and skipped", extra={
+                "error": describe_nats(exc)})  # fmt: skip
 
-    def _record(self, result: BatchResult, results: list[int], seconds: float, deliveries: list[Delivery]) -> None:
+    def _record(self, result: BatchResult, results: list[int], seconds: float) -> None:
         metrics = self.metrics
         now_ns = time.time_ns()
         kinds = set()
@@ -332,53 +639,59 @@ class Ingestor:
                     "differences": list(divergence.differences),
                 },
             )
-        metrics.batch(len(deliveries))
-        self.pending = deliveries[-1].pending
-        metrics.set_pending(self.pending)
 
     # -- retries ---------------------------------------------------------------------------
 
-    async def _retry(self, what: str, attempt: Callable[[], Awaitable[T]], stopping: asyncio.Event) -> T:
+    async def _retry_redis(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
         """Retry a Redis operation until it succeeds; readiness is false meanwhile.
 
         Gives up (raising StoreUnavailable) only when stopping: nothing was acked, so the batch
         in hand is redelivered to the next run.
         """
-        delay = _BACKOFF_START
+        backoff = Backoff()
         while True:
             try:
                 value = await attempt()
             except StoreUnavailable as exc:
-                if self.redis_ok or delay == _BACKOFF_START:
+                if self.redis_ok or not backoff.failing:
                     self.log.error("redis unavailable", extra={"operation": what, "error": exc.cause})
                 self.redis_ok = False
                 self.metrics.set_redis_up(False)
-                if stopping.is_set():
+                if self._stopping.is_set():
                     raise
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _BACKOFF_MAX)
+                self.activity = f"waiting for Redis ({what})"
+                await asyncio.sleep(backoff.next())
                 continue
             if not self.redis_ok:
                 self.redis_ok = True
                 self.metrics.set_redis_up(True)
-                if delay != _BACKOFF_START:
+                if backoff.failing:
                     self.log.info("redis available again", extra={"operation": what})
             return value
 
-    async def _retry_bus_value(self, what: str, attempt: Callable[[], Awaitable[T]], stopping: asyncio.Event) -> T:
-        delay = _BACKOFF_START
+    async def _retry_bus(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Retry a NATS operation while NATS cannot do it now; readiness is false meanwhile."""
+        backoff = Backoff()
         while True:
             try:
-                return await attempt()
-            except Exception as exc:  # nats-py raises several unrelated types for "not now"
-                self.log.error("nats operation failed", extra={"operation": what, "error": repr(exc)})
-                if stopping.is_set():
+                value = await attempt()
+            except Exception as exc:  # classified just below; nats-py raises many unrelated types
+                unavailable = isinstance(exc, BusUnavailable) or classify_nats(exc) == BusFault.UNAVAILABLE
+                if not unavailable:
                     raise
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _BACKOFF_MAX)
+                if self.bus_ok or not backoff.failing:
+                    error = exc.cause if isinstance(exc, BusUnavailable) else describe_nats(exc)
+                    self.log.error("nats operation failed", extra={"operation": what, "error": error})
+                self.bus_ok = False
+                if self._stopping.is_set():
+                    raise
+                self.activity = f"waiting for NATS ({what})"
+                await asyncio.sleep(backoff.next())
+                continue
+            if not self.bus_ok:
+                self.bus_ok = True
+                self.log.info("nats operation succeeded again", extra={"operation": what})
+            return value
 
-    async def _retry_bus(self, what: str, attempt: Callable[[], Awaitable[Any]], stopping: asyncio.Event) -> None:
-        await self._retry_bus_value(what, attempt, stopping)
 
-
-__all__ = ["PAUSE_AFTER_COMMIT_ENV", "IngestSettings", "Ingestor"]
+__all__ = ["PAUSE_AFTER_COMMIT_ENV", "IngestSettings", "Ingestor", "chunks_by_size"]

@@ -119,6 +119,41 @@ class Metrics:
         self.dead_letters = Counter(
             "tradecache_dead_letters", "Messages sent to the dead-letter subject, by reason", ["reason"], registry=r
         )
+        # Beyond SPEC section 4 (issue 16): what would otherwise be blind spots.
+        self.ingest_stalled = Gauge(
+            "tradecache_ingest_stalled", "1 while messages wait and nothing was committed for ingest.stall_seconds",
+            registry=r,
+        )  # fmt: skip
+        self.lease_held = Gauge(
+            "tradecache_lease_held", "1 while this daemon holds the trader's lease (it alone writes the trader)",
+            registry=r,
+        )  # fmt: skip
+        self.standby = Gauge(
+            "tradecache_standby", "1 while another daemon holds the trader's lease and this one waits", registry=r
+        )
+        self.consumer_ack_pending = Gauge(
+            "tradecache_consumer_ack_pending_messages", "Messages delivered to the consumer and not acknowledged",
+            registry=r,
+        )  # fmt: skip
+        self.consumer_redelivered = Gauge(
+            "tradecache_consumer_redelivered_messages",
+            "Messages pending acknowledgement that were delivered more than once", registry=r,
+        )  # fmt: skip
+        self.consumer_stuck_acks = Gauge(
+            "tradecache_consumer_stuck_acks", "Acks pending below the consumer's ack floor (never cleared by acks)",
+            registry=r,
+        )  # fmt: skip
+        self.redeliveries = Counter(
+            "tradecache_redeliveries", "Deliveries JetStream made more than once (after an ack wait ran out)",
+            registry=r,
+        )  # fmt: skip
+        self.stuck_acks_cleared_total = Counter(
+            "tradecache_stuck_acks_cleared", "Stuck acks cleared by re-creating the consumer", registry=r
+        )
+        self.memory_state_bytes = Gauge(
+            "tradecache_state_memory_bytes", "Estimated bytes of the orders, positions, accounts and instruments held",
+            registry=r,
+        )  # fmt: skip
         self._kinds = _OpenLabel(KINDS)
         self._types = _OpenLabel()
         self._endpoints = _OpenLabel(LOAD_ENDPOINTS)
@@ -210,7 +245,7 @@ class Metrics:
         self.position_divergence.inc()
 
     def dead_letter(self, reason: RejectReason | str) -> None:
-        """Count one dead letter. Raises ValueError if `reason` is not one of SPEC section 1's eight."""
+        """Count one dead letter. Raises ValueError if `reason` is not a `RejectReason`."""
         self.dead_letters.labels(reason=RejectReason(reason).value).inc()
 
     def set_redis_up(self, up: bool) -> None:
@@ -218,6 +253,31 @@ class Metrics:
 
     def set_nats_connected(self, connected: bool) -> None:
         self.nats_connected.set(1 if connected else 0)
+
+    def set_lease(self, *, held: bool, standby: bool) -> None:
+        self.lease_held.set(1 if held else 0)
+        self.standby.set(1 if standby else 0)
+
+    def set_consumer(self, undelivered: int, ack_pending: int, redelivered: int, stuck: int) -> None:
+        """The consumer's state as JetStream reports it."""
+        self.consumer_pending.set(undelivered)
+        self.consumer_ack_pending.set(ack_pending)
+        self.consumer_redelivered.set(redelivered)
+        self.consumer_stuck_acks.set(stuck)
+
+    def redelivery(self) -> None:
+        self.redeliveries.inc()
+
+    def stuck_acks_cleared(self, count: int) -> None:
+        self.stuck_acks_cleared_total.inc(count)
+        self.consumer_stuck_acks.set(0)
+
+    def set_memory(self, estimated_bytes: int) -> None:
+        self.memory_state_bytes.set(estimated_bytes)
+
+    def follow_stall(self, is_stalled: Callable[[], bool]) -> None:
+        """`tradecache_ingest_stalled` is read from `is_stalled` at each scrape."""
+        self.ingest_stalled.set_function(lambda: 1.0 if is_stalled() else 0.0)
 
     def follow_readiness(self, is_ready: Callable[[], bool]) -> None:
         """`tradecache_ready` is read from `is_ready` at each scrape."""

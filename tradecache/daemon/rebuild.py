@@ -6,9 +6,11 @@ an ephemeral consumer and applies every message through the same path as the dae
 checks, the ledger, one atomic script call per batch with the checkpoint), so the result is what
 the daemon had written, checkpoint included; the daemon then resumes after it.
 
-Guards: it refuses while a sidecar for the trader answers on NATS (two writers would race), when
-Redis already holds state for the trader (unless `flush`), and when the stream no longer starts
-at sequence 1 (unless `allow_partial`): a silent partial rebuild would look complete.
+Guards: it refuses while a sidecar for the trader answers on NATS or holds the trader's lease
+(two writers would race; it holds the lease itself while it writes, so a sidecar started
+meanwhile waits), when Redis already holds state for the trader (unless `flush`), and when the
+stream no longer starts at sequence 1 (unless `allow_partial`): a silent partial rebuild would
+look complete.
 Messages refused by the checks were dead-lettered when first consumed; they are counted here,
 not dead-lettered again.
 """
@@ -29,10 +31,13 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from tradecache.cache.database import RedisCacheDatabase
 from tradecache.cache.keys import Keys
 from tradecache.config import Config
-from tradecache.daemon.app import nats_options, redis_client
-from tradecache.daemon.batch import apply_batch, duplicates
+from tradecache.daemon.app import decode_limits, nats_options, redis_client
+from tradecache.daemon.batch import duplicates
 from tradecache.daemon.bus import connect
-from tradecache.daemon.intake import Accepted, Delivery, Intake, Refused
+from tradecache.daemon.ingest import chunks_by_size
+from tradecache.daemon.intake import Delivery, Intake
+from tradecache.daemon.lease import Lease, holder_name
+from tradecache.daemon.pipeline import Committed, Pipeline
 from tradecache.daemon.store import Store
 from tradecache.daemon.subjects import Subjects
 from tradecache.errors import TradecacheError
@@ -108,6 +113,38 @@ async def rebuild(config: Config, *, flush: bool, allow_partial: bool, log: logg
                 "(retention), so the rebuild would be partial; pass --allow-partial to rebuild what remains"
             )
         store = Store(client, keys, serializer)
+        lease = Lease(client, keys, config.ingest.lease_ttl, name=f"tradecache rebuild ({holder_name()})")
+        if not await lease.acquire():
+            holder = await lease.holder()
+            raise RebuildRefused(
+                f"a tradecache sidecar holds trader {config.trader_id} ({holder.name if holder else 'gone now'}); "
+                "stop it first (two writers would race)"
+            )
+        try:
+            return await _guarded(js, stream, subjects, store, keys, serializer, config, log, lease, flush=flush)
+        finally:
+            await lease.release()
+    finally:
+        await client.aclose()
+        await nc.close()
+
+
+async def _guarded(
+    js: Any,
+    stream: str,
+    subjects: Subjects,
+    store: Store,
+    keys: Keys,
+    serializer: MsgPackSerializer,
+    config: Config,
+    log: logging.Logger,
+    lease: Lease,
+    *,
+    flush: bool,
+) -> RebuildReport:
+    """The state checks, the flush, and the replay, while holding the lease (renewed meanwhile)."""
+    keeper = asyncio.create_task(_keep(lease))
+    try:
         await store.ensure_indexes()  # a Redis another writer filled counts as holding state too
         existing = await store.read_checkpoint()
         counts = await store.key_counts()
@@ -118,12 +155,22 @@ async def rebuild(config: Config, *, flush: bool, allow_partial: bool, log: logg
             )
         if flush:
             database = RedisCacheDatabase(TraderId(config.trader_id), log, serializer, config.redis.cache_config())
-            await asyncio.to_thread(database.flush)
+            await asyncio.to_thread(database.flush)  # SCAN + UNLINK: the lease goes too, so take it again
             database.close()
-        return await _replay(js, stream, subjects, store, keys, serializer, config, log)
+            if not await lease.acquire():
+                raise RebuildRefused(f"a tradecache sidecar took trader {config.trader_id} during the flush")
+        return await _replay(js, stream, subjects, store, keys, serializer, config, log, lease)
     finally:
-        await client.aclose()
-        await nc.close()
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
+
+
+async def _keep(lease: Lease) -> None:
+    while True:
+        await asyncio.sleep(lease.ttl / 3)
+        with contextlib.suppress(TradecacheError):
+            await lease.renew()
 
 
 async def _replay(
@@ -135,16 +182,27 @@ async def _replay(
     serializer: MsgPackSerializer,
     config: Config,
     log: logging.Logger,
+    lease: Lease,
 ) -> RebuildReport:
     report = RebuildReport()
     started = time.perf_counter()
-    intake = Intake(subjects, serializer, config.ingest.max_payload_bytes)
-    ledger = Ledger(TraderId(config.trader_id))
+    intake = Intake(subjects, serializer, config.ingest.max_payload_bytes, decode_limits(config))
+    ledger = Ledger(TraderId(config.trader_id), memory_budget=config.ingest.memory_budget_bytes)
+
+    def count(committed: Committed) -> None:
+        flags = duplicates(committed.result, committed.results)
+        report.duplicates += sum(flags)
+        report.written += len(flags) - sum(flags)
+        for refused in committed.result.refused:
+            report.refused[refused.error.reason.value] += 1
+
+    pipeline = Pipeline(
+        ledger, store, keys, serializer.serialize, committed=count, fence=lambda: lease.token, log=log
+    )
     consumer = ConsumerConfig(
         deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE, inactive_threshold=60.0, max_ack_pending=-1
     )
     pull = await js.pull_subscribe(subjects.inbound, stream=stream, config=consumer)
-    checkpoint = 0
     try:
         while True:
             try:
@@ -168,23 +226,12 @@ async def _replay(
                 )
                 for msg in msgs
             ]
-            items: list[Accepted | Refused] = [intake.check(delivery) for delivery in deliveries]
-            while items:  # more than once only after an internal error (see BatchResult.rest)
-                request = ledger.missing([item.message for item in items if isinstance(item, Accepted)])
-                if request:
-                    ledger.hydrate(await store.read_state(request))
-                result = apply_batch(ledger, items, checkpoint=checkpoint, keys=keys, encode=serializer.serialize)
-                results = await store.commit(result.call)
-                flags = duplicates(result, results)
-                report.duplicates += sum(flags)
-                report.written += len(flags) - sum(flags)
-                for refused in result.refused:
-                    report.refused[refused.error.reason.value] += 1
-                checkpoint = max(checkpoint, result.last_seq)
-                items = result.rest
+            for chunk in chunks_by_size(deliveries, config.ingest.commit_max_bytes):
+                await pipeline.run([intake.check(delivery) for delivery in chunk])
             report.messages += len(deliveries)
             report.first_seq = report.first_seq or min(d.stream_seq for d in deliveries)
-            report.last_seq = checkpoint
+            report.last_seq = pipeline.checkpoint
+            checkpoint = pipeline.checkpoint
             ledger.evict(config.ingest.open_orders_limit)
             if report.messages % 10_000 < len(deliveries):
                 log.info("rebuilding", extra={"messages": report.messages, "sequence": checkpoint})

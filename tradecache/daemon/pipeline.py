@@ -1,0 +1,177 @@
+"""Checked deliveries -> the ledger -> one Redis call, in stream order; what Redis refuses is
+pinned to one message (shared by the daemon's ingest loop and `tradecache rebuild`).
+
+For a run of items (`Accepted` / `Refused`, stream order) the pipeline:
+1. reads the stored state the items need and memory lacks (one READ_SCRIPT call);
+2. applies them on the ledger (`apply_batch`, pure) and hands each refusal to `dead_letter`;
+3. commits all writes plus the checkpoint in one APPLY_SCRIPT call, fenced by the lease token.
+
+When Redis refuses the call for what it carried (`StoreRefused`: WRONGTYPE, a script error), or a
+stored entity the items need cannot be read back, the run is split in two and each half tried
+again, until a half carries one message's writes: that message is dead-lettered with reason
+`store_refused` and Redis' words, the rest is written. The ledger is reset before each retry,
+since memory may hold what Redis did not take. A refusal that names tradecache's own keys
+(`...:tradecache:...`: the checkpoint, an index, a dedupe hash) or that remains with no message
+left to blame is not a message's doing: it is raised as `NotPinned` for the caller to retry.
+How Redis is called (with retries while it is unavailable, or not) is the caller's: `call`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from tradecache.cache.keys import Keys
+from tradecache.cache.plan import Encoder
+from tradecache.daemon.batch import BatchResult, apply_batch
+from tradecache.daemon.intake import Accepted, Refused
+from tradecache.daemon.store import Store
+from tradecache.errors import EventRejected, RejectReason, StoreRefused
+from tradecache.model.ledger import Ledger
+
+T = TypeVar("T")
+Item = Accepted | Refused
+OWN_KEYS_MARK = ":tradecache:"
+
+
+class Caller(Protocol):
+    """Runs one Redis operation: `await call("commit batch", lambda: store.commit(...))`."""
+
+    def __call__(self, what: str, attempt: Callable[[], Awaitable[T]]) -> Awaitable[T]: ...
+
+
+class NotPinned(Exception):
+    """Redis refused something no single message explains (our own keys, or nothing left to blame)."""
+
+    def __init__(self, cause: str) -> None:
+        self.cause = cause
+        super().__init__(f"Redis refused a write no single message explains: {cause}")
+
+
+class _Pinnable(Exception):
+    def __init__(self, cause: str) -> None:
+        self.cause = cause
+        super().__init__(cause)
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """One committed call: what the ledger made of its items, the script's answers, its duration."""
+
+    result: BatchResult
+    results: list[int]
+    seconds: float
+
+
+async def _call_directly(what: str, attempt: Callable[[], Awaitable[Any]]) -> Any:
+    return await attempt()
+
+
+class Pipeline:
+    """One trader's items through the ledger into Redis (see the module docstring)."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        store: Store,
+        keys: Keys,
+        encode: Encoder,
+        *,
+        call: Caller = _call_directly,
+        dead_letter: Callable[[Refused], Awaitable[None]] | None = None,
+        committed: Callable[[Committed], None] | None = None,
+        fence: Callable[[], str | None] = lambda: None,
+        log: logging.Logger | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.store = store
+        self.keys = keys
+        self.encode = encode
+        self.call = call
+        self.dead_letter = dead_letter
+        self.committed = committed
+        self.fence = fence
+        self.log = log or logging.getLogger("tradecache")
+        self.checkpoint = 0
+        self.pinned = 0  # messages dead-lettered as store_refused
+
+    async def run(self, items: Sequence[Item]) -> None:
+        """Apply and commit `items` (stream order). Raises NotPinned, LeaseLost, StoreUnavailable
+        (from `call`), or a bug; nothing is half-committed in any case."""
+        published: set[int] = set()  # stream sequences dead-lettered in this run (splits retry)
+        pieces: deque[list[Item]] = deque([list(items)])
+        while pieces:
+            piece = pieces.popleft()
+            try:
+                rest = await self._commit(piece, published)
+            except _Pinnable as failure:
+                self.ledger.reset()
+                pieces.extendleft(reversed(self._split(piece, failure.cause)))
+                continue
+            if rest:
+                pieces.appendleft(rest)
+
+    async def _commit(self, piece: list[Item], published: set[int]) -> list[Item]:
+        fresh = [item.message for item in piece if isinstance(item, Accepted) and self._ahead(item)]
+        request = self.ledger.missing(fresh)
+        if request:
+            try:
+                stored = await self.call("read state", lambda: self.store.read_state(request))
+                self.ledger.hydrate(stored)
+            except StoreRefused as exc:
+                raise _Pinnable(f"Redis refused to read the state it needs: {exc.cause}") from exc
+            except (ValueError, TypeError, KeyError, ArithmeticError, EventRejected) as exc:
+                raise _Pinnable(f"its stored state cannot be read back: {type(exc).__name__}: {exc}") from exc
+        result = apply_batch(self.ledger, piece, checkpoint=self.checkpoint, keys=self.keys, encode=self.encode)
+        if self.dead_letter is not None:
+            for refused in result.refused:
+                if refused.delivery.stream_seq not in published:
+                    await self.dead_letter(refused)
+                    published.add(refused.delivery.stream_seq)
+        call = result.call
+        token = self.fence()
+        if call.count and token is not None:
+            call.fence(self.keys, token)
+        started = time.perf_counter()
+        try:
+            results = await self.call("commit batch", lambda: self.store.commit(call))
+        except StoreRefused as exc:
+            raise _Pinnable(exc.cause) from exc
+        seconds = time.perf_counter() - started
+        self.checkpoint = max(self.checkpoint, result.last_seq)
+        if self.committed is not None:
+            self.committed(Committed(result, results, seconds))
+        if result.failure is not None:
+            self.log.error("a message failed unexpectedly and was dead-lettered", exc_info=result.failure)
+        # After a message that failed unexpectedly, the ones after it are applied now that the
+        # ones before it are committed.
+        return result.rest
+
+    def _ahead(self, item: Item) -> bool:
+        return item.delivery.stream_seq > self.checkpoint
+
+    def _split(self, piece: list[Item], cause: str) -> list[list[Item]]:
+        """Halves of `piece` to try again, or the piece with its one message refused."""
+        writers = [index for index, item in enumerate(piece) if isinstance(item, Accepted) and self._ahead(item)]
+        if not writers or OWN_KEYS_MARK in cause:
+            raise NotPinned(cause)
+        if len(writers) > 1:
+            middle = writers[len(writers) // 2]
+            return [piece[:middle], piece[middle:]]
+        index = writers[0]
+        item = piece[index]
+        assert isinstance(item, Accepted)
+        refusal = EventRejected(RejectReason.STORE_REFUSED, f"Redis refused its writes: {cause}")
+        self.pinned += 1
+        self.log.error(
+            "Redis refused one message's writes; it is dead-lettered, the rest is written",
+            extra={"stream_seq": item.delivery.stream_seq, "type": item.type_name, "error": cause},
+        )
+        return [[*piece[:index], Refused(item.delivery, item.kind.value, item.type_name, refusal), *piece[index + 1 :]]]
+
+
+__all__ = ["Caller", "Committed", "NotPinned", "Pipeline"]
