@@ -493,7 +493,8 @@ def daemon_config(redis_url: str, nats_url: str, trader_id: str, **sections: dic
         "redis": {"url": redis_url, "socket_timeout": 2.0, "socket_connect_timeout": 2.0},
         "nats": {"servers": [nats_url], "max_reconnect_wait": 0.5},
         # A small open-orders cap: orders are evicted and read back from Redis, across restarts too.
-        "ingest": {"fetch_expires": 0.25, "batch_size": 128, "open_orders_limit": 50},
+        # A short lease: a daemon restarted after a SIGKILL takes over within 2 s (default 10 s).
+        "ingest": {"fetch_expires": 0.25, "batch_size": 128, "open_orders_limit": 50, "lease_ttl": 2.0},
         "metrics": {"key_count_interval": 1.0},
         "logging": {"level": "INFO", "format": "json"},
     }

@@ -101,7 +101,8 @@ def process_config(redis_server: Any, nats_server: Any, trader_id: str, **ingest
         "trader_id": trader_id,
         "redis": {"url": redis_server.url},
         "nats": {"servers": [nats_server.url]},
-        "ingest": {"fetch_expires": 0.1, **ingest},
+        # A short lease: a daemon started after a SIGKILL takes over within 2 s (default 10 s).
+        "ingest": {"fetch_expires": 0.1, "lease_ttl": 2.0, **ingest},
         "logging": {"level": "INFO", "format": "json"},
     }
 

@@ -92,8 +92,13 @@ def sanitized(original: dict[str, str] | None) -> tuple[dict[str, str], list[str
     return kept, dropped
 
 
-def build_letter(refused: Refused, stream: str, max_payload: int, form: Form = Form.FULL) -> Letter:
-    """The dead letter of `refused` in `form`, or a smaller form when it would not fit `max_payload`."""
+def build_letter(
+    refused: Refused, stream: str, max_payload: int, form: Form = Form.FULL, dead_stream: str | None = None
+) -> Letter:
+    """The dead letter of `refused` in `form`, or a smaller form when it would not fit `max_payload`.
+
+    `dead_stream`: the stream it is published to (JetStream checks it: `Nats-Expected-Stream`).
+    """
     delivery = refused.delivery
     ours = {
         "Tradecache-Reason": refused.error.reason.value,
@@ -103,6 +108,8 @@ def build_letter(refused: Refused, stream: str, max_payload: int, form: Form = F
         "Tradecache-Stream-Seq": str(delivery.stream_seq),
         "Nats-Msg-Id": f"tradecache-dead-{stream}-{delivery.stream_seq}",
     }
+    if dead_stream is not None:
+        ours["Nats-Expected-Stream"] = dead_stream
     if form == Form.FULL:
         kept, dropped = sanitized(delivery.headers)
         headers = {**kept, **ours}
@@ -118,14 +125,14 @@ def build_letter(refused: Refused, stream: str, max_payload: int, form: Form = F
     }
     if delivery.headers:
         headers["Tradecache-Dropped-Headers"] = "all (the letter was reduced to fit)"
+    size = len(delivery.data)
+    headers["Tradecache-Truncated"] = f"the first {size} of {size} bytes"  # the widest it can be
     room = max(0, max_payload - header_bytes(headers) - SLACK)
-    if form == Form.REDUCED and room > 0:
-        body = delivery.data[:room]
-        if len(body) < len(delivery.data):
-            headers["Tradecache-Truncated"] = f"the first {len(body)} of {len(delivery.data)} bytes"
-        return Letter(headers, body, Form.REDUCED)
-    headers["Tradecache-Truncated"] = f"the first 0 of {len(delivery.data)} bytes"
-    return Letter(headers, b"", Form.HEADERS_ONLY)
+    kept = min(room, size) if form == Form.REDUCED else 0
+    headers["Tradecache-Truncated"] = f"the first {kept} of {size} bytes"
+    if kept == size:
+        del headers["Tradecache-Truncated"]
+    return Letter(headers, delivery.data[:kept], Form.REDUCED if kept else Form.HEADERS_ONLY)
 
 
 class DeadLetters:
@@ -156,7 +163,7 @@ class DeadLetters:
         """
         form = Form.FULL
         while True:
-            letter = build_letter(refused, self.source_stream, self.max_payload(), form)
+            letter = build_letter(refused, self.source_stream, self.max_payload(), form, self.dead_stream)
             try:
                 await self.js.publish(self.subjects.dead, letter.body, headers=letter.headers, stream=self.dead_stream)
             except Exception as exc:  # classified just below; nats-py raises many unrelated types

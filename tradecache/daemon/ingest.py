@@ -369,7 +369,12 @@ class Ingestor:
         self._stalled_logged = stalled
 
     async def _clear_stuck_acks(self) -> None:
-        """Re-create the consumer from the checkpoint on: the only way to drop acks nats-server ignores."""
+        """Re-create the consumer from the checkpoint on: the only way to drop acks nats-server ignores.
+
+        It starts at the checkpoint itself, a message already committed: delivered again, skipped
+        and acked, it moves the new consumer's ack floor to the checkpoint (a fresh consumer reports
+        a floor of 0 until its first ack, which monitoring would read as everything unacked).
+        """
         stuck, self._stuck_to_clear = self._stuck_to_clear, 0
         self.stuck.cleared()
         if not (self.settings.manage_consumer and self.settings.ack_all):
@@ -380,7 +385,7 @@ class Ingestor:
             return
         self.activity = "re-creating the consumer to clear stuck acks"
         try:
-            await reset_consumer(self.js, self.settings.stream, self.settings.consumer, self.checkpoint + 1)
+            await reset_consumer(self.js, self.settings.stream, self.settings.consumer, max(1, self.checkpoint))
         except Exception as exc:  # tried again when next seen
             self.log.error("could not re-create the consumer", extra={"error": describe_nats(exc)})
             return
@@ -389,7 +394,7 @@ class Ingestor:
         self.metrics.stuck_acks_cleared(stuck)
         self.log.warning(
             "stuck acks cleared: consumer re-created from the checkpoint",
-            extra={"stuck": stuck, "start_seq": self.checkpoint + 1},
+            extra={"stuck": stuck, "start_seq": max(1, self.checkpoint)},
         )
 
     # -- recovering the order after a crash or a lost delivery ------------------------------

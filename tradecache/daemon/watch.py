@@ -42,8 +42,8 @@ class ConsumerView:
 
     @property
     def waiting(self) -> bool:
-        """Work for the daemon: undelivered messages, or delivered ones above the ack floor."""
-        return self.undelivered > 0 or self.delivered_seq > self.ack_floor_seq
+        """Work for the daemon: undelivered messages, or delivered ones pending above the ack floor."""
+        return self.undelivered > 0 or (self.ack_pending > 0 and self.delivered_seq > self.ack_floor_seq)
 
     @property
     def stuck(self) -> int:
