@@ -128,11 +128,11 @@ def build_letter(
     size = len(delivery.data)
     headers["Tradecache-Truncated"] = f"the first {size} of {size} bytes"  # the widest it can be
     room = max(0, max_payload - header_bytes(headers) - SLACK)
-    kept = min(room, size) if form == Form.REDUCED else 0
-    headers["Tradecache-Truncated"] = f"the first {kept} of {size} bytes"
-    if kept == size:
+    body_bytes = min(room, size) if form == Form.REDUCED else 0
+    headers["Tradecache-Truncated"] = f"the first {body_bytes} of {size} bytes"
+    if body_bytes == size:
         del headers["Tradecache-Truncated"]
-    return Letter(headers, delivery.data[:kept], Form.REDUCED if kept else Form.HEADERS_ONLY)
+    return Letter(headers, delivery.data[:body_bytes], Form.REDUCED if body_bytes else Form.HEADERS_ONLY)
 
 
 class DeadLetters:
