@@ -3,9 +3,9 @@
 msgpack is compact: one byte (0x80) is an empty map, which Python holds in ~70 bytes, so a 1 MiB
 payload of empty maps would become ~80 MB of objects before any field check could refuse it.
 `unpack_limited` hands msgpack limits on each container's length, on strings and bins, and on
-extension types, and counts every map entry and array item as containers complete (msgpack's
-`object_hook` / `list_hook`): past `max_elements` unpacking stops at once, so what was built is
-bounded by the limit, not by the payload, and is released with the error.
+extension types, and counts every container, map entry and array item as containers complete
+(msgpack's `object_hook` / `list_hook`): past `max_elements` unpacking stops at once, so what
+was built is bounded by the limit, not by the payload, and is released with the error.
 
 The limits are derived from the schemas (`schemas.py`) and three settings:
 - the largest legitimate message is a StrategyState with `max_state_fields` fields: its map is
@@ -40,7 +40,8 @@ from tradecache.errors import PayloadError, RejectReason
 FREE_FORM_DEPTH: Final = 8
 # SubmitOrderList -> orders[] -> OrderInitialized -> exec_algorithm_params (see the module docstring).
 SCHEMA_DEPTH: Final = 4
-# Keys around a StrategyState's `state` (type, trader_id, strategy_id, ts_event) and room for a few more.
+# Keys around a StrategyState's `state` (type, trader_id, strategy_id, ts_event), the two maps
+# themselves, and room for a few more.
 STATE_ENVELOPE: Final = 16
 # Free-form fields: maps whose content the schemas leave to the producer.
 FREE_FORM_KEYS: Final = frozenset({"info", "options", "exec_algorithm_params"})
@@ -86,7 +87,7 @@ class _Tally:
         self.containers = 0
 
     def container(self, value: Any) -> Any:
-        self.left -= len(value)
+        self.left -= len(value) + 1  # an empty map costs memory too
         self.containers += 1
         if self.left < 0:
             raise _TooManyElements
