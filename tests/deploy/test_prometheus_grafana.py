@@ -14,12 +14,14 @@ from tests.deploy.tools import DASHBOARD, RULES, RULES_TEST, find_tool
 ALERTS = {
     "TradecacheDown", "TradecacheNotReady", "TradecacheConsumerLagGrowing", "TradecacheDeadLetters",
     "TradecacheWriteLatencyHigh", "TradecachePositionDivergence", "TradecacheRedisDown", "TradecacheNatsDisconnected",
+    "TradecacheIngestStalled", "TradecacheRedeliveries", "TradecacheAcksStuck", "TradecacheStandbyLong",
 }  # fmt: skip
 PANELS = {
     "Events/s by kind and outcome", "Redis commit latency p50 / p99", "Event lag p50 / p99 by kind",
     "Keys per collection", "Consumer pending messages", "Dead letters by reason", "Dead letters by kind and type",
     "Load requests/s by endpoint and outcome", "Load latency p50 / p99 by endpoint", "Redis up", "NATS connected",
-    "Redis up / NATS connected", "Position divergence",
+    "Redis up / NATS connected", "Position divergence", "Ingest stalled / lease held / standby",
+    "Consumer ack pending, redelivered, stuck acks",
 }  # fmt: skip
 
 

@@ -49,7 +49,8 @@ OTHER_TRADER = "OTHER-1"
 DAEMON_COMMANDS = (
     "ping",  # start-up check
     "client|setinfo",  # redis-py names itself on every new connection
-    "get",  # the checkpoint
+    "get",  # the checkpoint, the lease holder
+    "pttl",  # how long the lease holder has left (logged by a standby)
     "evalsha",
     "script|load",  # APPLY_SCRIPT and READ_SCRIPT (loaded once, then by sha)
     "zcard",  # key counts for tradecache_keys
@@ -60,8 +61,9 @@ DAEMON_COMMANDS = (
     "rpush",
     "zadd",
     "zrem",
-    "set",
+    "set",  # (also sent alone: the lease, SET NX PX)
     "del",
+    "pexpire",  # the lease renewed
     "hset",
     "lrange",
     "hgetall",
