@@ -45,6 +45,7 @@ from tests.chaos import (
 )
 from tests.integration.nats_versions import each_nats_binary
 from tests.unit.factories import OrderEvents, currency_pair, position_event
+from tests.worst_case import bombs, peak_rss
 from tradecache.daemon.devstack import NatsServer, RedisServer
 from tradecache.daemon.subjects import Subjects
 from tradecache.model.enums import OrderSide, OrderType
@@ -83,16 +84,6 @@ async def private_stack(nats_binary: Path | None = None) -> AsyncIterator[Stack]
         nats_server.close()
 
 
-def vm_hwm(daemon: Daemon) -> int:
-    """The process' peak resident set size, in bytes (VmHWM of /proc/<pid>/status)."""
-    process = daemon.process.process
-    assert process is not None
-    for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM in /proc/<pid>/status")
-
-
 def metric_sum(port: int, name: str, **labels: str) -> float:
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -110,96 +101,7 @@ async def wait_ready(daemon: Daemon, timeout: float = 60) -> None:
     await wait_until(lambda: asyncio.to_thread(lambda: http_get(daemon.port, "/readyz")[0] == 200), timeout, "ready")
 
 
-# -- worst-case payloads ----------------------------------------------------------------------------
-
-
-def bombs(trader: str, size: int) -> dict[str, tuple[str, bytes, str]]:
-    """Payloads of about `size` bytes, each the worst of its kind: (subject kind, payload, expected outcome)."""
-    n = size - 64
-    state_100k = {f"{i:05x}": bytes([i % 256]) for i in range(100_000)}
-    balances = [
-        {"type": "AccountBalance", "total": "1.00", "locked": "0.00", "free": "1.00", "currency": f"Q{i:05d}"}
-        for i in range(n // 84)
-    ]
-    init = SERIALIZER.to_map(OrderEvents("O-X", trader_id=trader).initialized(), top_level=False)
-    per_order = len(pack({**init, "client_order_id": "O-99999"}))
-    orders = [{**init, "client_order_id": f"O-{i}"} for i in range((n - 512) // per_order)]
-    return {
-        # 1 MB array of empty maps: 80 MB of objects when unpacked; refused at its header.
-        "empty maps": ("order", b"\xdd" + (n - 5).to_bytes(4, "big") + b"\x80" * (n - 5), "limit_exceeded"),
-        # Arrays of small arrays under every per-container limit: stopped at the element limit.
-        "nested arrays": ("order", pack({"type": "OrderFilled", "info": [[0, 1]] * (n // 3)}), "limit_exceeded"),
-        "maps in info": ("order", pack({"type": "OrderFilled", "info": [{"a": 1}] * (n // 4)}), "limit_exceeded"),
-        "deep nesting": ("order", b"\x91" * n, "limit_exceeded"),
-        "long strings": (
-            "order",
-            pack({"type": "OrderFilled", "params": ["x" * 60_000] * (n // 60_010)}),
-            "field_too_large",
-        ),
-        # Valid: the largest messages that are accepted.
-        "100k-field state": (
-            "strategy",
-            pack(
-                {
-                    "type": "StrategyState",
-                    "trader_id": trader,
-                    "strategy_id": "S-1",
-                    "state": state_100k,
-                    "ts_event": "1",
-                }
-            ),
-            "written",
-        ),
-        "large state values": (
-            "strategy",
-            pack(
-                {
-                    "type": "StrategyState",
-                    "trader_id": trader,
-                    "strategy_id": "S-2",
-                    "state": {f"v{i}": bytes(262_144) for i in range(n // 262_200)},
-                    "ts_event": "1",
-                }
-            ),
-            "written",
-        ),
-        "account of many balances": (
-            "account",
-            pack(
-                {
-                    "type": "AccountState",
-                    "account_id": "SIM-001",
-                    "account_type": "CASH",
-                    "base_currency": None,
-                    "reported": True,
-                    "balances": balances,
-                    "margins": [],
-                    "info": {},
-                    "event_id": str(uuid.uuid4()),
-                    "ts_event": "1",
-                    "ts_init": "1",
-                }
-            ),
-            "written",
-        ),
-        "order list of many orders": (
-            "command",
-            pack(
-                {
-                    "type": "SubmitOrderList",
-                    "client_id": None,
-                    "trader_id": trader,
-                    "strategy_id": "S-1",
-                    "order_list_id": "OL-1",
-                    "orders": orders,
-                    "position_id": None,
-                    "command_id": str(uuid.uuid4()),
-                    "ts_init": "1",
-                }
-            ),
-            "written",
-        ),
-    }
+# -- memory ------------------------------------------------------------------------------------
 
 
 async def test_peak_memory_stays_under_200_mb_on_a_stream_of_worst_case_payloads(announce: Announce) -> None:
@@ -210,7 +112,7 @@ async def test_peak_memory_stays_under_200_mb_on_a_stream_of_worst_case_payloads
         daemon.start()
         try:
             await wait_ready(daemon)
-            baseline = vm_hwm(daemon)
+            baseline = peak_rss(daemon.process.process.pid if daemon.process.process else None)
             nc = await nats.connect(stack.nats.url)
             max_payload = int(nc.max_payload)
             kinds = bombs(trader, max_payload - 512)
@@ -225,7 +127,7 @@ async def test_peak_memory_stays_under_200_mb_on_a_stream_of_worst_case_payloads
             await wait_until(lambda: read_checkpoint(stack.redis.url, trader) >= last, 300, "all processed")
             total = rounds * len(kinds)
             await wait_until(lambda: metric_sum(daemon.port, "tradecache_events_total") == total, 30, "all counted")
-            peak = vm_hwm(daemon)
+            peak = peak_rss(daemon.process.process.pid if daemon.process.process else None)
             assert daemon.alive()
             for reason in {expect for _k, _p, expect in kinds.values() if expect != "written"}:
                 wanted = rounds * sum(1 for _k, _p, expect in kinds.values() if expect == reason)

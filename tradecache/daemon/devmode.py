@@ -295,6 +295,15 @@ async def _wait_ready(daemon: Daemon, task: asyncio.Task[int], timeout: float = 
     for _ in range(int(timeout / 0.05)):
         if daemon.is_ready() or task.done():
             return
+        if daemon.ingestor is not None and daemon.ingestor.standby:
+            # Another sidecar holds the trader (a second `tradecache dev --use-running`): say so,
+            # and wait for it to stop; this one takes over then.
+            _say(f"  another sidecar holds trader {TRADER_ID} ({daemon.ingestor.lease_holder}): this one waits "
+                 "as a standby, not ready, and takes over when it stops; stop the other one, or run without "
+                 "--use-running")  # fmt: skip
+            while not (daemon.is_ready() or task.done()):
+                await asyncio.sleep(0.1)
+            return
         await asyncio.sleep(0.05)
 
 

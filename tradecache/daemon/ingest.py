@@ -158,6 +158,7 @@ class Ingestor:
         self.bus_ok = True
         self.bound = False
         self.standby = False  # another daemon holds the trader's lease; this one waits
+        self.lease_holder: str | None = None  # who holds it, while this one waits
         self.problem: str | None = None  # a failure being retried that nothing explains (a bug)
         self.activity = "starting"  # what the loop is doing now, for the stall log
         self.stall = StallWatch(settings.stall_seconds)
@@ -238,6 +239,7 @@ class Ingestor:
                 self.metrics.set_lease(held=True, standby=False)
                 return True
             holder = await self._retry_redis("read the lease", lease.holder)
+            self.lease_holder = None if holder is None else holder.name
             if not self.standby or time.monotonic() - logged_at >= STANDBY_LOG_SECONDS:
                 logged_at = time.monotonic()
                 self.log.warning(

@@ -136,9 +136,10 @@ class Intake:
             return Refused(delivery, kind_token, "unknown", EventRejected(RejectReason.WRONG_SUBJECT, problem))
         try:
             data = unpack(delivery.data, self.limits)
-            type_name = data.get("type")
-            check_fields(data, len(delivery.data), KNOWN_KEYS.get(type_name) if isinstance(type_name, str) else None,
-                         self.limits)  # fmt: skip
+            if len(delivery.data) > self.limits.below_every_cap:
+                type_name = data.get("type")
+                known = KNOWN_KEYS.get(type_name) if isinstance(type_name, str) else None
+                check_fields(data, len(delivery.data), known, self.limits)
             message = self.serializer.from_map(data)
         except PayloadError as exc:
             return Refused(delivery, kind_token, self._type_of(delivery.data, exc), released(exc))

@@ -53,6 +53,11 @@ class Account:
     def event_ids(self) -> set[str]:
         return {event.event_id for event in self.events}
 
+    @property
+    def holdings(self) -> int:
+        """How many balances and margins the account holds now."""
+        return len(self._balances) + len(self._margins)
+
     def balances(self) -> dict[Currency, AccountBalance]:
         return {balance.currency: balance for balance in self._balances.values()}
 

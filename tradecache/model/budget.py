@@ -38,7 +38,8 @@ def free_form_bytes(value: Any) -> int:
 
 
 def event_bytes(event: Any) -> int:
-    return EVENT_BYTES + free_form_bytes(getattr(event, "info", None))
+    info = getattr(event, "info", None)
+    return EVENT_BYTES + free_form_bytes(info) if info else EVENT_BYTES
 
 
 def instrument_bytes(data: dict[str, Any]) -> int:
@@ -76,7 +77,10 @@ class MemoryBudget:
 
     def add(self, key: Key, cost: int) -> None:
         """`key` costs `cost` more (a new event) and is the most recently used."""
-        self.set(key, self._costs.get(key, 0) + cost)
+        costs = self._costs
+        costs[key] = costs.get(key, 0) + cost
+        costs.move_to_end(key)
+        self.total += cost
 
     def cost(self, key: Key) -> int:
         return self._costs.get(key, 0)

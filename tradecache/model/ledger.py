@@ -79,6 +79,15 @@ class WriteOp(StrEnum):
     DELETE = "delete"  # remove the key
 
 
+# Budget keys per collection, looked up once (a StrEnum member lookup costs on the hot path).
+_ORDERS, _POSITIONS, _ACCOUNTS, _INSTRUMENTS = (
+    Collection.ORDERS.value,
+    Collection.POSITIONS.value,
+    Collection.ACCOUNTS.value,
+    Collection.INSTRUMENTS.value,
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Write:
     """One change to the store. `value` is the message (or, for MERGE, the fields to set)."""
@@ -175,7 +184,7 @@ class Ledger:
             register_currency(message)
             return Outcome(Kind.CURRENCY, [Write(WriteOp.SET, Collection.CURRENCIES, message.code, message)])
         self.instruments[message.id.value] = message
-        self.budget.set((Collection.INSTRUMENTS, message.id.value), instrument_bytes(message.data))
+        self.budget.set((_INSTRUMENTS, message.id.value), instrument_bytes(message.data))
         return Outcome(Kind.INSTRUMENT, [Write(WriteOp.SET, Collection.INSTRUMENTS, message.id.value, message)])
 
     def _check_trader(self, message: Message) -> None:
@@ -198,14 +207,14 @@ class Ledger:
                     RejectReason.UNKNOWN_ORDER, key, event.type_name, "no OrderInitialized was stored for it"
                 )
             self.orders[key] = Order(event)
-            self.budget.set((Collection.ORDERS, key), ENTITY_BYTES + event_bytes(event))
+            self.budget.set((_ORDERS, key), ENTITY_BYTES + event_bytes(event))
             return Outcome(Kind.ORDER, [Write(WriteOp.APPEND, Collection.ORDERS, key, event)])
         if event.event_id in order.event_ids:
             return Outcome(Kind.ORDER, duplicate=True)
         if isinstance(event, OrderFilled) and event.position_id is not None:
             return self._apply_fill_with_position(order, event)
         order.apply(event)
-        self.budget.add((Collection.ORDERS, key), event_bytes(event))
+        self.budget.add((_ORDERS, key), event_bytes(event))
         return Outcome(Kind.ORDER, [Write(WriteOp.APPEND, Collection.ORDERS, key, event)])
 
     def _apply_fill_with_position(self, order: Order, fill: OrderFilled) -> Outcome:
@@ -222,7 +231,7 @@ class Ledger:
             )
         order.apply(fill)  # raises (changing nothing) if the order refuses the fill
         # Accepted: from here on state changes.
-        self.budget.add((Collection.ORDERS, order.client_order_id.value), event_bytes(fill))
+        self.budget.add((_ORDERS, order.client_order_id.value), event_bytes(fill))
         if waiting is not None:
             self.pending_openings[fill.client_order_id] = waiting
         writes = [Write(WriteOp.APPEND, Collection.ORDERS, order.client_order_id.value, fill)]
@@ -241,7 +250,7 @@ class Ledger:
         instrument = self.instruments.get(instrument_id)
         if instrument is None:
             return None
-        self.budget.touch((Collection.INSTRUMENTS, instrument_id))
+        self.budget.touch((_INSTRUMENTS, instrument_id))
         try:
             instrument.get_cost_currency()
             instrument.quote_currency  # noqa: B018  # raises when it cannot be read
@@ -275,10 +284,10 @@ class Ledger:
             position = self.positions.get(key)
             if position is None:
                 position = self.positions[key] = Position(instrument, fill)
-                self.budget.set((Collection.POSITIONS, key), ENTITY_BYTES + event_bytes(fill))
+                self.budget.set((_POSITIONS, key), ENTITY_BYTES + event_bytes(fill))
             else:
                 position.apply(fill)
-                self.budget.add((Collection.POSITIONS, key), event_bytes(fill))
+                self.budget.add((_POSITIONS, key), event_bytes(fill))
             if position.side == PositionSide.FLAT:
                 self.closed_summaries[key] = PositionSummary.of(position)
         return Write(WriteOp.APPEND, Collection.POSITIONS, key, fill)
@@ -328,9 +337,8 @@ class Ledger:
 
     def _charge_account(self, key: str, account: Account) -> None:
         # Accounts keep their current state only (`evict`): balances and margins, no history.
-        held = len(account.balances()) + len(account.margins())
-        cost = ENTITY_BYTES + BALANCE_BYTES * held + event_bytes(account.last_event)
-        self.budget.set((Collection.ACCOUNTS, key), cost)
+        cost = ENTITY_BYTES + BALANCE_BYTES * account.holdings + event_bytes(account.last_event)
+        self.budget.set((_ACCOUNTS, key), cost)
 
     def _apply_command(self, collection: Collection, key: str, command: SubmitOrder | SubmitOrderList) -> Outcome:
         # A repeated command_id is recognised by the store (the write is "set if new"), which
@@ -364,11 +372,11 @@ class Ledger:
         """Take entities read from the store (absent ones are simply not in `stored`)."""
         for key, stored_instrument in stored.instruments.items():
             self.instruments[key] = stored_instrument
-            self.budget.set((Collection.INSTRUMENTS, key), instrument_bytes(stored_instrument.data))
+            self.budget.set((_INSTRUMENTS, key), instrument_bytes(stored_instrument.data))
         for key, events in stored.orders.items():
             if events and key not in self.orders:
                 self.orders[key] = replay_order(events)
-                self.budget.set((Collection.ORDERS, key), ENTITY_BYTES + sum(event_bytes(e) for e in events))
+                self.budget.set((_ORDERS, key), ENTITY_BYTES + sum(event_bytes(e) for e in events))
         for key, states in stored.accounts.items():
             if states and key not in self.accounts:
                 account = self.accounts[key] = replay_account(states)
@@ -382,7 +390,7 @@ class Ledger:
             if instrument is None:
                 continue
             self.positions[key] = self._replay_position(key, instrument, fills)
-            self.budget.set((Collection.POSITIONS, key), ENTITY_BYTES + sum(event_bytes(f) for f in fills))
+            self.budget.set((_POSITIONS, key), ENTITY_BYTES + sum(event_bytes(f) for f in fills))
 
     def _replay_position(self, key: str, instrument: Instrument, fills: list[OrderFilled]) -> Position:
         """The position rebuilt from its fills, noting what it was the last time it went FLAT.
@@ -410,10 +418,10 @@ class Ledger:
             key = getattr(message, name, None)
             if key is not None:
                 store.pop(str(key), None)
-                self.budget.drop((collection, str(key)))
+                self.budget.drop((collection.value, str(key)))
         if isinstance(message, Instrument):
             self.instruments.pop(message.id.value, None)
-            self.budget.drop((Collection.INSTRUMENTS, message.id.value))
+            self.budget.drop((_INSTRUMENTS, message.id.value))
         if isinstance(message, AccountState):
             self._recent_account_events.pop(message.event_id, None)
         client_order_id = getattr(message, "client_order_id", None)
@@ -474,7 +482,7 @@ class Ledger:
 
     def _drop(self, collection: Collection, key: str, *, charged: bool = True) -> None:
         if charged:
-            self.budget.drop((collection, key))
+            self.budget.drop((collection.value, key))
         if collection == Collection.ORDERS:
             self.orders.pop(key, None)
         elif collection == Collection.POSITIONS:

@@ -58,6 +58,8 @@ class DecodeLimits:
     max_field_bytes: int
     max_state_fields: int
     max_state_value_bytes: int
+    # No payload this small can break a field cap: each state field takes at least 2 bytes.
+    below_every_cap: int = 0
 
     @classmethod
     def derive(
@@ -71,6 +73,7 @@ class DecodeLimits:
             max_field_bytes=max_field_bytes,
             max_state_fields=max_state_fields,
             max_state_value_bytes=max_state_value_bytes,
+            below_every_cap=min(max_field_bytes, max_state_value_bytes, 2 * max_state_fields),
         )
 
 
@@ -167,6 +170,8 @@ def check_fields(data: dict[str, Any], size: int, known: frozenset[str] | None, 
     A field is never larger than the payload that holds it, so a payload within every cap is
     not looked at: the common case costs one comparison.
     """
+    if size <= limits.below_every_cap:
+        return
     state = data.get("state")
     if isinstance(state, dict) and data.get("type") == "StrategyState":
         _check_state(state, size, limits)
