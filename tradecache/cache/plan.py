@@ -43,7 +43,7 @@ from tradecache.model.values import Currency
 APPLY_SCRIPT: Final = """
 -- The type an operation's first key must have (false: any, it is replaced or deleted).
 local expected = {A = 'list', S = 'string', N = 'string', R = false, H = false, M = 'hash', D = false,
-                  C = 'string', F = false}
+                  C = 'string', F = 'string'}
 -- The types of an operation's other keys: a dedupe hash and an index, or nothing.
 local others = {A = {'hash', 'zset'}, N = {'hash', 'zset'}, S = {'zset'}, R = {'zset'}, H = {'zset'}, M = {'zset'},
                 D = {'zset'}}
@@ -76,15 +76,15 @@ for i = 1, n do
   if nkeys[op] == nil then
     return redis.error_reply('ERR tradecache: unknown operation ' .. tostring(op))
   end
+  local problem = expected[op] and check_type(KEYS[k], expected[op])
+  if problem then
+    return problem
+  end
   if op == 'F' then
     -- The fence: this writer's lease token must be the one stored (see Lease in daemon/lease.py).
     if redis.call('GET', KEYS[k]) ~= ARGV[a + 1] then
       return redis.error_reply('FENCED tradecache: this writer does not hold the lease ' .. KEYS[k])
     end
-  end
-  local problem = expected[op] and check_type(KEYS[k], expected[op])
-  if problem then
-    return problem
   end
   for j, want in ipairs(others[op] or {}) do
     problem = check_type(KEYS[k + j], want)

@@ -236,6 +236,8 @@ class Daemon:
             await self.ingestor.run(self.stopping)
         except StoreUnavailable as exc:
             log.warning("stopped while Redis was unavailable; nothing in hand was acked", extra={"error": str(exc)})
+        except BusUnavailable as exc:
+            log.warning("stopped while NATS was unavailable; nothing in hand was acked", extra={"error": str(exc)})
         finally:
             for task in (counter, indexer):
                 task.cancel()

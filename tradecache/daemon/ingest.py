@@ -55,7 +55,7 @@ from tradecache.daemon.metrics import Metrics
 from tradecache.daemon.pipeline import Committed, NotPinned, Pipeline
 from tradecache.daemon.store import Store
 from tradecache.daemon.watch import ConsumerView, StallWatch, StuckAcks
-from tradecache.errors import BusUnavailable, LeaseLost, StoreUnavailable
+from tradecache.errors import BusUnavailable, LeaseLost, StoreRefused, StoreUnavailable
 from tradecache.model.ledger import Ledger
 from tradecache.serialization.msgpack import MsgPackSerializer
 
@@ -238,7 +238,11 @@ class Ingestor:
                 self._lease_lost = False
                 self.metrics.set_lease(held=True, standby=False)
                 return True
-            holder = await self._retry_redis("read the lease", lease.holder)
+            try:
+                holder = await self._retry_redis("read the lease", lease.holder)
+            except StoreRefused as exc:  # not a string: someone else's key; the fence refuses it too
+                self.log.error("the lease key cannot be read", extra={"key": lease.key, "error": exc.cause})
+                holder = None
             self.lease_holder = None if holder is None else holder.name
             if not self.standby or time.monotonic() - logged_at >= STANDBY_LOG_SECONDS:
                 logged_at = time.monotonic()
@@ -438,10 +442,10 @@ class Ingestor:
             gap.append(Delivery(raw.subject or "", raw.data or b"", raw.headers, raw.seq, 0, timestamp, 0, ""))
             seq = raw.seq + 1
             if len(gap) >= self.settings.batch_size or sum(len(d.data) for d in gap) >= self.settings.pull_max_bytes:
-                await self._process(gap, stopping, ack=False)
+                await self._process_safely(gap, stopping, ack=False)
                 gap = []
         if gap:
-            await self._process(gap, stopping, ack=False)
+            await self._process_safely(gap, stopping, ack=False)
 
     # -- fetching --------------------------------------------------------------------------
 
@@ -532,7 +536,7 @@ class Ingestor:
 
     # -- processing ------------------------------------------------------------------------
 
-    async def _process_safely(self, deliveries: list[Delivery], stopping: asyncio.Event) -> None:
+    async def _process_safely(self, deliveries: list[Delivery], stopping: asyncio.Event, *, ack: bool = True) -> None:
         """`_process`, retried when it fails for a reason nothing explains: never ending the process.
 
         A bug or a refusal no message explains would otherwise stop the sidecar on every restart
@@ -542,8 +546,8 @@ class Ingestor:
         backoff = Backoff()
         while True:
             try:
-                await self._process(deliveries, stopping)
-            except (StoreUnavailable, LeaseLost, asyncio.CancelledError):
+                await self._process(deliveries, stopping, ack=ack)
+            except (StoreUnavailable, BusUnavailable, LeaseLost, asyncio.CancelledError):
                 raise
             except Exception as exc:  # see the docstring
                 self.problem = f"{type(exc).__name__}: {exc}"
