@@ -43,7 +43,7 @@ from tests.chaos import (
     read_checkpoint,
     wait_until,
 )
-from tests.integration.nats_versions import each_nats_binary
+from tests.lines import ServerLine
 from tests.unit.factories import OrderEvents, currency_pair, position_event
 from tests.worst_case import bombs, peak_rss
 from tradecache.daemon.devstack import NatsServer, RedisServer
@@ -273,11 +273,10 @@ async def test_a_restart_between_a_flipping_fill_and_its_position_closed_counts_
 # -- no blind spots: stuck acks -----------------------------------------------------------------------
 
 
-@each_nats_binary()
-async def test_acks_stuck_after_a_nats_sigkill_are_found_and_cleared(nats_binary: Path, announce: Announce) -> None:
+async def test_acks_stuck_after_a_nats_sigkill_are_found_and_cleared(nats_line: ServerLine, announce: Announce) -> None:
     trader = "STUCK-001"
     messages = ChaosFeed(7, trader).messages(9000)
-    async with private_stack(nats_binary) as stack:
+    async with private_stack(nats_line.binary) as stack:
         daemon = Daemon(daemon_config(stack.redis.url, stack.nats.url, trader, ingest={"stall_seconds": 6.0}))
         daemon.start()
         try:
@@ -309,4 +308,4 @@ async def test_acks_stuck_after_a_nats_sigkill_are_found_and_cleared(nats_binary
             assert daemon.alive()
         finally:
             daemon.close()
-    announce(f"nats-server {nats_binary}: stuck acks seen and cleared {cleared} time(s) after 3 SIGKILLs")
+    announce(f"{nats_line.id} ({nats_line.binary}): stuck acks seen and cleared {cleared} time(s) after 3 SIGKILLs")

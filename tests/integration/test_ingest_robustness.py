@@ -3,7 +3,7 @@
 - a refused message whose dead letter would exceed NATS' max_payload, and one whose headers
   NATS cannot carry or JetStream would act on, are dead-lettered (reduced / sanitized) and the
   stream goes on, on the same connection;
-- a StrategyState of 100,000 fields is written, on every Redis version found;
+- a StrategyState of 100,000 fields is written, on every Redis line (`redis_line`);
 - a message whose writes Redis refuses (WRONGTYPE) is pinned and dead-lettered as
   `store_refused` while the rest of its batch is written;
 - a stall (the dead-letter stream gone) turns readiness false and `tradecache_ingest_stalled`
@@ -29,7 +29,7 @@ import pytest
 import redis
 
 from tests.integration.daemon_harness import daemon_config, database, running_daemon, wait_for, wait_for_checkpoint
-from tests.integration.redis_versions import each_redis_binary
+from tests.lines import ServerLine
 from tests.unit.factories import OrderEvents, currency_pair
 from tradecache.cache.keys import Keys
 from tradecache.daemon.app import Daemon
@@ -178,13 +178,12 @@ def private_redis(binary: Path) -> Iterator[RedisServer]:
         yield server
 
 
-@each_redis_binary()
-async def test_a_strategy_state_of_100000_fields_is_written(redis_binary: Path, nats_server: Any) -> None:
+async def test_a_strategy_state_of_100000_fields_is_written(redis_line: ServerLine, nats_server: Any) -> None:
     trader = f"STATE-{uuid.uuid4().hex[:6]}"
     state = {f"{n:05x}": bytes([n % 256]) for n in range(100_000)}
     payload = pack({"type": "StrategyState", "trader_id": trader, "strategy_id": "S-001", "state": state,
                     "ts_event": "1764112094914872368"})  # fmt: skip
-    with private_redis(redis_binary) as server:
+    with private_redis(redis_line.binary) as server:
         async with running_daemon(daemon_config(server.url, nats_server.url, trader)) as daemon:
             nc = await nats.connect(nats_server.url)
             ack = await nc.jetstream().publish(Subjects("tradecache", trader).inbound_for_name("strategy"), payload)
@@ -197,14 +196,13 @@ async def test_a_strategy_state_of_100000_fields_is_written(redis_binary: Path, 
         assert len(stored) == 100_000 and stored == state
 
 
-@each_redis_binary()
 async def test_a_message_redis_refuses_is_pinned_and_dead_lettered_and_the_rest_of_its_batch_written(
-    redis_binary: Path, nats_server: Any
+    redis_line: ServerLine, nats_server: Any
 ) -> None:
     trader = f"PIN-{uuid.uuid4().hex[:6]}"
     subjects = Subjects("tradecache", trader)
     before = await dead_stream_last_seq(nats_server.url)
-    with private_redis(redis_binary) as server:
+    with private_redis(redis_line.binary) as server:
         client = redis.Redis.from_url(server.url)
         # Someone else's string where order O-07's list goes: Redis refuses its writes (WRONGTYPE).
         client.set(Keys(trader).entity(Collection.ORDERS, "O-07"), "not a list")

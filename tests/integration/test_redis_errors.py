@@ -1,9 +1,10 @@
-"""The Redis error classifier against the words real servers use, on every Redis version found.
+"""The Redis error classifier against the words real servers use, on every Redis line.
 
-Each case provokes an error on a real redis-server (pip 6.2 and PATH 7.x in the same run), both
-as a plain command and inside a script (where 6.2 wraps it: `Error running script ... -NOREPLICAS`),
-and checks what `classify` makes of it and what the three users of the classifier raise: the
-Python API (`RedisCacheDatabase`), the daemon's `Store` and, through it, the load service.
+Each case provokes an error on a real redis-server of each line (`redis_line`: the pip 6.2 and
+PATH's 7.x in the same run), as a plain command and inside a script (where 6.2 wraps it:
+`Error running script ... -NOREPLICAS`), and checks what `classify` makes of it and what the
+three users of the classifier raise: the Python API (`RedisCacheDatabase`), the daemon's `Store`
+and, through it, the load service.
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 import redis.asyncio
 
-from tests.integration.redis_versions import each_redis_binary
+from tests.lines import ServerLine
 from tests.unit.factories import OrderEvents
 from tradecache.cache import CacheDatabaseConfig, RedisCacheDatabase
 from tradecache.cache.keys import Keys
@@ -41,8 +41,9 @@ WRITE = "return redis.call('SET', KEYS[1], 1)"
 
 
 @pytest.fixture
-def server(redis_binary: Path) -> Iterator[RedisServer]:
-    with RedisServer(binary=redis_binary, appendonly=False) as started:
+def server(redis_line: ServerLine) -> Iterator[RedisServer]:
+    """A private server of the line (the tests change its configuration): each test runs per line."""
+    with RedisServer(binary=redis_line.binary, appendonly=False) as started:
         yield started
 
 
@@ -58,7 +59,6 @@ def version(client: redis.Redis) -> int:
     return int(str(client.info("server")["redis_version"]).split(".")[0])
 
 
-@each_redis_binary()
 def test_refusals_of_the_data_are_refused_plain_and_inside_a_script(server: RedisServer) -> None:
     client = server.client()
     client.set("s", "x")
@@ -78,7 +78,6 @@ def test_refusals_of_the_data_are_refused_plain_and_inside_a_script(server: Redi
     client.close()
 
 
-@each_redis_binary()
 def test_not_now_is_unavailable_plain_and_inside_a_script(server: RedisServer) -> None:
     client = server.client()
     found: dict[str, BaseException] = {}
@@ -127,7 +126,6 @@ def busy_error(server: RedisServer) -> BaseException:
         admin.close()
 
 
-@each_redis_binary()
 def test_our_mistakes_are_bugs_and_our_fence_is_fenced(server: RedisServer) -> None:
     client = server.client()
     bugs = {
@@ -149,7 +147,6 @@ def api(server: RedisServer) -> RedisCacheDatabase:
     return RedisCacheDatabase(TraderId(TRADER), logging.getLogger("tests"), MsgPackSerializer(), config)
 
 
-@each_redis_binary()
 def test_the_python_api_raises_ours(server: RedisServer) -> None:
     db, client = api(server), server.client()
     order = Order(OrderEvents(trader_id=TRADER).initialized())
@@ -165,7 +162,6 @@ def test_the_python_api_raises_ours(server: RedisServer) -> None:
     client.close()
 
 
-@each_redis_binary()
 async def test_the_daemon_store_raises_ours(server: RedisServer) -> None:
     keys = Keys(TRADER)
     client = redis.asyncio.Redis.from_url(server.url)

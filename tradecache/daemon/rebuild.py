@@ -196,9 +196,7 @@ async def _replay(
         for refused in committed.result.refused:
             report.refused[refused.error.reason.value] += 1
 
-    pipeline = Pipeline(
-        ledger, store, keys, serializer.serialize, committed=count, fence=lambda: lease.token, log=log
-    )
+    pipeline = Pipeline(ledger, store, keys, serializer.serialize, committed=count, fence=lambda: lease.token, log=log)
     consumer = ConsumerConfig(
         deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE, inactive_threshold=60.0, max_ack_pending=-1
     )
