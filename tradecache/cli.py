@@ -25,6 +25,7 @@ from tradecache import __version__
 from tradecache.config import Config, load_config
 from tradecache.errors import ConfigError
 from tradecache.logs import configure_logging
+from tradecache.redaction import mask_urls
 
 Handler = Callable[[argparse.Namespace], int]
 # The type argparse's add_subparsers() returns; its generic parameter is private to argparse.
@@ -126,7 +127,7 @@ def _rebuild(args: argparse.Namespace) -> int:
     try:
         report = asyncio.run(rebuild(config, flush=args.flush, allow_partial=args.allow_partial, log=log))
     except (RebuildRefused, BusUnavailable) as exc:
-        print(f"tradecache: rebuild refused: {exc}", file=sys.stderr)
+        print(f"tradecache: rebuild refused: {mask_urls(str(exc))}", file=sys.stderr)
         return 1
     print(report.summary())
     return 0
@@ -252,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except ConfigError as exc:
-        print(f"tradecache: config error: {exc.key}: {exc.problem}", file=sys.stderr)
+        print(f"tradecache: config error: {exc.key}: {mask_urls(exc.problem)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

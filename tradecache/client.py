@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from collections.abc import Iterable
 from typing import Any, Final
 
@@ -36,15 +37,20 @@ from tradecache.model.messages import Message, kind_of
 from tradecache.model.orders import Order, replay_order
 from tradecache.model.positions import Position, replay_position
 from tradecache.model.values import Currency
+from tradecache.serialization.deep import json_value
 from tradecache.serialization.msgpack import MsgPackSerializer, decode_instrument
 from tradecache.service.protocol import CURSOR_HEADER, MSGPACK
 
 DEFAULT_PAGE: Final = 1000
+# A busy sidecar (error 429) is asked again after 10 ms, 20 ms, ... up to 0.5 s between tries.
+BUSY: Final = "429"
+BUSY_FIRST_PAUSE: Final = 0.01
+BUSY_MAX_PAUSE: Final = 0.5
 MSG_ID_HEADER: Final = "Nats-Msg-Id"
 
 
 class LoadError(TradecacheError):
-    """The sidecar answered a load request with an error (`code`: 400, 413, 503 or 500)."""
+    """The sidecar answered a load request with an error (`code`: 400, 413, 429, 503 or 500)."""
 
     def __init__(self, endpoint: str, code: int, message: str) -> None:
         self.endpoint = endpoint
@@ -112,13 +118,24 @@ class CacheClient:
         return _decode(data, as_msgpack), cursor
 
     async def _raw(self, endpoint: str, body: dict[str, Any] | None, as_msgpack: bool) -> tuple[bytes, str | None]:
+        """One request's reply bytes and cursor. A "busy" reply (429) is asked again after a short,
+        growing, jittered pause, as long as `timeout` allows; any other error raises LoadError."""
         data = b"" if body is None else json.dumps(body).encode()
         headers = {"Accept": MSGPACK} if as_msgpack else None
-        reply = await self.nc.request(self.subjects.load(endpoint), data, timeout=self.timeout, headers=headers)
-        reply_headers = reply.headers or {}
-        if ERROR_CODE_HEADER in reply_headers:
-            raise LoadError(endpoint, int(reply_headers[ERROR_CODE_HEADER]), reply_headers.get(ERROR_HEADER, ""))
-        return reply.data, reply_headers.get(CURSOR_HEADER)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        pause = BUSY_FIRST_PAUSE
+        while True:
+            reply = await self.nc.request(self.subjects.load(endpoint), data, timeout=self.timeout, headers=headers)
+            reply_headers = reply.headers or {}
+            code = reply_headers.get(ERROR_CODE_HEADER)
+            if code is None:
+                return reply.data, reply_headers.get(CURSOR_HEADER)
+            wait = pause * random.uniform(0.5, 1.5)
+            if code != BUSY or loop.time() + wait >= deadline:
+                raise LoadError(endpoint, int(code), reply_headers.get(ERROR_HEADER, ""))
+            await asyncio.sleep(wait)
+            pause = min(pause * 2, BUSY_MAX_PAUSE)
 
     async def snapshot(self, endpoint: str, entity_id: str, id_field: str) -> Any:
         value, _ = await self.request(endpoint, {id_field: entity_id})
@@ -248,7 +265,7 @@ class CacheClient:
 
 
 def _decode(data: bytes, as_msgpack: bool) -> Any:
-    return msgpack.unpackb(data, raw=False) if as_msgpack else json.loads(data)
+    return msgpack.unpackb(data, raw=False) if as_msgpack else json_value(data)  # JSON at any depth
 
 
 __all__ = ["CacheClient", "LoadError", "Publisher", "message_id"]

@@ -13,7 +13,6 @@ hit the 413 limit; an empty collection is found (exit 0).
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections.abc import Mapping
@@ -29,6 +28,8 @@ from tradecache.daemon.bus import connect
 from tradecache.display import accounts_table, orders_table, positions_table
 from tradecache.errors import BusUnavailable
 from tradecache.model.instruments import Instrument
+from tradecache.redaction import mask_urls
+from tradecache.serialization.deep import json_bytes
 from tradecache.service.endpoints import ENDPOINTS_BY_NAME
 
 PAGE_SIZE = 1000
@@ -85,7 +86,7 @@ async def run_load(config: Config, request: LoadRequest, out: TextIO = sys.stdou
     try:
         nc = await connect(nats_options(config), log=quiet_log)
     except BusUnavailable as exc:
-        print(f"tradecache: load: cannot connect to NATS: {exc}", file=err)
+        print(f"tradecache: load: cannot connect to NATS: {mask_urls(str(exc))}", file=err)
         return FAILED
     client = CacheClient(nc, config.trader_id, config.nats.subject_prefix, request.timeout)
     subject = client.subjects.load(name)
@@ -108,7 +109,7 @@ async def run_load(config: Config, request: LoadRequest, out: TextIO = sys.stdou
         print(f"tradecache: load {name}: {exc}", file=err)
         return FAILED
     except Exception as exc:  # anything else: say what, never a traceback
-        print(f"tradecache: load {name}: {type(exc).__name__}: {exc}", file=err)
+        print(f"tradecache: load {name}: {type(exc).__name__}: {mask_urls(str(exc))}", file=err)
         return FAILED
     finally:
         await nc.close()
@@ -138,7 +139,7 @@ async def _json(client: CacheClient, name: str, entity_id: str | None) -> tuple[
     else:
         value = await client.collection(name, PAGE_SIZE, as_msgpack=False)
     found = not (value is None or (name == "strategy" and not value))
-    return found, json.dumps(value, indent=2, ensure_ascii=False)
+    return found, json_bytes(value, indent=2).decode()  # at any depth (a stored map may nest deep)
 
 
 async def _table(client: CacheClient, name: str, entity_id: str | None) -> tuple[bool, str | None]:

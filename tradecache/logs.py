@@ -1,4 +1,5 @@
-"""Structured logs: one JSON object per line (or plain text), with the `extra` fields kept."""
+"""Structured logs: one JSON object per line (or plain text), with the `extra` fields kept, and
+every URL in a line masked (`tradecache.redaction`): a library's error message may quote one."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import json
 import logging
 import sys
 import time
+
+from tradecache.redaction import mask_urls
 
 # Attributes every LogRecord has; anything else came in through `extra=` and is printed.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
@@ -22,14 +25,14 @@ class JsonFormatter(logging.Formatter):
         entry.update({key: value for key, value in vars(record).items() if key not in _STANDARD})
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return mask_urls(json.dumps(entry, default=str))
 
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         extra = " ".join(f"{k}={v}" for k, v in vars(record).items() if k not in _STANDARD)
         line = f"{self.formatTime(record)} {record.levelname:<7} {record.name}: {record.getMessage()}"
-        return f"{line} {extra}".rstrip()
+        return mask_urls(f"{line} {extra}".rstrip())
 
 
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:

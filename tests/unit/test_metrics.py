@@ -7,8 +7,9 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from tradecache import __version__
-from tradecache.daemon.metrics import KINDS, LOAD_ENDPOINTS, MAX_LABEL_VALUES, MIXED_KIND, OTHER, Metrics
+from tradecache.daemon.metrics import KINDS, LOAD_ENDPOINTS, MIXED_KIND, OTHER, Metrics
 from tradecache.errors import RejectReason
+from tradecache.serialization.msgpack import MESSAGE_TYPES
 
 # SPEC section 4, written out again here so that a renamed metric fails a test.
 SPEC_METRICS: dict[str, tuple[str, frozenset[str]]] = {
@@ -153,24 +154,60 @@ def test_an_unknown_event_outcome_is_refused(registry: CollectorRegistry, metric
     assert registry.get_sample_value("tradecache_events_total", {"kind": "order", "type": "OrderAccepted"}) is None
 
 
-def test_open_labels_fold_into_other_past_the_cap(registry: CollectorRegistry, metrics: Metrics) -> None:
-    for i in range(MAX_LABEL_VALUES + 10):
-        metrics.event("order", f"Type{i}", "dead_lettered")
-    metrics.event("order", "X" * 200, "dead_lettered")
-    samples = [
-        sample
+def events_series(registry: CollectorRegistry) -> list[dict[str, str]]:
+    return [
+        sample.labels
         for family in registry.collect()
         if family.name == "tradecache_events"
         for sample in family.samples
         if sample.name == "tradecache_events_total"
     ]
-    assert len(samples) == MAX_LABEL_VALUES + 1
-    other = {"kind": "order", "type": OTHER, "outcome": "dead_lettered"}
-    assert registry.get_sample_value("tradecache_events_total", other) == 11
-    # a value seen before the cap keeps its own series
-    metrics.event("order", "Type0", "dead_lettered")
-    labels = {"kind": "order", "type": "Type0", "outcome": "dead_lettered"}
-    assert registry.get_sample_value("tradecache_events_total", labels) == 2
+
+
+def test_every_known_message_type_keeps_its_own_series_after_any_amount_of_junk(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    for i in range(1000):  # junk types and kinds first, as a misbehaving producer would send
+        metrics.event(f"kind{i}", f"Type{i}", "dead_lettered")
+    metrics.event("order", "X" * 200, "dead_lettered")
+    for type_name in sorted(MESSAGE_TYPES):
+        metrics.event("order", type_name, "written")
+    metrics.event("order", "unknown", "dead_lettered")  # intake's name for an unreadable payload
+    series = events_series(registry)
+    assert len(series) == 1 + len(MESSAGE_TYPES) + 1 + 1  # other/other, each type, unknown, order/other
+    count = "tradecache_events_total"
+    assert registry.get_sample_value(count, {"kind": OTHER, "type": OTHER, "outcome": "dead_lettered"}) == 1000
+    assert registry.get_sample_value(count, {"kind": "order", "type": OTHER, "outcome": "dead_lettered"}) == 1
+    for type_name in ("OrderCanceled", "OrderFilled", "CurrencyPair", "AccountState", "SubmitOrderList"):
+        labels = {"kind": "order", "type": type_name, "outcome": "written"}
+        assert registry.get_sample_value("tradecache_events_total", labels) == 1, type_name
+
+
+def test_an_unknown_load_endpoint_or_kind_shares_other(registry: CollectorRegistry, metrics: Metrics) -> None:
+    for i in range(300):
+        metrics.load_request(f"junk{i}", "error", 0.001)
+        metrics.write_duration(f"junk{i}", 0.001)
+    metrics.load_request("orders", "ok", 0.001)
+    metrics.write_duration("order", 0.001)
+    count = "tradecache_load_requests_total"
+    assert registry.get_sample_value(count, {"endpoint": OTHER, "outcome": "error"}) == 300
+    assert registry.get_sample_value(count, {"endpoint": "orders", "outcome": "ok"}) == 1
+    assert registry.get_sample_value("tradecache_write_duration_seconds_count", {"kind": OTHER}) == 300
+    assert registry.get_sample_value("tradecache_write_duration_seconds_count", {"kind": "order"}) == 1
+
+
+def test_shed_load_requests_are_counted_by_endpoint_and_reason(registry: CollectorRegistry, metrics: Metrics) -> None:
+    for endpoint in LOAD_ENDPOINTS:
+        for reason in ("busy", "no_reply"):
+            labels = {"endpoint": endpoint, "reason": reason}
+            assert registry.get_sample_value("tradecache_load_shed_total", labels) == 0
+    metrics.load_shed("orders", "busy")
+    metrics.load_shed("orders", "busy")
+    metrics.load_shed("order", "no_reply")
+    assert registry.get_sample_value("tradecache_load_shed_total", {"endpoint": "orders", "reason": "busy"}) == 2
+    assert registry.get_sample_value("tradecache_load_shed_total", {"endpoint": "order", "reason": "no_reply"}) == 1
+    with pytest.raises(ValueError, match="reason"):
+        metrics.load_shed("orders", "tired")  # type: ignore[arg-type]
 
 
 def test_write_duration_lands_in_fine_latency_buckets(registry: CollectorRegistry, metrics: Metrics) -> None:
@@ -296,10 +333,11 @@ def test_dead_letter_counts_by_reason(registry: CollectorRegistry, metrics: Metr
     assert registry.get_sample_value("tradecache_dead_letters_total", {"reason": reason}) == 2
 
 
-def test_an_unknown_dead_letter_reason_is_refused(registry: CollectorRegistry, metrics: Metrics) -> None:
-    with pytest.raises(ValueError):
-        metrics.dead_letter("bored")
+def test_an_unknown_dead_letter_reason_is_counted_as_other(registry: CollectorRegistry, metrics: Metrics) -> None:
+    metrics.dead_letter("bored")
     assert registry.get_sample_value("tradecache_dead_letters_total", {"reason": "bored"}) is None
+    assert registry.get_sample_value("tradecache_dead_letters_total", {"reason": OTHER}) == 1
+    assert registry.get_sample_value("tradecache_dead_letters_total", {"reason": "malformed"}) == 0
 
 
 def test_build_info_carries_the_version_with_value_one() -> None:

@@ -9,17 +9,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tradecache.service.endpoints import Built
 from tradecache.service.protocol import (
     BadRequest,
     PageRequest,
     decode_cursor,
     encode_cursor,
-    encode_entries,
     encode_reply,
     error_body,
     id_request,
     join_entries,
-    joined_size,
     page_request,
     wants_msgpack,
 )
@@ -57,17 +56,29 @@ def test_id_requests_name_the_missing_key_and_the_wrong_type() -> None:
 
 @pytest.mark.parametrize("count", [0, 1, 15, 16, 300, 70_000])
 @pytest.mark.parametrize("as_msgpack", [False, True])
-def test_joined_entries_are_the_encoded_map_and_their_size_is_known_before_joining(
+def test_built_entries_join_into_the_encoded_map_and_their_size_is_bounded_before_joining(
     count: int, as_msgpack: bool
 ) -> None:
     items = {f"O-{n}": {"n": n, "raw": b"\x00\x01"} for n in range(count)}
-    parts = encode_entries([(key, encode_reply(value, as_msgpack)) for key, value in items.items()], as_msgpack)
-    body = join_entries(parts, as_msgpack)
-    assert len(body) == joined_size(parts, as_msgpack)
+    built = Built()
+    for key, value in items.items():
+        assert built.add(key, encode_reply(value, as_msgpack), as_msgpack, budget=1 << 30)
+    body = join_entries(built.entries, as_msgpack)
+    assert len(body) <= built.size
     if as_msgpack:
         assert msgpack.unpackb(body, raw=False) == items
     else:
         assert json.loads(body) == {key: {"n": v["n"], "raw": "AAE="} for key, v in items.items()}
+
+
+def test_a_built_reply_stops_at_its_budget_and_names_the_item_that_did_not_fit() -> None:
+    built = Built()
+    item = encode_reply({"x": "y" * 100}, False)
+    added = [built.add(f"O-{n}", item, False, budget=1000) for n in range(20)]
+    assert added == [True] * added.count(True) + [False] * added.count(False) and added.count(True) >= 8
+    kept = added.count(True)
+    assert built.last == f"O-{kept - 1}" and built.overflow == f"O-{kept}" and built.full
+    assert len(join_entries(built.entries, False)) <= 1000
 
 
 def test_json_replies_carry_bytes_as_base64_and_msgpack_replies_as_bytes() -> None:
@@ -77,10 +88,28 @@ def test_json_replies_carry_bytes_as_base64_and_msgpack_replies_as_bytes() -> No
     assert json.loads(error_body("400", "bad", False)) == {"error": {"code": 400, "message": "bad"}}
 
 
-def test_accept_header_selects_msgpack() -> None:
-    assert wants_msgpack({"Accept": "application/msgpack"})
-    assert not wants_msgpack({"Accept": "application/json"})
-    assert not wants_msgpack(None)
+@pytest.mark.parametrize(
+    ("headers", "msgpack_wanted"),
+    [
+        ({"Accept": "application/msgpack"}, True),
+        ({"Accept": "APPLICATION/MSGPACK"}, True),
+        ({"accept": "application/msgpack"}, True),
+        ({"ACCEPT": " Application/MsgPack ; charset=binary"}, True),
+        ({"Accept": "application/json, application/msgpack;q=0.9"}, True),
+        ({"Accept": "application/x-msgpack"}, True),
+        ({"Accept": "application/msgpack;q=0"}, False),
+        ({"Accept": "application/msgpack; q=0.0, application/json"}, False),
+        ({"Accept": "application/json"}, False),
+        ({"Accept": "application/msgpackx"}, False),
+        ({"Content-Type": "application/msgpack"}, False),
+        ({}, False),
+        (None, False),
+    ],
+)
+def test_accept_header_selects_msgpack_in_any_case_and_with_parameters(
+    headers: dict[str, str] | None, msgpack_wanted: bool
+) -> None:
+    assert wants_msgpack(headers) is msgpack_wanted
 
 
 def test_the_reply_cache_serves_only_what_was_built_from_the_same_bytes() -> None:

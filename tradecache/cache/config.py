@@ -65,7 +65,10 @@ class CacheDatabaseConfig:
         Query parameters `ssl_ca_certs`, `ssl_certfile`, `ssl_keyfile` and `cluster=true` are read
         too; keyword `overrides` win over the URL.
         """
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError as exc:  # e.g. "Invalid IPv6 URL"; the URL itself may hold a password
+            raise ConfigError("redis.url", f"not a valid URL ({exc})") from None
         if parts.scheme not in ("redis", "rediss"):
             raise ConfigError("redis.url", f"unsupported scheme {parts.scheme!r} (use redis:// or rediss://)")
         try:

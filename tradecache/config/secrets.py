@@ -1,10 +1,9 @@
-"""Secrets in the configuration: a wrapper that never shows its value, and URL masking."""
+"""Secrets in the configuration: a wrapper that never shows its value, and URL masking (the one
+function of `tradecache.redaction`, re-exported here)."""
 
 from __future__ import annotations
 
-from typing import Final
-
-MASK: Final = "***"
+from tradecache.redaction import MASK, mask_url
 
 
 class Secret:
@@ -28,24 +27,6 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self._value)
-
-
-def mask_url(url: str) -> str:
-    """`url` with the password in its user info replaced by '***'.
-
-    `scheme://user:pw@host` becomes `scheme://user:***@host`. A lone user part is a token for NATS
-    (`nats://token@host`) and is masked whole; for Redis it is a username and is kept.
-    """
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, hostpart = rest.rpartition("@")
-    if not sep or not at:
-        return url
-    user, colon, _ = userinfo.partition(":")
-    if colon:
-        return f"{scheme}://{user}:{MASK}@{hostpart}"
-    if scheme.lower().startswith("redis"):
-        return url
-    return f"{scheme}://{MASK}@{hostpart}"
 
 
 __all__ = ["MASK", "Secret", "mask_url"]

@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Final
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from tradecache.cache.config import CacheDatabaseConfig
 from tradecache.config.secrets import MASK, Secret, mask_url
@@ -75,7 +75,7 @@ class RedisConfig(Section):
     layout: str = "seed"  # how currencies and strategy state are written: seed | nautilus (SPEC section 7)
 
     def __post_init__(self) -> None:
-        scheme = urlsplit(self.url).scheme
+        scheme = _split_url("redis.url", self.url).scheme
         if scheme not in ("redis", "rediss"):
             raise ConfigError(
                 "redis.url", f"unsupported scheme {scheme!r} in {mask_url(self.url)!r} (use redis:// or rediss://)"
@@ -226,6 +226,32 @@ class IngestConfig(Section):
 
 
 @dataclass(frozen=True, repr=False)
+class LoadConfig(Section):
+    """`load:` -- limits of the load service (SPEC section 3), so that no client can exhaust the
+    sidecar: see docs/ARCHITECTURE.md, "Load requests"."""
+
+    section: ClassVar[str] = "load"
+
+    max_in_flight: int = 64
+    max_page_builds: int = 2
+    max_request_bytes: int = 16384
+    reply_cache_bytes: int = 33554432
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_in_flight <= 10000:
+            raise ConfigError("load.max_in_flight", f"must be 1..10000, got {self.max_in_flight}")
+        if not 1 <= self.max_page_builds <= self.max_in_flight:
+            raise ConfigError(
+                "load.max_page_builds",
+                f"must be 1..load.max_in_flight ({self.max_in_flight}), got {self.max_page_builds}",
+            )
+        if not 256 <= self.max_request_bytes <= 1048576:
+            raise ConfigError("load.max_request_bytes", f"must be 256..1048576, got {self.max_request_bytes}")
+        if self.reply_cache_bytes < 0:
+            raise ConfigError("load.reply_cache_bytes", f"must be 0 (no cache) or more, got {self.reply_cache_bytes}")
+
+
+@dataclass(frozen=True, repr=False)
 class HttpConfig(Section):
     """`http:` -- where /metrics, /healthz and /readyz are served (`host:port`, IPv6 as `[::1]:9464`)."""
 
@@ -313,6 +339,7 @@ class Config(Section):
     redis: RedisConfig = field(default_factory=RedisConfig)
     nats: NatsConfig = field(default_factory=NatsConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    load: LoadConfig = field(default_factory=LoadConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
@@ -350,8 +377,16 @@ def _check_subject(key: str, value: str) -> None:
         raise ConfigError(key, f"must be subject tokens (no spaces, '*', '>' or empty token), got {value!r}")
 
 
+def _split_url(key: str, url: str) -> SplitResult:
+    """`urlsplit(url)`, or a ConfigError naming the key and the masked URL (e.g. a lone `[`)."""
+    try:
+        return urlsplit(url)
+    except ValueError as exc:
+        raise ConfigError(key, f"not a valid URL ({exc}): {mask_url(url)!r}") from None
+
+
 def _check_nats_server(key: str, server: str) -> None:
-    parts = urlsplit(server)
+    parts = _split_url(key, server)
     shown = mask_url(server)
     if parts.scheme not in _NATS_SCHEMES:
         raise ConfigError(
@@ -369,6 +404,7 @@ __all__ = [
     "Config",
     "HttpConfig",
     "IngestConfig",
+    "LoadConfig",
     "LoggingConfig",
     "MetricsConfig",
     "NatsConfig",

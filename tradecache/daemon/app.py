@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
+import gc
 import logging
 import signal
 from typing import Any
@@ -37,6 +39,8 @@ from tradecache.model.ledger import Ledger
 from tradecache.serialization.limits import DecodeLimits
 from tradecache.serialization.msgpack import MsgPackSerializer
 from tradecache.service.endpoints import Loader
+from tradecache.service.limits import ServiceLimits
+from tradecache.service.reply_cache import ReplyCache
 from tradecache.service.server import LoadService
 
 log = logging.getLogger("tradecache")
@@ -105,6 +109,7 @@ class Daemon:
         self.keys = Keys(config.trader_id, hash_tag=config.redis.cluster, layout=config.redis.layout)
         self.stopping = asyncio.Event()
         self.nc: Any = None
+        self.service_nc: Any = None  # the load service's own connection (see _serve)
         self.store: Store | None = None
         self.ingestor: Ingestor | None = None
         self.service: LoadService | None = None
@@ -142,6 +147,11 @@ class Daemon:
             log.error("cannot serve /metrics and /healthz", extra={"error": listen_problem(self.config, exc)})
             return 1
         log.info("health server listening", extra={"port": self.health.port, "version": __version__})
+        # What exists now (modules, classes, config) lives as long as the process: left out of the
+        # cyclic GC's full collections, which then take a few ms instead of tens while the loop
+        # (ingest and load requests alike) waits for them.
+        gc.collect()
+        gc.freeze()
         try:
             return await self._serve()
         finally:
@@ -175,15 +185,25 @@ class Daemon:
             log.error("cannot connect to NATS", extra={"error": str(exc)})
             return 1
         self.metrics.set_nats_connected(True)
-        # Loads are answered as soon as NATS is up, even while the consumer is being bound.
+        # Loads are answered as soon as NATS is up, even while the consumer is being bound. They
+        # have a connection of their own: on the ingest one, a flood of requests (or of big
+        # replies) would queue ahead of the deliveries, pulls and acks in the same TCP stream.
+        load_options = dataclasses.replace(nats_options(self.config), name=f"tradecache-{self.config.trader_id}-load")
+        try:
+            self.service_nc = await connect(load_options, log=log)
+        except BusUnavailable as exc:
+            log.error("cannot connect to NATS", extra={"error": str(exc)})
+            return 1
+        load = self.config.load
         self.service = LoadService(
-            self.nc,
+            self.service_nc,
             self.subjects,
             self.config.trader_id,
-            Loader(self.store, self.serializer),
+            Loader(self.store, self.serializer, ReplyCache(max_bytes=load.reply_cache_bytes)),
             self.load_stats,
             self.metrics,
             log,
+            ServiceLimits(load.max_in_flight, load.max_page_builds, load.max_request_bytes),
         )
         await self.service.start()
         js = self.nc.jetstream()
@@ -300,11 +320,12 @@ class Daemon:
         timeout = self.config.shutdown.drain_timeout
         if self.service is not None:
             await self.service.stop(timeout)
-        if self.nc is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.nc.flush(), timeout=timeout)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.nc.close(), timeout=timeout)
+        for nc in (self.service_nc, self.nc):
+            if nc is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(nc.flush(), timeout=timeout)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(nc.close(), timeout=timeout)
         if self.store is not None:
             with contextlib.suppress(Exception):
                 await self.store.client.aclose()

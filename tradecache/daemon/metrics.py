@@ -4,11 +4,13 @@ Callers use the typed methods of `Metrics` and never touch label plumbing. Label
 advance (collections, dead-letter reasons, load endpoints, event kinds) are created at zero, so
 every series is in the first scrape and `rate()` works from the first increment.
 
-Closed label sets (outcomes, collections, reasons) are checked: a value outside them is a bug
-and raises `ValueError`. Open ones (`kind`, `type`, `endpoint`) can come from what a producer
-published -- a dead-lettered message's type is whatever its payload says -- so each open label
-keeps at most `MAX_LABEL_VALUES` distinct values and folds the rest into `OTHER`: a misbehaving
-producer must not grow the registry without bound.
+Closed label sets (outcomes, collections, shed reasons) are checked: a value outside them is a
+bug and raises `ValueError`. Labels whose value can come from outside -- a dead-lettered
+message's `type` is whatever its payload says, its `kind` whatever its subject says -- have a
+known set too (the subject kinds, every message type of the schema table, the load endpoints,
+the dead-letter reasons): a known value always has its own series, and every unknown value is
+counted as `OTHER`. So a misbehaving producer can neither grow the registry nor take a known
+value's place.
 """
 
 from __future__ import annotations
@@ -21,13 +23,17 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from tradecache import __version__
 from tradecache.errors import RejectReason
+from tradecache.serialization.msgpack import MESSAGE_TYPES
 
 EventOutcome = Literal["written", "duplicate", "dead_lettered"]
 LoadOutcome = Literal["ok", "not_found", "error"]
+# Load requests not served: answered 429 at once (`busy`), or dropped with no reply subject.
+ShedReason = Literal["busy", "no_reply"]
 KeyCollection = Literal["currencies", "instruments", "accounts", "orders", "positions", "strategies", "commands"]
 
 EVENT_OUTCOMES: Final[tuple[str, ...]] = get_args(EventOutcome)
 LOAD_OUTCOMES: Final[tuple[str, ...]] = get_args(LoadOutcome)
+SHED_REASONS: Final[tuple[str, ...]] = get_args(ShedReason)
 COLLECTIONS: Final[tuple[str, ...]] = get_args(KeyCollection)
 # The subject kinds of SPEC section 1 and the load endpoints of SPEC section 3.
 KINDS: Final = ("currency", "instrument", "order", "position", "account", "command", "strategy")
@@ -45,24 +51,20 @@ LATENCY_BUCKETS: Final = (
 )  # fmt: skip
 BATCH_BUCKETS: Final = tuple(float(2**n) for n in range(14))  # 1, 2, 4, ... 8192
 
-MAX_LABEL_VALUES: Final = 256
-MAX_LABEL_LENGTH: Final = 64
+# Message types: the schema table's, and the one intake gives a payload it cannot read.
+MESSAGE_TYPE_LABELS: Final = frozenset(MESSAGE_TYPES) | {"unknown"}
+DEAD_LETTER_REASONS: Final = tuple(reason.value for reason in RejectReason)
 OTHER: Final = "other"
 
 
-class _OpenLabel:
-    """The values one open label has taken; past the cap, new ones become `OTHER`."""
+class _KnownLabel:
+    """A label with a known set of values: each keeps its own series; anything else is `OTHER`."""
 
-    def __init__(self, known: tuple[str, ...] = ()) -> None:
-        self._seen: set[str] = set(known)
+    def __init__(self, known: frozenset[str] | tuple[str, ...]) -> None:
+        self._known = frozenset(known)
 
     def admit(self, value: str) -> str:
-        if value in self._seen:
-            return value
-        if len(value) > MAX_LABEL_LENGTH or len(self._seen) >= MAX_LABEL_VALUES:
-            return OTHER
-        self._seen.add(value)
-        return value
+        return value if value in self._known else OTHER
 
 
 def _check(label: str, value: str, allowed: tuple[str, ...]) -> str:
@@ -154,11 +156,17 @@ class Metrics:
             "tradecache_state_memory_bytes", "Estimated bytes of the orders, positions, accounts and instruments held",
             registry=r,
         )  # fmt: skip
-        self._kinds = _OpenLabel(KINDS)
-        self._types = _OpenLabel()
-        self._endpoints = _OpenLabel(LOAD_ENDPOINTS)
+        # Not in SPEC section 4: load requests refused unserved (see ShedReason).
+        self.load_shed_requests = Counter(
+            "tradecache_load_shed", "Load requests not served: busy (answered 429) or without a reply subject",
+            ["endpoint", "reason"], registry=r,
+        )  # fmt: skip
+        self._kinds = _KnownLabel(KINDS)
+        self._types = _KnownLabel(MESSAGE_TYPE_LABELS)
+        self._endpoints = _KnownLabel(LOAD_ENDPOINTS)
+        self._reasons = _KnownLabel(DEAD_LETTER_REASONS)
         # The series of each (endpoint, outcome), kept: labels() costs a lock and a lookup per call,
-        # on the hot path of every load request. Bounded like the endpoint label.
+        # on the hot path of every load request. Only known endpoints are kept (others are rare).
         self._load_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._start(version)
 
@@ -177,6 +185,8 @@ class Metrics:
             self.load_duration_seconds.labels(endpoint=endpoint)
             for outcome in LOAD_OUTCOMES:
                 self.load_requests.labels(endpoint=endpoint, outcome=outcome)
+            for shed in SHED_REASONS:
+                self.load_shed_requests.labels(endpoint=endpoint, reason=shed)
 
     def event(self, kind: str, type_name: str, outcome: EventOutcome, n: int = 1) -> None:
         """Count `n` messages of `kind` (subject kind) and `type_name` (payload type) with `outcome`.
@@ -232,9 +242,15 @@ class Metrics:
                 self.load_requests.labels(endpoint=label, outcome=outcome),
                 self.load_duration_seconds.labels(endpoint=label),
             )
-            self._load_children[(endpoint, outcome)] = children
+            if label != OTHER:
+                self._load_children[(endpoint, outcome)] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def load_shed(self, endpoint: str, reason: ShedReason) -> None:
+        """Count one load request refused unserved. Raises ValueError for an unknown reason."""
+        _check("reason", reason, SHED_REASONS)
+        self.load_shed_requests.labels(endpoint=self._endpoints.admit(endpoint), reason=reason).inc()
 
     def set_pending(self, pending: int) -> None:
         """Set the number of messages in the stream not yet delivered to the consumer."""
@@ -245,8 +261,9 @@ class Metrics:
         self.position_divergence.inc()
 
     def dead_letter(self, reason: RejectReason | str) -> None:
-        """Count one dead letter. Raises ValueError if `reason` is not a `RejectReason`."""
-        self.dead_letters.labels(reason=RejectReason(reason).value).inc()
+        """Count one dead letter by reason (one `RejectReason` has not: `OTHER`)."""
+        value = reason.value if isinstance(reason, RejectReason) else reason
+        self.dead_letters.labels(reason=self._reasons.admit(value)).inc()
 
     def set_redis_up(self, up: bool) -> None:
         self.redis_up.set(1 if up else 0)
@@ -296,11 +313,13 @@ __all__ = [
     "LATENCY_BUCKETS",
     "LOAD_ENDPOINTS",
     "LOAD_OUTCOMES",
-    "MAX_LABEL_VALUES",
+    "MESSAGE_TYPE_LABELS",
     "MIXED_KIND",
     "OTHER",
+    "SHED_REASONS",
     "EventOutcome",
     "KeyCollection",
     "LoadOutcome",
     "Metrics",
+    "ShedReason",
 ]

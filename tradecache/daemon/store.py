@@ -12,7 +12,7 @@ eleven of them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -199,30 +199,40 @@ class Store:
         return {as_text(field): value for field, value in fields.items()}
 
     async def read_page(self, collection: Collection, after: str | None, limit: int | None) -> Page:
-        """Entities in id order, starting after the id `after`; all of them when `limit` is None.
+        """Entities in id order, starting after the id `after`; all of them when `limit` is None."""
+        ids = await self.read_ids(collection, after, None if limit is None else limit + 1)
+        more = limit is not None and len(ids) > limit
+        ids = ids[:limit] if more else ids
+        values: list[Any] = []
+        for first in range(0, len(ids), READ_CHUNK):
+            values.extend(await self.read_entities(collection, ids[first : first + READ_CHUNK]))
+        return Page(dict(zip(ids, values, strict=True)), ids[-1] if more else None)
 
-        One round trip for the ids (a `ZRANGE BYLEX` of the index), one per READ_CHUNK entities.
-        """
+    async def read_ids(self, collection: Collection, after: str | None, count: int | None) -> list[str]:
+        """Up to `count` (None: all) ids of the collection's index after the id `after`, in id
+        order: one `ZRANGE BYLEX` (once the indexes are complete: `ensure_indexes`)."""
         await self.ensure_indexes()
-        index = self.keys.index(collection)
         start = "-" if after is None else "(" + after
         with translated(f"load {collection.value}"):
-            if limit is None:
-                raw_ids = await self.client.zrangebylex(index, start, "+")
+            if count is None:
+                raw_ids = await self.client.zrangebylex(self.keys.index(collection), start, "+")
             else:
-                raw_ids = await self.client.zrangebylex(index, start, "+", start=0, num=limit + 1)
-            ids = [as_text(item) for item in raw_ids]
-            more = limit is not None and len(ids) > limit
-            ids = ids[:limit] if more else ids
-            command = READ_COMMANDS[collection]
-            values: list[Any] = []
-            for first in range(0, len(ids), READ_CHUNK):
-                chunk = [self.keys.entity(collection, entity_id) for entity_id in ids[first : first + READ_CHUNK]]
-                values.extend(await self._read(keys=chunk, args=[command]))
-        items = {entity_id: read_result(command, value) for entity_id, value in zip(ids, values, strict=True)}
-        return Page(items, ids[-1] if more else None)
+                raw_ids = await self.client.zrangebylex(self.keys.index(collection), start, "+", start=0, num=count)
+        return [as_text(item) for item in raw_ids]
+
+    async def read_entities(self, collection: Collection, ids: Sequence[str]) -> list[Any]:
+        """The entities `ids` name as stored (absent ones empty or None), in one READ_SCRIPT call."""
+        if not ids:
+            return []
+        command = READ_COMMANDS[collection]
+        keys = [self.keys.entity(collection, entity_id) for entity_id in ids]
+        with translated(f"load {collection.value}"):
+            values = await self._read(keys=keys, args=[command])
+        return [read_result(command, value) for value in values]
 
     async def count(self, collection: Collection) -> int:
+        """Entities in the collection's index (`ZCARD`), once the indexes are complete."""
+        await self.ensure_indexes()
         with translated(f"count {collection.value}"):
             return int(await self.client.zcard(self.keys.index(collection)))
 

@@ -10,7 +10,7 @@ the top-level `ts_*` values are decimal strings (19-digit nanoseconds stay exact
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import msgpack
 
@@ -498,6 +498,8 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], Message]] = {
     "StrategyDeleted": _decode_strategy_deleted,
     "Currency": decode_currency,
 }
+# Every `type` a message may have: those decoded above and the instrument types known by name.
+MESSAGE_TYPES: Final = frozenset(_DECODERS) | frozenset(INSTRUMENT_TYPES)
 
 # The keys each message type's schema names (what `check_fields` treats as the message's own;
 # any other key is stored as received, so it is capped like a free-form field).
@@ -513,6 +515,7 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
 
 __all__ = [
     "KNOWN_KEYS",
+    "MESSAGE_TYPES",
     "Message",
     "MsgPackSerializer",
     "check_order_initialized",

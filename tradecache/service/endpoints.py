@@ -8,8 +8,9 @@ one round trip for an entity, two or three for a page) and `service/items.py`.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from tradecache.daemon.store import Store
@@ -24,12 +25,9 @@ from tradecache.service.items import (
     stored_map_item,
     strategy_item,
 )
-from tradecache.service.protocol import PageRequest, encode_reply, pack_with_raw_list
+from tradecache.service.limits import READ_CHUNK, SLICE_SECONDS
+from tradecache.service.protocol import PageRequest, encode_entry, encode_reply, pack_with_raw_list
 from tradecache.service.reply_cache import ReplyCache, digest
-
-# Rebuilding thousands of orders is CPU work on the event loop; yield between slices of this
-# many items so that ingestion and other requests keep moving during a big load.
-YIELD_EVERY: Final = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +66,52 @@ ENDPOINTS_BY_NAME: Final = {endpoint.name: endpoint for endpoint in ENDPOINTS}
 REBUILT: Final = frozenset({Collection.ORDERS, Collection.POSITIONS, Collection.ACCOUNTS})
 
 
+@dataclass(slots=True)
+class Built:
+    """A collection reply being built: its encoded `id: item` entries, an upper bound of the bytes
+    they take once joined, the id to continue after (None: the end), and the id of the item that
+    did not fit (None: all fitted)."""
+
+    entries: list[bytes] = field(default_factory=list)
+    size: int = 5  # the joined reply's map header or braces
+    last: str | None = None
+    overflow: str | None = None
+
+    @property
+    def full(self) -> bool:
+        return self.overflow is not None
+
+    def add(self, entity_id: str, encoded: bytes, as_msgpack: bool, budget: int) -> bool:
+        """Add one entry if it fits `budget`; False (and `overflow` set) when it does not, and
+        for every entry after that one."""
+        if self.overflow is not None:
+            return False
+        entry = encode_entry(entity_id, encoded, as_msgpack)
+        if self.size + len(entry) + 1 > budget:
+            self.overflow = entity_id
+            return False
+        self.entries.append(entry)
+        self.size += len(entry) + 1  # a separator (JSON)
+        self.last = entity_id
+        return True
+
+
+class Slicer:
+    """Gives the event loop back once the work in hand has held it for `seconds`."""
+
+    def __init__(self, seconds: float = SLICE_SECONDS) -> None:
+        self.seconds = seconds
+        self.since = time.perf_counter()
+
+    def restart(self) -> None:
+        self.since = time.perf_counter()
+
+    async def tick(self) -> None:
+        if time.perf_counter() - self.since >= self.seconds:
+            await asyncio.sleep(0)
+            self.since = time.perf_counter()
+
+
 class Loader:
     """Answers load endpoints from one trader's Redis, as encoded items (JSON or msgpack)."""
 
@@ -85,26 +129,34 @@ class Loader:
             return encode_reply(None, as_msgpack), False
         return encoded, bool(raw)
 
-    async def page(
-        self, collection: Collection, request: PageRequest, as_msgpack: bool, budget: int | None = None
-    ) -> tuple[list[tuple[str, bytes]], str | None]:
-        """A page of the collection as encoded `(id, item)` pairs (absent items left out), and
-        the last id read when more follow. Stops building once the items pass `budget` bytes
-        (the reply's room): the caller cuts the page there anyway."""
-        page = await self.store.read_page(collection, request.after, request.limit)
-        instruments = await self._instruments_for(collection, page.items.values())
-        items: list[tuple[str, bytes]] = []
-        size = 0
-        for count, (entity_id, raw) in enumerate(page.items.items(), start=1):
-            encoded = self._encoded(collection, entity_id, raw, instruments, as_msgpack)
-            if encoded is not None:
-                items.append((entity_id, encoded))
-                size += len(encoded) + len(entity_id) + 8
-                if budget is not None and size > budget and count < len(page.items):
-                    return items, entity_id
-            if count % YIELD_EVERY == 0:
-                await asyncio.sleep(0)
-        return items, page.last
+    async def build(self, collection: Collection, request: PageRequest, as_msgpack: bool, budget: int) -> Built:
+        """A page of the collection (all of it when `request.limit` is None), built entry by entry
+        until `budget` bytes: read READ_CHUNK entities at a time, absent ones left out, the loop
+        given back every SLICE_SECONDS of building."""
+        built = Built()
+        remaining = request.limit
+        after = request.after
+        slicer = Slicer()
+        while remaining is None or remaining > 0:
+            wanted = READ_CHUNK if remaining is None else min(READ_CHUNK, remaining)
+            ids = await self.store.read_ids(collection, after, wanted + 1)  # one more: is there a next?
+            more = len(ids) > wanted
+            ids = ids[:wanted]
+            raws = await self.store.read_entities(collection, ids)
+            instruments = await self._instruments_for(collection, raws)
+            slicer.restart()
+            for entity_id, raw in zip(ids, raws, strict=True):
+                encoded = self._encoded(collection, entity_id, raw, instruments, as_msgpack)
+                if encoded is not None and not built.add(entity_id, encoded, as_msgpack, budget):
+                    return built  # full: `built.last` is the last entry that fit
+                await slicer.tick()
+            if not more:
+                built.last = None
+                return built
+            after = built.last = ids[-1]
+            if remaining is not None:
+                remaining -= len(ids)
+        return built
 
     async def _instruments_for(self, collection: Collection, raws: Iterable[Any]) -> dict[str, bytes]:
         """Positions are rebuilt with their instrument: read those the fills name, in one call."""
@@ -154,4 +206,4 @@ class Loader:
 
 StatsSource = Callable[[], Awaitable[dict[str, Any]]]
 
-__all__ = ["ENDPOINTS", "ENDPOINTS_BY_NAME", "REBUILT", "YIELD_EVERY", "Endpoint", "Loader", "StatsSource"]
+__all__ = ["ENDPOINTS", "ENDPOINTS_BY_NAME", "REBUILT", "Built", "Endpoint", "Loader", "Slicer", "StatsSource"]

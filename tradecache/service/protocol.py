@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-import msgpack
 import orjson
 
+from tradecache.serialization.codecs import shown
+from tradecache.serialization.deep import array_header, json_bytes, map_header, msgpack_bytes
+
 MSGPACK: Final = "application/msgpack"
+# Media types answered in msgpack; `application/x-msgpack` is the older, unregistered name.
+MSGPACK_TYPES: Final = frozenset({MSGPACK, "application/x-msgpack"})
 ACCEPT_HEADER: Final = "Accept"
 CURSOR_HEADER: Final = "Tradecache-Cursor"
 # A page larger than this is refused: one reply must stay well inside NATS's max payload, and a
@@ -38,6 +41,18 @@ class RequestRefused(Exception):
 
 class BadRequest(RequestRefused):
     code = "400"
+
+
+class Busy(RequestRefused):
+    """More requests in flight than `load.max_in_flight`: answered at once, try again shortly."""
+
+    code = "429"
+
+
+class Unavailable(RequestRefused):
+    """Redis cannot answer now (down, timing out, loading, read-only)."""
+
+    code = "503"
 
 
 class ReplyTooLarge(RequestRefused):
@@ -69,7 +84,7 @@ def _refuse_unknown(body: Mapping[str, Any], known: tuple[str, ...]) -> None:
     unknown = sorted(set(body) - set(known))
     if unknown:
         expected = ", ".join(f"'{key}'" for key in known) or "no keys"
-        raise BadRequest(f"unknown key(s) {', '.join(repr(key) for key in unknown)}; expected {expected}")
+        raise BadRequest(f"unknown key(s) {', '.join(shown(key) for key in unknown[:3])}; expected {expected}")
 
 
 def id_request(data: bytes, id_field: str) -> str:
@@ -82,7 +97,7 @@ def id_request(data: bytes, id_field: str) -> str:
     if not isinstance(value, str):
         raise BadRequest(f"'{id_field}' must be a string, got {type(value).__name__}")
     if not value or value != value.strip():
-        raise BadRequest(f"'{id_field}' must be a non-empty id without surrounding spaces, got {value!r}")
+        raise BadRequest(f"'{id_field}' must be a non-empty id without surrounding spaces, got {shown(value)}")
     return value
 
 
@@ -94,7 +109,7 @@ def page_request(data: bytes) -> PageRequest:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
         raise BadRequest(f"'limit' must be an integer, got {type(limit).__name__}")
     if limit is not None and not 1 <= limit <= MAX_PAGE_LIMIT:
-        raise BadRequest(f"'limit' must be between 1 and {MAX_PAGE_LIMIT}, got {limit}")
+        raise BadRequest(f"'limit' must be between 1 and {MAX_PAGE_LIMIT}, got {shown(limit)}")
     cursor = body.get("cursor")
     if cursor is None:
         return PageRequest(None, limit)
@@ -113,53 +128,46 @@ def decode_cursor(cursor: str) -> str:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         last_id = raw.decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise BadRequest(f"'cursor' {cursor!r} is not a cursor this service gave out") from None
+        raise BadRequest(f"'cursor' {shown(cursor)} is not a cursor this service gave out") from None
     if not last_id or encode_cursor(last_id) != cursor:
-        raise BadRequest(f"'cursor' {cursor!r} is not a cursor this service gave out")
+        raise BadRequest(f"'cursor' {shown(cursor)} is not a cursor this service gave out")
     return last_id
 
 
 def wants_msgpack(headers: Mapping[str, str] | None) -> bool:
-    if not headers:
-        return False
-    accept = headers.get(ACCEPT_HEADER) or headers.get(ACCEPT_HEADER.lower()) or ""
-    return MSGPACK in accept
+    """Whether the request's `Accept` header (any case) names msgpack with a non-zero quality,
+    e.g. `APPLICATION/MSGPACK`, `application/json, application/msgpack;q=0.9`."""
+    for name, value in (headers or {}).items():
+        if name.lower() == ACCEPT_HEADER.lower():
+            return any(_accepted(media_range) in MSGPACK_TYPES for media_range in value.split(","))
+    return False
 
 
-def _json_default(value: object) -> object:
-    if isinstance(value, bytes | bytearray | memoryview):
-        return base64.b64encode(bytes(value)).decode()
-    raise TypeError(f"cannot answer a {type(value).__name__} in JSON")
+def _accepted(media_range: str) -> str:
+    """The media type of one `Accept` element, lower case; "" when its quality is 0."""
+    media_type, *parameters = media_range.split(";")
+    for parameter in parameters:
+        name, _, quality = parameter.partition("=")
+        if name.strip().lower() == "q" and quality.strip() in ("0", "0.", "0.0", "0.00", "0.000"):
+            return ""
+    return media_type.strip().lower()
 
 
 def encode_reply(value: Any, as_msgpack: bool) -> bytes:
-    if as_msgpack:
-        packed: bytes = msgpack.packb(value, use_bin_type=True)
-        return packed
-    try:
-        return orjson.dumps(value, default=_json_default)  # ~8x faster than json for snapshots
-    except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits in an instrument's map
-        return json.dumps(value, default=_json_default, ensure_ascii=False, separators=(",", ":")).encode()
+    """`value` in the reply's format, at any nesting depth (`serialization/deep.py`)."""
+    return msgpack_bytes(value) if as_msgpack else json_bytes(value)
 
 
-def encode_entries(items: list[tuple[str, bytes]], as_msgpack: bool) -> list[bytes]:
-    """Each `id: item` pair of a collection reply (items already encoded), so a page can be cut
-    to fit the max payload before it is joined (`join_entries` makes the reply)."""
-    return [encode_reply(key, as_msgpack) + (b"" if as_msgpack else b":") + value for key, value in items]
-
-
-def _msgpack_header(count: int, small: int, big16: bytes, big32: bytes) -> bytes:
-    if count < 16:
-        return bytes([small | count])
-    if count < 2**16:
-        return big16 + count.to_bytes(2, "big")
-    return big32 + count.to_bytes(4, "big")
+def encode_entry(key: str, item: bytes, as_msgpack: bool) -> bytes:
+    """One `id: item` pair of a collection reply (the item already encoded), so a page can be
+    measured and cut to fit the max payload before it is joined (`join_entries` makes the reply)."""
+    return encode_reply(key, as_msgpack) + (b"" if as_msgpack else b":") + item
 
 
 def join_entries(parts: list[bytes], as_msgpack: bool) -> bytes:
     if not as_msgpack:
         return b"{" + b",".join(parts) + b"}"
-    return _msgpack_header(len(parts), 0x80, b"\xde", b"\xdf") + b"".join(parts)
+    return map_header(len(parts)) + b"".join(parts)
 
 
 def pack_with_raw_list(item: Mapping[str, Any], key: str, raw: list[bytes]) -> bytes:
@@ -168,16 +176,8 @@ def pack_with_raw_list(item: Mapping[str, Any], key: str, raw: list[bytes]) -> b
     A snapshot's `events` are the stored payloads: splicing them saves unpacking them into
     maps and packing them again (about half of a reply's bytes)."""
     parts = [encode_reply(k, True) + encode_reply(v, True) for k, v in item.items()]
-    parts.append(encode_reply(key, True) + _msgpack_header(len(raw), 0x90, b"\xdc", b"\xdd") + b"".join(raw))
-    return _msgpack_header(len(parts), 0x80, b"\xde", b"\xdf") + b"".join(parts)
-
-
-def joined_size(parts: list[bytes], as_msgpack: bool) -> int:
-    """The size `join_entries` will give, without joining."""
-    content = sum(len(part) for part in parts)
-    if as_msgpack:
-        return content + (1 if len(parts) < 16 else 3 if len(parts) < 2**16 else 5)
-    return content + max(len(parts) - 1, 0) + 2
+    parts.append(encode_reply(key, True) + array_header(len(raw)) + b"".join(raw))
+    return map_header(len(parts)) + b"".join(parts)
 
 
 def error_body(code: str, message: str, as_msgpack: bool) -> bytes:
@@ -189,18 +189,20 @@ __all__ = [
     "CURSOR_HEADER",
     "MAX_PAGE_LIMIT",
     "MSGPACK",
+    "MSGPACK_TYPES",
     "BadRequest",
+    "Busy",
     "PageRequest",
     "ReplyTooLarge",
     "RequestRefused",
+    "Unavailable",
     "decode_cursor",
     "encode_cursor",
-    "encode_entries",
+    "encode_entry",
     "encode_reply",
     "error_body",
     "id_request",
     "join_entries",
-    "joined_size",
     "pack_with_raw_list",
     "page_request",
     "parse_body",

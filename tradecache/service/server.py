@@ -2,9 +2,12 @@
 
 Each endpoint listens on `<prefix>.load.<trader_id>.<name>`. nats.micro runs an endpoint's
 handler as the callback of one subscription, so a handler that awaited Redis would serve one
-request at a time (FIELD-NOTES); ours starts a task per request instead, bounded by a semaphore.
-A request can fail only with a micro error reply (400 bad request, 413 too large, 503 Redis
-unavailable, 500 anything else): the service itself never stops on a request.
+request at a time (FIELD-NOTES); ours checks the request at once and starts a task for it.
+Everything a request may cost is bounded (`service/limits.py`): a request without a reply
+subject is dropped unread, an oversized body refused unread, one beyond `max_in_flight`
+answered 429 "busy" at once; collection requests build `max_page_builds` at a time, within one
+reply's bytes. A request can fail only with a micro error reply (400 bad request, 413 too
+large, 429 busy, 503 Redis unavailable, 500 anything else): the service itself never stops.
 """
 
 from __future__ import annotations
@@ -23,30 +26,33 @@ from tradecache import __version__
 from tradecache.daemon.metrics import LoadOutcome, Metrics
 from tradecache.daemon.subjects import Subjects
 from tradecache.errors import StoreUnavailable
-from tradecache.service.endpoints import ENDPOINTS, Endpoint, Loader, StatsSource
+from tradecache.serialization.codecs import shown
+from tradecache.service.endpoints import ENDPOINTS, Endpoint, Loader, Slicer, StatsSource
+from tradecache.service.limits import ADMIT_SLICE_SECONDS, MAX_ERROR_CHARS, ServiceLimits, min_entry_bytes
 from tradecache.service.protocol import (
     CURSOR_HEADER,
+    BadRequest,
+    Busy,
+    PageRequest,
     ReplyTooLarge,
     RequestRefused,
+    Unavailable,
     encode_cursor,
-    encode_entries,
     encode_reply,
     error_body,
     id_request,
     join_entries,
-    joined_size,
     page_request,
     wants_msgpack,
 )
-from tradecache.service.tally import EndpointTally
+from tradecache.service.tally import EndpointTally, has_reply
 
 SERVICE_NAME: Final = "tradecache"
-MAX_IN_FLIGHT: Final = 64
 # Room left in NATS's max payload for the reply's headers.
 HEADER_ROOM: Final = 1024
-# No reply item is smaller than this (in JSON or msgpack), so an unpaged collection with more
-# items than max_payload / MIN_ITEM_BYTES cannot fit, and is refused before it is read.
-MIN_ITEM_BYTES: Final = 64
+# Bytes of requests waiting in one endpoint's subscription before nats-py drops more (its
+# default is 128 MB per subscription): requests are small, and the handler drains them at once.
+PENDING_BYTES: Final = 8 * 1024 * 1024
 
 
 class LoadService:
@@ -61,6 +67,7 @@ class LoadService:
         stats: StatsSource,
         metrics: Metrics,
         log: logging.Logger,
+        limits: ServiceLimits | None = None,
     ) -> None:
         self.nc = nc
         self.subjects = subjects
@@ -69,9 +76,11 @@ class LoadService:
         self.stats = stats
         self.metrics = metrics
         self.log = log
+        self.limits = limits or ServiceLimits()
         self.service: Service | None = None
         self._tally = EndpointTally()
-        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._page_builds = asyncio.Semaphore(self.limits.max_page_builds)
+        self._admit_slicer = Slicer(ADMIT_SLICE_SECONDS)
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -86,7 +95,7 @@ class LoadService:
             await self.service.add_endpoint(
                 name=endpoint.name, subject=self.subjects.load(endpoint.name), handler=self._handler(endpoint)
             )
-            self._tally.track(endpoint.name, self.service)
+            self._tally.track(endpoint.name, self.service, PENDING_BYTES)
         self.log.info("load service started", extra={"subject": self.subjects.load("*"), "endpoints": len(ENDPOINTS)})
 
     async def stop(self, timeout: float) -> None:
@@ -97,33 +106,62 @@ class LoadService:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=timeout)
 
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
     def _handler(self, endpoint: Endpoint) -> Handler:
         async def handle(request: Request) -> None:
-            task = asyncio.create_task(self._serve(endpoint, request))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            """Admit the request (a task of its own) or answer it at once; then give the loop
+            back now and then: micro's subscription task would otherwise run through every
+            queued request (none of them waits) while ingest waits for its turn."""
+            await self._admit(endpoint, request)
+            await self._admit_slicer.tick()
 
         return handle
 
-    async def _serve(self, endpoint: Endpoint, request: Request) -> None:
-        started = time.perf_counter()
+    async def _admit(self, endpoint: Endpoint, request: Request) -> None:
+        """Start the request's task, or answer it at once (never waiting for anything)."""
+        if not has_reply(request):  # nobody to answer: doing the work would be for nothing
+            self.metrics.load_shed(endpoint.name, "no_reply")
+            return
         as_msgpack = wants_msgpack(request.headers)
+        if len(request.data) > self.limits.max_request_bytes:
+            too_big = BadRequest(
+                f"the request body has {len(request.data)} bytes, more than the "
+                f"{self.limits.max_request_bytes} a load request may have (load.max_request_bytes)"
+            )
+            await self._refuse(endpoint, request, too_big, as_msgpack)
+            self.metrics.load_request(endpoint.name, "error", 0.0)
+            return
+        if len(self._tasks) >= self.limits.max_in_flight:
+            busy = f"busy: {len(self._tasks)} load requests in flight (load.max_in_flight); retry in a moment"
+            await self._refuse(endpoint, request, Busy(busy), as_msgpack)
+            self.metrics.load_shed(endpoint.name, "busy")
+            return
+        task = asyncio.create_task(self._serve(endpoint, request, as_msgpack))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, endpoint: Endpoint, request: Request, as_msgpack: bool) -> None:
+        started = time.perf_counter()
         outcome: LoadOutcome = "ok"
         try:
-            async with self._slots:
-                body, headers, found = await self._reply(endpoint, request.data, as_msgpack)
+            body, headers, found = await self._reply(endpoint, request.data, as_msgpack)
             outcome = "ok" if found else "not_found"
             await self._respond(request, body, headers)
         except RequestRefused as exc:
             outcome = "error"
-            await self._refuse(endpoint, request, exc.code, exc.message, as_msgpack)
+            await self._refuse(endpoint, request, exc, as_msgpack)
         except StoreUnavailable as exc:
             outcome = "error"
-            await self._refuse(endpoint, request, "503", f"Redis is unavailable ({exc}); retry later", as_msgpack)
+            await self._refuse(endpoint, request, Unavailable(f"Redis is unavailable ({exc}); retry later"), as_msgpack)
         except Exception as exc:  # a bug or bad stored data: answer 500, keep serving
             outcome = "error"
             self.log.exception("load request failed", extra={"endpoint": endpoint.name})
-            await self._refuse(endpoint, request, "500", f"internal error: {type(exc).__name__}: {exc}", as_msgpack)
+            await self._refuse(
+                endpoint, request, RequestRefused(f"internal error: {type(exc).__name__}: {exc}"), as_msgpack
+            )
         elapsed = time.perf_counter() - started
         self._tally.finished(endpoint.name, elapsed)
         self.metrics.load_request(endpoint.name, outcome, elapsed)
@@ -140,40 +178,34 @@ class LoadService:
             body, found = await self.loader.one(collection, id_request(data, endpoint.id_field), as_msgpack)
             return self._fit(body), None, found
         page = page_request(data)
-        if page.limit is None:
+        if page.limit is None:  # refused from the index's size alone, before anything is read
             count = await self.loader.store.count(collection)
-            if count * MIN_ITEM_BYTES > self._room():
+            if count * min_entry_bytes(collection) > self._room():
                 raise ReplyTooLarge(self._page_hint(f"{count} items"))
-        items, last = await self.loader.page(collection, page, as_msgpack, budget=self._room())
-        parts = encode_entries(items, as_msgpack)
-        if page.limit is None and last is not None:  # the loader stopped at the room: it cannot all fit
+        return await self._page(endpoint, page, as_msgpack)
+
+    async def _page(
+        self, endpoint: Endpoint, page: PageRequest, as_msgpack: bool
+    ) -> tuple[bytes, dict[str, str] | None, bool]:
+        assert endpoint.collection is not None
+        async with self._page_builds:  # CPU and memory: a few pages at a time, the rest wait
+            built = await self.loader.build(endpoint.collection, page, as_msgpack, budget=self._room())
+            body = join_entries(built.entries, as_msgpack)
+        if built.full and page.limit is None:
             raise ReplyTooLarge(self._page_hint(f"more than {self._room()} bytes of items"))
-        if joined_size(parts, as_msgpack) > self._room():
-            if page.limit is None:
-                raise ReplyTooLarge(self._page_hint(f"a reply of {joined_size(parts, as_msgpack)} bytes"))
-            # A page holds at most `limit` items: here fewer, as many as fit, and the cursor
-            # continues after the last one sent.
-            kept = self._fitting(parts)
-            if kept == 0:
-                raise ReplyTooLarge(f"item {items[0][0]!r} alone exceeds the NATS max payload")
-            parts = parts[:kept]
-            last = items[kept - 1][0]
-        headers = None if last is None else {CURSOR_HEADER: encode_cursor(last)}
-        return join_entries(parts, as_msgpack), headers, True
+        if built.overflow is not None and not built.entries:
+            raise ReplyTooLarge(
+                f"item {shown(built.overflow)} alone exceeds the NATS max payload of {self._room()} bytes"
+            )
+        # A page holds at most `limit` items: fewer when they do not all fit, and the cursor
+        # continues after the last one sent.
+        headers = None if built.last is None else {CURSOR_HEADER: encode_cursor(built.last)}
+        return body, headers, True
 
     def _fit(self, body: bytes) -> bytes:
         if len(body) > self._room():
             raise ReplyTooLarge(f"a reply of {len(body)} bytes exceeds the NATS max payload of {self._room()} bytes")
         return body
-
-    def _fitting(self, parts: list[bytes]) -> int:
-        room = self._room() - 8  # the map header / braces
-        used = 0
-        for kept, part in enumerate(parts):
-            used += len(part) + 1  # a separator (JSON)
-            if used > room:
-                return kept
-        return len(parts)
 
     def _room(self) -> int:
         return int(self.nc.max_payload) - HEADER_ROOM
@@ -190,11 +222,15 @@ class LoadService:
         except ValueError:
             self.log.debug("a load request without a reply subject was ignored")
 
-    async def _refuse(self, endpoint: Endpoint, request: Request, code: str, message: str, as_msgpack: bool) -> None:
-        self._tally.error(endpoint.name, f"{code}: {message}")
-        one_line = " ".join(message.split())  # a header value holds no line breaks
+    async def _refuse(self, endpoint: Endpoint, request: Request, refused: RequestRefused, as_msgpack: bool) -> None:
+        # A header value holds no line breaks; and an error never echoes much of what it was sent.
+        code = refused.code
+        one_line = " ".join(refused.message[: MAX_ERROR_CHARS * 2].split())
+        if len(one_line) > MAX_ERROR_CHARS:
+            one_line = one_line[: MAX_ERROR_CHARS - 3] + "..."
+        self._tally.error(endpoint.name, f"{code}: {one_line}")
         with contextlib.suppress(Exception):
             await request.respond_error(code, one_line, data=error_body(code, one_line, as_msgpack))
 
 
-__all__ = ["MAX_IN_FLIGHT", "SERVICE_NAME", "LoadService"]
+__all__ = ["HEADER_ROOM", "SERVICE_NAME", "LoadService"]
