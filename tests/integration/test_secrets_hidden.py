@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import nats
 import pytest
@@ -48,6 +49,7 @@ from tradecache.cache.keys import Keys
 from tradecache.config import Config, load_config, parse_config
 from tradecache.daemon.app import nats_options
 from tradecache.daemon.bus import connect
+from tradecache.daemon.devstack import free_port
 from tradecache.daemon.store import Store
 from tradecache.errors import BusUnavailable, ConfigError, StoreUnavailable
 from tradecache.model.identifiers import TraderId
@@ -63,6 +65,8 @@ def _secret(name: str) -> str:
 REDIS_USER = "sidecar"
 NATS_USER = "sidecar"
 REDIS_PASSWORD = _secret("redis-password")
+ODD_REDIS_USER = "oddly"
+ODD_REDIS_PASSWORD = _secret("p@ss/w:rd?x=1#")  # only usable URL-encoded
 NATS_PASSWORD = _secret("nats-password")
 NATS_TOKEN = _secret("nats-token")
 WRONG_REDIS_PASSWORD = _secret("wrong-redis-password")
@@ -71,6 +75,7 @@ WRONG_NATS_TOKEN = _secret("wrong-nats-token")
 NKEY_USER, NKEY_STRANGER = NKey(NKey.USER), NKey(NKey.USER)
 SECRETS = [
     REDIS_PASSWORD,
+    ODD_REDIS_PASSWORD,
     NATS_PASSWORD,
     NATS_TOKEN,
     WRONG_REDIS_PASSWORD,
@@ -95,6 +100,7 @@ def assert_no_secret(text: str, where: str) -> None:
 def redis_acl() -> Iterator[SecureRedisServer]:
     with SecureRedisServer() as server:
         server.add_acl_user(REDIS_USER, REDIS_PASSWORD, ["~*", "+@all"])
+        server.add_acl_user(ODD_REDIS_USER, ODD_REDIS_PASSWORD, ["~*", "+@all"])
         yield server
 
 
@@ -227,6 +233,19 @@ INVALID: dict[str, dict[str, Any]] = {
     "nats_password_without_user": {"nats": {"password": NATS_PASSWORD}},
     "nats_two_auth_methods": {"nats": {"user": NATS_USER, "password": NATS_PASSWORD, "token": NATS_TOKEN}},
     "nats_token_not_a_string": {"nats": {"token": [NATS_TOKEN]}},
+    # Secrets outside the user info, URLs that do not parse, several servers in one string:
+    "redis_url_password_in_query": {"redis": {"url": f"redis://127.0.0.1:6379/0?password={REDIS_PASSWORD}"}},
+    "redis_url_password_in_query_bad_db": {"redis": {"url": f"rediss://cache:6379/x?password={REDIS_PASSWORD}&db=1"}},
+    "redis_url_encoded_password_bad_db": {
+        "redis": {"url": f"redis://{REDIS_USER}:{quote('p@ss/' + REDIS_PASSWORD, safe='')}@127.0.0.1:6379/x"}
+    },
+    "redis_url_password_with_at_and_slash": {"redis": {"url": f"redis://u:p@ss/{REDIS_PASSWORD}@cache:6379/x"}},
+    "redis_url_without_its_colon": {"redis": {"url": f"redis//{REDIS_USER}:{REDIS_PASSWORD}@127.0.0.1:6379"}},
+    "redis_url_that_does_not_parse": {"redis": {"url": f"rediss://{REDIS_USER}:{REDIS_PASSWORD}@[::1:6379"}},
+    "nats_url_that_does_not_parse": {"nats": {"servers": [f"nats://{NATS_TOKEN}@[::1:4222"]}},
+    "nats_servers_in_one_string": {
+        "nats": {"servers": [f"nats://{NATS_USER}:{NATS_PASSWORD}@127.0.0.1:4222,nats://{NATS_TOKEN}@127.0.0.1:x"]}
+    },
 }
 
 
@@ -288,7 +307,9 @@ async def _service_info(**connect: Any) -> str:
         await nc.close()
 
 
-@pytest.mark.parametrize("style", ["passwords_in_urls_json", "password_keys_text", "token_json"])
+@pytest.mark.parametrize(
+    "style", ["passwords_in_urls_json", "password_keys_text", "token_json", "encoded_password_and_server_list_text"]
+)
 async def test_a_running_daemon_logs_no_secret_even_at_debug(
     style: str,
     redis_acl: SecureRedisServer,
@@ -304,9 +325,14 @@ async def test_a_running_daemon_logs_no_secret_even_at_debug(
         redis_section = {"url": redis_acl.url, "username": REDIS_USER, "password": REDIS_PASSWORD}
         nats_section = {"servers": [nats_users.url], "user": NATS_USER, "password": NATS_PASSWORD}
         publisher = {"servers": [nats_users.url], "user": NATS_USER, "password": NATS_PASSWORD}
-    else:
+    elif style == "token_json":
         redis_section = {"url": redis_acl.url_for(REDIS_USER, REDIS_PASSWORD)}
         nats_section = {"servers": [nats_token.url], "token": NATS_TOKEN}
+        publisher = {"servers": [nats_token.url], "token": NATS_TOKEN}
+    else:  # a password that needs URL encoding; the token in each of two URLs, one of a server that is down
+        redis_section = {"url": redis_acl.url_for(ODD_REDIS_USER, quote(ODD_REDIS_PASSWORD, safe=""))}
+        down = f"nats://{NATS_TOKEN}@127.0.0.1:{free_port()}"
+        nats_section = {"servers": [down, _url_with(nats_token.url, NATS_TOKEN)]}
         publisher = {"servers": [nats_token.url], "token": NATS_TOKEN}
     admin = redis_acl.admin()
     flush_trader(admin, scenario.trader_id)

@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from tradecache.errors import ConfigError
+from tradecache.redaction import mask_url
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ class CacheDatabaseConfig:
             raise ConfigError("redis.url", "the port is not a number in 1..65535") from None
         path = parts.path.lstrip("/")
         if path and not path.isdigit():
-            raise ConfigError("redis.url", f"the database must be a number, got {path!r}")
+            raise ConfigError("redis.url", f"the database must be a number, got {mask_url(path)!r}")
         query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
         unknown = set(query) - {"ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "cluster"}
         if unknown:
