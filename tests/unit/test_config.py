@@ -87,7 +87,7 @@ def a_file(tmp_path: Path) -> str:
         ("ingest.ack_wait", 30.0),
         ("ingest.max_deliver", -1),
         ("load.max_in_flight", 64),
-        ("load.max_page_builds", 2),
+        ("load.max_page_builds", 1),
         ("load.max_request_bytes", 16384),
         ("load.reply_cache_bytes", 33554432),
         ("http.listen", "0.0.0.0:9464"),

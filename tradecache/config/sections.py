@@ -233,7 +233,7 @@ class LoadConfig(Section):
     section: ClassVar[str] = "load"
 
     max_in_flight: int = 64
-    max_page_builds: int = 2
+    max_page_builds: int = 1
     max_request_bytes: int = 16384
     reply_cache_bytes: int = 33554432
 

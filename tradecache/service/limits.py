@@ -7,8 +7,8 @@ work, memory and time (docs/ARCHITECTURE.md, "Load requests"):
 - at most `max_page_builds` collection requests read and build at once (the rest wait their
   turn), each reading `READ_CHUNK` entities at a time and building at most one reply's worth of
   items (the NATS max payload) before it stops;
-- building gives the loop back every `SLICE_SECONDS`, answering at once every
-  `ADMIT_SLICE_SECONDS`, so an event on its way to Redis waits a few slices at most;
+- building gives the loop back every `SLICE_SECONDS`, and each request admitted or answered at
+  once gives it back too, so an event on its way to Redis waits a few slices at most;
 - an unpaged collection whose index holds more items than a reply can (`min_entry_bytes`) is
   refused (413) before anything is read;
 - an error reply quotes at most `MAX_ERROR_CHARS` characters.
@@ -35,7 +35,7 @@ class ServiceLimits:
     """The configurable limits (config section `load:`; the defaults are the same)."""
 
     max_in_flight: int = 64
-    max_page_builds: int = 2
+    max_page_builds: int = 1
     max_request_bytes: int = 16384
 
 
@@ -45,9 +45,11 @@ READ_CHUNK: Final = 200
 # The longest stretch of building between two yields to the event loop: an event waits a few
 # loop turns on its way to Redis, and at most `max_page_builds` slices run in each turn.
 SLICE_SECONDS: Final = 0.002
-# The same for answering requests at once (refusals, admissions): each takes ~30 us.
-ADMIT_SLICE_SECONDS: Final = 0.001
 MAX_ERROR_CHARS: Final = 300
+# Requests admitted or answered at once between two yields to the event loop (~30 us each).
+ADMIT_BATCH: Final = 8
+# How long an index's size (ZCARD) stays good enough to refuse an unpaged request at once (413).
+COUNT_TTL_SECONDS: Final = 0.25
 
 
 def _required(fields: Iterable[Field], *more: str) -> tuple[str, ...]:
@@ -92,8 +94,9 @@ def min_entry_bytes(collection: Collection) -> int:
 
 
 __all__ = [
-    "ADMIT_SLICE_SECONDS",
+    "ADMIT_BATCH",
     "CERTAIN_MAPS",
+    "COUNT_TTL_SECONDS",
     "MAX_ERROR_CHARS",
     "READ_CHUNK",
     "SLICE_SECONDS",

@@ -26,9 +26,16 @@ from tradecache import __version__
 from tradecache.daemon.metrics import LoadOutcome, Metrics
 from tradecache.daemon.subjects import Subjects
 from tradecache.errors import StoreUnavailable
+from tradecache.model.ledger import Collection
 from tradecache.serialization.codecs import shown
-from tradecache.service.endpoints import ENDPOINTS, Endpoint, Loader, Slicer, StatsSource
-from tradecache.service.limits import ADMIT_SLICE_SECONDS, MAX_ERROR_CHARS, ServiceLimits, min_entry_bytes
+from tradecache.service.endpoints import ENDPOINTS, Endpoint, Loader, StatsSource
+from tradecache.service.limits import (
+    ADMIT_BATCH,
+    COUNT_TTL_SECONDS,
+    MAX_ERROR_CHARS,
+    ServiceLimits,
+    min_entry_bytes,
+)
 from tradecache.service.protocol import (
     CURSOR_HEADER,
     BadRequest,
@@ -80,8 +87,10 @@ class LoadService:
         self.service: Service | None = None
         self._tally = EndpointTally()
         self._page_builds = asyncio.Semaphore(self.limits.max_page_builds)
-        self._admit_slicer = Slicer(ADMIT_SLICE_SECONDS)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._handled = 0
+        # Index sizes lately read (collection -> (monotonic time, ZCARD)), for `_refused_at_once`.
+        self._counts: dict[Collection, tuple[float, int]] = {}
 
     async def start(self) -> None:
         self.service = await micro.add_service(
@@ -112,11 +121,13 @@ class LoadService:
 
     def _handler(self, endpoint: Endpoint) -> Handler:
         async def handle(request: Request) -> None:
-            """Admit the request (a task of its own) or answer it at once; then give the loop
-            back now and then: micro's subscription task would otherwise run through every
-            queued request (none of them waits) while ingest waits for its turn."""
+            """Admit the request (a task of its own) or answer it at once; then, every few
+            requests, give the loop back: micro's subscription task would otherwise run through
+            every queued request (none of them waits) while ingest waits for its turn."""
             await self._admit(endpoint, request)
-            await self._admit_slicer.tick()
+            self._handled += 1
+            if self._handled % ADMIT_BATCH == 0:
+                await asyncio.sleep(0)
 
         return handle
 
@@ -126,12 +137,9 @@ class LoadService:
             self.metrics.load_shed(endpoint.name, "no_reply")
             return
         as_msgpack = wants_msgpack(request.headers)
-        if len(request.data) > self.limits.max_request_bytes:
-            too_big = BadRequest(
-                f"the request body has {len(request.data)} bytes, more than the "
-                f"{self.limits.max_request_bytes} a load request may have (load.max_request_bytes)"
-            )
-            await self._refuse(endpoint, request, too_big, as_msgpack)
+        refused = self._refused_at_once(endpoint, request.data)
+        if refused is not None:
+            await self._refuse(endpoint, request, refused, as_msgpack)
             self.metrics.load_request(endpoint.name, "error", 0.0)
             return
         if len(self._tasks) >= self.limits.max_in_flight:
@@ -142,6 +150,31 @@ class LoadService:
         task = asyncio.create_task(self._serve(endpoint, request, as_msgpack))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _refused_at_once(self, endpoint: Endpoint, data: bytes) -> RequestRefused | None:
+        """A refusal known without Redis: a body over the cap, a bad page request, or an unpaged
+        collection whose index (counted less than COUNT_TTL_SECONDS ago) is too big."""
+        if len(data) > self.limits.max_request_bytes:
+            return BadRequest(
+                f"the request body has {len(data)} bytes, more than the "
+                f"{self.limits.max_request_bytes} a load request may have (load.max_request_bytes)"
+            )
+        if not endpoint.is_collection:
+            return None
+        assert endpoint.collection is not None
+        try:
+            page = page_request(data)
+        except RequestRefused as exc:
+            return exc
+        counted = self._counts.get(endpoint.collection)
+        if page.limit is None and counted is not None and time.monotonic() - counted[0] < COUNT_TTL_SECONDS:
+            return self._too_many(endpoint.collection, counted[1])
+        return None
+
+    def _too_many(self, collection: Collection, count: int) -> ReplyTooLarge | None:
+        if count * min_entry_bytes(collection) > self._room():
+            return ReplyTooLarge(self._page_hint(f"{count} items"))
+        return None
 
     async def _serve(self, endpoint: Endpoint, request: Request, as_msgpack: bool) -> None:
         started = time.perf_counter()
@@ -180,8 +213,10 @@ class LoadService:
         page = page_request(data)
         if page.limit is None:  # refused from the index's size alone, before anything is read
             count = await self.loader.store.count(collection)
-            if count * min_entry_bytes(collection) > self._room():
-                raise ReplyTooLarge(self._page_hint(f"{count} items"))
+            self._counts[collection] = (time.monotonic(), count)
+            too_many = self._too_many(collection, count)
+            if too_many is not None:
+                raise too_many
         return await self._page(endpoint, page, as_msgpack)
 
     async def _page(
