@@ -115,10 +115,6 @@ class LoadService:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=timeout)
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._tasks)
-
     def _handler(self, endpoint: Endpoint) -> Handler:
         async def handle(request: Request) -> None:
             """Admit the request (a task of its own) or answer it at once; then, every few
