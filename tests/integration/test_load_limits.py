@@ -21,7 +21,7 @@ from tests.unit.factories import SERIALIZER, OrderEvents, currency_pair
 from tradecache.client import CacheClient
 from tradecache.daemon.app import Daemon
 from tradecache.daemon.subjects import Subjects
-from tradecache.load_command import run_load
+from tradecache.load_command import LoadRequest, run_load
 from tradecache.model import Collection
 from tradecache.model.instruments import Instrument
 from tradecache.model.orders import Order
@@ -284,6 +284,6 @@ async def test_json_and_msgpack_replies_hold_data_nested_1000_deep(
                 assert depth_of(instrument["info"]) == DEPTH
         assert sample(daemon, "tradecache_load_requests_total", endpoint="orders", outcome="error") == 0
         out = io.StringIO()
-        assert await run_load(daemon.config, "orders", None, timeout=10, out=out) == 0
+        assert await run_load(daemon.config, LoadRequest("orders", timeout=10), out=out) == 0
         printed = json_value(out.getvalue())
         assert depth_of(printed["O-DEEP"]["events"][-1]["info"]) == DEPTH
