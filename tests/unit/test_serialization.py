@@ -37,6 +37,7 @@ from tradecache.model.events import (
     SubmitOrderList,
 )
 from tradecache.model.instruments import Instrument
+from tradecache.model.key_parts import is_key_part
 from tradecache.model.values import Currency, Money, Price, Quantity
 from tradecache.serialization import MsgPackSerializer
 
@@ -104,9 +105,14 @@ TRADER_IDS = st.builds(lambda a, b: f"{a}-{b}", NAME, NAME)
 STRATEGY_IDS = st.one_of(TRADER_IDS, st.just("EXTERNAL"))
 ACCOUNT_IDS = TRADER_IDS
 INSTRUMENT_IDS = st.builds(
-    lambda symbol, venue: f"{symbol}.{venue}", st.text(min_size=1, max_size=12), NAME.filter(lambda v: "." not in v)
+    lambda symbol, venue: f"{symbol}.{venue}",
+    st.text(min_size=1, max_size=12).filter(is_key_part),
+    NAME.filter(lambda v: "." not in v),
 )
 OPTIONAL_FREE_ID = st.none() | FREE_ID
+# Ids that are part of a Redis key: `model/key_parts.py` refuses control characters and namespace words.
+KEY_ID = FREE_ID.filter(is_key_part)
+OPTIONAL_KEY_ID = st.none() | KEY_ID
 INFO_VALUES = st.recursive(
     st.none()
     | st.booleans()
@@ -211,7 +217,7 @@ def header(draw: st.DrawFn, message_type: str) -> dict[str, Any]:
         "trader_id": draw(TRADER_IDS),
         "strategy_id": draw(STRATEGY_IDS),
         "instrument_id": draw(INSTRUMENT_IDS),
-        "client_order_id": draw(FREE_ID),
+        "client_order_id": draw(KEY_ID),
     }
 
 
@@ -222,9 +228,9 @@ def order_initialized_maps(
     order_type = order_type if order_type is not None else draw(st.sampled_from(list(OrderType)))
     contingency = draw(st.sampled_from(list(ContingencyType)))
     linked = (
-        draw(st.none() | st.lists(FREE_ID, max_size=3))
+        draw(st.none() | st.lists(KEY_ID, max_size=3))
         if contingency == ContingencyType.NO_CONTINGENCY
-        else draw(st.lists(FREE_ID, min_size=1, max_size=3))
+        else draw(st.lists(KEY_ID, min_size=1, max_size=3))
     )
     exec_algorithm_id = draw(OPTIONAL_FREE_ID)
     ts = draw(TIMESTAMPS)
@@ -241,12 +247,12 @@ def order_initialized_maps(
         "emulation_trigger": draw(names(TriggerType)),
         "trigger_instrument_id": draw(st.none() | INSTRUMENT_IDS),
         "contingency_type": contingency.name,
-        "order_list_id": draw(OPTIONAL_FREE_ID),
+        "order_list_id": draw(OPTIONAL_KEY_ID),
         "linked_order_ids": linked,
-        "parent_order_id": draw(OPTIONAL_FREE_ID),
+        "parent_order_id": draw(OPTIONAL_KEY_ID),
         "exec_algorithm_id": exec_algorithm_id,
         "exec_algorithm_params": draw(st.none() | INFO),
-        "exec_spawn_id": draw(FREE_ID) if exec_algorithm_id is not None else draw(OPTIONAL_FREE_ID),
+        "exec_spawn_id": draw(KEY_ID) if exec_algorithm_id is not None else draw(OPTIONAL_KEY_ID),
         "tags": draw(st.none() | st.lists(st.text(max_size=8), max_size=3)),
         "event_id": draw(UUIDS),
         "ts_init": ts if ts_as_int else str(ts),
@@ -262,7 +268,7 @@ def order_filled_maps(draw: st.DrawFn) -> dict[str, Any]:
         "venue_order_id": draw(FREE_ID),
         "account_id": draw(ACCOUNT_IDS),
         "trade_id": draw(FREE_ID),
-        "position_id": draw(OPTIONAL_FREE_ID),
+        "position_id": draw(OPTIONAL_KEY_ID),
         "order_side": draw(names(OrderSide, OrderSide.NO_ORDER_SIDE)),
         "order_type": draw(names(OrderType)),
         "last_qty": draw(quantities(positive=True)),
@@ -346,7 +352,7 @@ def submit_order_maps(draw: st.DrawFn) -> dict[str, Any]:
         "trader_id": draw(TRADER_IDS),
         "strategy_id": draw(STRATEGY_IDS),
         "order": draw(order_initialized_maps(ts_as_int=True)),
-        "position_id": draw(OPTIONAL_FREE_ID),
+        "position_id": draw(OPTIONAL_KEY_ID),
         "command_id": draw(UUIDS),
         "ts_init": str(draw(TIMESTAMPS)),
     }
@@ -359,9 +365,9 @@ def submit_order_list_maps(draw: st.DrawFn) -> dict[str, Any]:
         "client_id": draw(OPTIONAL_FREE_ID),
         "trader_id": draw(TRADER_IDS),
         "strategy_id": draw(STRATEGY_IDS),
-        "order_list_id": draw(FREE_ID),
+        "order_list_id": draw(KEY_ID),
         "orders": draw(st.lists(order_initialized_maps(ts_as_int=True), min_size=1, max_size=3)),
-        "position_id": draw(OPTIONAL_FREE_ID),
+        "position_id": draw(OPTIONAL_KEY_ID),
         "command_id": draw(UUIDS),
         "ts_init": str(draw(TIMESTAMPS)),
     }

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from tradecache.cache.keys import STRATEGY_STATE_SUFFIXES, Keys
+from tradecache.model.key_parts import is_key_part
 from tradecache.model.ledger import Collection
 
 # For each i: KEYS[2i-1] an entity key, KEYS[2i] its index, ARGV[i] the entity id. Adds the id
@@ -51,7 +52,8 @@ _STATE_ENDINGS: Final = tuple(f":{suffix}" for suffix in STRATEGY_STATE_SUFFIXES
 
 def entity_of(keys: Keys, key: str) -> tuple[Collection, str] | None:
     """The (collection, entity id) a stored key holds, or None for any other key of the trader
-    (our own `tradecache:` keys, NautilusTrader's `index:`, `snapshots:`, `general:`, ...)."""
+    (our own `tradecache:` keys, NautilusTrader's `index:`, `snapshots:`, `general:`, ...) and for
+    a key whose id could not be this trader's."""
     head = keys.prefix + ":"
     if not key.startswith(head):
         return None
@@ -65,8 +67,22 @@ def entity_of(keys: Keys, key: str) -> tuple[Collection, str] | None:
             if ending is None:
                 return None
             entity_id = entity_id[: -len(ending)]
-        return (collection, entity_id) if entity_id else None
+        # An id tradecache would refuse (`model/key_parts.py`) is not this trader's: the key may
+        # be another trader's whose id holds `:` (`trader-FX-1:orders:X:orders:O-1` is trader
+        # `FX-1:orders:X`'s order `O-1`, written by another program), so it is not adopted.
+        return (collection, entity_id) if entity_id and is_key_part(entity_id) else None
     return None
+
+
+def foreign(keys: Keys, key: str) -> bool:
+    """Whether a key SCAN found under this trader's prefix cannot be this trader's: an entity key
+    whose id this trader could not hold (another trader's, whose id holds `:`). `flush()` keeps it."""
+    head = keys.prefix + ":"
+    if not key.startswith(head):
+        return False
+    rest = key[len(head) :]
+    prefix = next((prefix for prefix, _ in _PREFIXES if rest.startswith(prefix)), None)
+    return prefix is not None and not is_key_part(rest[len(prefix) :])
 
 
 @dataclass
@@ -116,4 +132,4 @@ class IndexReport:
         return f"scanned {self.scanned} keys: {self.entities} entities, {self.added} added to the indexes"
 
 
-__all__ = ["INDEX_SCRIPT", "SCAN_COUNT", "IndexBatch", "IndexReport", "entity_of", "plan_index"]
+__all__ = ["INDEX_SCRIPT", "SCAN_COUNT", "IndexBatch", "IndexReport", "entity_of", "foreign", "plan_index"]

@@ -3,7 +3,8 @@
 Writes go through the same pure core as the daemon: each method makes `Write`s, `plan_writes`
 turns them into one atomic `APPLY_SCRIPT` call. Loads of a whole collection read the index
 and then every entity in one pipeline: two round trips whatever the size (three for positions,
-which also need their instruments).
+which also need their instruments). A load by an id no entity can have (one the model refuses,
+`model/key_parts.py`) finds nothing: its key could be another trader's.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import redis
 
-from tradecache.cache.adoption import INDEX_SCRIPT, SCAN_COUNT, IndexReport, plan_index
+from tradecache.cache.adoption import INDEX_SCRIPT, SCAN_COUNT, IndexReport, foreign, plan_index
 from tradecache.cache.config import CacheDatabaseConfig
 from tradecache.cache.keys import Keys
 from tradecache.cache.plan import (
@@ -54,6 +55,7 @@ from tradecache.model.identifiers import (
     TraderId,
 )
 from tradecache.model.instruments import Instrument
+from tradecache.model.key_parts import is_key_part
 from tradecache.model.ledger import Collection, Write, WriteOp
 from tradecache.model.orders import Order
 from tradecache.model.positions import Position
@@ -219,6 +221,8 @@ class RedisCacheDatabase:
         with self._unavailable_as("flush"):
             batch: list[Any] = []
             for key in self._redis.scan_iter(match=self._keys.scan_pattern(), count=_FLUSH_SCAN_COUNT):
+                if foreign(self._keys, key.decode(errors="replace") if isinstance(key, bytes) else key):
+                    continue
                 batch.append(key)
                 if len(batch) >= _FLUSH_SCAN_COUNT:
                     self._redis.unlink(*batch)
@@ -233,6 +237,8 @@ class RedisCacheDatabase:
         self._write("add_currency", [Write(WriteOp.SET, Collection.CURRENCIES, currency.code, currency)])
 
     def load_currency(self, code: str) -> Currency | None:
+        if not is_key_part(code):
+            return None
         with self._unavailable_as("load_currency"):
             stored = self._read(keys=[self._keys.entity(Collection.CURRENCIES, code)], args=["TYPED"])
         currency = currency_from_hash(code, read_result("TYPED", stored[0]))
@@ -256,6 +262,8 @@ class RedisCacheDatabase:
         self._write("add_instrument", [write])
 
     def load_instrument(self, instrument_id: InstrumentId) -> Instrument | None:
+        if not is_key_part(str(instrument_id)):
+            return None
         with self._unavailable_as("load_instrument"):
             raw = self._redis.get(self._keys.entity(Collection.INSTRUMENTS, str(instrument_id)))
         return instrument_from_bytes(self._serializer, raw)
@@ -276,6 +284,8 @@ class RedisCacheDatabase:
         self._append("update_account", Collection.ACCOUNTS, account.id.value, account.last_event)
 
     def load_account(self, account_id: AccountId) -> Account | None:
+        if not is_key_part(str(account_id)):
+            return None
         with self._unavailable_as("load_account"):
             raw = self._redis.lrange(self._keys.entity(Collection.ACCOUNTS, str(account_id)), 0, -1)
         return account_from_states(self._serializer, raw)
@@ -300,6 +310,8 @@ class RedisCacheDatabase:
         self._append("update_order", Collection.ORDERS, order.client_order_id.value, order.last_event)
 
     def load_order(self, client_order_id: ClientOrderId) -> Order | None:
+        if not is_key_part(str(client_order_id)):
+            return None
         with self._unavailable_as("load_order"):
             raw = self._redis.lrange(self._keys.entity(Collection.ORDERS, str(client_order_id)), 0, -1)
         return order_from_events(self._serializer, raw)
@@ -325,6 +337,8 @@ class RedisCacheDatabase:
         self._append("update_position", Collection.POSITIONS, position.id.value, position.last_event)
 
     def load_position(self, position_id: PositionId) -> Position | None:
+        if not is_key_part(str(position_id)):
+            return None
         with self._unavailable_as("load_position"):
             raw = self._redis.lrange(self._keys.entity(Collection.POSITIONS, str(position_id)), 0, -1)
         fills = fills_of(self._serializer, raw)
@@ -369,6 +383,8 @@ class RedisCacheDatabase:
         self._write("add_submit_order_command", [write])
 
     def load_submit_order_command(self, client_order_id: ClientOrderId) -> SubmitOrder | None:
+        if not is_key_part(str(client_order_id)):
+            return None
         with self._unavailable_as("load_submit_order_command"):
             raw = self._redis.get(self._keys.entity(Collection.SUBMIT_ORDER, str(client_order_id)))
         return submit_order_from_bytes(self._serializer, raw)
@@ -383,6 +399,8 @@ class RedisCacheDatabase:
         self._write("add_submit_order_list_command", [write])
 
     def load_submit_order_list_command(self, order_list_id: OrderListId) -> SubmitOrderList | None:
+        if not is_key_part(str(order_list_id)):
+            return None
         with self._unavailable_as("load_submit_order_list_command"):
             raw = self._redis.get(self._keys.entity(Collection.SUBMIT_ORDER_LIST, str(order_list_id)))
         return submit_order_list_from_bytes(self._serializer, raw)
@@ -405,6 +423,8 @@ class RedisCacheDatabase:
 
     def load_strategy(self, strategy_id: StrategyId) -> dict[str, bytes]:
         """The strategy's state in either layout (this layout's key first); `{}` when absent."""
+        if not is_key_part(str(strategy_id)):
+            return {}
         with self._unavailable_as("load_strategy"):
             stored = self._read(keys=list(self._keys.strategy_states(str(strategy_id))), args=["TYPED"])
         found = [read_result("TYPED", value) for value in stored]

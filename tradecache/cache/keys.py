@@ -12,12 +12,17 @@ written by one atomic script. That brace pair is the only layout change Cluster 
 section 2 (a hash at `T:currencies:<code>`, a hash at `T:strategies:<id>:State`) or `nautilus` as
 NautilusTrader >= 1.221 writes them (a msgpack string at `T:currencies:<code>`, a msgpack string at
 `T:strategies:<id>:state`). Readers accept both forms whatever the layout.
+
+Key names are unambiguous because the trader id may not hold `:` (checked here) and entity ids
+may not hold a namespace word as a `:`-separated part (checked when they are decoded, and by
+readers before they build a key from a requested id): see `model/key_parts.py`.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 
+from tradecache.model.key_parts import trader_id_problem
 from tradecache.model.ledger import Collection
 
 
@@ -44,6 +49,9 @@ class Keys:
     __slots__ = ("hash_tag", "layout", "prefix", "trader_id")
 
     def __init__(self, trader_id: str, *, hash_tag: bool = False, layout: Layout | str = Layout.SEED) -> None:
+        problem = trader_id_problem(trader_id)
+        if problem is not None:  # a `:` in it would let this trader's keys be another trader's
+            raise ValueError(problem)
         self.trader_id = trader_id
         self.hash_tag = hash_tag
         self.layout = Layout(layout)

@@ -4,6 +4,7 @@ checks each runs when built (so an invalid `Config` never exists)."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Final
@@ -17,6 +18,8 @@ _NATS_SCHEMES: Final = ("nats", "tls", "ws", "wss")
 _LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
 _LOG_FORMATS: Final = ("json", "text")
 _URL: Final = {"url": True}  # field metadata: the value is a URL that may carry credentials
+# A trader id: NAME-TAG of ASCII letters, digits, '-' and '_' (see `_check_trader_id`).
+_TRADER_ID: Final = re.compile(r"[A-Za-z0-9_-]*-[A-Za-z0-9_-]*")
 
 # -- the sections ----------------------------------------------------------------------------
 
@@ -346,9 +349,7 @@ class Config(Section):
     shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
 
     def __post_init__(self) -> None:
-        if "-" not in self.trader_id:
-            raise ConfigError("trader_id", f"must be NAME-TAG (contain '-'), got {self.trader_id!r}")
-        _check_name("trader_id", self.trader_id)  # it is a subject token and part of the consumer name
+        _check_trader_id(self.trader_id)
         if self.nats.consumer is None:
             object.__setattr__(self, "nats", dataclasses.replace(self.nats, consumer=f"tradecache-{self.trader_id}"))
 
@@ -370,6 +371,21 @@ def _check_name(key: str, value: str) -> None:
     """A stream, consumer or trader name: one subject token, also valid as a JetStream name."""
     if not value or any(char.isspace() or char in ".*>/\\" for char in value):
         raise ConfigError(key, f"must be non-empty, without spaces or any of . * > / \\, got {value!r}")
+
+
+def _check_trader_id(value: str) -> None:
+    """NautilusTrader's NAME-TAG with SPEC section 7's characters, minus `.`.
+
+    The id is part of every Redis key (a `:` in it would let one trader's keys be another's), a
+    NATS subject token (a `.` would split it: trader `A-1`'s filter `<prefix>.in.A-1.>` would take
+    trader `A-1.X-2`'s messages) and part of the consumer's name (no `.` allowed there either).
+    """
+    if _TRADER_ID.fullmatch(value) is None:
+        raise ConfigError(
+            "trader_id",
+            f"must be NAME-TAG (contain '-') made of letters, digits, '-' and '_' only (NautilusTrader's form; "
+            f"'.' would split the NATS subject token), got {value!r}",
+        )
 
 
 def _check_subject(key: str, value: str) -> None:

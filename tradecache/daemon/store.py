@@ -35,6 +35,7 @@ from tradecache.cache.plan import (
 from tradecache.cache.rebuild import decode_events, gc_paused
 from tradecache.cache.redis_errors import is_unavailable, translate, translated
 from tradecache.model.events import AccountState, OrderEvent, OrderFilled
+from tradecache.model.key_parts import is_key_part
 from tradecache.model.ledger import Collection, StateRequest, StoredState
 from tradecache.serialization.msgpack import MsgPackSerializer
 
@@ -177,9 +178,14 @@ class Store:
     # -- loads (the load service) --------------------------------------------------------
 
     async def read_entity(self, collection: Collection, entity_id: str) -> Any:
-        """One entity as stored: a list of bytes, bytes, or a hash (empty / None when absent)."""
-        key = self.keys.entity(collection, entity_id)
+        """One entity as stored: a list of bytes, bytes, or a hash (empty / None when absent).
+
+        An id ingest would refuse (`model/key_parts.py`) is absent: no entity of this trader has
+        it, and its key could be another trader's."""
         command = READ_COMMANDS[collection]
+        if not is_key_part(entity_id):
+            return [] if command == "LRANGE" else {} if collection == Collection.STRATEGIES else None
+        key = self.keys.entity(collection, entity_id)
         try:  # (not `translated`: this is the hot path of every load request)
             if command == "LRANGE":
                 return list(await self.client.lrange(key, 0, -1))

@@ -3,11 +3,15 @@
 They subclass `str` so they hash and compare like their text (a dict keyed by `ClientOrderId`
 can be looked up with a plain string) and cost nothing to store. `.value` gives the text, as in
 NautilusTrader. A bad value raises `ValueError`; the serializer turns that into a `PayloadError`.
+Ids that become part of a Redis key (`KeyPart`: orders, positions, accounts, instruments,
+strategies, order lists) must also pass `model/key_parts.py`, so no id can make a key ambiguous.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar, Self
+
+from tradecache.model.key_parts import key_part_problem
 
 
 class Identifier(str):
@@ -36,6 +40,18 @@ class Identifier(str):
         return f"{type(self).__name__}({str.__repr__(self)})"
 
 
+class KeyPart(Identifier):
+    """An identifier that becomes part of a Redis key (`model/key_parts.py` says which are safe)."""
+
+    __slots__ = ()
+
+    @classmethod
+    def _check(cls, value: str) -> None:
+        problem = key_part_problem(value)
+        if problem is not None:
+            raise ValueError(f"{cls.kind} {problem}")
+
+
 class TraderId(Identifier):
     """`NAME-TAG`; the tag is the text after the last `-`."""
 
@@ -51,7 +67,7 @@ class TraderId(Identifier):
         return self.value.rsplit("-", 1)[1]
 
 
-class StrategyId(Identifier):
+class StrategyId(KeyPart):
     """`NAME-TAG`, or the literal `EXTERNAL`."""
 
     __slots__ = ()
@@ -61,12 +77,13 @@ class StrategyId(Identifier):
     def _check(cls, value: str) -> None:
         if value != "EXTERNAL" and "-" not in value:
             raise ValueError(f"strategy_id {value!r} must be NAME-TAG or EXTERNAL")
+        super()._check(value)
 
     def get_tag(self) -> str:
         return self.value.rsplit("-", 1)[-1]
 
 
-class AccountId(Identifier):
+class AccountId(KeyPart):
     """`ISSUER-NUMBER`; the issuer is the text before the first `-`."""
 
     __slots__ = ()
@@ -76,12 +93,13 @@ class AccountId(Identifier):
     def _check(cls, value: str) -> None:
         if "-" not in value:
             raise ValueError(f"account_id {value!r} must contain '-' (ISSUER-NUMBER)")
+        super()._check(value)
 
     def get_issuer(self) -> str:
         return self.value.split("-", 1)[0]
 
 
-class InstrumentId(Identifier):
+class InstrumentId(KeyPart):
     """`SYMBOL.VENUE`, split at the last `.` (symbols may hold `/`, `-`, `:`, `$`, spaces)."""
 
     __slots__ = ()
@@ -92,6 +110,7 @@ class InstrumentId(Identifier):
         symbol, dot, venue = value.rpartition(".")
         if not dot or not symbol or not venue:
             raise ValueError(f"instrument_id {value!r} must be SYMBOL.VENUE")
+        super()._check(value)
 
     @property
     def symbol(self) -> str:
@@ -102,7 +121,7 @@ class InstrumentId(Identifier):
         return self.value.rpartition(".")[2]
 
 
-class ClientOrderId(Identifier):
+class ClientOrderId(KeyPart):
     __slots__ = ()
     kind = "client_order_id"
 
@@ -112,7 +131,7 @@ class VenueOrderId(Identifier):
     kind = "venue_order_id"
 
 
-class PositionId(Identifier):
+class PositionId(KeyPart):
     __slots__ = ()
     kind = "position_id"
 
@@ -122,7 +141,7 @@ class TradeId(Identifier):
     kind = "trade_id"
 
 
-class OrderListId(Identifier):
+class OrderListId(KeyPart):
     __slots__ = ()
     kind = "order_list_id"
 
@@ -144,6 +163,7 @@ __all__ = [
     "ExecAlgorithmId",
     "Identifier",
     "InstrumentId",
+    "KeyPart",
     "OrderListId",
     "PositionId",
     "StrategyId",

@@ -43,6 +43,7 @@ from tradecache.model.instruments import (
     Instrument,
     instrument_class,
 )
+from tradecache.model.key_parts import key_part_problem
 from tradecache.model.messages import Message
 from tradecache.model.values import Currency, Money
 from tradecache.serialization import codecs
@@ -422,6 +423,9 @@ def decode_currency(data: dict[str, Any]) -> Currency:
     values["currency_type"] = codecs.enum(CurrencyType).decode(data["currency_type"], "currency_type")
     if not values["code"] or " " in values["code"]:
         raise invalid("code", f"{values['code']!r} is not a currency code")
+    problem = key_part_problem(values["code"])  # the code is part of the currency's key
+    if problem is not None:
+        raise invalid("code", f"currency code {problem}")
     if not 0 <= values["precision"] <= 16:
         raise invalid("precision", f"must be 0..16, got {values['precision']}")
     return Currency(**values)
