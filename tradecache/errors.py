@@ -32,10 +32,14 @@ class RejectReason(StrEnum):
     OVERSIZE = "oversize"
     # Beyond SPEC section 1's eight (SPEC section 7 lets the list grow; each is documented in
     # docs/ARCHITECTURE.md): a payload over a decode limit (nesting, elements, a string's length),
-    # a free-form field over its configured cap, and a message whose writes Redis refused.
+    # a free-form field over its configured cap, a message whose writes Redis refused, and a
+    # conflicting duplicate.
     LIMIT_EXCEEDED = "limit_exceeded"
     FIELD_TOO_LARGE = "field_too_large"
     STORE_REFUSED = "store_refused"
+    # An event (command) id already stored for the entity with other content (issue 12): a
+    # repeat with the same content is a duplicate, silently; this one is reported.
+    CONFLICTING_DUPLICATE = "conflicting_duplicate"
 
 
 class TradecacheError(Exception):

@@ -25,6 +25,7 @@ from tradecache.cache.plan import (
     READ_COMMANDS,
     READ_SCRIPT,
     as_text,
+    conflict_operation,
     plan_writes,
     read_result,
 )
@@ -41,6 +42,7 @@ from tradecache.cache.rebuild import (
     submit_order_list_from_bytes,
 )
 from tradecache.cache.redis_errors import UNAVAILABLE_ERRORS, is_unavailable, translated
+from tradecache.errors import StoreRefused
 from tradecache.model.accounts import Account
 from tradecache.model.enums import OmsType
 from tradecache.model.events import OrderFilled, StrategyState, SubmitOrder, SubmitOrderList
@@ -124,10 +126,29 @@ class RedisCacheDatabase:
         if self._pending is not None:
             self._pending.extend(writes)
             return []
-        call = plan_writes(writes, self._keys, self._serializer.serialize)
-        with self._unavailable_as(operation):
-            results: list[int] = self._apply(keys=call.keys, args=call.args)
-        return results
+        return self._send(operation, writes)
+
+    def _send(self, operation: str, writes: Sequence[Write]) -> list[int]:
+        """One atomic call. A write whose id is already stored with other content (a conflicting
+        duplicate) is logged and left out, and the others are written, as NautilusTrader's API
+        raises nothing for a repeated event."""
+        writes = list(writes)
+        while True:
+            call = plan_writes(writes, self._keys, self._serializer.serialize)
+            try:
+                with self._unavailable_as(operation):
+                    results: list[int] = self._apply(keys=call.keys, args=call.args)
+                return results
+            except StoreRefused as exc:
+                named = conflict_operation(exc.cause)
+                refused = None if named is None else call.operations[named[0]]
+                if named is None or refused is None:
+                    raise
+                self._log.error(
+                    "%s: not written, a conflicting duplicate: %s '%s': %s",
+                    operation, refused.collection.value, refused.key, named[1],
+                )  # fmt: skip
+                writes = [write for write in writes if write is not refused]
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -147,9 +168,7 @@ class RedisCacheDatabase:
         finally:
             self._pending = None
         for start in range(0, len(pending), BATCH_SIZE):
-            call = plan_writes(pending[start : start + BATCH_SIZE], self._keys, self._serializer.serialize)
-            with self._unavailable_as("batch"):
-                self._apply(keys=call.keys, args=call.args)
+            self._send("batch", pending[start : start + BATCH_SIZE])
 
     # -- adoption (see cache/adoption.py) -----------------------------------------------------
 

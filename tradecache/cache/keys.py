@@ -82,6 +82,15 @@ class Keys:
         """The hash of (entity, event id) pairs already stored in `collection` (see plan.APPLY_SCRIPT)."""
         return f"{self.prefix}:tradecache:seen:{collection.value}"
 
+    def closed(self, collection: Collection) -> str:
+        """Closed entities of `collection` (orders, positions): a sorted set scored by when each
+        closed (ms, Redis' clock), which retention purges from (`cache/retention.py`)."""
+        return f"{self.prefix}:tradecache:closed:{collection.value}"
+
+    def purged(self, collection: Collection) -> str:
+        """Ids retention removed, scored by when (ms): a late event for one is refused as purged."""
+        return f"{self.prefix}:tradecache:purged:{collection.value}"
+
     def checkpoint(self) -> str:
         """The last JetStream stream sequence whose writes are committed."""
         return f"{self.prefix}:tradecache:checkpoint"

@@ -12,22 +12,30 @@ Operations (KEYS are consumed in order, ARGV[1] is the number of operations):
   that token the whole call fails with `FENCED` before writing anything: a daemon that lost its
   lease (paused, cut off) can never write between another daemon's writes.
 - `A` append an event if new: KEYS list, seen, index; ARGV entity id, event id, payload.
-  The `seen` hash (field `<len(entity id)>:<entity id><event id>`) makes an event already
-  stored for that entity a no-op; returns 1 or 0.
+  The `seen` hash (field `<len(entity id)>:<entity id><event id>`, value a digest of the stored
+  payload) makes the same event stored again for that entity a no-op (returns 0; 1 when
+  written), and the same id with other content a conflict: the whole call fails with
+  `CONFLICT tradecache: operation <i>: ...` before writing anything (`conflict_operation`).
+- `K` check a duplicate the caller already knows is one: KEYS seen; ARGV entity id, event id,
+  payload. Fails the call with CONFLICT when the stored digest differs; writes nothing.
 - `S` set a string: KEYS key, index; ARGV entity id, payload.
 - `N` set a string if its id is new (commands): KEYS key, seen, index; ARGV entity id,
-  command id, payload; returns 1 or 0 like `A`.
+  command id, payload; returns 1 or 0 and conflicts like `A`.
 - `R` replace whatever the key holds by a string: KEYS key, index; ARGV entity id, payload
   (the nautilus layout's currencies and strategy state, which may replace the seed form).
 - `H` replace whatever the key holds by a hash / `M` merge into a hash: KEYS key, index; ARGV
   entity id, field count, fields (written 1,000 fields per HSET: any number of fields works).
 - `D` delete an entity: KEYS key, index; ARGV entity id.
 - `C` set the checkpoint if it is higher than the stored one: KEYS key; ARGV value.
+- `Z` an entity closed (retention): KEYS the collection's closed set; ARGV entity id. Its score
+  becomes Redis' clock in milliseconds (`cache/retention.py` purges by it).
+- `U` an entity reopened: KEYS the collection's closed set; ARGV entity id (removed from it).
 Indexes are sorted sets with score 0 (ordered by id, for paging); see `Keys.index`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -36,19 +44,19 @@ import msgpack
 
 from tradecache.cache.keys import Keys, Layout
 from tradecache.model.events import AccountState, OrderEvent, SubmitOrder, SubmitOrderList
-from tradecache.model.ledger import Collection, Write, WriteOp
+from tradecache.model.ledger import Collection, Mark, Write, WriteOp
 from tradecache.model.messages import Message
 from tradecache.model.values import Currency
 
 APPLY_SCRIPT: Final = """
 -- The type an operation's first key must have (false: any, it is replaced or deleted).
 local expected = {A = 'list', S = 'string', N = 'string', R = false, H = false, M = 'hash', D = false,
-                  C = 'string', F = 'string'}
+                  C = 'string', F = 'string', K = 'hash', Z = 'zset', U = 'zset'}
 -- The types of an operation's other keys: a dedupe hash and an index, or nothing.
 local others = {A = {'hash', 'zset'}, N = {'hash', 'zset'}, S = {'zset'}, R = {'zset'}, H = {'zset'}, M = {'zset'},
                 D = {'zset'}}
-local nkeys = {A = 3, S = 2, N = 3, R = 2, H = 2, M = 2, D = 2, C = 1, F = 1}
-local nargs = {A = 3, S = 2, N = 3, R = 2, D = 1, C = 1, F = 1}
+local nkeys = {A = 3, S = 2, N = 3, R = 2, H = 2, M = 2, D = 2, C = 1, F = 1, K = 1, Z = 1, U = 1}
+local nargs = {A = 3, S = 2, N = 3, R = 2, D = 1, C = 1, F = 1, K = 3, Z = 1, U = 1}
 -- Field/value pairs per HSET: Lua's unpack() refuses more than ~8,000 values at once.
 local HSET_PAIRS = 1000
 local n = tonumber(ARGV[1])
@@ -56,6 +64,12 @@ local n = tonumber(ARGV[1])
 -- length-prefixed so that no two (entity, id) pairs give the same field, then the event id.
 local function seen_field(entity, id)
   return #entity .. ':' .. entity .. id
+end
+-- The value of a seen field: the first 16 hex digits of the stored payload's SHA-1, so that a
+-- second payload under the same id is recognised as the same (a duplicate) or not (a conflict).
+-- Earlier versions stored '1': the content is unknown, so a repeat counts as a duplicate.
+local function digest(payload)
+  return string.sub(redis.sha1hex(payload), 1, 16)
 end
 -- Pass 1: check everything that could fail, so that nothing is written when any write would.
 local checked = {}
@@ -68,6 +82,21 @@ local function check_type(key, want)
     return redis.error_reply('WRONGTYPE tradecache: ' .. key .. ' holds a ' .. have .. ', not a ' .. want)
   end
   checked[key] = want
+  return nil
+end
+-- For A, N and K: the digest of each operation's payload, whether its id is new for its entity,
+-- and the digests of the ids this call stores (a second copy in the same call is compared too).
+local digests, fresh, pending = {}, {}, {}
+local function check_seen(i, seen_key, entity, id, payload)
+  local field = seen_field(entity, id)
+  local mine = digest(payload)
+  local stored = pending[seen_key .. '\\0' .. field] or redis.call('HGET', seen_key, field)
+  if stored and stored ~= '1' and stored ~= mine then
+    return redis.error_reply('CONFLICT tradecache: operation ' .. i .. ': id ' .. id ..
+      ' is already stored with other content (stored digest ' .. stored .. ', this one ' .. mine .. ')')
+  end
+  digests[i] = mine
+  fresh[i] = not stored
   return nil
 end
 local k, a = 1, 2
@@ -92,6 +121,16 @@ for i = 1, n do
       return problem
     end
   end
+  if op == 'A' or op == 'N' or op == 'K' then
+    local seen_key = op == 'K' and KEYS[k] or KEYS[k + 1]
+    problem = check_seen(i, seen_key, ARGV[a + 1], ARGV[a + 2], ARGV[a + 3])
+    if problem then
+      return problem
+    end
+    if fresh[i] and op ~= 'K' then
+      pending[seen_key .. '\\0' .. seen_field(ARGV[a + 1], ARGV[a + 2])] = digests[i]
+    end
+  end
   k = k + nkeys[op]
   if op == 'H' or op == 'M' then
     a = a + 3 + 2 * tonumber(ARGV[a + 2])
@@ -101,27 +140,27 @@ for i = 1, n do
 end
 -- Pass 2: write.
 local results = {}
+local now_ms = nil
 k, a = 1, 2
 for i = 1, n do
   local op = ARGV[a]
   a = a + 1
-  if op == 'A' then
-    if redis.call('HSETNX', KEYS[k + 1], seen_field(ARGV[a], ARGV[a + 1]), 1) == 1 then
-      redis.call('RPUSH', KEYS[k], ARGV[a + 2])
+  if op == 'A' or op == 'N' then
+    if fresh[i] then
+      redis.call('HSET', KEYS[k + 1], seen_field(ARGV[a], ARGV[a + 1]), digests[i])
+      if op == 'A' then
+        redis.call('RPUSH', KEYS[k], ARGV[a + 2])
+      else
+        redis.call('SET', KEYS[k], ARGV[a + 2])
+      end
       redis.call('ZADD', KEYS[k + 2], 0, ARGV[a])
       results[i] = 1
     else
       results[i] = 0
     end
     a = a + 3
-  elseif op == 'N' then
-    if redis.call('HSETNX', KEYS[k + 1], seen_field(ARGV[a], ARGV[a + 1]), 1) == 1 then
-      redis.call('SET', KEYS[k], ARGV[a + 2])
-      redis.call('ZADD', KEYS[k + 2], 0, ARGV[a])
-      results[i] = 1
-    else
-      results[i] = 0
-    end
+  elseif op == 'K' then
+    results[i] = 0  -- checked in pass 1; nothing to write
     a = a + 3
   elseif op == 'S' or op == 'R' then
     if op == 'R' then
@@ -154,6 +193,19 @@ for i = 1, n do
     if tonumber(ARGV[a]) > current then
       redis.call('SET', KEYS[k], ARGV[a])
     end
+    results[i] = 1
+    a = a + 1
+  elseif op == 'Z' then
+    -- Closed now, by Redis' clock (the retention sweep reads the same clock).
+    if now_ms == nil then
+      local time = redis.call('TIME')
+      now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+    end
+    redis.call('ZADD', KEYS[k], now_ms, ARGV[a])
+    results[i] = 1
+    a = a + 1
+  elseif op == 'U' then
+    redis.call('ZREM', KEYS[k], ARGV[a])
     results[i] = 1
     a = a + 1
   else
@@ -258,6 +310,13 @@ class ScriptCall:
         )
         self._add(write, key_names, "A", write.key, event_id, payload)
 
+    def check_event(self, write: Write, keys: Keys, event_id: str, payload: bytes) -> None:
+        """A duplicate the ledger recognised: the call fails (CONFLICT) if the stored one differs."""
+        self._add(write, (keys.seen(write.collection),), "K", write.key, event_id, payload)
+
+    def closed(self, mark: Mark, keys: Keys) -> None:
+        self._add(None, (keys.closed(mark.collection),), "Z" if mark.closed else "U", mark.key)
+
     def set_command(self, write: Write, keys: Keys, command_id: str, payload: bytes) -> None:
         names = (keys.entity(write.collection, write.key), keys.seen(write.collection), keys.index(write.collection))
         self._add(write, names, "N", write.key, command_id, payload)
@@ -360,6 +419,34 @@ def plan_strategy(write: Write, keys: Keys, call: ScriptCall) -> None:
         call.set_hash(write, keys, dict(write.value), replace=False)
 
 
+_CONFLICT: Final = re.compile(r"^CONFLICT tradecache: operation (\d+): (.*)$", re.DOTALL)
+
+
+def conflict_operation(cause: str) -> tuple[int, str] | None:
+    """For a CONFLICT refusal: the index (from 0) in `ScriptCall.operations` of the operation it
+    names, and what it says about it; None for any other refusal."""
+    found = _CONFLICT.match(cause)
+    return None if found is None else (int(found.group(1)) - 1, found.group(2))
+
+
+def plan_checks(checks: Sequence[Write], keys: Keys, encode: Encoder, call: ScriptCall) -> None:
+    """Duplicates recognised in memory, checked against what the store holds (`K`)."""
+    for check in checks:
+        value = check.value
+        assert value is not None and not isinstance(value, dict)
+        call.check_event(check, keys, _stored_id_of(value), encode(value))
+
+
+def plan_marks(marks: Sequence[Mark], keys: Keys, call: ScriptCall) -> None:
+    """Entities that closed or reopened: the closed sets retention purges from."""
+    for mark in marks:
+        call.closed(mark, keys)
+
+
+def _stored_id_of(value: Message) -> str:
+    return value.command_id if isinstance(value, (SubmitOrder, SubmitOrderList)) else event_id_of(value)
+
+
 def event_id_of(value: Message) -> str:
     if isinstance(value, (OrderEvent, AccountState)):
         return value.event_id
@@ -401,9 +488,12 @@ __all__ = [
     "READ_SCRIPT",
     "Encoder",
     "ScriptCall",
+    "conflict_operation",
     "currency_fields",
     "event_id_of",
     "nautilus_currency",
+    "plan_checks",
+    "plan_marks",
     "plan_strategy",
     "plan_writes",
 ]

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tradecache.cache.keys import Keys
-from tradecache.cache.plan import Encoder, ScriptCall, plan_writes
+from tradecache.cache.plan import Encoder, ScriptCall, plan_checks, plan_marks, plan_writes
 from tradecache.daemon.intake import Accepted, Refused, released
 from tradecache.errors import EventRejected, RejectReason
 from tradecache.model.ledger import Divergence, Ledger, Outcome, WriteOp
@@ -38,6 +38,19 @@ class BatchResult:
     # to be applied by another call once this result is committed (see `apply_batch`).
     rest: list[Accepted | Refused] = field(default_factory=list)
     failure: Exception | None = None  # that unexpected error, for the log
+
+
+def owner_of(result: BatchResult, operation: int) -> Applied | None:
+    """The applied message whose write or check is `result.call.operations[operation]`."""
+    if not 0 <= operation < len(result.call.operations):
+        return None
+    write = result.call.operations[operation]
+    if write is None:
+        return None
+    for applied in result.applied:
+        if any(mine is write for mine in (*applied.outcome.writes, *applied.outcome.checks)):
+            return applied
+    return None
 
 
 def duplicates(result: BatchResult, results: Sequence[int]) -> list[bool]:
@@ -83,6 +96,8 @@ def apply_batch(
             outcome = ledger.apply(item.message)
             # Planned here, per message, so that a value that cannot be encoded is this message's problem.
             plan_writes(outcome.writes, keys, encode_keeping_bytes, result.call)
+            plan_checks(outcome.checks, keys, encode_keeping_bytes, result.call)
+            plan_marks(outcome.marks, keys, result.call)
         except EventRejected as exc:
             result.refused.append(Refused(item.delivery, item.kind.value, item.type_name, released(exc)))
             continue
@@ -106,4 +121,4 @@ def apply_batch(
     return result
 
 
-__all__ = ["Applied", "BatchResult", "apply_batch", "duplicates"]
+__all__ = ["Applied", "BatchResult", "apply_batch", "duplicates", "owner_of"]

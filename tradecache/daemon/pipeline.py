@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from tradecache.cache.keys import Keys
-from tradecache.cache.plan import Encoder
-from tradecache.daemon.batch import BatchResult, apply_batch
+from tradecache.cache.plan import Encoder, conflict_operation
+from tradecache.daemon.batch import BatchResult, apply_batch, owner_of
 from tradecache.daemon.intake import Accepted, Refused
 from tradecache.daemon.store import Store
 from tradecache.errors import EventRejected, RejectReason, StoreRefused
@@ -56,6 +56,15 @@ class _Pinnable(Exception):
     def __init__(self, cause: str) -> None:
         self.cause = cause
         super().__init__(cause)
+
+
+class _Conflict(Exception):
+    """The store holds another payload under the id of one message of the piece."""
+
+    def __init__(self, stream_seq: int, refusal: EventRejected) -> None:
+        self.stream_seq = stream_seq
+        self.refusal = refusal
+        super().__init__(str(refusal))
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +121,11 @@ class Pipeline:
                 self.ledger.reset()
                 pieces.extendleft(reversed(self._split(piece, failure.cause)))
                 continue
+            except _Conflict as conflict:
+                # Nothing was written; memory may hold what the refused message did.
+                self.ledger.reset()
+                pieces.appendleft(self._refuse(piece, conflict.stream_seq, conflict.refusal))
+                continue
             if rest:
                 pieces.appendleft(rest)
 
@@ -140,7 +154,7 @@ class Pipeline:
         try:
             results = await self.call("commit batch", lambda: self.store.commit(call))
         except StoreRefused as exc:
-            raise _Pinnable(exc.cause) from exc
+            raise self._conflict(result, exc.cause) or _Pinnable(exc.cause) from exc
         seconds = time.perf_counter() - started
         self.checkpoint = max(self.checkpoint, result.last_seq)
         if self.committed is not None:
@@ -150,6 +164,26 @@ class Pipeline:
         # After a message that failed unexpectedly, the ones after it are applied now that the
         # ones before it are committed.
         return result.rest
+
+    def _conflict(self, result: BatchResult, cause: str) -> _Conflict | None:
+        """A CONFLICT refusal, as the one message it names (None: another refusal)."""
+        named = conflict_operation(cause)
+        owner = None if named is None else owner_of(result, named[0])
+        if named is None or owner is None:
+            return None
+        write = result.call.operations[named[0]]
+        assert write is not None
+        detail = f"{owner.item.type_name} for {write.collection.value} '{write.key}': {named[1]}"
+        return _Conflict(owner.item.delivery.stream_seq, EventRejected(RejectReason.CONFLICTING_DUPLICATE, detail))
+
+    def _refuse(self, piece: list[Item], stream_seq: int, refusal: EventRejected) -> list[Item]:
+        """`piece` with the message at `stream_seq` refused."""
+        refused: list[Item] = []
+        for item in piece:
+            if isinstance(item, Accepted) and item.delivery.stream_seq == stream_seq:
+                item = Refused(item.delivery, item.kind.value, item.type_name, refusal)
+            refused.append(item)
+        return refused
 
     def _ahead(self, item: Item) -> bool:
         return item.delivery.stream_seq > self.checkpoint

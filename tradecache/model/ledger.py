@@ -98,6 +98,14 @@ class Write:
     value: Message | dict[str, bytes] | None = None
 
 
+class Mark(NamedTuple):
+    """An order or position that closed (`closed` True) or reopened: retention's bookkeeping."""
+
+    collection: Collection
+    key: str
+    closed: bool
+
+
 class Divergence(NamedTuple):
     position_id: str
     event_type: str
@@ -112,6 +120,11 @@ class Outcome:
     writes: list[Write] = field(default_factory=list)
     duplicate: bool = False
     divergence: Divergence | None = None
+    # A duplicate recognised in memory, as the append it repeats: the store checks that what it
+    # holds under that id is the same (a different payload is a conflict, not a duplicate).
+    checks: list[Write] = field(default_factory=list)
+    # Orders and positions that closed or reopened (retention purges closed ones after an age).
+    marks: list[Mark] = field(default_factory=list)
 
 
 class PositionSummary(NamedTuple):
@@ -210,12 +223,15 @@ class Ledger:
             self.budget.set((_ORDERS, key), ENTITY_BYTES + event_bytes(event))
             return Outcome(Kind.ORDER, [Write(WriteOp.APPEND, Collection.ORDERS, key, event)])
         if event.event_id in order.event_ids:
-            return Outcome(Kind.ORDER, duplicate=True)
+            return Outcome(Kind.ORDER, duplicate=True, checks=[Write(WriteOp.APPEND, Collection.ORDERS, key, event)])
         if isinstance(event, OrderFilled) and event.position_id is not None:
             return self._apply_fill_with_position(order, event)
         order.apply(event)
         self.budget.add((_ORDERS, key), event_bytes(event))
-        return Outcome(Kind.ORDER, [Write(WriteOp.APPEND, Collection.ORDERS, key, event)])
+        outcome = Outcome(Kind.ORDER, [Write(WriteOp.APPEND, Collection.ORDERS, key, event)])
+        if order.is_closed:  # (again: a late event a closed order accepts restarts its age)
+            outcome.marks.append(Mark(Collection.ORDERS, key, closed=True))
+        return outcome
 
     def _apply_fill_with_position(self, order: Order, fill: OrderFilled) -> Outcome:
         assert fill.position_id is not None
@@ -235,9 +251,24 @@ class Ledger:
         if waiting is not None:
             self.pending_openings[fill.client_order_id] = waiting
         writes = [Write(WriteOp.APPEND, Collection.ORDERS, order.client_order_id.value, fill)]
+        was_open = position is not None and position.is_open
         for half in stored:
             writes.append(self._store_position_fill(half, instrument))
-        return Outcome(Kind.ORDER, writes)
+        outcome = Outcome(Kind.ORDER, writes)
+        if order.is_closed:
+            outcome.marks.append(Mark(Collection.ORDERS, order.client_order_id.value, closed=True))
+        outcome.marks.extend(self._position_marks(position_key, was_open))
+        return outcome
+
+    def _position_marks(self, key: str, was_open: bool) -> list[Mark]:
+        """Closed when the position is FLAT now; reopened when it is open now and was not (or is
+        not computed here: the mark is then only a harmless removal)."""
+        position = self.positions.get(key)
+        if position is not None and position.is_closed:
+            return [Mark(Collection.POSITIONS, key, closed=True)]
+        if position is None or not was_open:
+            return [Mark(Collection.POSITIONS, key, closed=False)]
+        return []
 
     def _instrument_for_positions(self, instrument_id: str) -> Instrument | None:
         """The instrument, if a position can be computed with it.
@@ -326,7 +357,8 @@ class Ledger:
         key = state.account_id.value
         account = self.accounts.get(key)
         if state.event_id in self._recent_account_events:
-            return Outcome(Kind.ACCOUNT, duplicate=True)
+            repeated = Write(WriteOp.APPEND, Collection.ACCOUNTS, key, state)
+            return Outcome(Kind.ACCOUNT, duplicate=True, checks=[repeated])
         if account is None:
             account = self.accounts[key] = Account(state)
         else:
@@ -522,6 +554,7 @@ __all__ = [
     "Collection",
     "Divergence",
     "Ledger",
+    "Mark",
     "Outcome",
     "PositionSummary",
     "StateRequest",
