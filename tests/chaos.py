@@ -298,6 +298,7 @@ class ExpectedState:
     entities: dict[Collection, set[str]] = field(default_factory=dict)
     appended: Counter[Collection] = field(default_factory=Counter)  # entries of each seen-hash
     collection_of: dict[str, Collection] = field(default_factory=dict)
+    closed: dict[Collection, set[str]] = field(default_factory=dict)  # retention's closed sets (members)
 
     @property
     def events(self) -> int:
@@ -313,7 +314,14 @@ def clean_state(trader_id: str, messages: list[FeedMessage]) -> ExpectedState:
     serializer = MsgPackSerializer(timestamps_as_str=True)
     ledger, keys, state = Ledger(TraderId(trader_id)), Keys(trader_id), ExpectedState()
     for message in messages:
-        for write in ledger.apply(serializer.deserialize(message.payload)).writes:
+        outcome = ledger.apply(serializer.deserialize(message.payload))
+        for mark in outcome.marks:
+            closed = state.closed.setdefault(mark.collection, set())
+            if mark.closed:
+                closed.add(mark.key)
+            else:
+                closed.discard(mark.key)
+        for write in outcome.writes:
             key = keys.entity(write.collection, write.key)
             state.collection_of[key] = write.collection
             ids = state.entities.setdefault(write.collection, set())
@@ -466,6 +474,13 @@ def _compare_internal(
         wanted.add(seen)
         if client.hlen(seen) != count:
             result.internal.append(f"{seen}: {client.hlen(seen)} entries, expected {count}")
+    for collection, ids in expected.closed.items():
+        closed = keys.closed(collection)
+        wanted.add(closed)
+        closed_members: list[bytes] = client.zrange(closed, 0, -1)  # type: ignore[assignment]
+        stored_ids = {_text(m) for m in closed_members}
+        if stored_ids != ids:
+            result.internal.append(f"{closed}: {len(stored_ids ^ ids)} ids differ")
     for name in sorted(found - wanted):
         result.internal.append(f"unexpected {name}")
 

@@ -26,6 +26,7 @@ from tradecache.cache.plan import (
     READ_SCRIPT,
     as_text,
     conflict_operation,
+    plan_marks,
     plan_writes,
     read_result,
 )
@@ -42,6 +43,18 @@ from tradecache.cache.rebuild import (
     submit_order_list_from_bytes,
 )
 from tradecache.cache.redis_errors import UNAVAILABLE_ERRORS, is_unavailable, translated
+from tradecache.cache.retention import (
+    CLOCK_SCRIPT,
+    PURGE_SCRIPT,
+    Clock,
+    ClosedIds,
+    IndexPage,
+    ReadKeys,
+    Request,
+    RetentionPolicy,
+    SweepReport,
+    sweep,
+)
 from tradecache.errors import StoreRefused
 from tradecache.model.accounts import Account
 from tradecache.model.enums import OmsType
@@ -58,7 +71,7 @@ from tradecache.model.identifiers import (
 )
 from tradecache.model.instruments import Instrument
 from tradecache.model.key_parts import is_key_part
-from tradecache.model.ledger import Collection, Write, WriteOp
+from tradecache.model.ledger import Collection, Mark, Write, WriteOp
 from tradecache.model.orders import Order
 from tradecache.model.positions import Position
 from tradecache.model.values import Currency, register_currency
@@ -104,8 +117,10 @@ class RedisCacheDatabase:
         )
         self._apply = self._redis.register_script(APPLY_SCRIPT)
         self._read = self._redis.register_script(READ_SCRIPT)
-        self._pending: list[Write] | None = None
+        self._pending: list[Write | Mark] | None = None
         self._index_script = self._redis.register_script(INDEX_SCRIPT)
+        self._clock = self._redis.register_script(CLOCK_SCRIPT)
+        self._purge = self._redis.register_script(PURGE_SCRIPT)
         self._indexes_complete = False
 
     @property
@@ -122,19 +137,21 @@ class RedisCacheDatabase:
         cannot do it now, StoreRefused when it refused what the call carried."""
         return translated(operation)
 
-    def _write(self, operation: str, writes: Sequence[Write]) -> list[int]:
+    def _write(self, operation: str, writes: Sequence[Write | Mark]) -> list[int]:
         if self._pending is not None:
             self._pending.extend(writes)
             return []
         return self._send(operation, writes)
 
-    def _send(self, operation: str, writes: Sequence[Write]) -> list[int]:
+    def _send(self, operation: str, items: Sequence[Write | Mark]) -> list[int]:
         """One atomic call. A write whose id is already stored with other content (a conflicting
         duplicate) is logged and left out, and the others are written, as NautilusTrader's API
-        raises nothing for a repeated event."""
-        writes = list(writes)
+        raises nothing for a repeated event. Marks (closed / reopened) follow the writes."""
+        writes = [item for item in items if isinstance(item, Write)]
+        marks = [item for item in items if isinstance(item, Mark)]
         while True:
             call = plan_writes(writes, self._keys, self._serializer.serialize)
+            plan_marks(marks, self._keys, call)
             try:
                 with self._unavailable_as(operation):
                     results: list[int] = self._apply(keys=call.keys, args=call.args)
@@ -233,6 +250,47 @@ class RedisCacheDatabase:
                 values.extend(self._read(keys=chunk, args=[command]))
         return {entity_id: read_result(command, value) for entity_id, value in zip(ids, values, strict=True)}
 
+    # -- retention (optional; see cache/retention.py) ----------------------------------------
+
+    def apply_retention(self, policy: RetentionPolicy) -> SweepReport:
+        """Remove what `policy` does not keep: closed orders (with their commands) and closed
+        positions older than its ages, account states beyond its count. Not part of
+        NautilusTrader's API; the daemon runs the same sweep on a timer (`retention:`).
+        Orders and positions count as closed from when this version first stored them closed.
+        Raises StoreUnavailable."""
+        steps = sweep(policy, self._keys, None)
+        request: Request = next(steps)
+        while True:
+            with self._unavailable_as("apply_retention"):
+                answer = self._answer(request)
+            try:
+                request = steps.send(answer)
+            except StopIteration as done:
+                report: SweepReport = done.value
+                return report
+
+    def _answer(self, request: Request) -> Any:
+        client = self._redis
+        if isinstance(request, Clock):
+            return int(self._clock(keys=[self._keys.lease()]))
+        if isinstance(request, ClosedIds):
+            found = client.zrangebyscore(request.key, "-inf", request.cutoff_ms, start=0, num=request.limit)
+            return [as_text(item) for item in found]
+        if isinstance(request, IndexPage):
+            start = "-" if request.after is None else "(" + request.after
+            return [as_text(item) for item in client.zrangebylex(request.key, start, "+", 0, request.limit)]
+        if isinstance(request, ReadKeys):
+            pipe = client.pipeline(transaction=False)
+            for read in request.reads:
+                if read.command == "LRANGE":
+                    pipe.lrange(read.key, 0, read.count - 1 if read.count > 0 else -1)
+                elif read.command == "GET":
+                    pipe.get(read.key)
+                else:
+                    pipe.llen(read.key)
+            return pipe.execute()
+        return self._purge(keys=request.keys, args=request.args)
+
     # -- flush ---------------------------------------------------------------------------
 
     def flush(self) -> None:
@@ -326,7 +384,8 @@ class RedisCacheDatabase:
 
     def update_order(self, order: Order) -> None:
         """Store the order's latest event (a no-op if that event is already stored)."""
-        self._append("update_order", Collection.ORDERS, order.client_order_id.value, order.last_event)
+        key = order.client_order_id.value
+        self._append("update_order", Collection.ORDERS, key, order.last_event, _order_mark(key, order))
 
     def load_order(self, client_order_id: ClientOrderId) -> Order | None:
         if not is_key_part(str(client_order_id)):
@@ -353,7 +412,9 @@ class RedisCacheDatabase:
 
     def update_position(self, position: Position) -> None:
         """Store the position's latest fill."""
-        self._append("update_position", Collection.POSITIONS, position.id.value, position.last_event)
+        key = position.id.value
+        mark = Mark(Collection.POSITIONS, key, closed=position.is_closed)  # a fill may reopen it
+        self._append("update_position", Collection.POSITIONS, key, position.last_event, mark)
 
     def load_position(self, position_id: PositionId) -> Position | None:
         if not is_key_part(str(position_id)):
@@ -455,10 +516,23 @@ class RedisCacheDatabase:
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _append(self, operation: str, collection: Collection, entity_id: str, event: Any) -> None:
-        results = self._write(operation, [Write(WriteOp.APPEND, collection, entity_id, event)])
+    def _append(
+        self, operation: str, collection: Collection, entity_id: str, event: Any, mark: Mark | None = None
+    ) -> None:
+        write = Write(WriteOp.APPEND, collection, entity_id, event)
+        results = self._write(operation, [write] if mark is None else [write, mark])
         if results and int(results[0]) == 0:
             self._log.debug("%s: event %s already stored for %s", operation, event.event_id, entity_id)
+
+
+def _order_mark(key: str, order: Order) -> Mark | None:
+    """Retention's bookkeeping for an order's latest event: closed, reopened (a late fill of a
+    canceled order), or nothing."""
+    if order.is_closed:
+        return Mark(Collection.ORDERS, key, closed=True)
+    if isinstance(order.last_event, OrderFilled):
+        return Mark(Collection.ORDERS, key, closed=False)
+    return None
 
 
 __all__ = [

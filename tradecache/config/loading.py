@@ -196,6 +196,12 @@ def _build(cls: type[_S], raw: Mapping[str, object], prefix: str) -> _S:
             hint = hints[f.name]
             if isinstance(hint, type) and issubclass(hint, Section):
                 kwargs[f.name] = _build(hint, _as_dict(raw[f.name], path), path)
+            elif get_origin(hint) is dict:  # a section per name (retention.traders), YAML only
+                item = get_args(hint)[1]
+                kwargs[f.name] = {
+                    name: _build(item, _as_dict(value, f"{path}.{name}"), f"{path}.{name}")
+                    for name, value in _as_dict(raw[f.name], path).items()
+                }
             else:
                 kwargs[f.name] = _convert(raw[f.name], hint, path, f.name in cls.secrets)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:

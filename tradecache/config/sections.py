@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Final
 from urllib.parse import SplitResult, urlsplit
 
 from tradecache.cache.config import CacheDatabaseConfig
+from tradecache.cache.retention import RetentionPolicy
 from tradecache.config.secrets import MASK, Secret, mask_url
 from tradecache.errors import ConfigError
 
@@ -50,6 +51,8 @@ class Section:
 def _masked_value(value: object, f: dataclasses.Field[Any]) -> Any:
     if isinstance(value, Section):
         return value.masked()
+    if isinstance(value, dict):  # e.g. retention.traders: a section per trader
+        return {name: _masked_value(item, f) for name, item in value.items()}
     if isinstance(value, Secret):
         return MASK
     if isinstance(value, tuple):
@@ -335,6 +338,69 @@ class ShutdownConfig(Section):
 
 
 @dataclass(frozen=True, repr=False)
+class TraderRetention(Section):
+    """`retention.traders.<trader_id>:` -- one trader's policy; a key left out takes the section's."""
+
+    section: ClassVar[str] = "retention.traders"
+
+    closed_orders_after: float | None = None
+    closed_positions_after: float | None = None
+    account_states: int | None = None
+
+
+@dataclass(frozen=True, repr=False)
+class RetentionConfig(Section):
+    """`retention:` -- what is removed from Redis, and when (off by default: everything is kept).
+
+    The top-level keys are the policy of the trader this sidecar serves; `traders` holds a policy
+    per trader id, for a file shared by several sidecars (each one applies only its own entry,
+    over the top-level keys).
+    """
+
+    section: ClassVar[str] = "retention"
+
+    closed_orders_after: float = 0.0  # seconds after an order closed; 0 keeps closed orders
+    closed_positions_after: float = 0.0  # seconds after a position closed; 0 keeps them
+    account_states: int = 0  # the last N states of each account are kept; 0 keeps all
+    sweep_interval: float = 60.0  # seconds between sweeps
+    sweep_slice: int = 200  # entities per atomic purge call
+    traders: dict[str, TraderRetention] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_policy("retention", self.closed_orders_after, self.closed_positions_after, self.account_states)
+        for trader_id, policy in self.traders.items():
+            _check_policy(
+                f"retention.traders.{trader_id}",
+                policy.closed_orders_after, policy.closed_positions_after, policy.account_states,
+            )  # fmt: skip
+        _check_positive(self._path("sweep_interval"), self.sweep_interval)
+        if not 1 <= self.sweep_slice <= 10000:
+            raise ConfigError("retention.sweep_slice", f"must be 1..10000, got {self.sweep_slice}")
+
+    def policy(self, trader_id: str) -> RetentionPolicy:
+        """The policy of `trader_id`: its `traders` entry over the section's own keys."""
+        mine = self.traders.get(trader_id, TraderRetention())
+        return RetentionPolicy(
+            closed_orders_after=_first(mine.closed_orders_after, self.closed_orders_after),
+            closed_positions_after=_first(mine.closed_positions_after, self.closed_positions_after),
+            account_states=int(_first(mine.account_states, self.account_states)),
+            slice_size=self.sweep_slice,
+        )
+
+
+def _first(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+def _check_policy(path: str, orders: float | None, positions: float | None, states: int | None) -> None:
+    for name, value in (("closed_orders_after", orders), ("closed_positions_after", positions)):
+        if value is not None and value != 0 and not value >= 1:
+            raise ConfigError(f"{path}.{name}", f"must be 0 (keep) or at least 1 second, got {value!r}")
+    if states is not None and states < 0:
+        raise ConfigError(f"{path}.account_states", f"must be 0 (keep all) or more, got {states}")
+
+
+@dataclass(frozen=True, repr=False)
 class Config(Section):
     """The whole configuration. `trader_id` (NAME-TAG) is the only key without a default."""
 
@@ -347,6 +413,7 @@ class Config(Section):
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
     def __post_init__(self) -> None:
         _check_trader_id(self.trader_id)
@@ -425,6 +492,8 @@ __all__ = [
     "MetricsConfig",
     "NatsConfig",
     "RedisConfig",
+    "RetentionConfig",
     "ShutdownConfig",
+    "TraderRetention",
     "split_listen",
 ]

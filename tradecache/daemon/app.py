@@ -1,9 +1,10 @@
 """The daemon: wiring, start, readiness, graceful stop.
 
 `Daemon(config).run()` starts the health/metrics server first (so /healthz answers while it
-connects), connects to Redis and NATS, makes sure the streams exist, then runs the ingest loop
-and a key-count refresher until SIGTERM/SIGINT. On a signal it stops fetching, finishes and
-acks the batch in hand, and closes within `shutdown.drain_timeout`; the exit code is 0.
+connects), connects to Redis and NATS, makes sure the streams exist, then runs the ingest loop,
+a key-count refresher and the retention timer (when a policy is set) until SIGTERM/SIGINT. On
+a signal it stops fetching, finishes and acks the batch in hand, and closes within
+`shutdown.drain_timeout`; the exit code is 0.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from tradecache.daemon.ingest import Ingestor, IngestSettings
 from tradecache.daemon.intake import Intake
 from tradecache.daemon.lease import Lease
 from tradecache.daemon.metrics import Metrics
+from tradecache.daemon.retention import Retention, SweepExecutor
 from tradecache.daemon.store import Store
 from tradecache.daemon.subjects import Subjects
 from tradecache.errors import BusUnavailable, StoreUnavailable
@@ -223,6 +225,9 @@ class Daemon:
             return 1
         ingest = self.config.ingest
         nc = self.nc
+        lease = Lease(client, self.keys, ingest.lease_ttl)
+        policy = self.config.retention.policy(self.config.trader_id)
+        self.store.purged_lookup = policy.closed_orders_after > 0  # late events for purged orders
         self.ingestor = Ingestor(
             nc,
             js,
@@ -247,11 +252,20 @@ class Daemon:
             self.metrics,
             self.serializer,
             log,
-            lease=Lease(client, self.keys, ingest.lease_ttl),
+            lease=lease,
             trader_id=self.config.trader_id,
         )
         counter = asyncio.create_task(self._refresh_key_counts())
         indexer = asyncio.create_task(self._ensure_indexes())
+        retention = Retention(
+            SweepExecutor(client, self.keys, self.ingestor.pipeline.lock),
+            policy,
+            self.config.retention.sweep_interval,
+            self.metrics,
+            log,
+            lease=lease,
+        )
+        sweeper = asyncio.create_task(retention.run(self.stopping))
         try:
             await self.ingestor.run(self.stopping)
         except StoreUnavailable as exc:
@@ -259,7 +273,7 @@ class Daemon:
         except BusUnavailable as exc:
             log.warning("stopped while NATS was unavailable; nothing in hand was acked", extra={"error": str(exc)})
         finally:
-            for task in (counter, indexer):
+            for task in (counter, indexer, sweeper):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

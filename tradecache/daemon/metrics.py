@@ -45,10 +45,15 @@ LOAD_ENDPOINTS: Final = (
     "submit_order_list_command", "submit_order_list_commands", "stats",
 )  # fmt: skip
 
+# What retention removes (`tradecache_retention_removed_total{kind}`).
+RETENTION_KINDS: Final = (
+    "orders", "submit_order_commands", "submit_order_list_commands", "positions", "account_states",
+)  # fmt: skip
 # From 50 us to 5 s: the client's defaults start at 5 ms, above most of what is measured here.
 LATENCY_BUCKETS: Final = (
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 )  # fmt: skip
+SWEEP_BUCKETS: Final = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 BATCH_BUCKETS: Final = tuple(float(2**n) for n in range(14))  # 1, 2, 4, ... 8192
 
 # Message types: the schema table's, and the one intake gives a payload it cannot read.
@@ -161,6 +166,17 @@ class Metrics:
             "tradecache_load_shed", "Load requests not served: busy (answered 429) or without a reply subject",
             ["endpoint", "reason"], registry=r,
         )  # fmt: skip
+        # Retention (issue 12): what sweeps removed, by kind, and how long each took.
+        self.retention_removed = Counter(
+            "tradecache_retention_removed", "Entities retention removed from Redis, by kind", ["kind"], registry=r
+        )
+        self.retention_sweep_seconds = Histogram(
+            "tradecache_retention_sweep_seconds", "Time of one retention sweep (all its slices)",
+            buckets=SWEEP_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.retention_sweeps = Counter(
+            "tradecache_retention_sweeps", "Retention sweeps, by outcome (ok, failed)", ["outcome"], registry=r
+        )
         self._kinds = _KnownLabel(KINDS)
         self._types = _KnownLabel(MESSAGE_TYPE_LABELS)
         self._endpoints = _KnownLabel(LOAD_ENDPOINTS)
@@ -181,6 +197,10 @@ class Metrics:
             self.write_duration_seconds.labels(kind=kind)
             self.event_lag_seconds.labels(kind=kind)
         self.write_duration_seconds.labels(kind=MIXED_KIND)
+        for removed in RETENTION_KINDS:
+            self.retention_removed.labels(kind=removed)
+        for outcome in ("ok", "failed"):
+            self.retention_sweeps.labels(outcome=outcome)
         for endpoint in LOAD_ENDPOINTS:
             self.load_duration_seconds.labels(endpoint=endpoint)
             for outcome in LOAD_OUTCOMES:
@@ -292,6 +312,16 @@ class Metrics:
     def set_memory(self, estimated_bytes: int) -> None:
         self.memory_state_bytes.set(estimated_bytes)
 
+    def retention_sweep(self, removed: Mapping[str, int], seconds: float) -> None:
+        """Count what one retention sweep removed (kinds of `RETENTION_KINDS`) and its time."""
+        for kind, count in removed.items():
+            self.retention_removed.labels(kind=_check("kind", kind, RETENTION_KINDS)).inc(count)
+        self.retention_sweep_seconds.observe(seconds)
+        self.retention_sweeps.labels(outcome="ok").inc()
+
+    def retention_failed(self) -> None:
+        self.retention_sweeps.labels(outcome="failed").inc()
+
     def follow_stall(self, is_stalled: Callable[[], bool]) -> None:
         """`tradecache_ingest_stalled` is read from `is_stalled` at each scrape."""
         self.ingest_stalled.set_function(lambda: 1.0 if is_stalled() else 0.0)
@@ -316,6 +346,7 @@ __all__ = [
     "MESSAGE_TYPE_LABELS",
     "MIXED_KIND",
     "OTHER",
+    "RETENTION_KINDS",
     "SHED_REASONS",
     "EventOutcome",
     "KeyCollection",

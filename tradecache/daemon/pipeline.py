@@ -18,6 +18,7 @@ How Redis is called (with retries while it is unavailable, or not) is the caller
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
@@ -107,10 +108,17 @@ class Pipeline:
         self.log = log or logging.getLogger("tradecache")
         self.checkpoint = 0
         self.pinned = 0  # messages dead-lettered as store_refused
+        # Held from reading a run's stored state to its commit: a retention purge
+        # (`daemon/retention.py`) waits for it, so it never removes what a run has just read.
+        self.lock = asyncio.Lock()
 
     async def run(self, items: Sequence[Item]) -> None:
         """Apply and commit `items` (stream order). Raises NotPinned, LeaseLost, StoreUnavailable
         (from `call`), or a bug; nothing is half-committed in any case."""
+        async with self.lock:
+            await self._run(items)
+
+    async def _run(self, items: Sequence[Item]) -> None:
         published: set[int] = set()  # stream sequences dead-lettered in this run (splits retry)
         pieces: deque[list[Item]] = deque([list(items)])
         while pieces:

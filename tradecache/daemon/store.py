@@ -76,6 +76,8 @@ class Store:
         self._index_script = client.register_script(INDEX_SCRIPT)
         self._indexes_complete = False
         self._indexing = asyncio.Lock()
+        # Retention removes closed orders: reads of missing orders also read their tombstones.
+        self.purged_lookup = False
 
     async def ping(self) -> bool:
         try:
@@ -113,8 +115,16 @@ class Store:
             return state
         keys = [self.keys.entity(collection, key) for collection, key in plan]
         commands = ["GET" if collection == Collection.INSTRUMENTS else "LRANGE" for collection, _ in plan]
+        orders = sorted(request.orders) if self.purged_lookup else []
         with translated("read state"):
-            values = await self._read(keys=keys, args=commands)
+            if orders:  # one round trip still: the read and the tombstones in one pipeline
+                pipe = self.client.pipeline(transaction=False)
+                await self._read(keys=keys, args=commands, client=pipe)
+                pipe.zmscore(self.keys.purged(Collection.ORDERS), orders)
+                values, scores = await pipe.execute()
+                state.purged_orders = {coid: int(score) for coid, score in zip(orders, scores, strict=True) if score}
+            else:
+                values = await self._read(keys=keys, args=commands)
         with gc_paused():
             for (collection, key), value in zip(plan, values, strict=True):
                 self._take(state, collection, key, value)

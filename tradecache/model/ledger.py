@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Final, NamedTuple
 
@@ -57,6 +58,15 @@ RECENT_ACCOUNT_EVENTS: Final = 100_000
 DEFAULT_MEMORY_BUDGET: Final = 64 * 1024 * 1024
 # Position ids the node generates itself; a flip gives the new side a fresh one of these.
 NODE_POSITION_ID_PREFIX: Final = "P-"
+
+
+def purged(at_ms: int) -> str:
+    """Why an event for an order retention removed is refused."""
+    when = datetime.fromtimestamp(at_ms / 1000, tz=UTC).isoformat(timespec="seconds")
+    return (
+        f"the order was closed and removed by retention at {when}; an event arriving after that is not applied "
+        "(retention.closed_orders_after is shorter than this event's delay)"
+    )
 
 
 class Collection(StrEnum):
@@ -172,6 +182,8 @@ class Ledger:
         # older repeats is left to the store's seen-hash; applying a state twice is harmless).
         self._touched_orders: set[str] = set()
         self._recent_account_events: dict[str, None] = {}
+        # Orders retention removed, as read with the state of the current batch (see `hydrate`).
+        self._purged_orders: dict[str, int] = {}
 
     # -- entry point ---------------------------------------------------------------------
 
@@ -214,6 +226,8 @@ class Ledger:
         key = event.client_order_id.value
         self._touched_orders.add(key)
         order = self.orders.get(key)
+        if order is None and key in self._purged_orders:
+            raise OrderEventRefused(RejectReason.UNKNOWN_ORDER, key, event.type_name, purged(self._purged_orders[key]))
         if order is None:
             if not isinstance(event, OrderInitialized):
                 raise OrderEventRefused(
@@ -226,11 +240,11 @@ class Ledger:
             return Outcome(Kind.ORDER, duplicate=True, checks=[Write(WriteOp.APPEND, Collection.ORDERS, key, event)])
         if isinstance(event, OrderFilled) and event.position_id is not None:
             return self._apply_fill_with_position(order, event)
+        was_closed = order.is_closed
         order.apply(event)
         self.budget.add((_ORDERS, key), event_bytes(event))
         outcome = Outcome(Kind.ORDER, [Write(WriteOp.APPEND, Collection.ORDERS, key, event)])
-        if order.is_closed:  # (again: a late event a closed order accepts restarts its age)
-            outcome.marks.append(Mark(Collection.ORDERS, key, closed=True))
+        outcome.marks.extend(_order_marks(order, was_closed))
         return outcome
 
     def _apply_fill_with_position(self, order: Order, fill: OrderFilled) -> Outcome:
@@ -245,6 +259,7 @@ class Ledger:
                 f"position '{position_key}' already holds trade '{fill.trade_id}' with the same side, price "
                 "and quantity",
             )
+        was_closed = order.is_closed
         order.apply(fill)  # raises (changing nothing) if the order refuses the fill
         # Accepted: from here on state changes.
         self.budget.add((_ORDERS, order.client_order_id.value), event_bytes(fill))
@@ -255,8 +270,7 @@ class Ledger:
         for half in stored:
             writes.append(self._store_position_fill(half, instrument))
         outcome = Outcome(Kind.ORDER, writes)
-        if order.is_closed:
-            outcome.marks.append(Mark(Collection.ORDERS, order.client_order_id.value, closed=True))
+        outcome.marks.extend(_order_marks(order, was_closed))
         outcome.marks.extend(self._position_marks(position_key, was_open))
         return outcome
 
@@ -402,6 +416,7 @@ class Ledger:
 
     def hydrate(self, stored: StoredState) -> None:
         """Take entities read from the store (absent ones are simply not in `stored`)."""
+        self._purged_orders.update(stored.purged_orders)
         for key, stored_instrument in stored.instruments.items():
             self.instruments[key] = stored_instrument
             self.budget.set((_INSTRUMENTS, key), instrument_bytes(stored_instrument.data))
@@ -477,6 +492,7 @@ class Ledger:
         self.closed_summaries.clear()
         self._touched_orders.clear()
         self._recent_account_events.clear()
+        self._purged_orders.clear()
         self.budget.clear()
 
     def evict(self, open_orders_limit: int, positions_limit: int = 100_000) -> int:
@@ -491,6 +507,7 @@ class Ledger:
         many orders were dropped.
         """
         before = len(self.orders)
+        self._purged_orders.clear()
         for key in self._touched_orders:
             order = self.orders.get(key)
             if order is not None and order.is_closed:
@@ -526,6 +543,16 @@ class Ledger:
             self.instruments.pop(key, None)
 
 
+def _order_marks(order: Order, was_closed: bool) -> list[Mark]:
+    """Closed (again: a late event a closed order accepts restarts its age), or reopened (a late
+    fill of a canceled order)."""
+    if order.is_closed:
+        return [Mark(Collection.ORDERS, order.client_order_id.value, closed=True)]
+    if was_closed:
+        return [Mark(Collection.ORDERS, order.client_order_id.value, closed=False)]
+    return []
+
+
 @dataclass
 class StateRequest:
     """Ids of stored entities to read before a batch is applied."""
@@ -547,6 +574,8 @@ class StoredState:
     positions: dict[str, list[OrderFilled]] = field(default_factory=dict)
     accounts: dict[str, list[AccountState]] = field(default_factory=dict)
     instruments: dict[str, Instrument] = field(default_factory=dict)
+    # Orders retention removed (client order id -> when, ms since the epoch): refused as purged.
+    purged_orders: dict[str, int] = field(default_factory=dict)
 
 
 __all__ = [

@@ -1,0 +1,518 @@
+"""Retention: closed orders (with their commands), closed positions and old account states
+removed from Redis, planned here without I/O.
+
+Model. Ingest keeps, per trader, a sorted set of closed orders and one of closed positions
+(`Keys.closed`), scored by when each closed (Redis' clock, ms): `APPLY_SCRIPT` adds an entity in
+the same atomic call as the event that closed it and removes it in the call of an event that
+reopens it (a late fill of a canceled order, a NETTING position's next fill). A sweep is a
+generator (`sweep`) that yields what it needs from Redis (`Clock`, `ClosedIds`, `IndexPage`,
+`ReadKeys`, `Purge`) and is sent the answers: the daemon drives it asynchronously
+(`daemon/retention.py`), the Python API synchronously (`RedisCacheDatabase.apply_retention`).
+
+Each slice is one atomic `PURGE_SCRIPT` call, fenced by the lease token like ingest's writes,
+that re-checks every guard before it removes anything: an order or position is removed only if
+it is still in its closed set with a score at or below the cutoff and its list has exactly the
+length that was read (so the `seen` fields removed with it are exactly its events'); a command
+only if it still holds the bytes that were read. With an order go its list, its `seen` fields,
+its index entry, its SubmitOrder command (and that command's `seen` field and index entry), and
+a tombstone (`Keys.purged`, kept as long as the retention age) by which a late event for it is
+refused as purged instead of re-creating it. A SubmitOrderList goes when none of its orders is
+stored any more. An account keeps its last `account_states` states: older ones are trimmed from
+the head with their `seen` fields. Nothing here reads a key pattern (no KEYS, no SCAN): closed
+sets and the accounts index say what to look at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from hashlib import sha1
+from typing import Any, Final
+
+import msgpack
+
+from tradecache.cache.keys import Keys
+from tradecache.model.ledger import Collection
+
+# Ops: see the module docstring. KEYS and ARGV are consumed in order; ARGV[1] is the op count.
+PURGE_SCRIPT: Final = """
+local types = {
+  F = {'string'},
+  O = {'list', 'hash', 'zset', 'zset', 'zset', 'string', 'hash', 'zset'},
+  P = {'list', 'hash', 'zset', 'zset'},
+  L = {'string', 'hash', 'zset'},
+  T = {'list', 'hash'},
+  X = {'zset'},
+}
+local fixed_args = {F = 1, O = 6, P = 4, L = 4, T = 3, X = 1}
+local FIELDS_PER_CALL = 1000
+local n = tonumber(ARGV[1])
+-- The keys and the extra arguments of op i: (number of keys, number of args after the op letter).
+local function sizes(op, a)
+  local nkeys, nargs = #types[op], fixed_args[op]
+  if op == 'O' then nargs = nargs + tonumber(ARGV[a + 6]) end
+  if op == 'P' then nargs = nargs + tonumber(ARGV[a + 4]) end
+  if op == 'T' then nargs = nargs + tonumber(ARGV[a + 3]) end
+  if op == 'L' then nkeys = nkeys + tonumber(ARGV[a + 4]) end
+  return nkeys, nargs
+end
+local function check_type(key, want)
+  local have = redis.call('TYPE', key)['ok']
+  if have ~= 'none' and have ~= want then
+    return redis.error_reply('WRONGTYPE tradecache: ' .. key .. ' holds a ' .. have .. ', not a ' .. want)
+  end
+  return nil
+end
+-- Pass 1: the fence and every key's type, so that a slice removes all it may or nothing.
+local k, a = 1, 2
+for i = 1, n do
+  local op = ARGV[a]
+  if types[op] == nil then
+    return redis.error_reply('ERR tradecache: unknown purge operation ' .. tostring(op))
+  end
+  local nkeys, nargs = sizes(op, a)
+  for j = 0, nkeys - 1 do
+    local problem = check_type(KEYS[k + j], types[op][j + 1] or 'list')
+    if problem then
+      return problem
+    end
+  end
+  if op == 'F' and redis.call('GET', KEYS[k]) ~= ARGV[a + 1] then
+    return redis.error_reply('FENCED tradecache: this writer does not hold the lease ' .. KEYS[k])
+  end
+  k, a = k + nkeys, a + 1 + nargs
+end
+local function hdel(key, first, count)
+  local last = first + count - 1
+  for start = first, last, FIELDS_PER_CALL do
+    redis.call('HDEL', key, unpack(ARGV, start, math.min(start + FIELDS_PER_CALL - 1, last)))
+  end
+end
+local function closed_before(closed_key, id, cutoff)
+  local score = redis.call('ZSCORE', closed_key, id)
+  return score and tonumber(score) <= tonumber(cutoff)
+end
+local function same_bytes(key, digest)
+  local value = redis.call('GET', key)
+  return value and redis.sha1hex(value) == digest
+end
+-- Pass 2: each op re-checks its guards, then removes. Result: what it removed (0: skipped).
+local time = redis.call('TIME')
+local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local results = {}
+k, a = 1, 2
+for i = 1, n do
+  local op = ARGV[a]
+  local nkeys, nargs = sizes(op, a)
+  local removed = 0
+  if op == 'O' or op == 'P' then
+    local id, cutoff, length = ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
+    local closed = KEYS[k + 3]
+    if closed_before(closed, id, cutoff) and redis.call('LLEN', KEYS[k]) == length then
+      redis.call('DEL', KEYS[k])
+      local count = tonumber(ARGV[a + (op == 'O' and 6 or 4)])
+      hdel(KEYS[k + 1], a + (op == 'O' and 7 or 5), count)
+      redis.call('ZREM', KEYS[k + 2], id)
+      redis.call('ZREM', closed, id)
+      removed = 1
+      if op == 'O' then
+        redis.call('ZADD', KEYS[k + 4], now_ms, id)
+        if ARGV[a + 4] ~= '' and same_bytes(KEYS[k + 5], ARGV[a + 4]) then
+          redis.call('DEL', KEYS[k + 5])
+          redis.call('HDEL', KEYS[k + 6], ARGV[a + 5])
+          redis.call('ZREM', KEYS[k + 7], id)
+          removed = 2
+        end
+      end
+    end
+  elseif op == 'L' then
+    local id, digest, seen_field, members = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[a + 4])
+    local gone = same_bytes(KEYS[k], digest)
+    for j = 1, members do
+      gone = gone and redis.call('EXISTS', KEYS[k + 2 + j]) == 0
+    end
+    if gone then
+      redis.call('DEL', KEYS[k])
+      redis.call('HDEL', KEYS[k + 1], seen_field)
+      redis.call('ZREM', KEYS[k + 2], id)
+      removed = 1
+    end
+  elseif op == 'T' then
+    local count, digest = tonumber(ARGV[a + 1]), ARGV[a + 2]
+    local head = redis.call('LINDEX', KEYS[k], 0)
+    if head and redis.sha1hex(head) == digest and redis.call('LLEN', KEYS[k]) > count then
+      redis.call('LTRIM', KEYS[k], count, -1)
+      hdel(KEYS[k + 1], a + 4, tonumber(ARGV[a + 3]))
+      removed = count
+    end
+  elseif op == 'X' then
+    removed = redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', ARGV[a + 1])
+  end
+  results[i] = removed
+  k, a = k + nkeys, a + 1 + nargs
+end
+return results
+"""
+
+
+# Redis' clock in ms, asked of the node that holds the trader's keys (a key routes it in a cluster).
+CLOCK_SCRIPT: Final = "local t = redis.call('TIME') return t[1] * 1000 + math.floor(t[2] / 1000)"
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """What one trader keeps. Zero (the default) keeps everything of that kind."""
+
+    closed_orders_after: float = 0.0  # seconds after an order closed (with its SubmitOrder command)
+    closed_positions_after: float = 0.0  # seconds after a position closed (went flat)
+    account_states: int = 0  # the last N states of each account are kept
+    slice_size: int = 200  # entities per atomic purge call
+
+    @property
+    def enabled(self) -> bool:
+        return self.closed_orders_after > 0 or self.closed_positions_after > 0 or self.account_states > 0
+
+
+@dataclass
+class SweepReport:
+    """What one sweep removed, by kind, and how many candidates it left for a later sweep."""
+
+    orders: int = 0
+    submit_order_commands: int = 0
+    submit_order_list_commands: int = 0
+    positions: int = 0
+    account_states: int = 0
+    tombstones: int = 0  # purged-order marks that outlived the retention age
+    skipped: int = 0  # changed since read (a late event, a reopening): looked at again next sweep
+    calls: int = 0  # purge script calls (slices)
+
+    def removed(self) -> dict[str, int]:
+        return {
+            "orders": self.orders,
+            "submit_order_commands": self.submit_order_commands,
+            "submit_order_list_commands": self.submit_order_list_commands,
+            "positions": self.positions,
+            "account_states": self.account_states,
+        }
+
+
+# -- what a sweep asks of Redis -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Clock:
+    """Redis' clock in milliseconds (`TIME`): the clock closed sets are scored with."""
+
+
+@dataclass(frozen=True)
+class ClosedIds:
+    """`ZRANGEBYSCORE key -inf cutoff LIMIT 0 limit`: ids closed at or before the cutoff, oldest first."""
+
+    key: str
+    cutoff_ms: int
+    limit: int
+
+
+@dataclass(frozen=True)
+class IndexPage:
+    """`ZRANGEBYLEX key (after + LIMIT 0 limit` (from the start when `after` is None)."""
+
+    key: str
+    after: str | None
+    limit: int
+
+
+@dataclass(frozen=True)
+class Read:
+    """`LRANGE key 0 count-1` (`count` -1: all), `GET key` or `LLEN key`."""
+
+    command: str
+    key: str
+    count: int = -1
+
+
+@dataclass(frozen=True)
+class ReadKeys:
+    """Several reads in one round trip; the answer is their results in order."""
+
+    reads: tuple[Read, ...]
+
+
+@dataclass
+class Purge:
+    """One `PURGE_SCRIPT` call (a slice), built up op by op; the answer is each op's count."""
+
+    keys: list[str] = field(default_factory=list)
+    args: list[bytes | str | int] = field(default_factory=lambda: [0])
+    kinds: list[str] = field(default_factory=list)  # what each op removes, for the report
+
+    def add(self, kind: str, keys: Sequence[str], op: str, *args: bytes | str | int) -> None:
+        self.keys.extend(keys)
+        self.args.append(op)
+        self.args.extend(args)
+        self.kinds.append(kind)
+        self.args[0] = len(self.kinds)
+
+
+Request = Clock | ClosedIds | IndexPage | ReadKeys | Purge
+Sweep = Generator[Request, Any, SweepReport]
+
+
+# -- planning ------------------------------------------------------------------------------------
+
+
+def seen_field(entity: str, stored_id: str) -> str:
+    """The `seen` hash field of (entity, event or command id), as `APPLY_SCRIPT` writes it: the
+    entity id's length in bytes, `:`, the entity id, the id."""
+    return f"{len(entity.encode())}:{entity}{stored_id}"
+
+
+def digest(value: bytes) -> str:
+    """What `redis.sha1hex` gives for `value`."""
+    return sha1(value).hexdigest()
+
+
+def unpacked(raw: bytes | None) -> dict[str, Any]:
+    """A stored payload as a map ({} when it is not one: another writer's bytes)."""
+    if not raw:
+        return {}
+    try:
+        value = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def event_fields(entity: str, events: Sequence[bytes]) -> list[str]:
+    """The `seen` fields of a stored list's events (an event without an id has none)."""
+    ids = (_text(unpacked(raw).get("event_id")) for raw in events)
+    return [seen_field(entity, event_id) for event_id in ids if event_id is not None]
+
+
+def plan_order(purge: Purge, keys: Keys, coid: str, cutoff: int, events: list[bytes], command: bytes | None) -> None:
+    """Remove a closed order, its events' dedupe fields and its SubmitOrder command (op `O`)."""
+    command_id = _text(unpacked(command).get("command_id")) if command else None
+    names = (
+        keys.entity(Collection.ORDERS, coid),
+        keys.seen(Collection.ORDERS),
+        keys.index(Collection.ORDERS),
+        keys.closed(Collection.ORDERS),
+        keys.purged(Collection.ORDERS),
+        keys.entity(Collection.SUBMIT_ORDER, coid),
+        keys.seen(Collection.SUBMIT_ORDER),
+        keys.index(Collection.SUBMIT_ORDER),
+    )
+    fields = event_fields(coid, events)
+    with_command = command is not None and command_id is not None
+    purge.add(
+        "orders", names, "O", coid, cutoff, len(events),
+        digest(command) if with_command and command else "",
+        seen_field(coid, command_id) if with_command and command_id else "",
+        len(fields), *fields,
+    )  # fmt: skip
+
+
+def plan_position(purge: Purge, keys: Keys, position_id: str, cutoff: int, fills: list[bytes]) -> None:
+    """Remove a closed position and its fills' dedupe fields (op `P`)."""
+    names = (
+        keys.entity(Collection.POSITIONS, position_id),
+        keys.seen(Collection.POSITIONS),
+        keys.index(Collection.POSITIONS),
+        keys.closed(Collection.POSITIONS),
+    )
+    fields = event_fields(position_id, fills)
+    purge.add("positions", names, "P", position_id, cutoff, len(fills), len(fields), *fields)
+
+
+def order_list_members(command: bytes | None) -> tuple[str | None, list[str]]:
+    """A stored SubmitOrderList's command id and the client order ids of its orders."""
+    data = unpacked(command)
+    orders = data.get("orders")
+    members = [
+        coid
+        for coid in (_text(order.get("client_order_id")) for order in orders if isinstance(order, dict))
+        if coid is not None
+    ] if isinstance(orders, list) else []  # fmt: skip
+    return _text(data.get("command_id")), members
+
+
+def plan_order_list(purge: Purge, keys: Keys, order_list_id: str, command: bytes) -> None:
+    """Remove a SubmitOrderList once none of its orders is stored (op `L`, checked in the script)."""
+    command_id, members = order_list_members(command)
+    if command_id is None:
+        return
+    names = [
+        keys.entity(Collection.SUBMIT_ORDER_LIST, order_list_id),
+        keys.seen(Collection.SUBMIT_ORDER_LIST),
+        keys.index(Collection.SUBMIT_ORDER_LIST),
+        *(keys.entity(Collection.ORDERS, coid) for coid in members),
+    ]
+    purge.add(
+        "submit_order_list_commands", names, "L", order_list_id, digest(command),
+        seen_field(order_list_id, command_id), len(members),
+    )  # fmt: skip
+
+
+def plan_account_trim(purge: Purge, keys: Keys, account_id: str, head: list[bytes]) -> None:
+    """Drop the `head` states (the oldest) of an account with their dedupe fields (op `T`)."""
+    fields = event_fields(account_id, head)
+    names = (keys.entity(Collection.ACCOUNTS, account_id), keys.seen(Collection.ACCOUNTS))
+    purge.add("account_states", names, "T", len(head), digest(head[0]), len(fields), *fields)
+
+
+def fenced(token: str | None, keys: Keys) -> Purge:
+    """A new purge call, conditional on the lease holding `token` (None: not fenced)."""
+    purge = Purge()
+    if token is not None:
+        purge.add("fence", (keys.lease(),), "F", token)
+    return purge
+
+
+def take(report: SweepReport, purge: Purge, results: Sequence[int]) -> int:
+    """Count a purge call's results; returns how many entities it removed."""
+    report.calls += 1
+    removed = 0
+    for kind, result in zip(purge.kinds, results, strict=True):
+        count = int(result)
+        if kind == "orders":
+            report.orders += 1 if count else 0
+            report.submit_order_commands += 1 if count == 2 else 0
+            report.skipped += 0 if count else 1
+        elif kind == "positions":
+            report.positions += count
+            report.skipped += 0 if count else 1
+        elif kind == "submit_order_list_commands":
+            report.submit_order_list_commands += count
+        elif kind == "account_states":
+            report.account_states += count
+        elif kind == "tombstones":
+            report.tombstones += count
+        if kind in ("orders", "positions") and count:
+            removed += 1
+    return removed
+
+
+# -- the sweep ----------------------------------------------------------------------------------
+
+# The most account states trimmed from one account per op (the rest waits for the next slice).
+TRIM_MAX: Final = 1000
+
+
+def sweep(policy: RetentionPolicy, keys: Keys, token: str | None) -> Sweep:
+    """One sweep of `policy` over a trader (see the module docstring for the protocol)."""
+    report = SweepReport()
+    now: int = yield Clock()
+    if policy.closed_orders_after > 0:
+        cutoff = now - int(policy.closed_orders_after * 1000)
+        yield from _sweep_orders(policy, keys, token, cutoff, report)
+        tombstones = fenced(token, keys)
+        tombstones.add("tombstones", (keys.purged(Collection.ORDERS),), "X", cutoff)
+        take(report, tombstones, (yield tombstones))
+    if policy.closed_positions_after > 0:
+        cutoff = now - int(policy.closed_positions_after * 1000)
+        yield from _sweep_positions(policy, keys, token, cutoff, report)
+    if policy.account_states > 0:
+        yield from _sweep_accounts(policy, keys, token, report)
+    return report
+
+
+def _sweep_orders(policy: RetentionPolicy, keys: Keys, token: str | None, cutoff: int, report: SweepReport) -> Any:
+    while True:
+        ids: list[str] = yield ClosedIds(keys.closed(Collection.ORDERS), cutoff, policy.slice_size)
+        if not ids:
+            return
+        reads = [Read("LRANGE", keys.entity(Collection.ORDERS, coid)) for coid in ids]
+        reads += [Read("GET", keys.entity(Collection.SUBMIT_ORDER, coid)) for coid in ids]
+        stored = yield ReadKeys(tuple(reads))
+        purge = fenced(token, keys)
+        lists: dict[str, None] = {}
+        for coid, events, command in zip(ids, stored[: len(ids)], stored[len(ids) :], strict=True):
+            plan_order(purge, keys, coid, cutoff, list(events), command)
+            order_list_id = _text(unpacked(events[0]).get("order_list_id")) if events else None
+            if order_list_id is not None:
+                lists[order_list_id] = None
+        if lists:
+            commands = yield ReadKeys(tuple(Read("GET", keys.entity(Collection.SUBMIT_ORDER_LIST, i)) for i in lists))
+            for order_list_id, command in zip(lists, commands, strict=True):
+                if command:
+                    plan_order_list(purge, keys, order_list_id, command)
+        if not take(report, purge, (yield purge)):
+            return  # every candidate changed since it was read: the next sweep looks again
+
+
+def _sweep_positions(policy: RetentionPolicy, keys: Keys, token: str | None, cutoff: int, report: SweepReport) -> Any:
+    while True:
+        ids: list[str] = yield ClosedIds(keys.closed(Collection.POSITIONS), cutoff, policy.slice_size)
+        if not ids:
+            return
+        stored = yield ReadKeys(tuple(Read("LRANGE", keys.entity(Collection.POSITIONS, pid)) for pid in ids))
+        purge = fenced(token, keys)
+        for position_id, fills in zip(ids, stored, strict=True):
+            plan_position(purge, keys, position_id, cutoff, list(fills))
+        if not take(report, purge, (yield purge)):
+            return
+
+
+def _over(ids: Sequence[str], lengths: Sequence[Any], keep: int) -> dict[str, int]:
+    """Accounts holding more than `keep` states, and how many to drop now (at most TRIM_MAX)."""
+    return {
+        account_id: min(int(n) - keep, TRIM_MAX) for account_id, n in zip(ids, lengths, strict=True) if int(n) > keep
+    }
+
+
+def _lengths(keys: Keys, ids: Sequence[str]) -> ReadKeys:
+    return ReadKeys(tuple(Read("LLEN", keys.entity(Collection.ACCOUNTS, account_id)) for account_id in ids))
+
+
+def _sweep_accounts(policy: RetentionPolicy, keys: Keys, token: str | None, report: SweepReport) -> Any:
+    after: str | None = None
+    while True:
+        ids: list[str] = yield IndexPage(keys.index(Collection.ACCOUNTS), after, policy.slice_size)
+        if not ids:
+            return
+        after = ids[-1]
+        over = _over(ids, (yield _lengths(keys, ids)), policy.account_states)
+        while over:
+            heads = yield ReadKeys(
+                tuple(Read("LRANGE", keys.entity(Collection.ACCOUNTS, account_id), n) for account_id, n in over.items())
+            )
+            purge = fenced(token, keys)
+            for account_id, head in zip(over, heads, strict=True):
+                if head:
+                    plan_account_trim(purge, keys, account_id, list(head))
+            before = report.account_states
+            take(report, purge, (yield purge))
+            if report.account_states == before:
+                break  # changed since read (another writer): the next sweep looks again
+            over = _over(list(over), (yield _lengths(keys, list(over))), policy.account_states)
+
+
+__all__ = [
+    "CLOCK_SCRIPT",
+    "PURGE_SCRIPT",
+    "TRIM_MAX",
+    "Clock",
+    "ClosedIds",
+    "IndexPage",
+    "Purge",
+    "Read",
+    "ReadKeys",
+    "Request",
+    "RetentionPolicy",
+    "Sweep",
+    "SweepReport",
+    "digest",
+    "event_fields",
+    "order_list_members",
+    "plan_account_trim",
+    "plan_order",
+    "plan_order_list",
+    "plan_position",
+    "seen_field",
+    "sweep",
+    "take",
+]
