@@ -12,12 +12,19 @@ positions; account states; commands) at a steady rate with JetStream acks (pipel
 - events written over that interval (`tradecache_events_total{outcome="written"}`) and in all;
 - pending: messages the consumer has not acked yet (the server's view) and the daemon's gauge.
 
+With `--retention SECONDS` the daemon runs with that retention (`retention:` closed orders,
+closed positions, and `--account-states` states per account, swept every `--sweep-interval`
+seconds), and each line also prints Redis' key count (DBSIZE: the server is the soak's own) and
+used_memory, and what retention removed. The feed's orders all close, its NETTING positions
+close and reopen, its account grows by a state per fill or so: without retention all of it stays.
+
 At the end it waits for the daemon to catch up and prints whether RSS stayed flat: growth over
-the last `--flat-window` minutes (default 10, or the second half of a shorter run) below 10%.
-Exit status 0 when flat and caught up.
+the last `--flat-window` minutes (default 10, or the second half of a shorter run) below 10%;
+with retention, the same for the key count and used_memory. Exit status 0 when flat and caught up.
 
     .venv/bin/python scripts/soak.py                       # 2,000 events/s for 30 minutes
     .venv/bin/python scripts/soak.py --minutes 5 --rate 1000
+    .venv/bin/python scripts/soak.py --retention 60        # issue 12: key count and memory flat
 """
 
 from __future__ import annotations
@@ -63,6 +70,7 @@ class Scrape:
     lag: dict[float, float] = field(default_factory=dict)  # cumulative bucket counts, all kinds
     written: float = 0.0
     pending_gauge: float = 0.0
+    removed: dict[str, float] = field(default_factory=dict)  # tradecache_retention_removed_total by kind
 
 
 def scrape(port: int) -> Scrape:
@@ -79,6 +87,8 @@ def scrape(port: int) -> Scrape:
                 result.written += sample.value
             elif sample.name == "tradecache_consumer_pending_messages":
                 result.pending_gauge = sample.value
+            elif sample.name == "tradecache_retention_removed_total":
+                result.removed[sample.labels["kind"]] = sample.value
     return result
 
 
@@ -126,6 +136,18 @@ class Publisher:
             await nc.close()
 
 
+def retention_section(args: argparse.Namespace) -> dict[str, Any]:
+    """The daemon's `retention:` section for `--retention` (empty: off)."""
+    if not args.retention:
+        return {}
+    return {
+        "closed_orders_after": args.retention,
+        "closed_positions_after": args.retention,
+        "account_states": args.account_states,
+        "sweep_interval": args.sweep_interval,
+    }
+
+
 async def consumer_unacked(nats_url: str) -> int:
     nc = await connect_nats(nats_url)
     try:
@@ -135,17 +157,50 @@ async def consumer_unacked(nats_url: str) -> int:
         await nc.close()
 
 
-def redis_stats(server: RedisServer) -> str:
-    """Redis memory and the AOF events that stall it (a lag spike often lines up with one)."""
+@dataclass
+class RedisSample:
+    keys: int
+    used_memory: int
+    aof_rewrites: str
+    delayed_fsyncs: str
+
+    def __str__(self) -> str:
+        return (
+            f"redis {self.keys:,} keys, {self.used_memory / 2**20:,.1f} MB, AOF rewrites {self.aof_rewrites}, "
+            f"delayed fsyncs {self.delayed_fsyncs}"
+        )
+
+
+def redis_stats(server: RedisServer) -> RedisSample:
+    """Redis keys and memory, and the AOF events that stall it (a lag spike often lines up with one)."""
     client = server.client()
     try:
-        memory, persistence = client.info("memory"), client.info("persistence")
+        memory, persistence, keys = client.info("memory"), client.info("persistence"), client.dbsize()
     finally:
         client.close()
-    return (
-        f"redis {int(memory['used_memory']) / 2**20:,.0f} MB, AOF rewrites "
-        f"{persistence.get('aof_rewrites', '?')}, delayed fsyncs {persistence.get('aof_delayed_fsync', '?')}"
-    )
+    return RedisSample(
+        int(keys), int(memory["used_memory"]), str(persistence.get("aof_rewrites", "?")),
+        str(persistence.get("aof_delayed_fsync", "?")),
+    )  # fmt: skip
+
+
+def growth(samples: list[tuple[float, float]], minutes: float) -> tuple[float, float, float]:
+    """(value at the start of the last `minutes`, value at the end, relative growth)."""
+    cutoff = samples[-1][0] - minutes * 60
+    base = next(value for at, value in samples if at >= cutoff - 1)
+    end = samples[-1][1]
+    return base, end, (end - base) / base if base else 0.0
+
+
+def peak_growth(samples: list[tuple[float, float]], minutes: float) -> tuple[float, float, float]:
+    """(peak of the first half of the last `minutes`, peak of the second half, relative growth):
+    retention removes in sweeps, so keys and memory saw-tooth; their peaks show a trend."""
+    end = samples[-1][0]
+    window = [(at, value) for at, value in samples if at >= end - minutes * 60 - 1]
+    middle = end - minutes * 30
+    first = max((value for at, value in window if at < middle), default=window[0][1])
+    second = max((value for at, value in window if at >= middle), default=window[-1][1])
+    return first, second, (second - first) / first if first else 0.0
 
 
 def ms(seconds: float) -> str:
@@ -167,6 +222,7 @@ async def soak(args: argparse.Namespace) -> int:
             ingest={"batch_size": 256, "open_orders_limit": 100_000, "fetch_expires": 0.5},
             metrics={"key_count_interval": 10.0},
             logging={"level": "WARNING"},
+            retention=retention_section(args),
         )
         daemon = Daemon(config)
         daemon.start()
@@ -177,13 +233,16 @@ async def soak(args: argparse.Namespace) -> int:
         pid = process.pid
         print(f"soak: {args.rate:,.0f} events/s for {args.minutes:g} min, seed {args.seed}; daemon pid {pid}, "
               f"redis {redis_server.binary}, nats {nats_server.binary}", flush=True)  # fmt: skip
-        print(f"RSS at start: {rss_mb(pid):.1f} MB", flush=True)
+        print(f"RSS at start: {rss_mb(pid):.1f} MB; retention {retention_section(args) or 'off'}", flush=True)
 
         publisher = Publisher(nats_server.url, args.rate, args.seed)
         stopping = asyncio.Event()
         publishing = asyncio.create_task(publisher.run(stopping))
         started = time.monotonic()
         rss: list[tuple[float, float]] = [(0.0, rss_mb(pid))]
+        first_redis = await asyncio.to_thread(redis_stats, redis_server)
+        redis_keys: list[tuple[float, float]] = [(0.0, float(first_redis.keys))]
+        redis_memory: list[tuple[float, float]] = [(0.0, float(first_redis.used_memory))]
         p99s: list[float] = []
         previous = await asyncio.to_thread(scrape, port)
         first_written = previous.written
@@ -203,11 +262,15 @@ async def soak(args: argparse.Namespace) -> int:
             elapsed = time.monotonic() - started
             memory = rss_mb(pid)
             rss.append((elapsed, memory))
+            redis_keys.append((elapsed, float(redis_info.keys)))
+            redis_memory.append((elapsed, float(redis_info.used_memory)))
             p99s.append(p99)
+            removed = ", ".join(f"{kind} {count:,.0f}" for kind, count in current.removed.items() if count)
             print(f"[{elapsed / 60:5.1f} min] RSS {memory:6.1f} MB | lag p50 {ms(p50)}, p99 {ms(p99)} "
                   f"({events:,.0f} events) | written {written:,.0f} ({written / args.interval:,.0f}/s), "
                   f"total {current.written - first_written:,.0f} | published {publisher.acked:,} | pending "
-                  f"{unacked:,} (daemon gauge {current.pending_gauge:,.0f}) | {redis_info}", flush=True)  # fmt: skip
+                  f"{unacked:,} (daemon gauge {current.pending_gauge:,.0f}) | {redis_info}"
+                  f"{f' | removed {removed}' if removed else ''}", flush=True)  # fmt: skip
             previous = current
         stopping.set()
         await publishing
@@ -219,17 +282,26 @@ async def soak(args: argparse.Namespace) -> int:
             caught_up = False
         final = await asyncio.to_thread(scrape, port)
         flat_minutes = min(args.flat_window, args.minutes / 2)
-        cutoff = rss[-1][0] - flat_minutes * 60
-        base = next(memory for at, memory in rss if at >= cutoff - 1)
-        growth = (rss[-1][1] - base) / base
-        flat = growth < FLAT_LIMIT
+        base, _, rss_growth = growth(rss, flat_minutes)
+        flat = rss_growth < FLAT_LIMIT
         print()
         print(f"published {publisher.acked:,} messages ({publisher.failed} failed publishes, at most "
               f"{publisher.behind:,.0f} behind schedule); written {final.written - first_written:,.0f}; "
               f"caught up to stream sequence {last:,}: {caught_up}")  # fmt: skip
         print(f"RSS: start {rss[0][1]:.1f} MB, max {max(m for _, m in rss):.1f} MB, end {rss[-1][1]:.1f} MB; "
-              f"last {flat_minutes:g} min {base:.1f} -> {rss[-1][1]:.1f} MB ({growth:+.1%}): "
+              f"last {flat_minutes:g} min {base:.1f} -> {rss[-1][1]:.1f} MB ({rss_growth:+.1%}): "
               f"{'flat' if flat else 'NOT flat'} (limit {FLAT_LIMIT:.0%})")  # fmt: skip
+        if args.retention:
+            for name, samples, unit in (("Redis keys", redis_keys, 1.0), ("Redis used_memory MB", redis_memory, 2**20)):
+                before, after, change = peak_growth(samples, flat_minutes)
+                flat_too = change < FLAT_LIMIT
+                flat = flat and flat_too
+                print(f"{name}: start {samples[0][1] / unit:,.1f}, max {max(v for _, v in samples) / unit:,.1f}, "
+                      f"end {samples[-1][1] / unit:,.1f}; peak in each half of the last {flat_minutes:g} min "
+                      f"{before / unit:,.1f} -> {after / unit:,.1f} ({change:+.1%}): "
+                      f"{'flat' if flat_too else 'NOT flat'}")  # fmt: skip
+            totals = ", ".join(f"{kind} {count:,.0f}" for kind, count in final.removed.items())
+            print(f"retention removed: {totals}")
         if p99s:
             print(f"event lag p99 per interval: max {ms(max(p99s))}, median {ms(sorted(p99s)[len(p99s) // 2])}")
         print(f"daemon exit code after SIGTERM: {await asyncio.to_thread(daemon.stop)}")
@@ -249,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=60.0, help="seconds between reports (default 60)")
     parser.add_argument("--flat-window", type=float, default=10.0, help="minutes RSS must stay flat (default 10)")
     parser.add_argument("--seed", type=int, default=None, help="feed seed (default: drawn and printed)")
+    parser.add_argument("--retention", type=float, default=0.0, help="retention age in seconds (default 0: off)")
+    parser.add_argument("--account-states", type=int, default=100, help="account states kept with --retention")
+    parser.add_argument("--sweep-interval", type=float, default=15.0, help="seconds between sweeps (default 15)")
     args = parser.parse_args(argv)
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(1, 2**31)

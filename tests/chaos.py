@@ -50,14 +50,14 @@ import redis
 
 from tests.integration.daemon_process import DaemonProcess
 from tradecache.cache.keys import Keys
-from tradecache.cache.plan import currency_fields
+from tradecache.cache.plan import currency_fields, cycle_member
 from tradecache.daemon.bus import ensure_stream
 from tradecache.daemon.devstack import NatsServer, RedisServer
 from tradecache.daemon.ingest import PAUSE_AFTER_COMMIT_ENV
 from tradecache.daemon.subjects import Subjects
 from tradecache.model.events import SubmitOrder, SubmitOrderList
 from tradecache.model.identifiers import TraderId
-from tradecache.model.ledger import Collection, Ledger, WriteOp
+from tradecache.model.ledger import Collection, Ledger, Mark, Write, WriteOp
 from tradecache.model.messages import Kind
 from tradecache.model.values import Currency
 from tradecache.serialization.msgpack import MsgPackSerializer
@@ -315,12 +315,7 @@ def clean_state(trader_id: str, messages: list[FeedMessage]) -> ExpectedState:
     ledger, keys, state = Ledger(TraderId(trader_id)), Keys(trader_id), ExpectedState()
     for message in messages:
         outcome = ledger.apply(serializer.deserialize(message.payload))
-        for mark in outcome.marks:
-            closed = state.closed.setdefault(mark.collection, set())
-            if mark.closed:
-                closed.add(mark.key)
-            else:
-                closed.discard(mark.key)
+        _take_marks(state, keys, outcome.writes, outcome.marks)
         for write in outcome.writes:
             key = keys.entity(write.collection, write.key)
             state.collection_of[key] = write.collection
@@ -351,6 +346,22 @@ def clean_state(trader_id: str, messages: list[FeedMessage]) -> ExpectedState:
                 state.hashes.pop(key, None)
                 ids.discard(write.key)
     return state
+
+
+def _take_marks(state: ExpectedState, keys: Keys, writes: list[Write], marks: list[Mark]) -> None:
+    """Retention's closed sets after a message: orders closed (or reopened), positions' cycles (a
+    position's fills counted after this message's writes, less the ones after the flat point)."""
+    appended = Counter(keys.entity(w.collection, w.key) for w in writes if w.op == WriteOp.APPEND)
+    for mark in marks:
+        closed = state.closed.setdefault(mark.collection, set())
+        if mark.event_id:
+            key = keys.entity(mark.collection, mark.key)
+            count = len(state.lists.get(key, [])) + appended[key] - mark.later
+            closed.add(cycle_member(mark.key, count, mark.event_id))
+        elif mark.closed:
+            closed.add(mark.key)
+        else:
+            closed.discard(mark.key)
 
 
 @dataclass

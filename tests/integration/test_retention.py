@@ -156,9 +156,12 @@ async def test_retention_removes_exactly_what_it_should_while_ingest_runs(redis_
             await wait_for(lambda: client.zcard(keys.closed(Collection.ORDERS)) == 0, timeout=10)
             await wait_for(lambda: client.zcard(keys.closed(Collection.POSITIONS)) == 0, timeout=10)
             closed_orders = 5 + 1 + 2 + 3 + len(background_closed)  # O-DONE, L-C, P-B1/P-S1, P-B2..B3, BG
-            assert counted(daemon, "orders") == closed_orders
+            # (counted when a sweep ends)
+            await wait_for(lambda: counted(daemon, "orders") == closed_orders, timeout=10)
+            await wait_for(lambda: counted(daemon, "account_states") == 7, timeout=10)
             assert counted(daemon, "submit_order_commands") == 5 + len(background_closed)
-            assert counted(daemon, "positions") == 1
+            assert counted(daemon, "positions") == 1  # P-NET: flat for longer than the age
+            assert counted(daemon, "position_fills") == 2  # P-FLIP's closed cycle (it opened again)
             assert counted(daemon, "account_states") == 7
             assert counted(daemon, "submit_order_list_commands") == 0  # L-D is still open
 
@@ -168,7 +171,9 @@ async def test_retention_removes_exactly_what_it_should_while_ingest_runs(redis_
             assert members(client, keys.index(Collection.SUBMIT_ORDER)) == opened - {"L-D"}
             assert members(client, keys.index(Collection.SUBMIT_ORDER_LIST)) == {"OL-1"}
             assert members(client, keys.index(Collection.POSITIONS)) == {"P-FLIP"}
-            assert client.llen(keys.entity(Collection.POSITIONS, "P-FLIP")) == 3
+            assert client.llen(keys.entity(Collection.POSITIONS, "P-FLIP")) == 1
+            flip = db.load_position(PositionId("P-FLIP"))
+            assert flip is not None and flip.is_open and str(flip.quantity) == "100"
             assert client.exists(keys.entity(Collection.POSITIONS, "P-NET")) == 0
             for collection in Collection:
                 if collection not in (Collection.CURRENCIES, Collection.INSTRUMENTS, Collection.STRATEGIES):

@@ -286,6 +286,8 @@ class RedisCacheDatabase:
                     pipe.lrange(read.key, 0, read.count - 1 if read.count > 0 else -1)
                 elif read.command == "GET":
                     pipe.get(read.key)
+                elif read.command == "HGET":
+                    pipe.hget(read.key, read.field)
                 else:
                     pipe.llen(read.key)
             return pipe.execute()
@@ -413,8 +415,9 @@ class RedisCacheDatabase:
     def update_position(self, position: Position) -> None:
         """Store the position's latest fill."""
         key = position.id.value
-        mark = Mark(Collection.POSITIONS, key, closed=position.is_closed)  # a fill may reopen it
-        self._append("update_position", Collection.POSITIONS, key, position.last_event, mark)
+        last = position.last_event
+        mark = Mark(Collection.POSITIONS, key, closed=True, event_id=last.event_id) if position.is_closed else None
+        self._append("update_position", Collection.POSITIONS, key, last, mark)
 
     def load_position(self, position_id: PositionId) -> Position | None:
         if not is_key_part(str(position_id)):

@@ -87,6 +87,11 @@ class Keys:
         closed (ms, Redis' clock), which retention purges from (`cache/retention.py`)."""
         return f"{self.prefix}:tradecache:closed:{collection.value}"
 
+    def trimmed(self, collection: Collection) -> str:
+        """How many fills retention trimmed from the head of each position's list (a hash, id ->
+        count): a closed cycle's mark names its last fill by its index since the list began."""
+        return f"{self.prefix}:tradecache:trimmed:{collection.value}"
+
     def purged(self, collection: Collection) -> str:
         """Ids retention removed, scored by when (ms): a late event for one is refused as purged."""
         return f"{self.prefix}:tradecache:purged:{collection.value}"

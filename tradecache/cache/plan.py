@@ -27,9 +27,12 @@ Operations (KEYS are consumed in order, ARGV[1] is the number of operations):
   entity id, field count, fields (written 1,000 fields per HSET: any number of fields works).
 - `D` delete an entity: KEYS key, index; ARGV entity id.
 - `C` set the checkpoint if it is higher than the stored one: KEYS key; ARGV value.
-- `Z` an entity closed (retention): KEYS the collection's closed set; ARGV entity id. Its score
+- `Z` an order closed (retention): KEYS the orders' closed set; ARGV the order id. Its score
   becomes Redis' clock in milliseconds (`cache/retention.py` purges by it).
-- `U` an entity reopened: KEYS the collection's closed set; ARGV entity id (removed from it).
+- `U` an order reopened: KEYS the orders' closed set; ARGV the order id (removed from it).
+- `Y` a position went flat: KEYS the positions' closed set, the position's list, the trimmed
+  counts; ARGV position id, the fill's event id, fills of the same call after it. Adds a
+  `cycle_member` scored by Redis' clock.
 Indexes are sorted sets with score 0 (ordered by id, for paging); see `Keys.index`.
 """
 
@@ -51,12 +54,12 @@ from tradecache.model.values import Currency
 APPLY_SCRIPT: Final = """
 -- The type an operation's first key must have (false: any, it is replaced or deleted).
 local expected = {A = 'list', S = 'string', N = 'string', R = false, H = false, M = 'hash', D = false,
-                  C = 'string', F = 'string', K = 'hash', Z = 'zset', U = 'zset'}
+                  C = 'string', F = 'string', K = 'hash', Z = 'zset', U = 'zset', Y = 'zset'}
 -- The types of an operation's other keys: a dedupe hash and an index, or nothing.
 local others = {A = {'hash', 'zset'}, N = {'hash', 'zset'}, S = {'zset'}, R = {'zset'}, H = {'zset'}, M = {'zset'},
-                D = {'zset'}}
-local nkeys = {A = 3, S = 2, N = 3, R = 2, H = 2, M = 2, D = 2, C = 1, F = 1, K = 1, Z = 1, U = 1}
-local nargs = {A = 3, S = 2, N = 3, R = 2, D = 1, C = 1, F = 1, K = 3, Z = 1, U = 1}
+                D = {'zset'}, Y = {'list', 'hash'}}
+local nkeys = {A = 3, S = 2, N = 3, R = 2, H = 2, M = 2, D = 2, C = 1, F = 1, K = 1, Z = 1, U = 1, Y = 3}
+local nargs = {A = 3, S = 2, N = 3, R = 2, D = 1, C = 1, F = 1, K = 3, Z = 1, U = 1, Y = 3}
 -- Field/value pairs per HSET: Lua's unpack() refuses more than ~8,000 values at once.
 local HSET_PAIRS = 1000
 local n = tonumber(ARGV[1])
@@ -195,15 +198,24 @@ for i = 1, n do
     end
     results[i] = 1
     a = a + 1
-  elseif op == 'Z' then
+  elseif op == 'Z' or op == 'Y' then
     -- Closed now, by Redis' clock (the retention sweep reads the same clock).
     if now_ms == nil then
       local time = redis.call('TIME')
       now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
     end
-    redis.call('ZADD', KEYS[k], now_ms, ARGV[a])
+    if op == 'Z' then
+      redis.call('ZADD', KEYS[k], now_ms, ARGV[a])
+      a = a + 1
+    else
+      -- The fill's place in the position's list since it began (what retention trimmed, plus
+      -- the list's length now, minus the fills this call appended after it).
+      local trimmed = tonumber(redis.call('HGET', KEYS[k + 2], ARGV[a]) or '0')
+      local index = trimmed + redis.call('LLEN', KEYS[k + 1]) - tonumber(ARGV[a + 2])
+      redis.call('ZADD', KEYS[k], now_ms, ARGV[a] .. '\\n' .. index .. '\\n' .. ARGV[a + 1])
+      a = a + 3
+    end
     results[i] = 1
-    a = a + 1
   elseif op == 'U' then
     redis.call('ZREM', KEYS[k], ARGV[a])
     results[i] = 1
@@ -315,7 +327,12 @@ class ScriptCall:
         self._add(write, (keys.seen(write.collection),), "K", write.key, event_id, payload)
 
     def closed(self, mark: Mark, keys: Keys) -> None:
-        self._add(None, (keys.closed(mark.collection),), "Z" if mark.closed else "U", mark.key)
+        if mark.event_id:  # a position's closed cycle
+            collection = mark.collection
+            names = (keys.closed(collection), keys.entity(collection, mark.key), keys.trimmed(collection))
+            self._add(None, names, "Y", mark.key, mark.event_id, mark.later)
+        else:
+            self._add(None, (keys.closed(mark.collection),), "Z" if mark.closed else "U", mark.key)
 
     def set_command(self, write: Write, keys: Keys, command_id: str, payload: bytes) -> None:
         names = (keys.entity(write.collection, write.key), keys.seen(write.collection), keys.index(write.collection))
@@ -419,6 +436,13 @@ def plan_strategy(write: Write, keys: Keys, call: ScriptCall) -> None:
         call.set_hash(write, keys, dict(write.value), replace=False)
 
 
+def cycle_member(position_id: str, index: int, event_id: str) -> str:
+    """A member of the positions' closed set: the position, how many fills it had received when
+    that fill made it flat (counted since its list began, trimmed ones included), and the fill's
+    event id, newline-separated (ids hold no control character)."""
+    return f"{position_id}\n{index}\n{event_id}"
+
+
 _CONFLICT: Final = re.compile(r"^CONFLICT tradecache: operation (\d+): (.*)$", re.DOTALL)
 
 
@@ -490,6 +514,7 @@ __all__ = [
     "ScriptCall",
     "conflict_operation",
     "currency_fields",
+    "cycle_member",
     "event_id_of",
     "nautilus_currency",
     "plan_checks",

@@ -39,19 +39,24 @@ PURGE_SCRIPT: Final = """
 local types = {
   F = {'string'},
   O = {'list', 'hash', 'zset', 'zset', 'zset', 'string', 'hash', 'zset'},
-  P = {'list', 'hash', 'zset', 'zset'},
+  P = {'list', 'hash', 'zset', 'zset', 'hash'},
+  Q = {'list', 'hash', 'zset', 'hash'},
   L = {'string', 'hash', 'zset'},
   T = {'list', 'hash'},
   X = {'zset'},
 }
-local fixed_args = {F = 1, O = 6, P = 4, L = 4, T = 3, X = 1}
+local fixed_args = {F = 1, O = 6, P = 4, Q = 6, L = 4, T = 3, X = 1}
 local FIELDS_PER_CALL = 1000
 local n = tonumber(ARGV[1])
 -- The keys and the extra arguments of op i: (number of keys, number of args after the op letter).
 local function sizes(op, a)
   local nkeys, nargs = #types[op], fixed_args[op]
   if op == 'O' then nargs = nargs + tonumber(ARGV[a + 6]) end
-  if op == 'P' then nargs = nargs + tonumber(ARGV[a + 4]) end
+  if op == 'P' or op == 'Q' then
+    local at = op == 'P' and 3 or 5  -- where the member count is
+    local members = tonumber(ARGV[a + at])
+    nargs = nargs + members + tonumber(ARGV[a + at + 1 + members])
+  end
   if op == 'T' then nargs = nargs + tonumber(ARGV[a + 3]) end
   if op == 'L' then nkeys = nkeys + tonumber(ARGV[a + 4]) end
   return nkeys, nargs
@@ -105,25 +110,53 @@ for i = 1, n do
   local op = ARGV[a]
   local nkeys, nargs = sizes(op, a)
   local removed = 0
-  if op == 'O' or op == 'P' then
+  if op == 'O' then
     local id, cutoff, length = ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
-    local closed = KEYS[k + 3]
-    if closed_before(closed, id, cutoff) and redis.call('LLEN', KEYS[k]) == length then
+    if closed_before(KEYS[k + 3], id, cutoff) and redis.call('LLEN', KEYS[k]) == length then
       redis.call('DEL', KEYS[k])
-      local count = tonumber(ARGV[a + (op == 'O' and 6 or 4)])
-      hdel(KEYS[k + 1], a + (op == 'O' and 7 or 5), count)
+      hdel(KEYS[k + 1], a + 7, tonumber(ARGV[a + 6]))
       redis.call('ZREM', KEYS[k + 2], id)
-      redis.call('ZREM', closed, id)
+      redis.call('ZREM', KEYS[k + 3], id)
+      redis.call('ZADD', KEYS[k + 4], now_ms, id)
       removed = 1
-      if op == 'O' then
-        redis.call('ZADD', KEYS[k + 4], now_ms, id)
-        if ARGV[a + 4] ~= '' and same_bytes(KEYS[k + 5], ARGV[a + 4]) then
-          redis.call('DEL', KEYS[k + 5])
-          redis.call('HDEL', KEYS[k + 6], ARGV[a + 5])
-          redis.call('ZREM', KEYS[k + 7], id)
-          removed = 2
-        end
+      if ARGV[a + 4] ~= '' and same_bytes(KEYS[k + 5], ARGV[a + 4]) then
+        redis.call('DEL', KEYS[k + 5])
+        redis.call('HDEL', KEYS[k + 6], ARGV[a + 5])
+        redis.call('ZREM', KEYS[k + 7], id)
+        removed = 2
       end
+    end
+  elseif op == 'P' or op == 'Q' then
+    -- P: every fill is in closed cycles: the position goes. Q: its first `count` fills go (a
+    -- NETTING position that opened again), or none (count 0: only the cycles' marks go).
+    local id = ARGV[a + 1]
+    local at = op == 'P' and 3 or 5
+    local members = tonumber(ARGV[a + at])
+    local fields_count = tonumber(ARGV[a + at + 1 + members])
+    local ok, count
+    if op == 'P' then
+      ok = redis.call('LLEN', KEYS[k]) == tonumber(ARGV[a + 2])
+    else
+      count = tonumber(ARGV[a + 2])
+      local head = redis.call('LINDEX', KEYS[k], 0)
+      local trimmed = redis.call('HGET', KEYS[k + 3], id) or '0'
+      ok = count == 0 or (head and redis.sha1hex(head) == ARGV[a + 3] and trimmed == ARGV[a + 4]
+        and redis.call('LLEN', KEYS[k]) >= count)
+    end
+    if ok then
+      if op == 'P' then
+        redis.call('DEL', KEYS[k])
+        redis.call('ZREM', KEYS[k + 2], id)
+        redis.call('HDEL', KEYS[k + 4], id)
+      elseif count > 0 then
+        redis.call('LTRIM', KEYS[k], count, -1)
+        redis.call('HINCRBY', KEYS[k + 3], id, count)
+      end
+      hdel(KEYS[k + 1], a + at + 2 + members, fields_count)
+      if members > 0 then
+        redis.call('ZREM', KEYS[k + (op == 'P' and 3 or 2)], unpack(ARGV, a + at + 1, a + at + members))
+      end
+      removed = 1
     end
   elseif op == 'L' then
     local id, digest, seen_field, members = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[a + 4])
@@ -181,6 +214,7 @@ class SweepReport:
     submit_order_commands: int = 0
     submit_order_list_commands: int = 0
     positions: int = 0
+    position_fills: int = 0  # fills of closed cycles trimmed from a position that opened again
     account_states: int = 0
     tombstones: int = 0  # purged-order marks that outlived the retention age
     skipped: int = 0  # changed since read (a late event, a reopening): looked at again next sweep
@@ -192,6 +226,7 @@ class SweepReport:
             "submit_order_commands": self.submit_order_commands,
             "submit_order_list_commands": self.submit_order_list_commands,
             "positions": self.positions,
+            "position_fills": self.position_fills,
             "account_states": self.account_states,
         }
 
@@ -224,11 +259,12 @@ class IndexPage:
 
 @dataclass(frozen=True)
 class Read:
-    """`LRANGE key 0 count-1` (`count` -1: all), `GET key` or `LLEN key`."""
+    """`LRANGE key 0 count-1` (`count` -1: all), `GET key`, `LLEN key` or `HGET key field`."""
 
     command: str
     key: str
     count: int = -1
+    field: str = ""
 
 
 @dataclass(frozen=True)
@@ -245,12 +281,14 @@ class Purge:
     keys: list[str] = field(default_factory=list)
     args: list[bytes | str | int] = field(default_factory=lambda: [0])
     kinds: list[str] = field(default_factory=list)  # what each op removes, for the report
+    planned: list[int] = field(default_factory=list)  # for `Q`: the fills it trims
 
-    def add(self, kind: str, keys: Sequence[str], op: str, *args: bytes | str | int) -> None:
+    def add(self, kind: str, keys: Sequence[str], op: str, *args: bytes | str | int, planned: int = 0) -> None:
         self.keys.extend(keys)
         self.args.append(op)
         self.args.extend(args)
         self.kinds.append(kind)
+        self.planned.append(planned)
         self.args[0] = len(self.kinds)
 
 
@@ -316,16 +354,56 @@ def plan_order(purge: Purge, keys: Keys, coid: str, cutoff: int, events: list[by
     )  # fmt: skip
 
 
-def plan_position(purge: Purge, keys: Keys, position_id: str, cutoff: int, fills: list[bytes]) -> None:
-    """Remove a closed position and its fills' dedupe fields (op `P`)."""
-    names = (
+@dataclass(frozen=True)
+class Cycle:
+    """A member of the positions' closed set: the position, its fills since its list began when
+    one made it flat (see `plan.cycle_member`), and that fill's event id."""
+
+    member: str
+    position_id: str
+    index: int
+    event_id: str
+
+    @classmethod
+    def parse(cls, member: str) -> Cycle:
+        position_id, _, rest = member.partition("\n")
+        index, _, event_id = rest.partition("\n")
+        return cls(member, position_id, int(index) if index.isdigit() else 0, event_id)
+
+
+def plan_position(
+    purge: Purge, keys: Keys, cycles: Sequence[Cycle], trimmed: int, length: int, head: list[bytes]
+) -> None:
+    """Remove a position's closed cycles old enough to go: its fills up to the latest of them
+    (op `Q`), or the whole position when they are all it holds (op `P`).
+
+    `trimmed` is how many fills earlier sweeps took from its list, `length` the list's length,
+    `head` its first fills up to the latest cycle's end (read for their dedupe fields). That
+    last fill must be the one the cycle names; if not (an append the store skipped), only the
+    marks go."""
+    position_id = cycles[0].position_id
+    members = [cycle.member for cycle in cycles]
+    latest = max(cycles, key=lambda cycle: cycle.index)
+    count = max(0, latest.index - trimmed)
+    ids = [_text(unpacked(raw).get("event_id")) for raw in head[:count]]
+    if count and (len(ids) != count or ids[-1] != latest.event_id):
+        count, ids = 0, []
+    fields = [seen_field(position_id, event_id) for event_id in ids if event_id is not None]
+    stored, seen, closed, counts = (
         keys.entity(Collection.POSITIONS, position_id),
         keys.seen(Collection.POSITIONS),
-        keys.index(Collection.POSITIONS),
         keys.closed(Collection.POSITIONS),
+        keys.trimmed(Collection.POSITIONS),
     )
-    fields = event_fields(position_id, fills)
-    purge.add("positions", names, "P", position_id, cutoff, len(fills), len(fields), *fields)
+    if count and count == length:
+        names = (stored, seen, keys.index(Collection.POSITIONS), closed, counts)
+        purge.add("positions", names, "P", position_id, count, len(members), *members, len(fields), *fields)
+        return
+    first = digest(head[0]) if count else ""
+    purge.add(
+        "position_fills", (stored, seen, closed, counts), "Q", position_id, count, first, trimmed,
+        len(members), *members, len(fields), *fields, planned=count,
+    )  # fmt: skip
 
 
 def order_list_members(command: bytes | None) -> tuple[str | None, list[str]]:
@@ -373,27 +451,29 @@ def fenced(token: str | None, keys: Keys) -> Purge:
 
 
 def take(report: SweepReport, purge: Purge, results: Sequence[int]) -> int:
-    """Count a purge call's results; returns how many entities it removed."""
+    """Count a purge call's results; returns how many of its order and position ops did their
+    work (0: every candidate changed since it was read)."""
     report.calls += 1
-    removed = 0
-    for kind, result in zip(purge.kinds, results, strict=True):
+    done = 0
+    for kind, planned, result in zip(purge.kinds, purge.planned, results, strict=True):
         count = int(result)
         if kind == "orders":
             report.orders += 1 if count else 0
             report.submit_order_commands += 1 if count == 2 else 0
-            report.skipped += 0 if count else 1
         elif kind == "positions":
             report.positions += count
-            report.skipped += 0 if count else 1
+        elif kind == "position_fills":
+            report.position_fills += planned if count else 0
         elif kind == "submit_order_list_commands":
             report.submit_order_list_commands += count
         elif kind == "account_states":
             report.account_states += count
         elif kind == "tombstones":
             report.tombstones += count
-        if kind in ("orders", "positions") and count:
-            removed += 1
-    return removed
+        if kind in ("orders", "positions", "position_fills"):
+            done += 1 if count else 0
+            report.skipped += 0 if count else 1
+    return done
 
 
 # -- the sweep ----------------------------------------------------------------------------------
@@ -446,13 +526,33 @@ def _sweep_orders(policy: RetentionPolicy, keys: Keys, token: str | None, cutoff
 
 def _sweep_positions(policy: RetentionPolicy, keys: Keys, token: str | None, cutoff: int, report: SweepReport) -> Any:
     while True:
-        ids: list[str] = yield ClosedIds(keys.closed(Collection.POSITIONS), cutoff, policy.slice_size)
-        if not ids:
+        members: list[str] = yield ClosedIds(keys.closed(Collection.POSITIONS), cutoff, policy.slice_size)
+        if not members:
             return
-        stored = yield ReadKeys(tuple(Read("LRANGE", keys.entity(Collection.POSITIONS, pid)) for pid in ids))
+        by_position: dict[str, list[Cycle]] = {}
+        for member in members:
+            cycle = Cycle.parse(member)
+            by_position.setdefault(cycle.position_id, []).append(cycle)
+        ids = list(by_position)
+        sizes = yield ReadKeys(
+            tuple(Read("HGET", keys.trimmed(Collection.POSITIONS), field=pid) for pid in ids)
+            + tuple(Read("LLEN", keys.entity(Collection.POSITIONS, pid)) for pid in ids)
+        )
+        trimmed = [int(value or 0) for value in sizes[: len(ids)]]
+        lengths = [int(value) for value in sizes[len(ids) :]]
+        heads = yield ReadKeys(
+            tuple(
+                Read(
+                    "LRANGE",
+                    keys.entity(Collection.POSITIONS, pid),
+                    max(1, max(c.index for c in by_position[pid]) - done),
+                )
+                for pid, done in zip(ids, trimmed, strict=True)
+            )
+        )
         purge = fenced(token, keys)
-        for position_id, fills in zip(ids, stored, strict=True):
-            plan_position(purge, keys, position_id, cutoff, list(fills))
+        for pid, done, length, head in zip(ids, trimmed, lengths, heads, strict=True):
+            plan_position(purge, keys, by_position[pid], done, length, list(head))
         if not take(report, purge, (yield purge)):
             return
 
@@ -497,6 +597,7 @@ __all__ = [
     "TRIM_MAX",
     "Clock",
     "ClosedIds",
+    "Cycle",
     "IndexPage",
     "Purge",
     "Read",

@@ -47,7 +47,7 @@ LOAD_ENDPOINTS: Final = (
 
 # What retention removes (`tradecache_retention_removed_total{kind}`).
 RETENTION_KINDS: Final = (
-    "orders", "submit_order_commands", "submit_order_list_commands", "positions", "account_states",
+    "orders", "submit_order_commands", "submit_order_list_commands", "positions", "position_fills", "account_states",
 )  # fmt: skip
 # From 50 us to 5 s: the client's defaults start at 5 ms, above most of what is measured here.
 LATENCY_BUCKETS: Final = (

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from typing import Any, Final
 
 from tradecache.cache.keys import Keys
 from tradecache.cache.plan import as_text
@@ -35,6 +35,9 @@ from tradecache.daemon.lease import Lease
 from tradecache.daemon.metrics import Metrics
 from tradecache.errors import LeaseLost, StoreRefused, StoreUnavailable
 
+# The longest pause between two slices of a sweep (see `SweepExecutor.run`).
+MAX_PAUSE: Final = 0.05
+
 
 class SweepExecutor:
     """Answers a sweep's requests with one Redis round trip each (asyncio)."""
@@ -47,8 +50,12 @@ class SweepExecutor:
         self._purge = client.register_script(PURGE_SCRIPT)
 
     async def run(self, steps: Sweep) -> SweepReport:
-        """Drive `steps` to its end; raises StoreUnavailable, StoreRefused or LeaseLost."""
+        """Drive `steps` to its end; raises StoreUnavailable, StoreRefused or LeaseLost.
+
+        After each slice it pauses as long as the slice took: a sweep then takes at most half of
+        the event loop, so ingest keeps its latency while thousands of entities go."""
         request: Request = next(steps)
+        started = time.perf_counter()
         while True:
             with translated("retention sweep"):
                 answer = await self.answer(request)
@@ -57,6 +64,9 @@ class SweepExecutor:
             except StopIteration as done:
                 report: SweepReport = done.value
                 return report
+            if isinstance(request, ClosedIds | IndexPage):  # a new slice begins
+                await asyncio.sleep(min(time.perf_counter() - started, MAX_PAUSE))
+                started = time.perf_counter()
 
     async def answer(self, request: Request) -> Any:
         if isinstance(request, Clock):
@@ -74,6 +84,8 @@ class SweepExecutor:
                     pipe.lrange(read.key, 0, read.count - 1 if read.count > 0 else -1)
                 elif read.command == "GET":
                     pipe.get(read.key)
+                elif read.command == "HGET":
+                    pipe.hget(read.key, read.field)
                 else:
                     pipe.llen(read.key)
             return await pipe.execute()

@@ -109,11 +109,15 @@ class Write:
 
 
 class Mark(NamedTuple):
-    """An order or position that closed (`closed` True) or reopened: retention's bookkeeping."""
+    """Retention's bookkeeping: an order that closed (`closed` True) or reopened; a position that
+    went flat with the fill `event_id` (each such point closes a cycle of its fills), followed by
+    `later` more fills of the same message (a flip's opening half)."""
 
     collection: Collection
     key: str
     closed: bool
+    event_id: str = ""
+    later: int = 0
 
 
 class Divergence(NamedTuple):
@@ -266,23 +270,17 @@ class Ledger:
         if waiting is not None:
             self.pending_openings[fill.client_order_id] = waiting
         writes = [Write(WriteOp.APPEND, Collection.ORDERS, order.client_order_id.value, fill)]
-        was_open = position is not None and position.is_open
-        for half in stored:
-            writes.append(self._store_position_fill(half, instrument))
         outcome = Outcome(Kind.ORDER, writes)
         outcome.marks.extend(_order_marks(order, was_closed))
-        outcome.marks.extend(self._position_marks(position_key, was_open))
+        for index, half in enumerate(stored):
+            writes.append(self._store_position_fill(half, instrument))
+            held = self.positions.get(position_key)
+            if held is not None and held.is_closed:
+                # A closed cycle: the fills up to this one are history once it is old enough
+                # (retention), whether the position stays flat or a NETTING id opens again.
+                later = len(stored) - 1 - index
+                outcome.marks.append(Mark(Collection.POSITIONS, position_key, True, half.event_id, later))
         return outcome
-
-    def _position_marks(self, key: str, was_open: bool) -> list[Mark]:
-        """Closed when the position is FLAT now; reopened when it is open now and was not (or is
-        not computed here: the mark is then only a harmless removal)."""
-        position = self.positions.get(key)
-        if position is not None and position.is_closed:
-            return [Mark(Collection.POSITIONS, key, closed=True)]
-        if position is None or not was_open:
-            return [Mark(Collection.POSITIONS, key, closed=False)]
-        return []
 
     def _instrument_for_positions(self, instrument_id: str) -> Instrument | None:
         """The instrument, if a position can be computed with it.
