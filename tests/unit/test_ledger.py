@@ -84,6 +84,8 @@ def test_an_order_event_delivered_twice_is_a_duplicate_with_no_writes() -> None:
         outcome = ledger.apply(event)
         assert outcome.duplicate is True
         assert outcome.writes == []
+        # ... and the store checks that what it holds under that id is the same (else a conflict)
+        assert outcome.checks == [Write(WriteOp.APPEND, Collection.ORDERS, "O-1", event)]
     assert ledger.orders["O-1"].event_count == 2
 
 
@@ -105,6 +107,7 @@ def test_an_account_state_delivered_twice_is_a_duplicate() -> None:
     assert first.writes == [Write(WriteOp.APPEND, Collection.ACCOUNTS, "SIM-001", state)]
     second = ledger.apply(state)
     assert (second.kind, second.duplicate, second.writes) == (Kind.ACCOUNT, True, [])
+    assert second.checks == first.writes
     assert ledger.accounts["SIM-001"].event_count == 1
 
 
