@@ -227,6 +227,12 @@ BAD_VALUES = [
     pytest.param("replicaCount: 2\n", "additional properties 'replicaCount' not allowed", id="unknown-key"),
     pytest.param("config:\n  trader_id: null\n", "at '/config': missing property 'trader_id'", id="no-trader"),
     pytest.param("config:\n  trader_id: TRADER\n", "at '/config/trader_id'", id="trader-no-tag"),
+    pytest.param("config:\n  trader_id: FX-1:orders:X\n", "at '/config/trader_id'", id="trader-colon"),
+    pytest.param(
+        "config:\n  trader_id: A-1\n  retention:\n    traders:\n      A-1:\n        age: 60\n",
+        "at '/config/retention/traders/A-1': additional properties 'age' not allowed",
+        id="retention-typo",
+    ),
     pytest.param(
         "config:\n  redis:\n    password: hunter2\n",
         "at '/config/redis': additional properties 'password' not allowed",
