@@ -30,6 +30,7 @@ from tradecache.cache.plan import (
     plan_writes,
     read_result,
 )
+from tradecache.cache.purge_script import CLOCK_SCRIPT, PURGE_SCRIPT
 from tradecache.cache.rebuild import (
     account_from_states,
     currency_from_hash,
@@ -44,8 +45,6 @@ from tradecache.cache.rebuild import (
 )
 from tradecache.cache.redis_errors import UNAVAILABLE_ERRORS, is_unavailable, translated
 from tradecache.cache.retention import (
-    CLOCK_SCRIPT,
-    PURGE_SCRIPT,
     Clock,
     ClosedIds,
     IndexPage,

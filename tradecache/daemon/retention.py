@@ -17,10 +17,9 @@ from typing import Any, Final
 
 from tradecache.cache.keys import Keys
 from tradecache.cache.plan import as_text
+from tradecache.cache.purge_script import CLOCK_SCRIPT, PURGE_SCRIPT
 from tradecache.cache.redis_errors import translated
 from tradecache.cache.retention import (
-    CLOCK_SCRIPT,
-    PURGE_SCRIPT,
     Clock,
     ClosedIds,
     IndexPage,
