@@ -28,6 +28,13 @@ from tradecache.model.orders import Order
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture
+def redis_server(redis_line_server: Any) -> Any:
+    """This module's Redis: a local one of each line (tests/lines.py): the script's digests and
+    refusals, on each version."""
+    return redis_line_server
+
+
 class Feed:
     """Publishes model objects (or raw bytes) for one trader, without Nats-Msg-Id (JetStream keeps repeats)."""
 

@@ -29,6 +29,13 @@ from tradecache.model.messages import Message
 
 pytestmark = pytest.mark.integration
 
+
+@pytest.fixture
+def redis_server(redis_line_server: Any) -> Any:
+    """This module's Redis: a local one of each line (tests/lines.py), as the scripts call TIME
+    and sha1hex, whose rules differ by version."""
+    return redis_line_server
+
 RETENTION = {"closed_orders_after": 1, "closed_positions_after": 1, "account_states": 3, "sweep_interval": 0.25}
 
 

@@ -117,14 +117,17 @@ class Store:
         commands = ["GET" if collection == Collection.INSTRUMENTS else "LRANGE" for collection, _ in plan]
         orders = sorted(request.orders) if self.purged_lookup else []
         with translated("read state"):
-            if orders:  # one round trip still: the read and the tombstones in one pipeline
+            if orders and isinstance(self.client, redis.asyncio.Redis):
+                # One round trip still: the read and the tombstones in one pipeline (which loads
+                # the script first if Redis lacks it; a cluster pipeline does not, so two calls).
                 pipe = self.client.pipeline(transaction=False)
                 await self._read(keys=keys, args=commands, client=pipe)
                 pipe.zmscore(self.keys.purged(Collection.ORDERS), orders)
                 values, scores = await pipe.execute()
-                state.purged_orders = {coid: int(score) for coid, score in zip(orders, scores, strict=True) if score}
             else:
                 values = await self._read(keys=keys, args=commands)
+                scores = await self.client.zmscore(self.keys.purged(Collection.ORDERS), orders) if orders else []
+            state.purged_orders = {coid: int(score) for coid, score in zip(orders, scores, strict=True) if score}
         with gc_paused():
             for (collection, key), value in zip(plan, values, strict=True):
                 self._take(state, collection, key, value)
