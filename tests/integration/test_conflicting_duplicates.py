@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import uuid
 from typing import Any
 
 import nats
@@ -26,6 +27,11 @@ from tradecache.model.messages import Message
 from tradecache.model.orders import Order
 
 pytestmark = pytest.mark.integration
+
+
+def unique_trader(name: str) -> str:
+    """A trader of its own for each run: the session's streams and consumers outlive a Redis line."""
+    return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture
@@ -60,7 +66,7 @@ async def dead_letters(js: Any, trader: str, count: int) -> list[Any]:
 async def test_an_order_event_repeated_with_other_content_is_dead_lettered_and_an_identical_one_is_a_duplicate(
     redis_server: Any, nats_server: Any
 ) -> None:
-    trader = "CONFLICT-101"
+    trader = unique_trader("CONFLICT")
     db = database(redis_server.url, trader)
     db.flush()
     events = OrderEvents("O-1", trader_id=trader)
@@ -92,7 +98,7 @@ async def test_an_order_event_repeated_with_other_content_is_dead_lettered_and_a
 async def test_a_command_repeated_with_other_content_is_caught_by_the_store(
     redis_server: Any, nats_server: Any
 ) -> None:
-    trader = "CONFLICT-102"
+    trader = unique_trader("CONFLICT")
     db = database(redis_server.url, trader)
     db.flush()
     init = OrderEvents("O-7", trader_id=trader).initialized()
@@ -122,7 +128,7 @@ async def test_a_command_repeated_with_other_content_is_caught_by_the_store(
 async def test_an_event_another_writer_stored_is_compared_by_the_store_and_after_a_restart(
     redis_server: Any, nats_server: Any
 ) -> None:
-    trader = "CONFLICT-103"
+    trader = unique_trader("CONFLICT")
     db = database(redis_server.url, trader)
     db.flush()
     first = account_state(AccountType.CASH, [("USD", "1000.00", "0.00")], base_currency="USD")
@@ -160,7 +166,7 @@ async def test_an_event_another_writer_stored_is_compared_by_the_store_and_after
 async def test_data_of_earlier_versions_without_a_digest_treats_a_repeat_as_a_duplicate(
     redis_server: Any, nats_server: Any
 ) -> None:
-    trader = "CONFLICT-104"
+    trader = unique_trader("CONFLICT")
     db = database(redis_server.url, trader)
     db.flush()
     client = redis.Redis.from_url(redis_server.url)
@@ -189,7 +195,7 @@ async def test_data_of_earlier_versions_without_a_digest_treats_a_repeat_as_a_du
 def test_the_python_api_leaves_a_conflicting_duplicate_out_and_writes_the_rest(
     redis_server: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    trader = "CONFLICT-105"
+    trader = unique_trader("CONFLICT")
     db = database(redis_server.url, trader)
     db.flush()
     events = OrderEvents("O-API", trader_id=trader)

@@ -73,8 +73,10 @@ DEAD_STREAM = "TRADECACHE_DEAD"
 # Made here rather than by the Mutator: they need a subject, a size limit or a valid payload.
 EXTRA = ("wrong_subject", "oversize", "other_trader", "replayed_with_new_id", "big_free_form")
 # Redis refusing a message's writes is not something a payload alone makes happen here: the
-# integration tests of issue 16 (test_ingest_robustness.py) produce it.
-NOT_FROM_PAYLOADS = {RejectReason.STORE_REFUSED}
+# integration tests of issue 16 (test_ingest_robustness.py) produce it. A conflicting duplicate
+# needs a stored copy of its id, which the oracle (the pure ledger) does not compare:
+# test_conflicting_duplicates.py produces it.
+NOT_FROM_PAYLOADS = {RejectReason.STORE_REFUSED, RejectReason.CONFLICTING_DUPLICATE}
 # The kinds of damage issue 7 asks for; each must have produced at least one dead letter.
 REQUIRED = (
     "random_bytes",

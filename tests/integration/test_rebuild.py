@@ -23,7 +23,7 @@ TRADER = "REBUILD-001"
 
 
 def dump(redis_url: str, trader_id: str) -> dict[str, Any]:
-    """Every key of the trader with its whole value (lists, strings, hashes, sorted sets)."""
+    """Every key of the trader with its whole value (lists, strings, hashes, sorted sets' members)."""
     client = redis.Redis.from_url(redis_url)
     out: dict[str, Any] = {}
     for key in client.scan_iter(match=Keys(trader_id).scan_pattern(), count=1000):
@@ -32,8 +32,8 @@ def dump(redis_url: str, trader_id: str) -> dict[str, Any]:
             out[key.decode()] = client.lrange(key, 0, -1)
         elif kind == b"hash":
             out[key.decode()] = client.hgetall(key)
-        elif kind == b"zset":
-            out[key.decode()] = client.zrange(key, 0, -1)
+        elif kind == b"zset":  # members only: retention's closed sets are scored by the time of writing
+            out[key.decode()] = sorted(client.zrange(key, 0, -1))
         else:
             out[key.decode()] = client.get(key)
     client.close()

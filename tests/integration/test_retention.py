@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
+import uuid
 from typing import Any
 
 import nats
@@ -28,6 +29,11 @@ from tradecache.model.ledger import Collection
 from tradecache.model.messages import Message
 
 pytestmark = pytest.mark.integration
+
+
+def unique_trader(name: str) -> str:
+    """A trader of its own for each run: the session's streams and consumers outlive a Redis line."""
+    return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture
@@ -102,7 +108,7 @@ def seen_residue(client: redis.Redis, keys: Keys, collection: Collection) -> int
 
 
 async def test_retention_removes_exactly_what_it_should_while_ingest_runs(redis_server: Any, nats_server: Any) -> None:
-    trader = "RETAIN-201"
+    trader = unique_trader("RETAIN")
     client = redis.Redis.from_url(redis_server.url)
     keys = Keys(trader)
     db = database(redis_server.url, trader)
@@ -205,7 +211,7 @@ async def test_retention_removes_exactly_what_it_should_while_ingest_runs(redis_
 
 
 async def test_a_late_event_for_a_purged_order_is_dead_lettered_as_purged(redis_server: Any, nats_server: Any) -> None:
-    trader = "RETAIN-202"
+    trader = unique_trader("RETAIN")
     client = redis.Redis.from_url(redis_server.url)
     keys = Keys(trader)
     db = database(redis_server.url, trader)
@@ -240,7 +246,7 @@ async def test_a_late_event_for_a_purged_order_is_dead_lettered_as_purged(redis_
 
 
 async def test_retention_is_off_by_default(redis_server: Any, nats_server: Any) -> None:
-    trader = "RETAIN-203"
+    trader = unique_trader("RETAIN")
     db = database(redis_server.url, trader)
     db.flush()
     nc = await nats.connect(nats_server.url)
@@ -260,7 +266,7 @@ async def test_retention_is_off_by_default(redis_server: Any, nats_server: Any) 
 
 
 async def test_a_sweep_without_the_lease_removes_nothing(redis_server: Any) -> None:
-    trader = "RETAIN-204"
+    trader = unique_trader("RETAIN")
     db = database(redis_server.url, trader)
     db.flush()
     events = OrderEvents("O-1", trader_id=trader)
@@ -289,7 +295,7 @@ async def test_a_sweep_without_the_lease_removes_nothing(redis_server: Any) -> N
 
 
 def test_the_python_api_sweeps_what_it_wrote(redis_server: Any) -> None:
-    trader = "RETAIN-205"
+    trader = unique_trader("RETAIN")
     db = database(redis_server.url, trader)
     db.flush()
     from tradecache.model.orders import Order

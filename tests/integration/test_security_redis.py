@@ -57,7 +57,9 @@ DAEMON_COMMANDS = (
     "zrangebylex",  # paged loads
     # inside APPLY_SCRIPT / READ_SCRIPT
     "type",
-    "hsetnx",
+    "hget",  # a stored event's digest (duplicates and conflicts)
+    "time",  # when an order or position closed (retention's closed sets)
+    "llen",  # a position's fills when it went flat
     "rpush",
     "zadd",
     "zrem",
