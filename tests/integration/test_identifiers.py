@@ -166,3 +166,47 @@ def test_a_crafted_currency_code_is_refused_when_decoded() -> None:
     with pytest.raises(Exception, match="'tradecache' as a ':'-separated part"):
         SERIALIZER.deserialize(msgpack.packb(data))
     assert dataclasses.is_dataclass(SERIALIZER.deserialize(msgpack.packb({**data, "code": "USDT"})))
+
+
+async def test_a_trader_id_with_dots_works_end_to_end_beside_the_trader_it_extends(
+    redis_server: Any, nats_server: Any
+) -> None:
+    """SPEC section 7 allows `.` in a trader id. `DOTS-1.DESK-2` gets a consumer name JetStream
+    accepts, stores and loads its own order; `DOTS-1`, whose filter `<prefix>.in.DOTS-1.>` also
+    matches the longer id's subjects, dead-letters them as `wrong_subject` and stores nothing of
+    them (the longer id's own sidecar stores them: nothing is lost)."""
+    short, dotted = "DOTS-1", "DOTS-1.DESK-2"
+    for trader in (short, dotted):
+        database(redis_server.url, trader).flush()
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    try:
+        short_config = daemon_config(redis_server.url, nats_server.url, short)
+        dotted_config = daemon_config(redis_server.url, nats_server.url, dotted)
+        assert dotted_config.nats.consumer_name.startswith("tradecache-DOTS-1_DESK-2-")
+        async with running_daemon(short_config) as short_daemon, running_daemon(dotted_config):
+            mine = await js.publish(
+                Subjects("tradecache", short).inbound_for_name("order"),
+                SERIALIZER.serialize(OrderEvents("O-SHORT", trader_id=short).initialized()),
+            )
+            theirs = await js.publish(
+                Subjects("tradecache", dotted).inbound_for_name("order"),
+                SERIALIZER.serialize(OrderEvents("O-DOTTED", trader_id=dotted).initialized()),
+            )
+            await wait_for_checkpoint(redis_server.url, short, max(mine.seq, theirs.seq))
+            await wait_for_checkpoint(redis_server.url, dotted, theirs.seq)
+            reply = await nc.request(
+                Subjects("tradecache", dotted).load("order"),
+                json.dumps({"client_order_id": "O-DOTTED"}).encode(),
+                timeout=10,
+            )
+            counted = short_daemon.metrics.registry.get_sample_value
+            assert counted("tradecache_dead_letters_total", {"reason": "wrong_subject"}) == 1
+    finally:
+        await nc.close()
+    loaded = json.loads(reply.data)
+    assert loaded["status"] == "INITIALIZED" and loaded["event_count"] == 1
+    assert set(database(redis_server.url, dotted).load_orders()) == {"O-DOTTED"}
+    assert set(database(redis_server.url, short).load_orders()) == {"O-SHORT"}
+    for trader in (short, dotted):
+        database(redis_server.url, trader).flush()

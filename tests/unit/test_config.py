@@ -300,7 +300,9 @@ def test_an_unknown_key_suggests_the_closest_known_one() -> None:
     ("data", "key", "fragment"),
     [
         ({"trader_id": "TRADER001"}, "trader_id", "contain '-'"),
-        ({"trader_id": "A-1.2"}, "trader_id", "'A-1.2'"),
+        ({"trader_id": "A-1."}, "trader_id", "no empty '.'-separated part"),
+        ({"trader_id": "A-1..2"}, "trader_id", "'A-1..2'"),
+        ({"trader_id": "A-1:2"}, "trader_id", "'A-1:2'"),
         ({"trader_id": 7}, "trader_id", "must be a string, got 7"),
         ({"redis": "redis://x"}, "redis", "must be a mapping"),
         ({"redis": {"url": "http://cache:6379"}}, "redis.url", "unsupported scheme 'http'"),
@@ -591,3 +593,20 @@ def test_an_empty_file_means_defaults_and_environment(tmp_path: Path) -> None:
     path = tmp_path / "empty.yaml"
     path.write_text("")
     assert load_config(path, {"TRADECACHE_TRADER_ID": "E-1"}) == Config(trader_id="E-1")
+
+
+@pytest.mark.parametrize(
+    ("trader_id", "consumer"),
+    [
+        ("TRADER-001", "tradecache-TRADER-001"),
+        ("A-1.X-2", "tradecache-A-1_X-2-9d65643a"),
+        ("A-1_X-2", "tradecache-A-1_X-2"),
+    ],
+)
+def test_a_trader_id_may_hold_dots_and_its_default_consumer_name_is_valid_and_distinct(
+    trader_id: str, consumer: str
+) -> None:
+    config = parse_config({"trader_id": trader_id}, {})
+    assert config.trader_id == trader_id
+    assert config.nats.consumer_name == consumer
+    assert "." not in config.nats.consumer_name

@@ -4,6 +4,7 @@ checks each runs when built (so an invalid `Config` never exists)."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -20,7 +21,8 @@ _LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
 _LOG_FORMATS: Final = ("json", "text")
 _URL: Final = {"url": True}  # field metadata: the value is a URL that may carry credentials
 # A trader id: NAME-TAG of ASCII letters, digits, '-' and '_' (see `_check_trader_id`).
-_TRADER_ID: Final = re.compile(r"[A-Za-z0-9_-]*-[A-Za-z0-9_-]*")
+# NAME-TAG: letters, digits, `-`, `_`, `.` (SPEC section 7), a `-`, and `.` only between tokens.
+_TRADER_ID: Final = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
 
 # -- the sections ----------------------------------------------------------------------------
 
@@ -418,7 +420,8 @@ class Config(Section):
     def __post_init__(self) -> None:
         _check_trader_id(self.trader_id)
         if self.nats.consumer is None:
-            object.__setattr__(self, "nats", dataclasses.replace(self.nats, consumer=f"tradecache-{self.trader_id}"))
+            consumer = default_consumer_name(self.trader_id)
+            object.__setattr__(self, "nats", dataclasses.replace(self.nats, consumer=consumer))
 
 
 # -- value checks ----------------------------------------------------------------------------
@@ -441,18 +444,30 @@ def _check_name(key: str, value: str) -> None:
 
 
 def _check_trader_id(value: str) -> None:
-    """NautilusTrader's NAME-TAG with SPEC section 7's characters, minus `.`.
+    """NautilusTrader's NAME-TAG with SPEC section 7's characters: letters, digits, `-`, `_`, `.`.
 
-    The id is part of every Redis key (a `:` in it would let one trader's keys be another's), a
-    NATS subject token (a `.` would split it: trader `A-1`'s filter `<prefix>.in.A-1.>` would take
-    trader `A-1.X-2`'s messages) and part of the consumer's name (no `.` allowed there either).
+    The id is part of every Redis key (a `:` in it would let one trader's keys be another's) and of
+    the subjects, where a `.` splits it into several tokens: fine, as long as no token is empty
+    (`A-1.`, `.A-1`, `A-1..X` are refused). See `default_consumer_name` for the consumer's name.
     """
-    if _TRADER_ID.fullmatch(value) is None:
+    if "-" not in value or _TRADER_ID.fullmatch(value) is None:
         raise ConfigError(
             "trader_id",
-            f"must be NAME-TAG (contain '-') made of letters, digits, '-' and '_' only (NautilusTrader's form; "
-            f"'.' would split the NATS subject token), got {value!r}",
+            "must be NAME-TAG (contain '-') made of letters, digits, '-', '_' and '.' only, with no empty "
+            f"'.'-separated part (NautilusTrader's form, SPEC section 7), got {value!r}",
         )
+
+
+def default_consumer_name(trader_id: str) -> str:
+    """`tradecache-<trader_id>`; a trader id with `.` gets `_` instead and a digest of the id.
+
+    JetStream names cannot hold `.`. Replacing it alone could give two traders one consumer
+    (`A-1.X` and `A-1_X`), so the first 8 hex digits of the id's SHA-256 keep the names apart.
+    """
+    if "." not in trader_id:
+        return f"tradecache-{trader_id}"
+    digest = hashlib.sha256(trader_id.encode()).hexdigest()[:8]
+    return f"tradecache-{trader_id.replace('.', '_')}-{digest}"
 
 
 def _check_subject(key: str, value: str) -> None:
