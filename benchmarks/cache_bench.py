@@ -6,7 +6,7 @@ For N orders with 4 events each (OrderInitialized, Submitted, Accepted, Filled):
 - loads: load_orders() vs. a naive loop of one LRANGE per order (bytes only, no decoding).
 
 Usage: python benchmarks/cache_bench.py [--redis-url redis://127.0.0.1:6379/15] [--sizes 1000,10000]
-Without --redis-url a private redis-server is started on a free port (tradecache.daemon.devstack).
+Without --redis-url a private redis-server is started on a free port (tradecache.dev.stack).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tradecache.cache import CacheDatabaseConfig, RedisCacheDatabase
 from tradecache.cache.keys import Keys
 from tradecache.cache.plan import APPLY_SCRIPT, plan_writes
-from tradecache.daemon.devstack import RedisServer
+from tradecache.dev.stack import RedisServer
 from tradecache.model import Collection, Write, WriteOp
 from tradecache.model.enums import (
     ContingencyType,

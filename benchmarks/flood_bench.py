@@ -46,7 +46,7 @@ from benchmarks.daemon_runner import quantile, start_daemon, wait_ready
 from benchmarks.ingest_bench import PREFIX, TRADER, Feed, _instrument, _pack, paced, scrape_lag, wait_checkpoint
 from benchmarks.load_bench import four_event_orders
 from tradecache.cache import CacheDatabaseConfig, RedisCacheDatabase
-from tradecache.daemon.devstack import NatsServer, RedisServer, free_port
+from tradecache.dev.stack import NatsServer, RedisServer, free_port
 from tradecache.model.identifiers import TraderId
 from tradecache.serialization import MsgPackSerializer
 

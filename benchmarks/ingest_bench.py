@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.daemon_runner import quantile, rss_mb, start_daemon, wait_ready
 from tradecache.cache.keys import Keys
-from tradecache.daemon.devstack import NatsServer, RedisServer, free_port
+from tradecache.dev.stack import NatsServer, RedisServer, free_port
 
 TRADER = "BENCH-001"
 PREFIX = f"tradecache.in.{TRADER}"

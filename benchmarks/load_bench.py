@@ -44,7 +44,7 @@ from tests.unit.factories import OrderEvents
 from tradecache.cache import CacheDatabaseConfig, RedisCacheDatabase
 from tradecache.cache.keys import Keys
 from tradecache.client import CacheClient
-from tradecache.daemon.devstack import NatsServer, RedisServer, free_port
+from tradecache.dev.stack import NatsServer, RedisServer, free_port
 from tradecache.model import Collection
 from tradecache.model.enums import OrderType
 from tradecache.model.identifiers import TraderId

@@ -77,21 +77,21 @@ if ARGS.engine == "atheris" and atheris is None:
 
 if USE_ATHERIS:
     with atheris.instrument_imports(include=["tradecache"]):
-        import tradecache.daemon.intake
+        import tradecache.ingest.intake
         import tradecache.model.ledger  # noqa: F401
 
 from tests.unit.test_decoder_fuzz import SEEDS, SERIALIZER, Mutator, delivery  # noqa: E402
 from tests.vectors.scenarios import SCENARIO_KINDS, Scenario, scenario_paths  # noqa: E402
 from tradecache.cache.keys import Keys  # noqa: E402
 from tradecache.cache.plan import ScriptCall, plan_writes  # noqa: E402
-from tradecache.daemon.deadletter import build_letter  # noqa: E402
-from tradecache.daemon.intake import Accepted, Intake, Refused  # noqa: E402
-from tradecache.daemon.subjects import Subjects  # noqa: E402
 from tradecache.errors import EventRejected, RejectReason  # noqa: E402
+from tradecache.ingest.deadletter import build_letter  # noqa: E402
+from tradecache.ingest.intake import Accepted, Intake, Refused  # noqa: E402
 from tradecache.model.identifiers import TraderId  # noqa: E402
 from tradecache.model.ledger import Ledger  # noqa: E402
 from tradecache.model.messages import Kind  # noqa: E402
 from tradecache.model.values import Currency  # noqa: E402
+from tradecache.wire import Subjects  # noqa: E402
 
 MAX_PAYLOAD = 64 * 1024
 RESET_EVERY = 400  # inputs after which a scenario's ledger starts again from nothing

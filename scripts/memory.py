@@ -35,8 +35,8 @@ import nats  # noqa: E402
 from tests.chaos import Daemon, create_stream, daemon_config, http_get, read_checkpoint  # noqa: E402
 from tests.worst_case import bombs, instrument, peak_rss  # noqa: E402
 from tradecache.client import CacheClient  # noqa: E402
-from tradecache.daemon.devstack import NatsServer, RedisServer  # noqa: E402
-from tradecache.daemon.subjects import Subjects  # noqa: E402
+from tradecache.dev.stack import NatsServer, RedisServer  # noqa: E402
+from tradecache.wire import Subjects  # noqa: E402
 
 TRADER = "MEMORY-001"
 

@@ -58,8 +58,8 @@ from tests.chaos import (  # noqa: E402
     read_checkpoint,
     wait_until,
 )
-from tradecache.daemon.devstack import NatsServer, RedisServer  # noqa: E402
-from tradecache.daemon.subjects import Subjects  # noqa: E402
+from tradecache.dev.stack import NatsServer, RedisServer  # noqa: E402
+from tradecache.wire import Subjects  # noqa: E402
 
 TRADER = "SOAK-001"
 FLAT_LIMIT = 0.10  # RSS growth over the final window below this counts as flat

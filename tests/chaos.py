@@ -49,18 +49,18 @@ import nats.js.errors
 import redis
 
 from tests.integration.daemon_process import DaemonProcess
+from tradecache.bus import ensure_stream
 from tradecache.cache.keys import Keys
 from tradecache.cache.plan import currency_fields, cycle_member
-from tradecache.daemon.bus import ensure_stream
-from tradecache.daemon.devstack import NatsServer, RedisServer
-from tradecache.daemon.ingest import PAUSE_AFTER_COMMIT_ENV
-from tradecache.daemon.subjects import Subjects
+from tradecache.dev.stack import NatsServer, RedisServer
+from tradecache.ingest.consumer import PAUSE_AFTER_COMMIT_ENV
 from tradecache.model.events import SubmitOrder, SubmitOrderList
 from tradecache.model.identifiers import TraderId
 from tradecache.model.ledger import Collection, Ledger, Mark, Write, WriteOp
 from tradecache.model.messages import Kind
 from tradecache.model.values import Currency
 from tradecache.serialization.msgpack import MsgPackSerializer
+from tradecache.wire import Subjects
 
 TRADER = "CHAOS-001"
 STRATEGY = "Chaos-001"

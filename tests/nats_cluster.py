@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
 
-from tradecache.daemon.devstack import HOST, NatsServer, ServerFailed, find_binary, free_port
+from tradecache.dev.stack import HOST, NatsServer, ServerFailed, find_binary, free_port
 
 
 def monitor_get(port: int, path: str, timeout: float = 1.0) -> dict[str, Any] | None:

@@ -1,10 +1,10 @@
 """Real redis-server and nats-server processes for the tests: the package's own dev stack.
 
 `tradecache dev`, the tests and the benchmarks start servers the same way; see
-`tradecache.daemon.devstack` for the model (restartable on the same port with the same data).
+`tradecache.dev.stack` for the model (restartable on the same port with the same data).
 """
 
-from tradecache.daemon.devstack import (
+from tradecache.dev.stack import (
     BINARY_ENV,
     BINARY_PACKAGE,
     HOST,

@@ -184,7 +184,7 @@ def _add_reindex(commands: Commands) -> None:
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from tradecache.daemon.devmode import DevOptions, run_dev  # imported here: it pulls in the whole daemon
+    from tradecache.dev.command import DevOptions, run_dev  # imported here: it pulls in the whole daemon
 
     options = DevOptions(
         data_dir=Path(args.data_dir),

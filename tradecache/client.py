@@ -19,9 +19,7 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 import msgpack
-from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER
 
-from tradecache.daemon.subjects import Subjects
 from tradecache.errors import TradecacheError
 from tradecache.model.accounts import Account, replay_account
 from tradecache.model.events import (
@@ -39,14 +37,21 @@ from tradecache.model.positions import Position, replay_position
 from tradecache.model.values import Currency
 from tradecache.serialization.deep import json_value
 from tradecache.serialization.msgpack import MsgPackSerializer, decode_instrument
-from tradecache.service.protocol import CURSOR_HEADER, MSGPACK
+from tradecache.wire import (
+    ACCEPT_HEADER,
+    BUSY,
+    CURSOR_HEADER,
+    ERROR_CODE_HEADER,
+    ERROR_HEADER,
+    MSG_ID_HEADER,
+    MSGPACK,
+    Subjects,
+)
 
 DEFAULT_PAGE: Final = 1000
 # A busy sidecar (error 429) is asked again after 10 ms, 20 ms, ... up to 0.5 s between tries.
-BUSY: Final = "429"
 BUSY_FIRST_PAUSE: Final = 0.01
 BUSY_MAX_PAUSE: Final = 0.5
-MSG_ID_HEADER: Final = "Nats-Msg-Id"
 
 
 class LoadError(TradecacheError):
@@ -121,7 +126,7 @@ class CacheClient:
         """One request's reply bytes and cursor. A "busy" reply (429) is asked again after a short,
         growing, jittered pause, as long as `timeout` allows; any other error raises LoadError."""
         data = b"" if body is None else json.dumps(body).encode()
-        headers = {"Accept": MSGPACK} if as_msgpack else None
+        headers = {ACCEPT_HEADER: MSGPACK} if as_msgpack else None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         pause = BUSY_FIRST_PAUSE

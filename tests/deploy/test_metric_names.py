@@ -20,8 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.deploy.tools import DASHBOARD, RULES, by_kind, manifests, render
 from tests.integration.daemon_harness import daemon_config, running_daemon, wait_for
-from tradecache.daemon.subjects import Subjects
 from tradecache.model.messages import Kind
+from tradecache.wire import Subjects
 
 pytestmark = pytest.mark.integration
 

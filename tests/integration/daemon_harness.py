@@ -17,9 +17,9 @@ from tradecache.cache import CacheDatabaseConfig, RedisCacheDatabase
 from tradecache.cache.keys import Keys
 from tradecache.config import Config, parse_config
 from tradecache.daemon.app import Daemon
-from tradecache.daemon.subjects import Subjects
 from tradecache.model.identifiers import TraderId
 from tradecache.serialization import MsgPackSerializer
+from tradecache.wire import Subjects
 
 
 def daemon_config(redis_url: str, nats_url: str, trader_id: str, **sections: dict[str, Any]) -> Config:

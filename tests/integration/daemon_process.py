@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from tradecache.daemon.devstack import free_port
+from tradecache.dev.stack import free_port
 
 
 class DaemonProcess:

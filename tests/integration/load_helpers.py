@@ -10,7 +10,7 @@ from typing import Any
 import msgpack
 
 from tradecache.model import Collection
-from tradecache.service.protocol import CURSOR_HEADER, MSGPACK
+from tradecache.wire import CURSOR_HEADER, MSGPACK
 
 ERROR_CODE = "Nats-Service-Error-Code"
 

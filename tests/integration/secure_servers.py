@@ -39,11 +39,11 @@ from tests.integration.tls import TlsFiles
 from tests.vectors.scenarios import SCENARIO_KINDS, Scenario, replay_into_store
 from tradecache.cache.keys import Keys
 from tradecache.cache.plan import currency_fields
-from tradecache.daemon.devstack import HOST, NatsServer, RedisServer
-from tradecache.daemon.subjects import Subjects
+from tradecache.dev.stack import HOST, NatsServer, RedisServer
 from tradecache.model import Collection
 from tradecache.model.values import Currency
 from tradecache.serialization import MsgPackSerializer
+from tradecache.wire import Subjects
 
 ADMIN_PASSWORD: Final = "admin-password-for-tests"
 NO_RETRY: Final = Retry(NoBackoff(), 0)  # redis-py retries with backoff by default: seconds per refusal

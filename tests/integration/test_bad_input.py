@@ -29,10 +29,10 @@ from tests.integration.daemon_harness import daemon_config, database, running_da
 from tests.integration.test_fuzz_ingest import DEAD_STREAM, read_dead_letters
 from tests.vectors.scenarios import vectors_dir
 from tradecache.cache.keys import Keys
-from tradecache.daemon.subjects import Subjects
 from tradecache.model import Collection
 from tradecache.model.identifiers import ClientOrderId, PositionId
 from tradecache.serialization.limits import FREE_FORM_DEPTH
+from tradecache.wire import Subjects
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,6 @@ import redis
 from tests.integration.daemon_harness import daemon_config, database, running_daemon, wait_for_checkpoint
 from tests.unit.factories import SERIALIZER, OrderEvents, account_state
 from tradecache.cache.keys import Keys
-from tradecache.daemon.subjects import Subjects
 from tradecache.model.accounts import replay_account
 from tradecache.model.enums import AccountType
 from tradecache.model.events import SubmitOrder
@@ -25,6 +24,7 @@ from tradecache.model.identifiers import AccountId, ClientOrderId, StrategyId, T
 from tradecache.model.ledger import Collection
 from tradecache.model.messages import Message
 from tradecache.model.orders import Order
+from tradecache.wire import Subjects
 
 pytestmark = pytest.mark.integration
 

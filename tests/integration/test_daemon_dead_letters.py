@@ -12,8 +12,8 @@ import pytest
 
 from tests.integration.daemon_harness import daemon_config, database, running_daemon, wait_for_checkpoint
 from tests.vectors.scenarios import Scenario, scenario_paths
-from tradecache.daemon.subjects import Subjects
 from tradecache.model.identifiers import ClientOrderId
+from tradecache.wire import Subjects
 
 pytestmark = pytest.mark.integration
 

@@ -21,14 +21,14 @@ import redis
 from tests.integration.daemon_harness import daemon_config, database, running_daemon, wait_for, wait_for_checkpoint
 from tests.integration.daemon_process import DaemonProcess
 from tests.vectors.scenarios import MemoryStore
+from tradecache.bus import ensure_stream
 from tradecache.cache.keys import Keys
-from tradecache.daemon.bus import ensure_stream
-from tradecache.daemon.demo import build_demo_feed
-from tradecache.daemon.subjects import Subjects
+from tradecache.dev.demo import build_demo_feed
 from tradecache.model.identifiers import TraderId
 from tradecache.model.ledger import Ledger
 from tradecache.model.messages import Kind
 from tradecache.serialization import MsgPackSerializer
+from tradecache.wire import Subjects
 
 pytestmark = pytest.mark.integration
 

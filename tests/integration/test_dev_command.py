@@ -21,7 +21,7 @@ import pytest
 import redis
 
 from tests.unit.test_display import columns
-from tradecache.daemon.devstack import HOST, redis_answers
+from tradecache.dev.stack import HOST, redis_answers
 
 pytestmark = pytest.mark.integration
 

@@ -50,9 +50,8 @@ from tests.unit.test_decoder_fuzz import BYTE_LEVEL, STRUCTURAL, Mutator, delive
 from tests.vectors.scenarios import SCENARIO_KINDS, Scenario, replay_into_store, scenario_paths
 from tradecache.cache.keys import Keys
 from tradecache.cache.plan import currency_fields
-from tradecache.daemon.intake import Intake, Refused
-from tradecache.daemon.subjects import Subjects
 from tradecache.errors import EventRejected, RejectReason
+from tradecache.ingest.intake import Intake, Refused
 from tradecache.model import Collection
 from tradecache.model.identifiers import TraderId
 from tradecache.model.ledger import Ledger
@@ -60,6 +59,7 @@ from tradecache.model.messages import Kind
 from tradecache.model.values import Currency
 from tradecache.serialization import MsgPackSerializer
 from tradecache.serialization.limits import DecodeLimits
+from tradecache.wire import Subjects
 
 pytestmark = pytest.mark.integration
 

@@ -19,9 +19,9 @@ import yaml
 from tests.integration.daemon_harness import daemon_config, database, running_daemon, wait_for_checkpoint
 from tests.unit.factories import SERIALIZER, OrderEvents
 from tradecache.cache.keys import Keys
-from tradecache.daemon.subjects import Subjects
 from tradecache.model.identifiers import ClientOrderId
 from tradecache.model.ledger import Collection
+from tradecache.wire import Subjects
 
 pytestmark = pytest.mark.integration
 

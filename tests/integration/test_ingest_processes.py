@@ -46,12 +46,12 @@ from tests.chaos import (
 from tests.lines import ServerLine
 from tests.unit.factories import OrderEvents, currency_pair, position_event
 from tests.worst_case import bombs, peak_rss
-from tradecache.daemon.devstack import NatsServer, RedisServer
-from tradecache.daemon.subjects import Subjects
+from tradecache.dev.stack import NatsServer, RedisServer
 from tradecache.model.enums import OrderSide, OrderType
 from tradecache.model.events import OrderFilled, PositionClosed, PositionOpened
 from tradecache.model.positions import Position, split_flip
 from tradecache.serialization import MsgPackSerializer
+from tradecache.wire import Subjects
 
 pytestmark = pytest.mark.integration
 

@@ -33,11 +33,11 @@ from tests.lines import ServerLine
 from tests.unit.factories import OrderEvents, currency_pair
 from tradecache.cache.keys import Keys
 from tradecache.daemon.app import Daemon
-from tradecache.daemon.devstack import RedisServer
-from tradecache.daemon.subjects import Subjects
+from tradecache.dev.stack import RedisServer
 from tradecache.model.identifiers import ClientOrderId, StrategyId
 from tradecache.model.ledger import Collection
 from tradecache.serialization import MsgPackSerializer
+from tradecache.wire import Subjects
 
 pytestmark = pytest.mark.integration
 

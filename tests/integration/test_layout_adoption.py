@@ -26,13 +26,13 @@ from tests.vectors.scenarios import Scenario, scenario_paths
 from tradecache.cache import CacheDatabaseConfig, RedisCacheDatabase
 from tradecache.cache.adoption import INDEX_SCRIPT
 from tradecache.cache.keys import Keys
-from tradecache.daemon.subjects import Subjects
 from tradecache.model import Collection
 from tradecache.model.enums import CurrencyType
 from tradecache.model.events import StrategyState
 from tradecache.model.identifiers import StrategyId, TraderId
 from tradecache.model.values import Currency
 from tradecache.serialization import MsgPackSerializer
+from tradecache.wire import Subjects
 
 pytestmark = pytest.mark.integration
 

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import redis.asyncio
 
+from tradecache.cache.aio import Store
 from tradecache.cache.keys import Keys
 from tradecache.cache.plan import ScriptCall
-from tradecache.daemon.lease import Lease
-from tradecache.daemon.store import Store
 from tradecache.errors import LeaseLost
+from tradecache.ingest.lease import Lease
 from tradecache.serialization import MsgPackSerializer
 
 pytestmark = pytest.mark.integration

@@ -20,13 +20,13 @@ from tests.integration.load_helpers import ask
 from tests.unit.factories import SERIALIZER, OrderEvents, currency_pair
 from tradecache.client import CacheClient
 from tradecache.daemon.app import Daemon
-from tradecache.daemon.subjects import Subjects
 from tradecache.load_command import LoadRequest, run_load
 from tradecache.model import Collection
 from tradecache.model.instruments import Instrument
 from tradecache.model.orders import Order
 from tradecache.serialization.deep import json_value
 from tradecache.service.limits import MAX_ERROR_CHARS
+from tradecache.wire import Subjects
 
 pytestmark = pytest.mark.integration
 

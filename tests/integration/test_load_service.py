@@ -16,10 +16,10 @@ from tests.integration.load_helpers import ask
 from tests.unit.factories import OrderEvents
 from tradecache import __version__
 from tradecache.daemon.app import Daemon
-from tradecache.daemon.subjects import Subjects
 from tradecache.model import Collection
 from tradecache.model.orders import Order
 from tradecache.service import ENDPOINTS
+from tradecache.wire import Subjects
 
 pytestmark = pytest.mark.integration
 

@@ -24,7 +24,7 @@ from tests.integration.load_helpers import (
 )
 from tests.vectors.scenarios import Scenario, scenario_paths
 from tradecache.cache.keys import Keys
-from tradecache.daemon.subjects import Subjects
+from tradecache.wire import Subjects
 
 pytestmark = pytest.mark.integration
 

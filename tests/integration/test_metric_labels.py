@@ -16,8 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.integration.daemon_harness import daemon_config, database, running_daemon, wait_for_checkpoint
 from tests.unit.factories import OrderEvents
 from tradecache.client import Publisher
-from tradecache.daemon.subjects import Subjects
 from tradecache.serialization.msgpack import MESSAGE_TYPES
+from tradecache.wire import Subjects
 
 pytestmark = pytest.mark.integration
 

@@ -45,7 +45,7 @@ from tests.chaos import (
 )
 from tests.lines import ServerLine
 from tradecache.cache.keys import Keys
-from tradecache.daemon.devstack import HOST, NatsServer, RedisServer
+from tradecache.dev.stack import HOST, NatsServer, RedisServer
 
 pytestmark = pytest.mark.integration
 

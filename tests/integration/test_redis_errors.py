@@ -23,11 +23,11 @@ import redis.asyncio
 from tests.lines import ServerLine
 from tests.unit.factories import OrderEvents
 from tradecache.cache import CacheDatabaseConfig, RedisCacheDatabase
+from tradecache.cache.aio import Store
 from tradecache.cache.keys import Keys
 from tradecache.cache.plan import APPLY_SCRIPT, ScriptCall
 from tradecache.cache.redis_errors import RedisFault, classify, reply_code, reply_text
-from tradecache.daemon.devstack import HOST, RedisServer
-from tradecache.daemon.store import Store
+from tradecache.dev.stack import HOST, RedisServer
 from tradecache.errors import LeaseLost, StoreRefused, StoreUnavailable
 from tradecache.model.identifiers import StrategyId, TraderId
 from tradecache.model.ledger import Collection

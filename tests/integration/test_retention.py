@@ -20,13 +20,13 @@ from tests.unit.factories import SERIALIZER, OrderEvents, account_state, currenc
 from tradecache.cache.keys import Keys
 from tradecache.cache.retention import RetentionPolicy, sweep
 from tradecache.daemon.retention import SweepExecutor
-from tradecache.daemon.subjects import Subjects
 from tradecache.errors import LeaseLost
 from tradecache.model.enums import AccountType, OrderSide, OrderType
 from tradecache.model.events import OrderInitialized, SubmitOrder, SubmitOrderList
 from tradecache.model.identifiers import AccountId, ClientOrderId, OrderListId, PositionId, StrategyId, TraderId
 from tradecache.model.ledger import Collection
 from tradecache.model.messages import Message
+from tradecache.wire import Subjects
 
 pytestmark = pytest.mark.integration
 

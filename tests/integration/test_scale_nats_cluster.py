@@ -35,12 +35,12 @@ from tests.vectors.scenarios import SCENARIO_KINDS, Scenario, replay_into_store,
 from tradecache.cache.keys import Keys
 from tradecache.cache.plan import currency_fields
 from tradecache.daemon.app import Daemon
-from tradecache.daemon.devstack import HOST
-from tradecache.daemon.subjects import Subjects
+from tradecache.dev.stack import HOST
 from tradecache.model import Collection
 from tradecache.model.enums import AccountType, OrderSide, OrderType
 from tradecache.model.values import Currency
 from tradecache.serialization import MsgPackSerializer
+from tradecache.wire import Subjects
 
 pytestmark = pytest.mark.integration
 

@@ -30,11 +30,11 @@ from tests.vectors.scenarios import Scenario, replay_into_store, scenario_paths
 from tradecache.cache import CacheDatabaseConfig, RedisCacheDatabase
 from tradecache.cache.keys import Keys
 from tradecache.cache.plan import currency_fields
-from tradecache.daemon.subjects import Subjects
 from tradecache.model import Collection
 from tradecache.model.identifiers import TraderId
 from tradecache.model.values import Currency
 from tradecache.serialization import MsgPackSerializer
+from tradecache.wire import Subjects
 
 pytestmark = pytest.mark.integration
 

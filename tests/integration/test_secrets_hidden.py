@@ -44,13 +44,13 @@ from tests.integration.secure_servers import (
     wait_for_checkpoint_of,
 )
 from tests.vectors.scenarios import Scenario, scenario_paths
+from tradecache.bus import connect
 from tradecache.cache import RedisCacheDatabase
+from tradecache.cache.aio import Store
 from tradecache.cache.keys import Keys
 from tradecache.config import Config, load_config, parse_config
 from tradecache.daemon.app import nats_options
-from tradecache.daemon.bus import connect
-from tradecache.daemon.devstack import free_port
-from tradecache.daemon.store import Store
+from tradecache.dev.stack import free_port
 from tradecache.errors import BusUnavailable, ConfigError, StoreUnavailable
 from tradecache.model.identifiers import TraderId
 from tradecache.serialization import MsgPackSerializer

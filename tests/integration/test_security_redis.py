@@ -34,9 +34,9 @@ from tests.integration.tls import TlsFiles, make_tls_files
 from tests.vectors.scenarios import Scenario, replay_into_store, scenario_paths
 from tradecache.cache.keys import Keys
 from tradecache.cache.plan import APPLY_SCRIPT, READ_SCRIPT
-from tradecache.daemon.devstack import NatsServer
-from tradecache.daemon.subjects import Subjects
+from tradecache.dev.stack import NatsServer
 from tradecache.model import Collection
+from tradecache.wire import Subjects
 
 pytestmark = pytest.mark.integration
 

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tradecache.daemon.devstack import HOST, free_port, port_is_free
 from tradecache.daemon.health import HealthServer
 from tradecache.daemon.metrics import Metrics
+from tradecache.dev.stack import HOST, free_port, port_is_free
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,7 @@ from nautilus_trader.model.identifiers import TraderId
 
 from tests.nautilus.versions import REPO
 from tests.servers import NatsServer
-from tradecache.daemon.bus import NatsOptions
+from tradecache.bus import NatsOptions
 from tradecache.nautilus import ReadOnlyCacheDatabase, TradecacheBridgeConfig
 from tradecache.nautilus.database import WRITE_METHODS
 from tradecache.nautilus.outbox import Envelope, Outbox

@@ -37,10 +37,10 @@ from tests.nautilus.versions import REPO, SECOND_VENV, NodeVersion, find_python3
 from tests.nautilus.views import api_view, node_view, service_view
 from tradecache.cache import CacheDatabaseConfig, RedisCacheDatabase
 from tradecache.cache.keys import Keys
-from tradecache.daemon.subjects import Subjects
 from tradecache.model.identifiers import TraderId
 from tradecache.model.ledger import Collection
 from tradecache.serialization import MsgPackSerializer
+from tradecache.wire import Subjects
 
 pytestmark = pytest.mark.integration
 

@@ -7,14 +7,14 @@ import pytest
 
 from tests.unit.factories import SERIALIZER, TRADER_ID, OrderEvents
 from tradecache.cache.keys import Keys
-from tradecache.daemon.batch import apply_batch
-from tradecache.daemon.intake import Accepted, Delivery, Intake, Refused, parse_ack_subject
-from tradecache.daemon.subjects import Subjects
+from tradecache.ingest.batch import apply_batch
+from tradecache.ingest.intake import Accepted, Delivery, Intake, Refused, parse_ack_subject
 from tradecache.model.enums import OrderStatus
 from tradecache.model.events import OrderSubmitted
 from tradecache.model.identifiers import TraderId
 from tradecache.model.ledger import Collection, Ledger, Outcome
 from tradecache.model.messages import Kind, Message
+from tradecache.wire import Subjects
 
 SUBJECTS = Subjects("tradecache", TRADER_ID)
 INTAKE = Intake(SUBJECTS, SERIALIZER, max_payload_bytes=2048)

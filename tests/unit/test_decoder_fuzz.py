@@ -29,9 +29,8 @@ from hypothesis import strategies as st
 from tests.vectors.scenarios import SCENARIO_KINDS, Scenario, scenario_paths
 from tradecache.cache.keys import Keys
 from tradecache.cache.plan import ScriptCall, plan_writes
-from tradecache.daemon.intake import Accepted, Delivery, Intake, Refused
-from tradecache.daemon.subjects import Subjects
 from tradecache.errors import EventRejected, PayloadError, RejectReason
+from tradecache.ingest.intake import Accepted, Delivery, Intake, Refused
 from tradecache.model.identifiers import TraderId
 from tradecache.model.ledger import Ledger
 from tradecache.model.messages import Kind, Message
@@ -45,6 +44,7 @@ from tradecache.serialization.schemas import (
     SUBMIT_ORDER_FIELDS,
     SUBMIT_ORDER_LIST_FIELDS,
 )
+from tradecache.wire import Subjects
 
 SERIALIZER = MsgPackSerializer(timestamps_as_str=True)
 DECODER_REASONS = frozenset({RejectReason.MALFORMED, RejectReason.UNKNOWN_TYPE, RejectReason.INVALID_FIELD})

@@ -3,7 +3,7 @@ rejection, and position events that agree with the fills (as the sidecar checks 
 
 from __future__ import annotations
 
-from tradecache.daemon.demo import STARTING_BALANCE_CENTS, build_demo_feed
+from tradecache.dev.demo import STARTING_BALANCE_CENTS, build_demo_feed
 from tradecache.model.enums import OrderStatus, PositionSide
 from tradecache.model.events import (
     AccountState,

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tradecache.daemon import devmode
-from tradecache.daemon.devmode import DevProblem, choose_http_port, tradecache_command
-from tradecache.daemon.devstack import HOST, port_is_free
+from tradecache.dev import command as devmode
+from tradecache.dev.command import DevProblem, choose_http_port, tradecache_command
+from tradecache.dev.stack import HOST, port_is_free
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from tradecache.cache import CacheDatabaseConfig
 from tradecache.cache.adoption import entity_of, plan_index
 from tradecache.cache.keys import Keys, Layout
 from tradecache.cache.plan import plan_writes, read_result
-from tradecache.cache.rebuild import currency_from_hash, strategy_state_from
+from tradecache.cache.replay import currency_from_hash, strategy_state_from
 from tradecache.errors import ConfigError
 from tradecache.model.enums import CurrencyType
 from tradecache.model.ledger import Collection, Write, WriteOp

@@ -16,12 +16,11 @@ from tests.unit.test_ledger import NETTING_ID, market_fill, new_ledger, working_
 from tradecache.backoff import Backoff
 from tradecache.cache.keys import Keys
 from tradecache.cache.plan import ScriptCall
-from tradecache.daemon.deadletter import Form, build_letter, header_bytes, sanitized
-from tradecache.daemon.ingest import chunks_by_size
-from tradecache.daemon.intake import Accepted, Delivery, Intake, Refused
-from tradecache.daemon.subjects import Subjects
-from tradecache.daemon.watch import ConsumerView, StallWatch, StuckAcks
 from tradecache.errors import EventRejected, PayloadError, RejectReason
+from tradecache.ingest.consumer import chunks_by_size
+from tradecache.ingest.deadletter import Form, build_letter, header_bytes, sanitized
+from tradecache.ingest.intake import Accepted, Delivery, Intake, Refused
+from tradecache.ingest.watch import ConsumerView, StallWatch, StuckAcks
 from tradecache.model.budget import MemoryBudget
 from tradecache.model.enums import OrderSide
 from tradecache.model.events import OrderFilled, PositionClosed
@@ -29,6 +28,7 @@ from tradecache.model.identifiers import TraderId
 from tradecache.model.ledger import Collection, Ledger, StoredState, Write, WriteOp
 from tradecache.model.positions import Position
 from tradecache.serialization.limits import DecodeLimits, check_fields, depth_of, unpack_limited
+from tradecache.wire import Subjects
 
 LIMITS = DecodeLimits.derive(max_field_bytes=1024, max_state_fields=1000, max_state_value_bytes=2048)
 SUBJECTS = Subjects("tradecache", TRADER_ID)

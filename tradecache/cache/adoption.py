@@ -13,7 +13,7 @@ has finished, `Keys.indexed` is set; executors skip the scan while it exists (a 
 `tradecache reindex`, ignores it). A user whose ACL forbids SCAN (it shows every key name of the
 database) gets no pass and a warning: a sidecar that only ever wrote its Redis needs none.
 
-This module is pure: the executors (`cache/database.py`, `daemon/store.py`) do the I/O.
+This module is pure: the executors (`cache/database.py`, `cache/aio.py`) do the I/O.
 """
 
 from __future__ import annotations

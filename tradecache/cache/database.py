@@ -31,7 +31,8 @@ from tradecache.cache.plan import (
     read_result,
 )
 from tradecache.cache.purge_script import CLOCK_SCRIPT, PURGE_SCRIPT
-from tradecache.cache.rebuild import (
+from tradecache.cache.redis_errors import UNAVAILABLE_ERRORS, is_unavailable, translated
+from tradecache.cache.replay import (
     account_from_states,
     currency_from_hash,
     fills_of,
@@ -43,7 +44,6 @@ from tradecache.cache.rebuild import (
     submit_order_from_bytes,
     submit_order_list_from_bytes,
 )
-from tradecache.cache.redis_errors import UNAVAILABLE_ERRORS, is_unavailable, translated
 from tradecache.cache.retention import (
     Clock,
     ClosedIds,

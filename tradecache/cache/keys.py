@@ -101,7 +101,7 @@ class Keys:
         return f"{self.prefix}:tradecache:checkpoint"
 
     def lease(self) -> str:
-        """The token of the one daemon allowed to write this trader (see daemon/lease.py)."""
+        """The token of the one daemon allowed to write this trader (see ingest/lease.py)."""
         return f"{self.prefix}:tradecache:lease"
 
     def pending_openings(self) -> str:

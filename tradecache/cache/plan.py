@@ -113,7 +113,7 @@ for i = 1, n do
     return problem
   end
   if op == 'F' then
-    -- The fence: this writer's lease token must be the one stored (see Lease in daemon/lease.py).
+    -- The fence: this writer's lease token must be the one stored (see Lease in ingest/lease.py).
     if redis.call('GET', KEYS[k]) ~= ARGV[a + 1] then
       return redis.error_reply('FENCED tradecache: this writer does not hold the lease ' .. KEYS[k])
     end

@@ -22,20 +22,19 @@ import redis.asyncio
 import redis.exceptions
 
 from tradecache import __version__
+from tradecache.bus import NatsOptions, StreamPlan, connect, ensure_streams
+from tradecache.cache.aio import Store
 from tradecache.cache.database import is_unavailable
 from tradecache.cache.keys import Keys
 from tradecache.config import Config, mask_url
-from tradecache.daemon.bus import NatsOptions, StreamPlan, connect, ensure_streams
-from tradecache.daemon.deadletter import DeadLetters
 from tradecache.daemon.health import HealthServer
-from tradecache.daemon.ingest import Ingestor, IngestSettings
-from tradecache.daemon.intake import Intake
-from tradecache.daemon.lease import Lease
 from tradecache.daemon.metrics import Metrics
 from tradecache.daemon.retention import Retention, SweepExecutor
-from tradecache.daemon.store import Store
-from tradecache.daemon.subjects import Subjects
 from tradecache.errors import BusUnavailable, StoreUnavailable
+from tradecache.ingest.consumer import Ingestor, IngestSettings
+from tradecache.ingest.deadletter import DeadLetters
+from tradecache.ingest.intake import Intake
+from tradecache.ingest.lease import Lease
 from tradecache.model.identifiers import TraderId
 from tradecache.model.ledger import Ledger
 from tradecache.serialization.limits import DecodeLimits
@@ -44,6 +43,7 @@ from tradecache.service.endpoints import Loader
 from tradecache.service.limits import ServiceLimits
 from tradecache.service.reply_cache import ReplyCache
 from tradecache.service.server import LoadService
+from tradecache.wire import Subjects
 
 log = logging.getLogger("tradecache")
 

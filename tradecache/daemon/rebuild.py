@@ -28,23 +28,23 @@ from typing import Any
 
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from tradecache.bus import connect
+from tradecache.cache.aio import Store
 from tradecache.cache.database import RedisCacheDatabase
 from tradecache.cache.keys import Keys
 from tradecache.config import Config
 from tradecache.daemon.app import decode_limits, nats_options, redis_client
-from tradecache.daemon.batch import duplicates
-from tradecache.daemon.bus import connect
-from tradecache.daemon.ingest import chunks_by_size
-from tradecache.daemon.intake import Delivery, Intake
-from tradecache.daemon.lease import Lease, holder_name
-from tradecache.daemon.pipeline import Committed, Pipeline
-from tradecache.daemon.store import Store
-from tradecache.daemon.subjects import Subjects
 from tradecache.errors import TradecacheError
+from tradecache.ingest.batch import duplicates
+from tradecache.ingest.consumer import chunks_by_size
+from tradecache.ingest.intake import Delivery, Intake
+from tradecache.ingest.lease import Lease, holder_name
+from tradecache.ingest.pipeline import Committed, Pipeline
 from tradecache.model.identifiers import TraderId
 from tradecache.model.ledger import Ledger
 from tradecache.serialization.msgpack import MsgPackSerializer
 from tradecache.service.server import SERVICE_NAME
+from tradecache.wire import Subjects
 
 FETCH_TIMEOUT = 2.0
 

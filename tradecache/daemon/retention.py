@@ -30,9 +30,9 @@ from tradecache.cache.retention import (
     SweepReport,
     sweep,
 )
-from tradecache.daemon.lease import Lease
 from tradecache.daemon.metrics import Metrics
 from tradecache.errors import LeaseLost, StoreRefused, StoreUnavailable
+from tradecache.ingest.lease import Lease
 
 # The longest pause between two slices of a sweep (see `SweepExecutor.run`).
 MAX_PAUSE: Final = 0.05

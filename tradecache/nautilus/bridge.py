@@ -42,7 +42,7 @@ from nautilus_trader.common.actor import Actor
 from nautilus_trader.common.component import is_matching_py
 from nautilus_trader.execution.messages import SubmitOrder, SubmitOrderList
 
-from tradecache.daemon.bus import NatsOptions
+from tradecache.bus import NatsOptions
 from tradecache.nautilus.config import TradecacheBridgeConfig
 from tradecache.nautilus.envelopes import EnvelopeMaker
 from tradecache.nautilus.outbox import Envelope, Outbox, OutboxStats

@@ -21,8 +21,8 @@ import msgpack
 import msgspec
 from nautilus_trader.serialization.serializer import MsgSpecSerializer
 
-from tradecache.daemon.subjects import Subjects
 from tradecache.nautilus.outbox import Envelope
+from tradecache.wire import Subjects
 
 _serializer: Final = MsgSpecSerializer(encoding=msgspec.msgpack, timestamps_as_str=True)
 

@@ -28,10 +28,10 @@ from typing import Any, Final
 import nats.errors
 import nats.js.errors
 
-from tradecache.daemon.bus import NatsOptions, connect
+from tradecache.bus import NatsOptions, connect
 from tradecache.errors import BusUnavailable
+from tradecache.wire import MSG_ID_HEADER
 
-MSG_ID_HEADER: Final = "Nats-Msg-Id"
 # Retry delays after a failed publish or connection: doubled from the first up to the last.
 FIRST_RETRY_DELAY: Final = 0.05
 LAST_RETRY_DELAY: Final = 2.0
@@ -294,4 +294,4 @@ class Outbox:
             await asyncio.wait_for(self._wakeup.wait(), timeout=seconds)
 
 
-__all__ = ["MSG_ID_HEADER", "Envelope", "Outbox", "OutboxStats"]
+__all__ = ["Envelope", "Outbox", "OutboxStats"]

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from tradecache.daemon.store import Store
+from tradecache.cache.aio import Store
 from tradecache.model.ledger import Collection
 from tradecache.serialization.msgpack import MsgPackSerializer
 from tradecache.service.items import (

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
-from tradecache.cache.rebuild import currency_from_hash, events_from_maps, strategy_state_from
+from tradecache.cache.replay import currency_from_hash, events_from_maps, strategy_state_from
 from tradecache.model.accounts import replay_account
 from tradecache.model.events import AccountState, OrderEvent, OrderFilled
 from tradecache.model.orders import replay_order

@@ -12,27 +12,20 @@ import base64
 import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 import orjson
 
+from tradecache import wire
 from tradecache.serialization.codecs import shown
 from tradecache.serialization.deep import array_header, json_bytes, map_header, msgpack_bytes
-
-MSGPACK: Final = "application/msgpack"
-# Media types answered in msgpack; `application/x-msgpack` is the older, unregistered name.
-MSGPACK_TYPES: Final = frozenset({MSGPACK, "application/x-msgpack"})
-ACCEPT_HEADER: Final = "Accept"
-CURSOR_HEADER: Final = "Tradecache-Cursor"
-# A page larger than this is refused: one reply must stay well inside NATS's max payload, and a
-# caller asking for more wants the unpaged form.
-MAX_PAGE_LIMIT: Final = 10_000
+from tradecache.wire import ACCEPT_HEADER, CURSOR_HEADER, MAX_PAGE_LIMIT, MSGPACK_TYPES
 
 
 class RequestRefused(Exception):
     """A request answered with a micro error (`code`, `message`) rather than a result."""
 
-    code = "500"
+    code = wire.INTERNAL
 
     def __init__(self, message: str) -> None:
         self.message = message
@@ -40,23 +33,23 @@ class RequestRefused(Exception):
 
 
 class BadRequest(RequestRefused):
-    code = "400"
+    code = wire.BAD_REQUEST
 
 
 class Busy(RequestRefused):
     """More requests in flight than `load.max_in_flight`: answered at once, try again shortly."""
 
-    code = "429"
+    code = wire.BUSY
 
 
 class Unavailable(RequestRefused):
     """Redis cannot answer now (down, timing out, loading, read-only)."""
 
-    code = "503"
+    code = wire.UNAVAILABLE
 
 
 class ReplyTooLarge(RequestRefused):
-    code = "413"
+    code = wire.TOO_LARGE
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,11 +178,6 @@ def error_body(code: str, message: str, as_msgpack: bool) -> bytes:
 
 
 __all__ = [
-    "ACCEPT_HEADER",
-    "CURSOR_HEADER",
-    "MAX_PAGE_LIMIT",
-    "MSGPACK",
-    "MSGPACK_TYPES",
     "BadRequest",
     "Busy",
     "PageRequest",

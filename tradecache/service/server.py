@@ -24,7 +24,6 @@ from nats.micro.service import Service
 
 from tradecache import __version__
 from tradecache.daemon.metrics import LoadOutcome, Metrics
-from tradecache.daemon.subjects import Subjects
 from tradecache.errors import StoreUnavailable
 from tradecache.model.ledger import Collection
 from tradecache.serialization.codecs import shown
@@ -37,7 +36,6 @@ from tradecache.service.limits import (
     min_entry_bytes,
 )
 from tradecache.service.protocol import (
-    CURSOR_HEADER,
     BadRequest,
     Busy,
     PageRequest,
@@ -53,6 +51,7 @@ from tradecache.service.protocol import (
     wants_msgpack,
 )
 from tradecache.service.tally import EndpointTally, has_reply
+from tradecache.wire import CURSOR_HEADER, Subjects
 
 SERVICE_NAME: Final = "tradecache"
 # Room left in NATS's max payload for the reply's headers.

@@ -1,14 +1,14 @@
 """The ingest loop: hold the lease, pull from JetStream, apply in stream order, commit, acknowledge.
 
 Theory of operation. A daemon writes a trader only while it holds the trader's lease
-(`daemon/lease.py`); until then it is a standby: not ready, pulling nothing, polling the lease.
+(`ingest/lease.py`); until then it is a standby: not ready, pulling nothing, polling the lease.
 Holding it, it reads the checkpoint, recovers what was delivered but not committed, and pulls
 messages by hand (a request to `$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>` with a reply
 inbox we subscribe to, FIELD-NOTES: 3-4x faster than nats-py's `fetch()`; each pull bounded in
 messages and bytes). For each batch, in chunks of at most `commit_max_bytes` of payload:
 
 1. every delivery is checked (`Intake`): size, subject, msgpack within the decode limits, fields;
-2. the pipeline (`daemon/pipeline.py`) reads the stored state the chunk needs, applies it on the
+2. the pipeline (`ingest/pipeline.py`) reads the stored state the chunk needs, applies it on the
    ledger in stream order (skipping what the checkpoint says was committed before a restart),
    publishes refusals to the dead-letter subject (each publish acknowledged), and commits all
    writes plus the checkpoint in one atomic script call fenced by the lease token; a message
@@ -45,17 +45,17 @@ from typing import Any, Final, TypeVar
 import nats.js.errors
 
 from tradecache.backoff import Backoff
+from tradecache.bus import BusFault, classify_nats, describe_nats, reset_consumer
+from tradecache.cache.aio import Store
 from tradecache.cache.keys import Keys
-from tradecache.daemon.batch import BatchResult, duplicates
-from tradecache.daemon.bus import BusFault, classify_nats, describe_nats, reset_consumer
-from tradecache.daemon.deadletter import DeadLetters
-from tradecache.daemon.intake import Delivery, Intake, Refused, ack_metadata
-from tradecache.daemon.lease import Lease
 from tradecache.daemon.metrics import Metrics
-from tradecache.daemon.pipeline import Committed, NotPinned, Pipeline
-from tradecache.daemon.store import Store
-from tradecache.daemon.watch import ConsumerView, StallWatch, StuckAcks
 from tradecache.errors import BusUnavailable, LeaseLost, StoreRefused, StoreUnavailable
+from tradecache.ingest.batch import BatchResult, duplicates
+from tradecache.ingest.deadletter import DeadLetters
+from tradecache.ingest.intake import Delivery, Intake, Refused, ack_metadata
+from tradecache.ingest.lease import Lease
+from tradecache.ingest.pipeline import Committed, NotPinned, Pipeline
+from tradecache.ingest.watch import ConsumerView, StallWatch, StuckAcks
 from tradecache.model.ledger import Ledger
 from tradecache.serialization.msgpack import MsgPackSerializer
 

@@ -2,7 +2,7 @@
 
 Pure: given the subject, reply subject, payload and headers, it checks the size, the subject,
 the msgpack (within the decode limits, `serialization/limits.py`) and every field, and that the
-message is the kind its subject names. The ledger then applies what passes (`daemon/batch.py`).
+message is the kind its subject names. The ledger then applies what passes (`ingest/batch.py`).
 
 A refusal keeps the delivery (its bytes go to the dead-letter subject) and the error, never
 what was decoded: the error's traceback, which would hold the decoded objects alive until the
@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 import msgpack
 
-from tradecache.daemon.subjects import Subjects
 from tradecache.errors import EventRejected, PayloadError, RejectReason
 from tradecache.model.messages import Kind, Message, kind_of, type_name_of
 from tradecache.serialization.limits import DEFAULT_LIMITS, DecodeLimits, check_fields
 from tradecache.serialization.msgpack import KNOWN_KEYS, MsgPackSerializer, unpack
+from tradecache.wire import Subjects
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 from tradecache.cache.keys import Keys
 from tradecache.cache.plan import Encoder, ScriptCall, plan_checks, plan_marks, plan_writes
-from tradecache.daemon.intake import Accepted, Refused, released
 from tradecache.errors import EventRejected, RejectReason
+from tradecache.ingest.intake import Accepted, Refused, released
 from tradecache.model.ledger import Divergence, Ledger, Outcome, WriteOp
 from tradecache.model.messages import Message
 

@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Final
 
-from tradecache.daemon.bus import BusFault, classify_nats, describe_nats
-from tradecache.daemon.intake import Refused
-from tradecache.daemon.subjects import Subjects
+from tradecache.bus import BusFault, classify_nats, describe_nats
 from tradecache.errors import BusUnavailable
+from tradecache.ingest.intake import Refused
+from tradecache.wire import Subjects
 
 MAX_ERROR_HEADER: Final = 1024  # header values are single lines; long messages are cut
 # What NATS clients accept as a header name (nats-py refuses anything else with BadHeaderError).

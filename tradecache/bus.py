@@ -31,8 +31,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, S
 
 from tradecache.backoff import Backoff
 from tradecache.config import mask_url
-from tradecache.daemon.subjects import Subjects
 from tradecache.errors import BusUnavailable
+from tradecache.wire import Subjects
 
 DUPLICATE_WINDOW_SECONDS = 120.0
 
@@ -325,7 +325,7 @@ async def reset_consumer(js: Any, stream: str, consumer: str, start_seq: int) ->
     """Re-create a durable consumer with the same configuration, delivering from `start_seq` on.
 
     The one way to drop acks a nats-server keeps pending below the ack floor after a crash
-    (see `daemon/watch.py`). Only for a consumer tradecache manages: its name, filter, ack
+    (see `ingest/watch.py`). Only for a consumer tradecache manages: its name, filter, ack
     policy, ack wait and limits are kept; the messages before `start_seq` are committed already.
     """
     info = await js.consumer_info(stream, consumer)

@@ -3,7 +3,7 @@
 By default it starts its own redis-server and nats-server (binaries from PATH or the pip packages
 of the test extra) on free ports, their data under `<data-dir>/redis` and `<data-dir>/nats`, so
 its streams and keys are its own. It runs the daemon, publishes a demo session
-(`tradecache.daemon.demo`), waits until Redis holds it, loads the resulting state back over NATS
+(`tradecache.dev.demo`), waits until Redis holds it, loads the resulting state back over NATS
 and prints it with the commands to try. It runs until Ctrl-C (SIGINT) or SIGTERM, or stops at once
 with `--exit-after-feed` (then it prints no command to try: the servers stop with it).
 
@@ -39,8 +39,8 @@ from redis.retry import Retry
 from tradecache.client import CacheClient
 from tradecache.config import Config, mask_url, parse_config
 from tradecache.daemon.app import Daemon
-from tradecache.daemon.demo import DemoFeed, build_demo_feed
-from tradecache.daemon.devstack import (
+from tradecache.dev.demo import DemoFeed, build_demo_feed
+from tradecache.dev.stack import (
     BinaryNotFound,
     LocalServer,
     NatsServer,
@@ -50,10 +50,10 @@ from tradecache.daemon.devstack import (
     packaged_binary,
     port_is_free,
 )
-from tradecache.daemon.subjects import Subjects
 from tradecache.display import accounts_table, orders_table, positions_table
 from tradecache.logs import configure_logging
 from tradecache.serialization.msgpack import MsgPackSerializer
+from tradecache.wire import Subjects
 
 TRADER_ID: Final = "DEV-001"
 PREFIX: Final = "tradecache"

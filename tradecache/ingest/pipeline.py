@@ -26,12 +26,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from tradecache.cache.aio import Store
 from tradecache.cache.keys import Keys
 from tradecache.cache.plan import Encoder, conflict_operation
-from tradecache.daemon.batch import BatchResult, apply_batch, owner_of
-from tradecache.daemon.intake import Accepted, Refused
-from tradecache.daemon.store import Store
 from tradecache.errors import EventRejected, RejectReason, StoreRefused
+from tradecache.ingest.batch import BatchResult, apply_batch, owner_of
+from tradecache.ingest.intake import Accepted, Refused
 from tradecache.model.ledger import Ledger
 
 T = TypeVar("T")

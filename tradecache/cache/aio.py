@@ -32,8 +32,8 @@ from tradecache.cache.plan import (
     as_text,
     read_result,
 )
-from tradecache.cache.rebuild import decode_events, gc_paused
 from tradecache.cache.redis_errors import is_unavailable, translate, translated
+from tradecache.cache.replay import decode_events, gc_paused
 from tradecache.model.events import AccountState, OrderEvent, OrderFilled
 from tradecache.model.key_parts import is_key_part
 from tradecache.model.ledger import Collection, StateRequest, StoredState

@@ -1,0 +1,106 @@
+"""What the sidecar and a trading pod's client must agree on, byte for byte (SPEC sections 1 and 3):
+subject names, header names, reply media types and the load service's error codes.
+
+Both sides import this module and nothing heavier: it needs only the model's `Kind`.
+
+Subject names: three roots under the prefix, kept apart so that no stream captures a request or
+a reply.
+
+- `<prefix>.in.<trader_id>.<kind>`   what the node publishes (consumed from JetStream)
+- `<prefix>.load.<trader_id>.<name>` load requests (NATS micro service)
+- `<prefix>.dead.<trader_id>`        dead letters (kept by a second stream)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from tradecache.model.messages import Kind
+
+_KINDS = {kind.value: kind for kind in Kind}
+
+# -- headers ----------------------------------------------------------------------------------
+# JetStream drops a second publish with the same id inside its duplicate window.
+MSG_ID_HEADER: Final = "Nats-Msg-Id"
+ACCEPT_HEADER: Final = "Accept"
+# The next page's cursor, on a collection reply that has more.
+CURSOR_HEADER: Final = "Tradecache-Cursor"
+# nats.micro's error headers (its `ERROR_HEADER`/`ERROR_CODE_HEADER`), spelled here so a client
+# need not import nats.micro; a unit test checks they still match.
+ERROR_HEADER: Final = "Nats-Service-Error"
+ERROR_CODE_HEADER: Final = "Nats-Service-Error-Code"
+
+# -- reply formats ----------------------------------------------------------------------------
+MSGPACK: Final = "application/msgpack"
+# Media types answered in msgpack; `application/x-msgpack` is the older, unregistered name.
+MSGPACK_TYPES: Final = frozenset({MSGPACK, "application/x-msgpack"})
+# A page larger than this is refused: one reply must stay well inside NATS's max payload, and a
+# caller asking for more wants the unpaged form.
+MAX_PAGE_LIMIT: Final = 10_000
+
+# -- error codes of a load reply (the `Nats-Service-Error-Code` header) ----------------------
+BAD_REQUEST: Final = "400"
+TOO_LARGE: Final = "413"
+BUSY: Final = "429"  # more requests in flight than allowed: ask again shortly
+INTERNAL: Final = "500"
+UNAVAILABLE: Final = "503"  # Redis cannot answer now
+
+
+@dataclass(frozen=True)
+class Subjects:
+    prefix: str
+    trader_id: str
+
+    @property
+    def inbound(self) -> str:
+        """The consumer's filter: every kind for this trader."""
+        return f"{self.prefix}.in.{self.trader_id}.>"
+
+    @property
+    def inbound_root(self) -> str:
+        """What the inbound stream captures: every trader's messages."""
+        return f"{self.prefix}.in.>"
+
+    def inbound_for(self, kind: Kind) -> str:
+        return f"{self.prefix}.in.{self.trader_id}.{kind.value}"
+
+    def inbound_for_name(self, kind: str) -> str:
+        """`inbound_for` by the kind's name (`"order"`), for producers and tools."""
+        return self.inbound_for(_KINDS[kind])
+
+    @property
+    def dead(self) -> str:
+        return f"{self.prefix}.dead.{self.trader_id}"
+
+    @property
+    def dead_root(self) -> str:
+        return f"{self.prefix}.dead.>"
+
+    def load(self, name: str) -> str:
+        return f"{self.prefix}.load.{self.trader_id}.{name}"
+
+    def kind_of(self, subject: str) -> Kind | None:
+        """The kind a subject names (its last token), or None if it is not one of ours."""
+        head, _, last = subject.rpartition(".")
+        if head != f"{self.prefix}.in.{self.trader_id}":
+            return None
+        return _KINDS.get(last)
+
+
+__all__ = [
+    "ACCEPT_HEADER",
+    "BAD_REQUEST",
+    "BUSY",
+    "CURSOR_HEADER",
+    "ERROR_CODE_HEADER",
+    "ERROR_HEADER",
+    "INTERNAL",
+    "MAX_PAGE_LIMIT",
+    "MSGPACK",
+    "MSGPACK_TYPES",
+    "MSG_ID_HEADER",
+    "TOO_LARGE",
+    "UNAVAILABLE",
+    "Subjects",
+]
