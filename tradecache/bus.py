@@ -30,8 +30,8 @@ import nats.js.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 
 from tradecache.backoff import Backoff
-from tradecache.config import mask_url
 from tradecache.errors import BusUnavailable
+from tradecache.redaction import mask_url
 from tradecache.wire import Subjects
 
 DUPLICATE_WINDOW_SECONDS = 120.0

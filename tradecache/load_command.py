@@ -24,7 +24,7 @@ import nats.errors
 from tradecache.bus import connect
 from tradecache.client import CacheClient, LoadError
 from tradecache.config import Config
-from tradecache.daemon.app import nats_options
+from tradecache.config.connections import nats_options
 from tradecache.display import accounts_table, orders_table, positions_table
 from tradecache.errors import BusUnavailable
 from tradecache.model.instruments import Instrument

@@ -51,15 +51,83 @@ from tradecache.model.ledger import Collection, Mark, Write, WriteOp
 from tradecache.model.messages import Message
 from tradecache.model.values import Currency
 
-APPLY_SCRIPT: Final = """
--- The type an operation's first key must have (false: any, it is replaced or deleted).
-local expected = {A = 'list', S = 'string', N = 'string', R = false, H = false, M = 'hash', D = false,
-                  C = 'string', F = 'string', K = 'hash', Z = 'zset', U = 'zset', Y = 'zset'}
--- The types of an operation's other keys: a dedupe hash and an index, or nothing.
-local others = {A = {'hash', 'zset'}, N = {'hash', 'zset'}, S = {'zset'}, R = {'zset'}, H = {'zset'}, M = {'zset'},
-                D = {'zset'}, Y = {'list', 'hash'}}
-local nkeys = {A = 3, S = 2, N = 3, R = 2, H = 2, M = 2, D = 2, C = 1, F = 1, K = 1, Z = 1, U = 1, Y = 3}
-local nargs = {A = 3, S = 2, N = 3, R = 2, D = 1, C = 1, F = 1, K = 3, Z = 1, U = 1, Y = 3}
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """The shape of one `APPLY_SCRIPT` operation: the type its first key must have (None: any, it
+    is replaced or deleted), the types of its other keys, and how many ARGV it takes after its
+    letter (None: counted by the script, as `H`/`M` carry a field count)."""
+
+    first: str | None
+    others: tuple[str, ...]
+    nargs: int | None
+
+    @property
+    def nkeys(self) -> int:
+        return 1 + len(self.others)
+
+
+# The one declaration of the operations: the script's tables below are generated from it, and
+# `ScriptCall` adds exactly these many KEYS and ARGV per operation (tests/unit/test_extension_points.py).
+OPERATIONS: Final[dict[str, Operation]] = {
+    "A": Operation("list", ("hash", "zset"), 3),
+    "S": Operation("string", ("zset",), 2),
+    "N": Operation("string", ("hash", "zset"), 3),
+    "R": Operation(None, ("zset",), 2),
+    "H": Operation(None, ("zset",), None),
+    "M": Operation("hash", ("zset",), None),
+    "D": Operation(None, ("zset",), 1),
+    "C": Operation("string", (), 1),
+    "F": Operation("string", (), 1),
+    "K": Operation("hash", (), 3),
+    "Z": Operation("zset", (), 1),
+    "U": Operation("zset", (), 1),
+    "Y": Operation("zset", ("list", "hash"), 3),
+}
+
+
+def _lua_table(name: str, entries: list[tuple[str, str]], width: int = 120) -> str:
+    """`local name = {A = x, B = y}`, wrapped before `width` columns, continued under the first entry."""
+    head = f"local {name} = {{"
+    items = [f"{op} = {value}" for op, value in entries]
+    lines, line = [], head
+    for i, item in enumerate(items):
+        text = item + ("}" if i == len(items) - 1 else ",")
+        if line != head and len(line) + 1 + len(text) > width:
+            lines.append(line)
+            line = " " * len(head) + text
+        else:
+            line = line + text if line == head else f"{line} {text}"
+    lines.append(line)
+    return "\n".join(lines)
+
+
+def _operation_tables() -> str:
+    def quoted(kind: str | None) -> str:
+        return "false" if kind is None else f"'{kind}'"
+
+    expected = [(op, quoted(shape.first)) for op, shape in OPERATIONS.items()]
+    others = [
+        (op, "{" + ", ".join(quoted(kind) for kind in shape.others) + "}")
+        for op, shape in OPERATIONS.items()
+        if shape.others
+    ]
+    nkeys = [(op, str(shape.nkeys)) for op, shape in OPERATIONS.items()]
+    nargs = [(op, str(shape.nargs)) for op, shape in OPERATIONS.items() if shape.nargs is not None]
+    return (
+        "-- The type an operation's first key must have (false: any, it is replaced or deleted).\n"
+        f"{_lua_table('expected', expected)}\n"
+        "-- The types of an operation's other keys: a dedupe hash and an index, or nothing.\n"
+        f"{_lua_table('others', others)}\n"
+        f"{_lua_table('nkeys', nkeys)}\n"
+        f"{_lua_table('nargs', nargs)}"
+    )
+
+
+APPLY_SCRIPT: Final = (
+    "\n"
+    + _operation_tables()
+    + """
 -- Field/value pairs per HSET: Lua's unpack() refuses more than ~8,000 values at once.
 local HSET_PAIRS = 1000
 local n = tonumber(ARGV[1])
@@ -228,6 +296,7 @@ for i = 1, n do
 end
 return results
 """
+)
 
 # Reads a batch of entities in one call: for each KEYS[i], ARGV[i] (or ARGV[1] when it is the
 # only one) says LRANGE, HGETALL, GET or TYPED (a hash or a string, whichever the key holds).
@@ -508,9 +577,11 @@ def plan_writes(writes: Sequence[Write], keys: Keys, encode: Encoder, call: Scri
 
 __all__ = [
     "APPLY_SCRIPT",
+    "OPERATIONS",
     "READ_CHUNK",
     "READ_SCRIPT",
     "Encoder",
+    "Operation",
     "ScriptCall",
     "conflict_operation",
     "currency_fields",

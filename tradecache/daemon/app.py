@@ -22,11 +22,12 @@ import redis.asyncio
 import redis.exceptions
 
 from tradecache import __version__
-from tradecache.bus import NatsOptions, StreamPlan, connect, ensure_streams
+from tradecache.bus import StreamPlan, connect, ensure_streams
 from tradecache.cache.aio import Store
 from tradecache.cache.database import is_unavailable
 from tradecache.cache.keys import Keys
 from tradecache.config import Config, mask_url
+from tradecache.config.connections import nats_options
 from tradecache.daemon.health import HealthServer
 from tradecache.daemon.metrics import Metrics
 from tradecache.daemon.retention import Retention, SweepExecutor
@@ -53,24 +54,6 @@ REFUSED_ERRORS = (
     redis.exceptions.AuthenticationWrongNumberOfArgsError,
     redis.exceptions.NoPermissionError,
 )
-
-
-def nats_options(config: Config) -> NatsOptions:
-    nats_config = config.nats
-    return NatsOptions(
-        servers=list(nats_config.servers),
-        name=f"tradecache-{config.trader_id}",
-        user=nats_config.user,
-        password=nats_config.password.reveal() if nats_config.password else None,
-        token=nats_config.token.reveal() if nats_config.token else None,
-        creds_file=nats_config.creds_file,
-        nkey_seed_file=nats_config.nkey_seed_file,
-        tls_ca_file=nats_config.tls_ca_file,
-        tls_cert_file=nats_config.tls_cert_file,
-        tls_key_file=nats_config.tls_key_file,
-        connect_timeout=nats_config.connect_timeout,
-        max_reconnect_wait=nats_config.max_reconnect_wait,
-    )
 
 
 def listen_problem(config: Config, exc: OSError) -> str:

@@ -23,12 +23,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from tradecache import __version__
 from tradecache.errors import RejectReason
+from tradecache.ingest.ports import EventOutcome
 from tradecache.serialization.msgpack import MESSAGE_TYPES
+from tradecache.service.ports import LoadOutcome, ShedReason
 
-EventOutcome = Literal["written", "duplicate", "dead_lettered"]
-LoadOutcome = Literal["ok", "not_found", "error"]
-# Load requests not served: answered 429 at once (`busy`), or dropped with no reply subject.
-ShedReason = Literal["busy", "no_reply"]
 KeyCollection = Literal["currencies", "instruments", "accounts", "orders", "positions", "strategies", "commands"]
 
 EVENT_OUTCOMES: Final[tuple[str, ...]] = get_args(EventOutcome)

@@ -48,13 +48,13 @@ from tradecache.backoff import Backoff
 from tradecache.bus import BusFault, classify_nats, describe_nats, reset_consumer
 from tradecache.cache.aio import Store
 from tradecache.cache.keys import Keys
-from tradecache.daemon.metrics import Metrics
 from tradecache.errors import BusUnavailable, LeaseLost, StoreRefused, StoreUnavailable
 from tradecache.ingest.batch import BatchResult, duplicates
 from tradecache.ingest.deadletter import DeadLetters
 from tradecache.ingest.intake import Delivery, Intake, Refused, ack_metadata
 from tradecache.ingest.lease import Lease
 from tradecache.ingest.pipeline import Committed, NotPinned, Pipeline
+from tradecache.ingest.ports import IngestMetrics
 from tradecache.ingest.watch import ConsumerView, StallWatch, StuckAcks
 from tradecache.model.ledger import Ledger
 from tradecache.serialization.msgpack import MsgPackSerializer
@@ -121,7 +121,7 @@ class Ingestor:
         ledger: Ledger,
         store: Store,
         dead_letters: DeadLetters,
-        metrics: Metrics,
+        metrics: IngestMetrics,
         serializer: MsgPackSerializer,
         log: logging.Logger,
         lease: Lease | None = None,

@@ -1,8 +1,9 @@
 """The 16 load endpoints of SPEC section 3 and how each is answered from Redis.
 
 `ENDPOINTS` is the table: a name, the collection it reads, and for one-entity endpoints the
-request key naming the id. `Loader` answers them through the daemon's `Store` (pipelined reads:
-one round trip for an entity, two or three for a page) and `service/items.py`.
+request key naming the id. `Loader` answers them through the `LoadStore` the app gives it (the
+daemon's `cache.aio.Store`: pipelined reads, one round trip for an entity, two or three for a
+page) and `service/items.py`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from tradecache.cache.aio import Store
 from tradecache.model.ledger import Collection
 from tradecache.serialization.msgpack import MsgPackSerializer
 from tradecache.service.items import (
@@ -26,6 +26,7 @@ from tradecache.service.items import (
     strategy_item,
 )
 from tradecache.service.limits import READ_CHUNK, SLICE_SECONDS
+from tradecache.service.ports import LoadStore
 from tradecache.service.protocol import PageRequest, encode_entry, encode_reply, pack_with_raw_list
 from tradecache.service.reply_cache import ReplyCache, digest
 
@@ -115,7 +116,7 @@ class Slicer:
 class Loader:
     """Answers load endpoints from one trader's Redis, as encoded items (JSON or msgpack)."""
 
-    def __init__(self, store: Store, serializer: MsgPackSerializer, cache: ReplyCache | None = None) -> None:
+    def __init__(self, store: LoadStore, serializer: MsgPackSerializer, cache: ReplyCache | None = None) -> None:
         self.store = store
         self.serializer = serializer
         self.cache = cache if cache is not None else ReplyCache()

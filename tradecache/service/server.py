@@ -23,7 +23,6 @@ from nats.micro.request import Handler, Request
 from nats.micro.service import Service
 
 from tradecache import __version__
-from tradecache.daemon.metrics import LoadOutcome, Metrics
 from tradecache.errors import StoreUnavailable
 from tradecache.model.ledger import Collection
 from tradecache.serialization.codecs import shown
@@ -35,6 +34,7 @@ from tradecache.service.limits import (
     ServiceLimits,
     min_entry_bytes,
 )
+from tradecache.service.ports import LoadMetrics, LoadOutcome
 from tradecache.service.protocol import (
     BadRequest,
     Busy,
@@ -71,7 +71,7 @@ class LoadService:
         trader_id: str,
         loader: Loader,
         stats: StatsSource,
-        metrics: Metrics,
+        metrics: LoadMetrics,
         log: logging.Logger,
         limits: ServiceLimits | None = None,
     ) -> None:
