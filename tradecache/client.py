@@ -41,6 +41,7 @@ from tradecache.wire import (
     ACCEPT_HEADER,
     BUSY,
     CURSOR_HEADER,
+    ENDPOINTS_BY_NAME,
     ERROR_CODE_HEADER,
     ERROR_HEADER,
     MSG_ID_HEADER,
@@ -146,6 +147,12 @@ class CacheClient:
         value, _ = await self.request(endpoint, {id_field: entity_id})
         return value
 
+    async def _one(self, endpoint: str, entity_id: str) -> Any:
+        """One entity, asked by the request key the endpoint table names (`wire.ENDPOINTS`)."""
+        id_field = ENDPOINTS_BY_NAME[endpoint].id_field
+        assert id_field is not None, endpoint
+        return await self.snapshot(endpoint, entity_id, id_field)
+
     async def collection(
         self, endpoint: str, page_size: int = DEFAULT_PAGE, *, as_msgpack: bool = True
     ) -> dict[str, Any]:
@@ -198,28 +205,28 @@ class CacheClient:
         return replay_position(instrument, fills)
 
     async def load_order(self, client_order_id: str) -> Order | None:
-        return self._order(await self.snapshot("order", client_order_id, "client_order_id"))
+        return self._order(await self._one("order", client_order_id))
 
     async def load_orders(self) -> dict[str, Order]:
         orders = {key: self._order(snapshot) for key, snapshot in (await self.collection("orders")).items()}
         return {key: order for key, order in orders.items() if order is not None}
 
     async def load_account(self, account_id: str) -> Account | None:
-        return self._account(await self.snapshot("account", account_id, "account_id"))
+        return self._account(await self._one("account", account_id))
 
     async def load_accounts(self) -> dict[str, Account]:
         accounts = {key: self._account(snapshot) for key, snapshot in (await self.collection("accounts")).items()}
         return {key: account for key, account in accounts.items() if account is not None}
 
     async def load_instrument(self, instrument_id: str) -> Instrument | None:
-        data = await self.snapshot("instrument", instrument_id, "instrument_id")
+        data = await self._one("instrument", instrument_id)
         return None if data is None else decode_instrument(data)
 
     async def load_instruments(self) -> dict[str, Instrument]:
         return {key: decode_instrument(data) for key, data in (await self.collection("instruments")).items()}
 
     async def load_position(self, position_id: str) -> Position | None:
-        snapshot = await self.snapshot("position", position_id, "position_id")
+        snapshot = await self._one("position", position_id)
         if snapshot is None:
             return None
         return self._position(snapshot, await self.load_instrument(snapshot["instrument_id"]))
@@ -231,7 +238,7 @@ class CacheClient:
         return {key: position for key, position in positions.items() if position is not None}
 
     async def load_currency(self, code: str) -> Currency | None:
-        data = await self.snapshot("currency", code, "code")
+        data = await self._one("currency", code)
         return None if data is None else self._currency(data)
 
     async def load_currencies(self) -> dict[str, Currency]:
@@ -243,11 +250,11 @@ class CacheClient:
         return currency
 
     async def load_strategy(self, strategy_id: str) -> dict[str, bytes]:
-        state: dict[str, bytes] = await self.snapshot("strategy", strategy_id, "strategy_id")
+        state: dict[str, bytes] = await self._one("strategy", strategy_id)
         return state
 
     async def load_submit_order_command(self, client_order_id: str) -> SubmitOrder | None:
-        data = await self.snapshot("submit_order_command", client_order_id, "client_order_id")
+        data = await self._one("submit_order_command", client_order_id)
         return None if data is None else self._command(data, SubmitOrder)
 
     async def load_submit_order_commands(self) -> dict[str, SubmitOrder]:
@@ -255,7 +262,7 @@ class CacheClient:
         return {key: self._command(data, SubmitOrder) for key, data in items.items()}
 
     async def load_submit_order_list_command(self, order_list_id: str) -> SubmitOrderList | None:
-        data = await self.snapshot("submit_order_list_command", order_list_id, "order_list_id")
+        data = await self._one("submit_order_list_command", order_list_id)
         return None if data is None else self._command(data, SubmitOrderList)
 
     async def load_submit_order_list_commands(self) -> dict[str, SubmitOrderList]:

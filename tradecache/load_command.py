@@ -30,7 +30,7 @@ from tradecache.errors import BusUnavailable
 from tradecache.model.instruments import Instrument
 from tradecache.redaction import mask_urls
 from tradecache.serialization.deep import json_bytes
-from tradecache.service.endpoints import ENDPOINTS_BY_NAME
+from tradecache.wire import ENDPOINTS_BY_NAME
 
 PAGE_SIZE = 1000
 FOUND, NOT_FOUND, FAILED = 0, 1, 2

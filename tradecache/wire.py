@@ -1,7 +1,9 @@
 """What the sidecar and a trading pod's client must agree on, byte for byte (SPEC sections 1 and 3):
 subject names, header names, reply media types and the load service's error codes.
 
-Both sides import this module and nothing heavier: it needs only the model's `Kind`.
+Both sides import this module and nothing heavier: it needs only the model's `Kind` and
+`Collection`. The load endpoints are declared here once (`ENDPOINTS`): the service registers
+them, the client and `tradecache load` ask them, the metrics label by them.
 
 Subject names: three roots under the prefix, kept apart so that no stream captures a request or
 a reply.
@@ -16,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from tradecache.model.ledger import Collection
 from tradecache.model.messages import Kind
 
 _KINDS = {kind.value: kind for kind in Kind}
@@ -88,11 +91,46 @@ class Subjects:
         return _KINDS.get(last)
 
 
+# -- load endpoints (SPEC section 3): `<prefix>.load.<trader_id>.<name>` -----------------------
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    name: str
+    collection: Collection | None  # None: `stats`
+    id_field: str | None = None  # set: one entity; None: the whole collection (paged)
+
+    @property
+    def is_collection(self) -> bool:
+        return self.collection is not None and self.id_field is None
+
+
+ENDPOINTS: Final = (
+    Endpoint("currency", Collection.CURRENCIES, "code"),
+    Endpoint("currencies", Collection.CURRENCIES),
+    Endpoint("instrument", Collection.INSTRUMENTS, "instrument_id"),
+    Endpoint("instruments", Collection.INSTRUMENTS),
+    Endpoint("account", Collection.ACCOUNTS, "account_id"),
+    Endpoint("accounts", Collection.ACCOUNTS),
+    Endpoint("order", Collection.ORDERS, "client_order_id"),
+    Endpoint("orders", Collection.ORDERS),
+    Endpoint("position", Collection.POSITIONS, "position_id"),
+    Endpoint("positions", Collection.POSITIONS),
+    Endpoint("strategy", Collection.STRATEGIES, "strategy_id"),
+    Endpoint("submit_order_command", Collection.SUBMIT_ORDER, "client_order_id"),
+    Endpoint("submit_order_commands", Collection.SUBMIT_ORDER),
+    Endpoint("submit_order_list_command", Collection.SUBMIT_ORDER_LIST, "order_list_id"),
+    Endpoint("submit_order_list_commands", Collection.SUBMIT_ORDER_LIST),
+    Endpoint("stats", None),
+)
+ENDPOINTS_BY_NAME: Final = {endpoint.name: endpoint for endpoint in ENDPOINTS}
+
+
 __all__ = [
     "ACCEPT_HEADER",
     "BAD_REQUEST",
     "BUSY",
     "CURSOR_HEADER",
+    "ENDPOINTS",
+    "ENDPOINTS_BY_NAME",
     "ERROR_CODE_HEADER",
     "ERROR_HEADER",
     "INTERNAL",
@@ -102,5 +140,6 @@ __all__ = [
     "MSG_ID_HEADER",
     "TOO_LARGE",
     "UNAVAILABLE",
+    "Endpoint",
     "Subjects",
 ]

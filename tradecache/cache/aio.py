@@ -22,7 +22,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from tradecache.cache.adoption import INDEX_SCRIPT, SCAN_COUNT, IndexReport, plan_index
-from tradecache.cache.keys import Keys
+from tradecache.cache.keys import COUNTED, Keys
 from tradecache.cache.plan import (
     APPLY_SCRIPT,
     READ_CHUNK,
@@ -38,17 +38,6 @@ from tradecache.model.events import AccountState, OrderEvent, OrderFilled
 from tradecache.model.key_parts import is_key_part
 from tradecache.model.ledger import Collection, StateRequest, StoredState
 from tradecache.serialization.msgpack import MsgPackSerializer
-
-# Collections counted for `tradecache_keys` (commands: both command collections together).
-COUNTED: dict[str, tuple[Collection, ...]] = {
-    "currencies": (Collection.CURRENCIES,),
-    "instruments": (Collection.INSTRUMENTS,),
-    "accounts": (Collection.ACCOUNTS,),
-    "orders": (Collection.ORDERS,),
-    "positions": (Collection.POSITIONS,),
-    "strategies": (Collection.STRATEGIES,),
-    "commands": (Collection.SUBMIT_ORDER, Collection.SUBMIT_ORDER_LIST),
-}
 
 
 @dataclass(frozen=True, slots=True)

@@ -117,4 +117,17 @@ class Keys:
         return f"{_escape_glob(self.prefix)}:*"
 
 
-__all__ = ["STRATEGY_STATE_SUFFIX", "STRATEGY_STATE_SUFFIXES", "Keys", "Layout"]
+# The `collection` label of `tradecache_keys` and what each counts; the metric's label set is
+# derived from it. Collections counted for `tradecache_keys` (commands: both command collections together).
+COUNTED: dict[str, tuple[Collection, ...]] = {
+    "currencies": (Collection.CURRENCIES,),
+    "instruments": (Collection.INSTRUMENTS,),
+    "accounts": (Collection.ACCOUNTS,),
+    "orders": (Collection.ORDERS,),
+    "positions": (Collection.POSITIONS,),
+    "strategies": (Collection.STRATEGIES,),
+    "commands": (Collection.SUBMIT_ORDER, Collection.SUBMIT_ORDER_LIST),
+}
+
+
+__all__ = ["COUNTED", "STRATEGY_STATE_SUFFIX", "STRATEGY_STATE_SUFFIXES", "Keys", "Layout"]

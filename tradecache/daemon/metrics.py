@@ -17,31 +17,31 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from collections.abc import Set as AbstractSet
-from typing import Any, Final, Literal, get_args
+from typing import Any, Final, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from tradecache import __version__
+from tradecache.cache.keys import COUNTED
 from tradecache.errors import RejectReason
 from tradecache.ingest.ports import EventOutcome
+from tradecache.model.messages import Kind
 from tradecache.serialization.msgpack import MESSAGE_TYPES
 from tradecache.service.ports import LoadOutcome, ShedReason
-
-KeyCollection = Literal["currencies", "instruments", "accounts", "orders", "positions", "strategies", "commands"]
+from tradecache.wire import ENDPOINTS
 
 EVENT_OUTCOMES: Final[tuple[str, ...]] = get_args(EventOutcome)
 LOAD_OUTCOMES: Final[tuple[str, ...]] = get_args(LoadOutcome)
 SHED_REASONS: Final[tuple[str, ...]] = get_args(ShedReason)
-COLLECTIONS: Final[tuple[str, ...]] = get_args(KeyCollection)
+# Every label set below is derived from the one table that declares it (checked by
+# tests/unit/test_extension_points.py): a new collection, kind, endpoint or message type needs
+# no change here.
+COLLECTIONS: Final[tuple[str, ...]] = tuple(COUNTED)
 # The subject kinds of SPEC section 1 and the load endpoints of SPEC section 3.
-KINDS: Final = ("currency", "instrument", "order", "position", "account", "command", "strategy")
+KINDS: Final[tuple[str, ...]] = tuple(kind.value for kind in Kind)
 # `kind` of a write-duration observation whose commit carried events of several kinds.
 MIXED_KIND: Final = "mixed"
-LOAD_ENDPOINTS: Final = (
-    "currency", "currencies", "instrument", "instruments", "account", "accounts", "order", "orders",
-    "position", "positions", "strategy", "submit_order_command", "submit_order_commands",
-    "submit_order_list_command", "submit_order_list_commands", "stats",
-)  # fmt: skip
+LOAD_ENDPOINTS: Final[tuple[str, ...]] = tuple(endpoint.name for endpoint in ENDPOINTS)
 
 # What retention removes (`tradecache_retention_removed_total{kind}`).
 RETENTION_KINDS: Final = (
@@ -347,7 +347,6 @@ __all__ = [
     "RETENTION_KINDS",
     "SHED_REASONS",
     "EventOutcome",
-    "KeyCollection",
     "LoadOutcome",
     "Metrics",
     "ShedReason",

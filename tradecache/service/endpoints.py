@@ -1,7 +1,8 @@
-"""The 16 load endpoints of SPEC section 3 and how each is answered from Redis.
+"""How each of the 16 load endpoints of SPEC section 3 is answered from Redis.
 
-`ENDPOINTS` is the table: a name, the collection it reads, and for one-entity endpoints the
-request key naming the id. `Loader` answers them through the `LoadStore` the app gives it (the
+The table of endpoints (`ENDPOINTS`: a name, the collection it reads, and for one-entity
+endpoints the request key naming the id) is in `tradecache/wire.py`, which the client shares;
+it is re-exported here. `Loader` answers them through the `LoadStore` the app gives it (the
 daemon's `cache.aio.Store`: pipelined reads, one round trip for an entity, two or three for a
 page) and `service/items.py`.
 """
@@ -29,39 +30,7 @@ from tradecache.service.limits import READ_CHUNK, SLICE_SECONDS
 from tradecache.service.ports import LoadStore
 from tradecache.service.protocol import PageRequest, encode_entry, encode_reply, pack_with_raw_list
 from tradecache.service.reply_cache import ReplyCache, digest
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    name: str
-    collection: Collection | None  # None: `stats`
-    id_field: str | None = None  # set: one entity; None: the whole collection (paged)
-
-    @property
-    def is_collection(self) -> bool:
-        return self.collection is not None and self.id_field is None
-
-
-ENDPOINTS: Final = (
-    Endpoint("currency", Collection.CURRENCIES, "code"),
-    Endpoint("currencies", Collection.CURRENCIES),
-    Endpoint("instrument", Collection.INSTRUMENTS, "instrument_id"),
-    Endpoint("instruments", Collection.INSTRUMENTS),
-    Endpoint("account", Collection.ACCOUNTS, "account_id"),
-    Endpoint("accounts", Collection.ACCOUNTS),
-    Endpoint("order", Collection.ORDERS, "client_order_id"),
-    Endpoint("orders", Collection.ORDERS),
-    Endpoint("position", Collection.POSITIONS, "position_id"),
-    Endpoint("positions", Collection.POSITIONS),
-    Endpoint("strategy", Collection.STRATEGIES, "strategy_id"),
-    Endpoint("submit_order_command", Collection.SUBMIT_ORDER, "client_order_id"),
-    Endpoint("submit_order_commands", Collection.SUBMIT_ORDER),
-    Endpoint("submit_order_list_command", Collection.SUBMIT_ORDER_LIST, "order_list_id"),
-    Endpoint("submit_order_list_commands", Collection.SUBMIT_ORDER_LIST),
-    Endpoint("stats", None),
-)
-ENDPOINTS_BY_NAME: Final = {endpoint.name: endpoint for endpoint in ENDPOINTS}
-
+from tradecache.wire import ENDPOINTS, ENDPOINTS_BY_NAME, Endpoint
 
 # Entities rebuilt by replaying events: worth caching (see reply_cache.py).
 REBUILT: Final = frozenset({Collection.ORDERS, Collection.POSITIONS, Collection.ACCOUNTS})
