@@ -257,3 +257,20 @@ def test_values_schema_rejects_bad_values_files(text: str, message: str, tmp_pat
         render(load_values(path))
     assert "values don't meet the specifications of the schema" in str(caught.value)
     assert message in str(caught.value)
+
+
+# What the pod needs beyond tradecache's own drain: the trading container stops first, and the
+# kubelet's SIGKILL must not cut the drain short.
+GRACE_MARGIN_SECONDS = 5
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_the_grace_period_outlasts_the_whole_drain(value_set: str, tmp_path: Path) -> None:
+    """`shutdown.drain_timeout` bounds tradecache's whole shutdown, so the pod's grace period must be
+    at least that plus a margin."""
+    values = values_of(value_set) or {}
+    docs = manifests(render(values))
+    configmap = next(d for d in by_kind(docs, "ConfigMap") if "tradecache.yaml" in d["data"])
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    config = parse_with_files(config_file(configmap), tmp_path, container_environ(pod["initContainers"][0]))
+    assert pod["terminationGracePeriodSeconds"] >= config.shutdown.drain_timeout + GRACE_MARGIN_SECONDS

@@ -49,6 +49,8 @@ def test_deployment_runs_tradecache_as_a_native_sidecar(tmp_path: Path) -> None:
     config = config_file(configmap)
     parsed = parse_with_files(config, tmp_path)
     assert parsed.http.port == 9464
+    # drain_timeout bounds the whole shutdown: the grace period must outlast it.
+    assert pod["spec"]["terminationGracePeriodSeconds"] >= parsed.shutdown.drain_timeout + 5
 
     # Each secret file the config names is an item of the mounted Secret.
     secret = one(docs, "Secret")

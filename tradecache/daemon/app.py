@@ -3,8 +3,13 @@
 `Daemon(config).run()` starts the health/metrics server first (so /healthz answers while it
 connects), connects to Redis and NATS, makes sure the streams exist, then runs the ingest loop,
 a key-count refresher and the retention timer (when a policy is set) until SIGTERM/SIGINT. On
-a signal it stops fetching, finishes and acks the batch in hand, and closes within
-`shutdown.drain_timeout`; the exit code is 0.
+a signal it stops fetching, finishes and acks the batch in hand, and closes; the exit code is 0.
+
+`shutdown.drain_timeout` bounds the whole shutdown, from the signal to the return: the stop
+request sets one deadline, and each step (finishing the batch in hand, stopping the load service,
+flushing and closing both NATS connections, closing Redis and the health server) gets the time
+left before it (`drain_left`), never a timeout of its own. So the pod's grace period needs only
+`drain_timeout` plus a margin (the chart's test checks it), however many steps are slow.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import errno
 import gc
 import logging
 import signal
+from collections.abc import Coroutine
 from typing import Any
 
 import redis.asyncio
@@ -93,6 +99,7 @@ class Daemon:
         self.serializer = MsgPackSerializer(timestamps_as_str=True)
         self.keys = Keys(config.trader_id, hash_tag=config.redis.cluster, layout=config.redis.layout)
         self.stopping = asyncio.Event()
+        self._deadline: float | None = None  # loop time by which shutdown ends; set by the stop request
         self.nc: Any = None
         self.service_nc: Any = None  # the load service's own connection (see _serve)
         self.store: Store | None = None
@@ -119,7 +126,18 @@ class Daemon:
     def request_stop(self) -> None:
         if not self.stopping.is_set():
             log.info("stop requested: finishing the batch in hand")
+            self._start_deadline()
             self.stopping.set()
+
+    def _start_deadline(self) -> None:
+        if self._deadline is None:
+            self._deadline = asyncio.get_running_loop().time() + self.config.shutdown.drain_timeout
+
+    def drain_left(self) -> float:
+        """Seconds left of `shutdown.drain_timeout` since the stop request (all of it before one)."""
+        if self._deadline is None:
+            return self.config.shutdown.drain_timeout
+        return max(0.0, self._deadline - asyncio.get_running_loop().time())
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -250,7 +268,7 @@ class Daemon:
         )
         sweeper = asyncio.create_task(retention.run(self.stopping))
         try:
-            await self.ingestor.run(self.stopping)
+            await self._until_drained(self.ingestor.run(self.stopping))
         except StoreUnavailable as exc:
             log.warning("stopped while Redis was unavailable; nothing in hand was acked", extra={"error": str(exc)})
         except BusUnavailable as exc:
@@ -261,6 +279,28 @@ class Daemon:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         return 0
+
+    async def _until_drained(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` (the ingest loop) to its end; once a stop is requested, for at most the time
+        left before the deadline. Cut short, the batch in hand stays unacked: JetStream delivers
+        it again after ack_wait (whatever of it was committed is then a duplicate)."""
+        task = asyncio.ensure_future(work)
+        stop = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not task.done():
+                await asyncio.wait({task}, timeout=self.drain_left())
+            if not task.done():
+                log.warning("shutdown.drain_timeout reached: the batch in hand is left unacked")
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                return
+        finally:
+            stop.cancel()
+            if not task.done():  # this coroutine was itself cancelled
+                task.cancel()
+        await task  # its result, or what it raised
 
     async def _ensure_indexes(self) -> None:
         """Index a Redis another writer filled (cache/adoption.py), alongside ingest; retried
@@ -314,19 +354,21 @@ class Daemon:
         log.info("nats reconnected")
 
     async def _close(self) -> None:
-        timeout = self.config.shutdown.drain_timeout
+        """Close everything, each step within the time left of the one shutdown deadline."""
+        self._start_deadline()  # also when stopping without a request (an error, a refused config)
         if self.service is not None:
-            await self.service.stop(timeout)
+            await self.service.stop(self.drain_left())
         for nc in (self.service_nc, self.nc):
             if nc is not None:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(nc.flush(), timeout=timeout)
+                    await asyncio.wait_for(nc.flush(), timeout=self.drain_left())
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(nc.close(), timeout=timeout)
+                    await asyncio.wait_for(nc.close(), timeout=self.drain_left())
         if self.store is not None:
             with contextlib.suppress(Exception):
-                await self.store.client.aclose()
-        await self.health.stop()
+                await asyncio.wait_for(self.store.client.aclose(), timeout=self.drain_left())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.health.stop(), timeout=self.drain_left())
         log.info("stopped")
 
 

@@ -225,6 +225,7 @@ class LocalServer:
         """SIGTERM, as an orderly shutdown; SIGKILL if it takes longer than `timeout`."""
         process = self._process
         if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGCONT)  # a paused process would not see the SIGTERM
             process.send_signal(signal.SIGTERM)
             try:
                 process.wait(timeout)
@@ -240,6 +241,16 @@ class LocalServer:
             process.kill()
             process.wait()
         self._forget()
+
+    def pause(self) -> None:
+        """SIGSTOP: the process keeps its sockets open and answers nothing, as a hung server."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after `pause`."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGCONT)
 
     def close(self) -> None:
         """Stop, and delete the data folder if this object made it."""

@@ -107,12 +107,14 @@ class LoadService:
         self.log.info("load service started", extra={"subject": self.subjects.load("*"), "endpoints": len(ENDPOINTS)})
 
     async def stop(self, timeout: float) -> None:
-        """Stop taking requests, then let those in hand finish (up to `timeout` seconds)."""
+        """Stop taking requests, then let those in hand finish: both within `timeout` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         if self.service is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.service.stop(), timeout=timeout)
         if self._tasks:
-            await asyncio.wait(self._tasks, timeout=timeout)
+            await asyncio.wait(self._tasks, timeout=max(0.0, deadline - loop.time()))
 
     def _handler(self, endpoint: Endpoint) -> Handler:
         async def handle(request: Request) -> None:
