@@ -20,7 +20,7 @@ from typing import Any, Final
 
 import msgpack
 
-from tradecache.errors import TradecacheError
+from tradecache.errors import LoadError
 from tradecache.model.accounts import Account, replay_account
 from tradecache.model.events import (
     AccountState,
@@ -53,16 +53,6 @@ DEFAULT_PAGE: Final = 1000
 # A busy sidecar (error 429) is asked again after 10 ms, 20 ms, ... up to 0.5 s between tries.
 BUSY_FIRST_PAUSE: Final = 0.01
 BUSY_MAX_PAUSE: Final = 0.5
-
-
-class LoadError(TradecacheError):
-    """The sidecar answered a load request with an error (`code`: 400, 413, 429, 503 or 500)."""
-
-    def __init__(self, endpoint: str, code: int, message: str) -> None:
-        self.endpoint = endpoint
-        self.code = code
-        self.message = message
-        super().__init__(f"load {endpoint}: {code} {message}")
 
 
 def message_id(message: Message) -> str | None:

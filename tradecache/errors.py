@@ -9,9 +9,18 @@
     ├── StoreRefused         Redis refused what a call carried (WRONGTYPE, a script error)
     ├── LeaseLost            another daemon holds the trader's lease: this one must not write
     ├── BusUnavailable       NATS is down or not answering (retry later)
-    └── BusRefused           NATS refused what a publish carried (size, a header)
+    ├── BusRefused           NATS refused what a publish carried (size, a header)
+    ├── LoadError            the client's load request was answered with an error (.code)
+    ├── RebuildRefused       `tradecache rebuild` would be unsafe or incomplete now
+    └── RequestRefused       the load service answers a request with an error (.code), not a result
+        ├── BadRequest           400: the request's body is not what the endpoint takes
+        ├── ReplyTooLarge        413: the answer would pass the max payload; ask in pages
+        ├── Busy                 429: more requests in flight than allowed; ask again shortly
+        └── Unavailable          503: Redis cannot answer now
 
-Errors keep their facts as attributes and build their message from them.
+This drawing is the whole tree: tests/unit/test_errors.py compares it with the classes. Errors
+keep their facts as attributes and build their message from them. A load reply's error code is
+declared here, on its class, and `tradecache.wire` names it for both sides.
 """
 
 from __future__ import annotations
@@ -132,16 +141,72 @@ class BusRefused(TradecacheError):
         super().__init__(f"NATS refused {operation}: {cause}")
 
 
+class LoadError(TradecacheError):
+    """The sidecar answered a load request with an error (`code`: 400, 413, 429, 503 or 500)."""
+
+    def __init__(self, endpoint: str, code: int, message: str) -> None:
+        self.endpoint = endpoint
+        self.code = code
+        self.message = message
+        super().__init__(f"load {endpoint}: {code} {message}")
+
+
+class RebuildRefused(TradecacheError):
+    """Rebuilding now would be unsafe or incomplete; the message says why and what to do."""
+
+
+class RequestRefused(TradecacheError):
+    """A request answered with a micro error (`code`, `message`) rather than a result; this class
+    itself is the 500 of an internal error."""
+
+    code = "500"
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
+
+
+class BadRequest(RequestRefused):
+    """The body is not what the endpoint takes (a missing or unknown key, a bad cursor...)."""
+
+    code = "400"
+
+
+class ReplyTooLarge(RequestRefused):
+    """The reply would not fit in NATS's max payload: the caller should ask in pages."""
+
+    code = "413"
+
+
+class Busy(RequestRefused):
+    """More requests in flight than `load.max_in_flight`: answered at once, try again shortly."""
+
+    code = "429"
+
+
+class Unavailable(RequestRefused):
+    """Redis cannot answer now (down, timing out, loading, read-only)."""
+
+    code = "503"
+
+
 __all__ = [
+    "BadRequest",
     "BusRefused",
     "BusUnavailable",
+    "Busy",
     "ConfigError",
     "EventRejected",
     "LeaseLost",
+    "LoadError",
     "OrderEventRefused",
     "PayloadError",
+    "RebuildRefused",
     "RejectReason",
+    "ReplyTooLarge",
+    "RequestRefused",
     "StoreRefused",
     "StoreUnavailable",
     "TradecacheError",
+    "Unavailable",
 ]

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from tradecache.errors import BadRequest, Busy, ReplyTooLarge, RequestRefused, Unavailable
 from tradecache.model.ledger import Collection
 from tradecache.model.messages import Kind
 
@@ -43,11 +44,12 @@ MSGPACK_TYPES: Final = frozenset({MSGPACK, "application/x-msgpack"})
 MAX_PAGE_LIMIT: Final = 10_000
 
 # -- error codes of a load reply (the `Nats-Service-Error-Code` header) ----------------------
-BAD_REQUEST: Final = "400"
-TOO_LARGE: Final = "413"
-BUSY: Final = "429"  # more requests in flight than allowed: ask again shortly
-INTERNAL: Final = "500"
-UNAVAILABLE: Final = "503"  # Redis cannot answer now
+# Declared on the refusals of `tradecache.errors` (one class per code), named here for both sides.
+BAD_REQUEST: Final = BadRequest.code
+TOO_LARGE: Final = ReplyTooLarge.code
+BUSY: Final = Busy.code  # more requests in flight than allowed: ask again shortly
+INTERNAL: Final = RequestRefused.code
+UNAVAILABLE: Final = Unavailable.code  # Redis cannot answer now
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from tradecache.cache.database import RedisCacheDatabase
 from tradecache.cache.keys import Keys
 from tradecache.config import Config
 from tradecache.daemon.app import decode_limits, nats_options, redis_client
-from tradecache.errors import TradecacheError
+from tradecache.errors import RebuildRefused, TradecacheError
 from tradecache.ingest.batch import duplicates
 from tradecache.ingest.consumer import chunks_by_size
 from tradecache.ingest.intake import Delivery, Intake
@@ -47,10 +47,6 @@ from tradecache.service.server import SERVICE_NAME
 from tradecache.wire import Subjects
 
 FETCH_TIMEOUT = 2.0
-
-
-class RebuildRefused(TradecacheError):
-    """Rebuilding now would be unsafe or incomplete; the message says why and what to do."""
 
 
 @dataclass

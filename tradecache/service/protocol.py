@@ -16,40 +16,10 @@ from typing import Any
 
 import orjson
 
-from tradecache import wire
+from tradecache.errors import BadRequest, Busy, ReplyTooLarge, RequestRefused, Unavailable
 from tradecache.serialization.codecs import shown
 from tradecache.serialization.deep import array_header, json_bytes, map_header, msgpack_bytes
 from tradecache.wire import ACCEPT_HEADER, CURSOR_HEADER, MAX_PAGE_LIMIT, MSGPACK_TYPES
-
-
-class RequestRefused(Exception):
-    """A request answered with a micro error (`code`, `message`) rather than a result."""
-
-    code = wire.INTERNAL
-
-    def __init__(self, message: str) -> None:
-        self.message = message
-        super().__init__(message)
-
-
-class BadRequest(RequestRefused):
-    code = wire.BAD_REQUEST
-
-
-class Busy(RequestRefused):
-    """More requests in flight than `load.max_in_flight`: answered at once, try again shortly."""
-
-    code = wire.BUSY
-
-
-class Unavailable(RequestRefused):
-    """Redis cannot answer now (down, timing out, loading, read-only)."""
-
-    code = wire.UNAVAILABLE
-
-
-class ReplyTooLarge(RequestRefused):
-    code = wire.TOO_LARGE
 
 
 @dataclass(frozen=True, slots=True)
