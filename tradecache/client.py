@@ -73,16 +73,35 @@ class Publisher:
         self.serializer = MsgPackSerializer(timestamps_as_str=True)
 
     def subject_of(self, message: Message) -> str:
+        """The subject the sidecar consumes `message` from.
+
+        Raises:
+            Nothing: every message of the model has a kind.
+        """
         return self.subjects.inbound_for(kind_of(message))
 
     async def publish(self, message: Message) -> Any:
-        """Publish one message and wait for JetStream's ack (a PubAck; `.duplicate` if already had)."""
+        """Publish one message and wait for JetStream's ack (a PubAck; `.duplicate` if already had).
+
+        Raises:
+            nats.errors.TimeoutError: JetStream did not acknowledge in time.
+            nats.js.errors.NoStreamResponseError: no stream captures the subject (the sidecar's streams are missing).
+            nats.js.errors.APIError: JetStream refused the message (too large for the stream, ...).
+            TypeError: `message` is not a message of the model.
+        """
         msg_id = message_id(message)
         headers = {MSG_ID_HEADER: msg_id} if msg_id else None
         return await self.js.publish(self.subject_of(message), self.serializer.serialize(message), headers=headers)
 
     async def publish_many(self, messages: Iterable[Message]) -> int:
-        """Publish in order without waiting for each ack, then wait for all; returns the count."""
+        """Publish in order without waiting for each ack, then wait for all; returns the count.
+
+        Raises:
+            nats.errors.TimeoutError: JetStream did not acknowledge in time.
+            nats.js.errors.NoStreamResponseError: no stream captures the subject (the sidecar's streams are missing).
+            nats.js.errors.APIError: JetStream refused the message (too large for the stream, ...).
+            TypeError: `message` is not a message of the model.
+        """
         futures = []
         for message in messages:
             msg_id = message_id(message)
@@ -107,9 +126,15 @@ class CacheClient:
     async def request(
         self, endpoint: str, body: dict[str, Any] | None = None, *, as_msgpack: bool = True
     ) -> tuple[Any, str | None]:
-        """The decoded reply of one request, and the next page's cursor if any. Raises LoadError.
+        """The decoded reply of one request, and the next page's cursor if any.
 
-        msgpack (the default) keeps bytes as bytes; JSON gives them as base64 strings."""
+        msgpack (the default) keeps bytes as bytes; JSON gives them as base64 strings.
+
+        Raises:
+            LoadError: the sidecar answered with an error (400, 413, 500, 503; 429 once `timeout` ran out).
+            nats.errors.TimeoutError: no answer within `timeout`.
+            nats.errors.NoRespondersError: no sidecar serves this trader now.
+        """
         data, cursor = await self._raw(endpoint, body, as_msgpack)
         return _decode(data, as_msgpack), cursor
 
@@ -134,6 +159,13 @@ class CacheClient:
             pause = min(pause * 2, BUSY_MAX_PAUSE)
 
     async def snapshot(self, endpoint: str, entity_id: str, id_field: str) -> Any:
+        """The decoded answer of a one-entity endpoint for `entity_id` (None: not stored).
+
+        Raises:
+            LoadError: the sidecar answered with an error (400, 413, 500, 503; 429 once `timeout` ran out).
+            nats.errors.TimeoutError: no answer within `timeout`.
+            nats.errors.NoRespondersError: no sidecar serves this trader now.
+        """
         value, _ = await self.request(endpoint, {id_field: entity_id})
         return value
 
@@ -150,6 +182,11 @@ class CacheClient:
 
         The next page is asked for as soon as a page arrives, before that page is decoded, so
         the sidecar builds one while this process decodes the other.
+
+        Raises:
+            LoadError: the sidecar answered with an error (400, 413, 500, 503; 429 once `timeout` ran out).
+            nats.errors.TimeoutError: no answer within `timeout`.
+            nats.errors.NoRespondersError: no sidecar serves this trader now.
         """
         items: dict[str, Any] = {}
         data, cursor = await self._raw(endpoint, {"limit": page_size}, as_msgpack)
@@ -169,6 +206,13 @@ class CacheClient:
             data, cursor = await following
 
     async def stats(self) -> dict[str, Any]:
+        """The sidecar's `stats` answer.
+
+        Raises:
+            LoadError: the sidecar answered with an error (400, 413, 500, 503; 429 once `timeout` ran out).
+            nats.errors.TimeoutError: no answer within `timeout`.
+            nats.errors.NoRespondersError: no sidecar serves this trader now.
+        """
         value, _ = await self.request("stats")
         stats: dict[str, Any] = value
         return stats
@@ -185,7 +229,11 @@ class CacheClient:
         return None if snapshot is None else replay_account(self._events(snapshot))
 
     def position_of(self, snapshot: dict[str, Any] | None, instrument: Instrument | None) -> Position | None:
-        """A position snapshot (with its `events`) replayed on `instrument`; None without either."""
+        """A position snapshot (with its `events`) replayed on `instrument`; None without either.
+
+        Raises:
+            PayloadError: an event of the snapshot is not a valid fill.
+        """
         return self._position(snapshot, instrument)
 
     def _position(self, snapshot: dict[str, Any] | None, instrument: Instrument | None) -> Position | None:
@@ -195,43 +243,123 @@ class CacheClient:
         return replay_position(instrument, fills)
 
     async def load_order(self, client_order_id: str) -> Order | None:
+        """The order rebuilt from the events the sidecar holds, or None.
+
+        Raises:
+            LoadError: the sidecar answered with an error (400, 413, 500, 503; 429 once `timeout` ran out).
+            nats.errors.TimeoutError: no answer within `timeout`.
+            nats.errors.NoRespondersError: no sidecar serves this trader now.
+            PayloadError: a stored event in the answer is not a valid message.
+        """
         return self._order(await self._one("order", client_order_id))
 
     async def load_orders(self) -> dict[str, Order]:
+        """Every order the sidecar holds, by client order id.
+
+        Raises:
+            LoadError: the sidecar answered with an error (400, 413, 500, 503; 429 once `timeout` ran out).
+            nats.errors.TimeoutError: no answer within `timeout`.
+            nats.errors.NoRespondersError: no sidecar serves this trader now.
+            PayloadError: a stored event in the answer is not a valid message.
+        """
         orders = {key: self._order(snapshot) for key, snapshot in (await self.collection("orders")).items()}
         return {key: order for key, order in orders.items() if order is not None}
 
     async def load_account(self, account_id: str) -> Account | None:
+        """The account rebuilt from the states the sidecar holds, or None.
+
+        Raises:
+            LoadError: the sidecar answered with an error (400, 413, 500, 503; 429 once `timeout` ran out).
+            nats.errors.TimeoutError: no answer within `timeout`.
+            nats.errors.NoRespondersError: no sidecar serves this trader now.
+            PayloadError: a stored event in the answer is not a valid message.
+        """
         return self._account(await self._one("account", account_id))
 
     async def load_accounts(self) -> dict[str, Account]:
+        """Every account the sidecar holds, by account id.
+
+        Raises:
+            LoadError: the sidecar answered with an error (400, 413, 500, 503; 429 once `timeout` ran out).
+            nats.errors.TimeoutError: no answer within `timeout`.
+            nats.errors.NoRespondersError: no sidecar serves this trader now.
+            PayloadError: a stored event in the answer is not a valid message.
+        """
         accounts = {key: self._account(snapshot) for key, snapshot in (await self.collection("accounts")).items()}
         return {key: account for key, account in accounts.items() if account is not None}
 
     async def load_instrument(self, instrument_id: str) -> Instrument | None:
+        """The instrument the sidecar holds under `instrument_id`, or None.
+
+        Raises:
+            LoadError: the sidecar answered with an error (400, 413, 500, 503; 429 once `timeout` ran out).
+            nats.errors.TimeoutError: no answer within `timeout`.
+            nats.errors.NoRespondersError: no sidecar serves this trader now.
+            PayloadError: a stored event in the answer is not a valid message.
+        """
         data = await self._one("instrument", instrument_id)
         return None if data is None else decode_instrument(data)
 
     async def load_instruments(self) -> dict[str, Instrument]:
+        """Every instrument the sidecar holds, by id.
+
+        Raises:
+            LoadError: the sidecar answered with an error (400, 413, 500, 503; 429 once `timeout` ran out).
+            nats.errors.TimeoutError: no answer within `timeout`.
+            nats.errors.NoRespondersError: no sidecar serves this trader now.
+            PayloadError: a stored event in the answer is not a valid message.
+        """
         return {key: decode_instrument(data) for key, data in (await self.collection("instruments")).items()}
 
     async def load_position(self, position_id: str) -> Position | None:
+        """The position rebuilt from its fills on its instrument, or None (also without the instrument).
+
+        Raises:
+            LoadError: the sidecar answered with an error (400, 413, 500, 503; 429 once `timeout` ran out).
+            nats.errors.TimeoutError: no answer within `timeout`.
+            nats.errors.NoRespondersError: no sidecar serves this trader now.
+            PayloadError: a stored event in the answer is not a valid message.
+        """
         snapshot = await self._one("position", position_id)
         if snapshot is None:
             return None
         return self._position(snapshot, await self.load_instrument(snapshot["instrument_id"]))
 
     async def load_positions(self) -> dict[str, Position]:
+        """Every position the sidecar holds whose instrument it holds too, by position id.
+
+        Raises:
+            LoadError: the sidecar answered with an error (400, 413, 500, 503; 429 once `timeout` ran out).
+            nats.errors.TimeoutError: no answer within `timeout`.
+            nats.errors.NoRespondersError: no sidecar serves this trader now.
+            PayloadError: a stored event in the answer is not a valid message.
+        """
         snapshots = await self.collection("positions")
         instruments = await self.load_instruments() if snapshots else {}
         positions = {key: self._position(s, instruments.get(s["instrument_id"])) for key, s in snapshots.items()}
         return {key: position for key, position in positions.items() if position is not None}
 
     async def load_currency(self, code: str) -> Currency | None:
+        """The currency the sidecar holds under `code`, or None.
+
+        Raises:
+            LoadError: the sidecar answered with an error (400, 413, 500, 503; 429 once `timeout` ran out).
+            nats.errors.TimeoutError: no answer within `timeout`.
+            nats.errors.NoRespondersError: no sidecar serves this trader now.
+            PayloadError: a stored event in the answer is not a valid message.
+        """
         data = await self._one("currency", code)
         return None if data is None else self._currency(data)
 
     async def load_currencies(self) -> dict[str, Currency]:
+        """Every currency the sidecar holds, by code.
+
+        Raises:
+            LoadError: the sidecar answered with an error (400, 413, 500, 503; 429 once `timeout` ran out).
+            nats.errors.TimeoutError: no answer within `timeout`.
+            nats.errors.NoRespondersError: no sidecar serves this trader now.
+            PayloadError: a stored event in the answer is not a valid message.
+        """
         return {code: self._currency(data) for code, data in (await self.collection("currencies")).items()}
 
     def _currency(self, data: dict[str, Any]) -> Currency:
@@ -240,22 +368,65 @@ class CacheClient:
         return currency
 
     async def load_strategy(self, strategy_id: str) -> dict[str, bytes]:
+        """A strategy's stored state (field -> bytes); `{}` when none is stored.
+
+        Raises:
+            LoadError: the sidecar answered with an error (400, 413, 500, 503; 429 once `timeout` ran out).
+            nats.errors.TimeoutError: no answer within `timeout`.
+            nats.errors.NoRespondersError: no sidecar serves this trader now.
+        """
         state: dict[str, bytes] = await self._one("strategy", strategy_id)
         return state
 
     async def load_submit_order_command(self, client_order_id: str) -> SubmitOrder | None:
+        """The SubmitOrder the sidecar holds for `client_order_id`, or None.
+
+        Raises:
+            LoadError: the sidecar answered with an error (400, 413, 500, 503; 429 once `timeout` ran out).
+            nats.errors.TimeoutError: no answer within `timeout`.
+            nats.errors.NoRespondersError: no sidecar serves this trader now.
+            PayloadError: a stored event in the answer is not a valid message.
+            TypeError: the sidecar answered another kind of command.
+        """
         data = await self._one("submit_order_command", client_order_id)
         return None if data is None else self._command(data, SubmitOrder)
 
     async def load_submit_order_commands(self) -> dict[str, SubmitOrder]:
+        """Every SubmitOrder the sidecar holds, by client order id.
+
+        Raises:
+            LoadError: the sidecar answered with an error (400, 413, 500, 503; 429 once `timeout` ran out).
+            nats.errors.TimeoutError: no answer within `timeout`.
+            nats.errors.NoRespondersError: no sidecar serves this trader now.
+            PayloadError: a stored event in the answer is not a valid message.
+            TypeError: the sidecar answered another kind of command.
+        """
         items = await self.collection("submit_order_commands")
         return {key: self._command(data, SubmitOrder) for key, data in items.items()}
 
     async def load_submit_order_list_command(self, order_list_id: str) -> SubmitOrderList | None:
+        """The SubmitOrderList the sidecar holds under `order_list_id`, or None.
+
+        Raises:
+            LoadError: the sidecar answered with an error (400, 413, 500, 503; 429 once `timeout` ran out).
+            nats.errors.TimeoutError: no answer within `timeout`.
+            nats.errors.NoRespondersError: no sidecar serves this trader now.
+            PayloadError: a stored event in the answer is not a valid message.
+            TypeError: the sidecar answered another kind of command.
+        """
         data = await self._one("submit_order_list_command", order_list_id)
         return None if data is None else self._command(data, SubmitOrderList)
 
     async def load_submit_order_list_commands(self) -> dict[str, SubmitOrderList]:
+        """Every SubmitOrderList the sidecar holds, by order list id.
+
+        Raises:
+            LoadError: the sidecar answered with an error (400, 413, 500, 503; 429 once `timeout` ran out).
+            nats.errors.TimeoutError: no answer within `timeout`.
+            nats.errors.NoRespondersError: no sidecar serves this trader now.
+            PayloadError: a stored event in the answer is not a valid message.
+            TypeError: the sidecar answered another kind of command.
+        """
         items = await self.collection("submit_order_list_commands")
         return {key: self._command(data, SubmitOrderList) for key, data in items.items()}
 

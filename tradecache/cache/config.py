@@ -65,6 +65,9 @@ class CacheDatabaseConfig:
 
         Query parameters `ssl_ca_certs`, `ssl_certfile`, `ssl_keyfile` and `cluster=true` are read
         too; keyword `overrides` win over the URL.
+
+        Raises:
+            ConfigError: the URL is not a Redis URL tradecache can use (`.key` is `redis.url`).
         """
         try:
             parts = urlsplit(url)
@@ -99,7 +102,11 @@ class CacheDatabaseConfig:
         return cls(**settings)
 
     def client_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for redis-py's `Redis` / `RedisCluster` (sync and asyncio alike)."""
+        """Keyword arguments for redis-py's `Redis` / `RedisCluster` (sync and asyncio alike).
+
+        Raises:
+            Nothing: the values were checked when the config was made.
+        """
         kwargs: dict[str, Any] = {
             "host": self.host,
             "port": self.port,

@@ -127,6 +127,11 @@ class RedisCacheDatabase:
         return self._keys
 
     def close(self) -> None:
+        """Close the connection pool.
+
+        Raises:
+            Nothing: closing a lost or never-used connection is not an error.
+        """
         self._redis.close()
 
     # -- plumbing ------------------------------------------------------------------------
@@ -173,6 +178,10 @@ class RedisCacheDatabase:
         `with db.batch(): db.update_order(a); db.update_order(b)` costs one atomic call per
         BATCH_SIZE writes instead of one per call. Nothing is written if the block raises.
         Writes made inside are not visible to loads made inside.
+
+        Raises:
+            StoreUnavailable: Redis cannot answer now (down, timing out, loading, a read-only replica).
+            StoreRefused: as the writes would, when the block ends (nothing is written if the block raises).
         """
         if self._pending is not None:
             yield  # already batching: the outermost block sends
@@ -192,7 +201,13 @@ class RedisCacheDatabase:
         """Index every entity stored for this trader (a SCAN of its keys), unless a finished pass
         already did (`force=True` scans anyway). Makes a Redis written by NautilusTrader's own
         cache database load fully; safe while the daemon writes. Runs by itself before the first
-        load of a whole collection."""
+        load of a whole collection.
+
+        Raises:
+            StoreUnavailable: Redis cannot answer now (down, timing out, loading, a read-only replica).
+            StoreRefused: Redis refused the index script. A user whose ACL forbids SCAN is not an error:
+                the report says so (`refused`) and the pass is skipped.
+        """
         return self._build_indexes(force, "build_indexes")
 
     def _build_indexes(self, force: bool, operation: str) -> IndexReport:
@@ -256,7 +271,11 @@ class RedisCacheDatabase:
         positions older than its ages, account states beyond its count. Not part of
         NautilusTrader's API; the daemon runs the same sweep on a timer (`retention:`).
         Orders and positions count as closed from when this version first stored them closed.
-        Raises StoreUnavailable."""
+
+        Raises:
+            StoreUnavailable: Redis cannot answer now (down, timing out, loading, a read-only replica).
+            StoreRefused: Redis refused the purge script (a key of another type).
+        """
         steps = sweep(policy, self._keys, None)
         request: Request = next(steps)
         while True:
@@ -295,7 +314,12 @@ class RedisCacheDatabase:
     # -- flush ---------------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Delete every key of this trader (and none of any other trader's)."""
+        """Delete every key of this trader (and none of any other trader's).
+
+        Raises:
+            StoreUnavailable: Redis cannot answer now (down, timing out, loading, a read-only replica).
+            StoreRefused: Redis refused SCAN or UNLINK (an ACL).
+        """
         with self._unavailable_as("flush"):
             batch: list[Any] = []
             for key in self._redis.scan_iter(match=self._keys.scan_pattern(), count=_FLUSH_SCAN_COUNT):
@@ -312,9 +336,24 @@ class RedisCacheDatabase:
     # -- currencies ----------------------------------------------------------------------
 
     def add_currency(self, currency: Currency) -> None:
+        """Store a currency (replacing the one stored with its code).
+
+        Raises:
+            StoreUnavailable: Redis cannot answer now (down, timing out, loading, a read-only replica).
+            StoreRefused: Redis refused the call (a key of another type, an ACL, a script error). A
+                conflicting duplicate is not raised: it is logged and left out. Inside `batch()` nothing
+                is sent until the block ends, and the end of the block raises instead.
+        """
         self._write("add_currency", [Write(WriteOp.SET, Collection.CURRENCIES, currency.code, currency)])
 
     def load_currency(self, code: str) -> Currency | None:
+        """The currency stored under `code` (and registered by its code), or None.
+
+        Raises:
+            StoreUnavailable: Redis cannot answer now (down, timing out, loading, a read-only replica).
+            StoreRefused: the key holds another type than the layout's (written by something else).
+            PayloadError: a stored payload is not a valid message.
+        """
         if not is_key_part(code):
             return None
         with self._unavailable_as("load_currency"):
@@ -325,6 +364,14 @@ class RedisCacheDatabase:
         return currency
 
     def load_currencies(self) -> dict[str, Currency]:
+        """Every stored currency by code (each registered by its code).
+
+        Raises:
+            StoreUnavailable: Redis cannot answer now (down, timing out, loading, a read-only replica).
+            StoreRefused: the key holds another type than the layout's (written by something else).
+            PayloadError: a stored payload is not a valid message.
+            Also what `build_indexes` raises, when it runs first.
+        """
         currencies = {}
         for code, fields in self._read_all("load_currencies", Collection.CURRENCIES).items():
             currency = currency_from_hash(code, fields)
@@ -336,10 +383,25 @@ class RedisCacheDatabase:
     # -- instruments ---------------------------------------------------------------------
 
     def add_instrument(self, instrument: Instrument) -> None:
+        """Store an instrument (replacing the one stored with its id).
+
+        Raises:
+            StoreUnavailable: Redis cannot answer now (down, timing out, loading, a read-only replica).
+            StoreRefused: Redis refused the call (a key of another type, an ACL, a script error). A
+                conflicting duplicate is not raised: it is logged and left out. Inside `batch()` nothing
+                is sent until the block ends, and the end of the block raises instead.
+        """
         write = Write(WriteOp.SET, Collection.INSTRUMENTS, instrument.id.value, instrument)
         self._write("add_instrument", [write])
 
     def load_instrument(self, instrument_id: InstrumentId) -> Instrument | None:
+        """The instrument stored under `instrument_id`, or None.
+
+        Raises:
+            StoreUnavailable: Redis cannot answer now (down, timing out, loading, a read-only replica).
+            StoreRefused: the key holds another type than the layout's (written by something else).
+            PayloadError: a stored payload is not a valid message.
+        """
         if not is_key_part(str(instrument_id)):
             return None
         with self._unavailable_as("load_instrument"):
@@ -347,6 +409,14 @@ class RedisCacheDatabase:
         return instrument_from_bytes(self._serializer, raw)
 
     def load_instruments(self) -> dict[InstrumentId, Instrument]:
+        """Every stored instrument by id.
+
+        Raises:
+            StoreUnavailable: Redis cannot answer now (down, timing out, loading, a read-only replica).
+            StoreRefused: the key holds another type than the layout's (written by something else).
+            PayloadError: a stored payload is not a valid message.
+            Also what `build_indexes` raises, when it runs first.
+        """
         stored = self._read_all("load_instruments", Collection.INSTRUMENTS)
         found = (instrument_from_bytes(self._serializer, raw) for raw in stored.values())
         return {instrument.id: instrument for instrument in found if instrument is not None}
@@ -354,14 +424,35 @@ class RedisCacheDatabase:
     # -- accounts ------------------------------------------------------------------------
 
     def add_account(self, account: Account) -> None:
-        """Store a new account: its first AccountState."""
+        """Store a new account: its first AccountState.
+
+        Raises:
+            StoreUnavailable: Redis cannot answer now (down, timing out, loading, a read-only replica).
+            StoreRefused: Redis refused the call (a key of another type, an ACL, a script error). A
+                conflicting duplicate is not raised: it is logged and left out. Inside `batch()` nothing
+                is sent until the block ends, and the end of the block raises instead.
+        """
         self._append("add_account", Collection.ACCOUNTS, account.id.value, account.events[0])
 
     def update_account(self, account: Account) -> None:
-        """Store the account's latest AccountState."""
+        """Store the account's latest AccountState.
+
+        Raises:
+            StoreUnavailable: Redis cannot answer now (down, timing out, loading, a read-only replica).
+            StoreRefused: Redis refused the call (a key of another type, an ACL, a script error). A
+                conflicting duplicate is not raised: it is logged and left out. Inside `batch()` nothing
+                is sent until the block ends, and the end of the block raises instead.
+        """
         self._append("update_account", Collection.ACCOUNTS, account.id.value, account.last_event)
 
     def load_account(self, account_id: AccountId) -> Account | None:
+        """The account rebuilt from its stored states, or None.
+
+        Raises:
+            StoreUnavailable: Redis cannot answer now (down, timing out, loading, a read-only replica).
+            StoreRefused: the key holds another type than the layout's (written by something else).
+            PayloadError: a stored payload is not a valid message.
+        """
         if not is_key_part(str(account_id)):
             return None
         with self._unavailable_as("load_account"):
@@ -369,6 +460,14 @@ class RedisCacheDatabase:
         return account_from_states(self._serializer, raw)
 
     def load_accounts(self) -> dict[AccountId, Account]:
+        """Every stored account by id, rebuilt from its states.
+
+        Raises:
+            StoreUnavailable: Redis cannot answer now (down, timing out, loading, a read-only replica).
+            StoreRefused: the key holds another type than the layout's (written by something else).
+            PayloadError: a stored payload is not a valid message.
+            Also what `build_indexes` raises, when it runs first.
+        """
         accounts = {}
         for raw in self._read_all("load_accounts", Collection.ACCOUNTS).values():
             account = account_from_states(self._serializer, raw)
@@ -380,15 +479,36 @@ class RedisCacheDatabase:
 
     def add_order(self, order: Order, position_id: PositionId | None = None, client_id: ClientId | None = None) -> None:
         """Store a new order: its OrderInitialized. (`position_id` / `client_id` are accepted for
-        NautilusTrader compatibility; the layout has no place for them.)"""
+        NautilusTrader compatibility; the layout has no place for them.)
+
+        Raises:
+            StoreUnavailable: Redis cannot answer now (down, timing out, loading, a read-only replica).
+            StoreRefused: Redis refused the call (a key of another type, an ACL, a script error). A
+                conflicting duplicate is not raised: it is logged and left out. Inside `batch()` nothing
+                is sent until the block ends, and the end of the block raises instead.
+        """
         self._append("add_order", Collection.ORDERS, order.client_order_id.value, order.init_event)
 
     def update_order(self, order: Order) -> None:
-        """Store the order's latest event (a no-op if that event is already stored)."""
+        """Store the order's latest event (a no-op if that event is already stored).
+
+        Raises:
+            StoreUnavailable: Redis cannot answer now (down, timing out, loading, a read-only replica).
+            StoreRefused: Redis refused the call (a key of another type, an ACL, a script error). A
+                conflicting duplicate is not raised: it is logged and left out. Inside `batch()` nothing
+                is sent until the block ends, and the end of the block raises instead.
+        """
         key = order.client_order_id.value
         self._append("update_order", Collection.ORDERS, key, order.last_event, _order_mark(key, order))
 
     def load_order(self, client_order_id: ClientOrderId) -> Order | None:
+        """The order rebuilt from its stored events, or None.
+
+        Raises:
+            StoreUnavailable: Redis cannot answer now (down, timing out, loading, a read-only replica).
+            StoreRefused: the key holds another type than the layout's (written by something else).
+            PayloadError: a stored payload is not a valid message.
+        """
         if not is_key_part(str(client_order_id)):
             return None
         with self._unavailable_as("load_order"):
@@ -396,6 +516,14 @@ class RedisCacheDatabase:
         return order_from_events(self._serializer, raw)
 
     def load_orders(self) -> dict[ClientOrderId, Order]:
+        """Every stored order by client order id, rebuilt from its events.
+
+        Raises:
+            StoreUnavailable: Redis cannot answer now (down, timing out, loading, a read-only replica).
+            StoreRefused: the key holds another type than the layout's (written by something else).
+            PayloadError: a stored payload is not a valid message.
+            Also what `build_indexes` raises, when it runs first.
+        """
         orders = {}
         stored = self._read_all("load_orders", Collection.ORDERS)
         with gc_paused():
@@ -408,17 +536,39 @@ class RedisCacheDatabase:
     # -- positions -----------------------------------------------------------------------
 
     def add_position(self, position: Position, oms_type: OmsType | None = None) -> None:
-        """Store a new position: its opening fill."""
+        """Store a new position: its opening fill.
+
+        Raises:
+            StoreUnavailable: Redis cannot answer now (down, timing out, loading, a read-only replica).
+            StoreRefused: Redis refused the call (a key of another type, an ACL, a script error). A
+                conflicting duplicate is not raised: it is logged and left out. Inside `batch()` nothing
+                is sent until the block ends, and the end of the block raises instead.
+        """
         self._append("add_position", Collection.POSITIONS, position.id.value, position.events[0])
 
     def update_position(self, position: Position) -> None:
-        """Store the position's latest fill."""
+        """Store the position's latest fill.
+
+        Raises:
+            StoreUnavailable: Redis cannot answer now (down, timing out, loading, a read-only replica).
+            StoreRefused: Redis refused the call (a key of another type, an ACL, a script error). A
+                conflicting duplicate is not raised: it is logged and left out. Inside `batch()` nothing
+                is sent until the block ends, and the end of the block raises instead.
+        """
         key = position.id.value
         last = position.last_event
         mark = Mark(Collection.POSITIONS, key, closed=True, event_id=last.event_id) if position.is_closed else None
         self._append("update_position", Collection.POSITIONS, key, last, mark)
 
     def load_position(self, position_id: PositionId) -> Position | None:
+        """The position rebuilt from its stored fills on its instrument, or None (also when the
+        instrument is missing: logged).
+
+        Raises:
+            StoreUnavailable: Redis cannot answer now (down, timing out, loading, a read-only replica).
+            StoreRefused: the key holds another type than the layout's (written by something else).
+            PayloadError: a stored payload is not a valid message.
+        """
         if not is_key_part(str(position_id)):
             return None
         with self._unavailable_as("load_position"):
@@ -430,6 +580,15 @@ class RedisCacheDatabase:
         return self._position(str(position_id), fills, instrument)
 
     def load_positions(self) -> dict[PositionId, Position]:
+        """Every stored position by id, rebuilt from its fills (those whose instrument is missing are
+        logged and left out).
+
+        Raises:
+            StoreUnavailable: Redis cannot answer now (down, timing out, loading, a read-only replica).
+            StoreRefused: the key holds another type than the layout's (written by something else).
+            PayloadError: a stored payload is not a valid message.
+            Also what `build_indexes` raises, when it runs first.
+        """
         stored = self._read_all("load_positions", Collection.POSITIONS)
         fills_by_id = {pid: fills_of(self._serializer, raw) for pid, raw in stored.items()}
         needed = sorted({fills[0].instrument_id.value for fills in fills_by_id.values() if fills})
@@ -461,10 +620,26 @@ class RedisCacheDatabase:
     # -- commands ------------------------------------------------------------------------
 
     def add_submit_order_command(self, command: SubmitOrder) -> None:
+        """Store a SubmitOrder command (a no-op if its command id is already stored).
+
+        Raises:
+            StoreUnavailable: Redis cannot answer now (down, timing out, loading, a read-only replica).
+            StoreRefused: Redis refused the call (a key of another type, an ACL, a script error). A
+                conflicting duplicate is not raised: it is logged and left out. Inside `batch()` nothing
+                is sent until the block ends, and the end of the block raises instead.
+        """
         write = Write(WriteOp.SET, Collection.SUBMIT_ORDER, command.client_order_id.value, command)
         self._write("add_submit_order_command", [write])
 
     def load_submit_order_command(self, client_order_id: ClientOrderId) -> SubmitOrder | None:
+        """The SubmitOrder stored for `client_order_id`, or None.
+
+        Raises:
+            StoreUnavailable: Redis cannot answer now (down, timing out, loading, a read-only replica).
+            StoreRefused: the key holds another type than the layout's (written by something else).
+            PayloadError: a stored payload is not a valid message.
+            ValueError: the key holds another kind of command.
+        """
         if not is_key_part(str(client_order_id)):
             return None
         with self._unavailable_as("load_submit_order_command"):
@@ -472,15 +647,40 @@ class RedisCacheDatabase:
         return submit_order_from_bytes(self._serializer, raw)
 
     def load_submit_order_commands(self) -> dict[ClientOrderId, SubmitOrder]:
+        """Every stored SubmitOrder by client order id.
+
+        Raises:
+            StoreUnavailable: Redis cannot answer now (down, timing out, loading, a read-only replica).
+            StoreRefused: the key holds another type than the layout's (written by something else).
+            PayloadError: a stored payload is not a valid message.
+            Also what `build_indexes` raises, when it runs first.
+            ValueError: the key holds another kind of command.
+        """
         stored = self._read_all("load_submit_order_commands", Collection.SUBMIT_ORDER)
         found = (submit_order_from_bytes(self._serializer, raw) for raw in stored.values())
         return {command.client_order_id: command for command in found if command is not None}
 
     def add_submit_order_list_command(self, command: SubmitOrderList) -> None:
+        """Store a SubmitOrderList command (a no-op if its command id is already stored).
+
+        Raises:
+            StoreUnavailable: Redis cannot answer now (down, timing out, loading, a read-only replica).
+            StoreRefused: Redis refused the call (a key of another type, an ACL, a script error). A
+                conflicting duplicate is not raised: it is logged and left out. Inside `batch()` nothing
+                is sent until the block ends, and the end of the block raises instead.
+        """
         write = Write(WriteOp.SET, Collection.SUBMIT_ORDER_LIST, command.order_list_id.value, command)
         self._write("add_submit_order_list_command", [write])
 
     def load_submit_order_list_command(self, order_list_id: OrderListId) -> SubmitOrderList | None:
+        """The SubmitOrderList stored under `order_list_id`, or None.
+
+        Raises:
+            StoreUnavailable: Redis cannot answer now (down, timing out, loading, a read-only replica).
+            StoreRefused: the key holds another type than the layout's (written by something else).
+            PayloadError: a stored payload is not a valid message.
+            ValueError: the key holds another kind of command.
+        """
         if not is_key_part(str(order_list_id)):
             return None
         with self._unavailable_as("load_submit_order_list_command"):
@@ -488,6 +688,15 @@ class RedisCacheDatabase:
         return submit_order_list_from_bytes(self._serializer, raw)
 
     def load_submit_order_list_commands(self) -> dict[OrderListId, SubmitOrderList]:
+        """Every stored SubmitOrderList by order list id.
+
+        Raises:
+            StoreUnavailable: Redis cannot answer now (down, timing out, loading, a read-only replica).
+            StoreRefused: the key holds another type than the layout's (written by something else).
+            PayloadError: a stored payload is not a valid message.
+            Also what `build_indexes` raises, when it runs first.
+            ValueError: the key holds another kind of command.
+        """
         stored = self._read_all("load_submit_order_list_commands", Collection.SUBMIT_ORDER_LIST)
         found = (submit_order_list_from_bytes(self._serializer, raw) for raw in stored.values())
         return {command.order_list_id: command for command in found if command is not None}
@@ -495,7 +704,14 @@ class RedisCacheDatabase:
     # -- strategies ----------------------------------------------------------------------
 
     def update_strategy(self, strategy: HasState | StrategyState) -> None:
-        """Store a strategy's state (fields are set; fields not given keep their value)."""
+        """Store a strategy's state (fields are set; fields not given keep their value).
+
+        Raises:
+            StoreUnavailable: Redis cannot answer now (down, timing out, loading, a read-only replica).
+            StoreRefused: Redis refused the call (a key of another type, an ACL, a script error). A
+                conflicting duplicate is not raised: it is logged and left out. Inside `batch()` nothing
+                is sent until the block ends, and the end of the block raises instead.
+        """
         if isinstance(strategy, StrategyState):
             strategy_id, state = strategy.strategy_id, strategy.state
         else:
@@ -504,7 +720,13 @@ class RedisCacheDatabase:
         self._write("update_strategy", [write])
 
     def load_strategy(self, strategy_id: StrategyId) -> dict[str, bytes]:
-        """The strategy's state in either layout (this layout's key first); `{}` when absent."""
+        """The strategy's state in either layout (this layout's key first); `{}` when absent.
+
+        Raises:
+            StoreUnavailable: Redis cannot answer now (down, timing out, loading, a read-only replica).
+            StoreRefused: Redis refused the read (an ACL).
+            ValueError: a stored field's value is not bytes (written by something else).
+        """
         if not is_key_part(str(strategy_id)):
             return {}
         with self._unavailable_as("load_strategy"):
@@ -513,7 +735,14 @@ class RedisCacheDatabase:
         return strategy_state_from(next((value for value in found if value), None))
 
     def delete_strategy(self, strategy_id: StrategyId) -> None:
-        """Remove the strategy's state (both layouts' keys)."""
+        """Remove the strategy's state (both layouts' keys).
+
+        Raises:
+            StoreUnavailable: Redis cannot answer now (down, timing out, loading, a read-only replica).
+            StoreRefused: Redis refused the call (a key of another type, an ACL, a script error). A
+                conflicting duplicate is not raised: it is logged and left out. Inside `batch()` nothing
+                is sent until the block ends, and the end of the block raises instead.
+        """
         self._write("delete_strategy", [Write(WriteOp.DELETE, Collection.STRATEGIES, str(strategy_id))])
 
     # -- helpers -------------------------------------------------------------------------

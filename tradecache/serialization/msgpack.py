@@ -145,20 +145,38 @@ class MsgPackSerializer:
     # -- bytes ---------------------------------------------------------------------------
 
     def deserialize(self, data: bytes) -> Message:
-        """Decode one message. Raises `PayloadError` naming the field and the problem."""
+        """Decode one message. Raises `PayloadError` naming the field and the problem.
+
+        Raises:
+            PayloadError: the bytes are not a valid message; `.reason` and `.field` say why and where.
+        """
         return self.from_map(unpack(data))
 
     def serialize(self, obj: Message) -> bytes:
+        """Encode one message as NautilusTrader does (a msgpack map).
+
+        Raises:
+            TypeError: `obj` is not a message of the model.
+        """
         packed: bytes = msgpack.packb(self.to_map(obj), use_bin_type=True)
         return packed
 
     def deserialize_instrument(self, data: bytes) -> Instrument:
-        """Decode an instrument of any type, known or not."""
+        """Decode an instrument of any type, known or not.
+
+        Raises:
+            PayloadError: the bytes are not a valid instrument.
+        """
         return decode_instrument(unpack(data))
 
     # -- maps ----------------------------------------------------------------------------
 
     def from_map(self, data: dict[str, Any]) -> Message:
+        """Decode one message from its unpacked map.
+
+        Raises:
+            PayloadError: the map is not a valid message; `.reason` and `.field` say why and where.
+        """
         type_name = data.get("type")
         if not isinstance(type_name, str) or not type_name:
             raise PayloadError(RejectReason.MALFORMED, "type", "missing, empty or not a string")
@@ -170,6 +188,11 @@ class MsgPackSerializer:
         raise PayloadError(RejectReason.UNKNOWN_TYPE, "type", f"unknown message type {type_name!r}")
 
     def to_map(self, obj: Message, *, top_level: bool = True) -> dict[str, Any]:
+        """One message as the map `serialize` packs (`top_level`: timestamps as strings if so configured).
+
+        Raises:
+            TypeError: `obj` is not a message of the model.
+        """
         ts_as_str = self.timestamps_as_str and top_level
         if isinstance(obj, Instrument):
             return _to_timestamp_str(obj.data) if ts_as_str else dict(obj.data)
