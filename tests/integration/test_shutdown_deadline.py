@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.backends import Announce
 from tests.integration.daemon_harness import daemon_config, wait_for
 from tests.servers import NatsServer
 from tradecache.daemon.app import Daemon
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 DRAIN_TIMEOUT = 2.0
 # What the steps after the deadline may still take (closing sockets, the health server).
-SLACK = 0.75
+SLACK = 1.0
 
 
 @pytest.fixture
@@ -37,7 +38,7 @@ def own_nats() -> Iterator[NatsServer]:
 
 
 async def test_a_hung_nats_cannot_stretch_shutdown_beyond_drain_timeout(
-    redis_server: Any, own_nats: NatsServer
+    redis_server: Any, own_nats: NatsServer, announce: Announce
 ) -> None:
     config = daemon_config(redis_server.url, own_nats.url, "DRAIN-001", shutdown={"drain_timeout": DRAIN_TIMEOUT})
     daemon = Daemon(config)
@@ -54,6 +55,7 @@ async def test_a_hung_nats_cannot_stretch_shutdown_beyond_drain_timeout(
         own_nats.resume()
         if not task.done():
             task.cancel()
+    announce(f"shutdown with a hung NATS: {elapsed:.2f} s (drain_timeout {DRAIN_TIMEOUT} s)")
     assert exit_code == 0
     assert elapsed <= DRAIN_TIMEOUT + SLACK, f"shutdown took {elapsed:.2f} s with drain_timeout {DRAIN_TIMEOUT} s"
     # The deadline was really reached: a hung NATS does hold the steps up (else this test proves nothing).
