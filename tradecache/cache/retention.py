@@ -64,6 +64,11 @@ class SweepReport:
     calls: int = 0  # purge script calls (slices)
 
     def removed(self) -> dict[str, int]:
+        """What the sweep removed, by the kinds of `tradecache_retention_removed_total`.
+
+        Raises:
+            Nothing.
+        """
         return {
             "orders": self.orders,
             "submit_order_commands": self.submit_order_commands,

@@ -59,25 +59,55 @@ class Account:
         return len(self._balances) + len(self._margins)
 
     def balances(self) -> dict[Currency, AccountBalance]:
+        """The latest balance of each currency.
+
+        Raises:
+            Nothing.
+        """
         return {balance.currency: balance for balance in self._balances.values()}
 
     def balance(self, currency: Currency | None = None) -> AccountBalance | None:
+        """The latest balance in `currency` (the base currency when None), or None.
+
+        Raises:
+            ValueError: no `currency` given for a multi-currency account (it has no base currency).
+        """
         code = (currency or self.base_currency or _no_currency()).code
         return self._balances.get(code)
 
     def balance_total(self, currency: Currency | None = None) -> Money | None:
+        """The total of `balance(currency)`, or None.
+
+        Raises:
+            ValueError: no `currency` given for a multi-currency account (it has no base currency).
+        """
         found = self.balance(currency)
         return None if found is None else found.total
 
     def balance_locked(self, currency: Currency | None = None) -> Money | None:
+        """The locked part of `balance(currency)`, or None.
+
+        Raises:
+            ValueError: no `currency` given for a multi-currency account (it has no base currency).
+        """
         found = self.balance(currency)
         return None if found is None else found.locked
 
     def balance_free(self, currency: Currency | None = None) -> Money | None:
+        """The free part of `balance(currency)`, or None.
+
+        Raises:
+            ValueError: no `currency` given for a multi-currency account (it has no base currency).
+        """
         found = self.balance(currency)
         return None if found is None else found.free
 
     def margins(self) -> dict[InstrumentId | None, MarginBalance]:
+        """The latest margin of each instrument (None: the account-wide one).
+
+        Raises:
+            Nothing.
+        """
         return dict(self._margins)
 
     def __repr__(self) -> str:
@@ -88,12 +118,20 @@ class Account:
 
         For holders that only validate what comes next (the daemon's ledger): the history is in
         the store, and an account's states grow without bound.
+
+        Raises:
+            Nothing.
         """
         if len(self.events) > 1:
             del self.events[:-1]
 
     def apply(self, state: AccountState) -> None:
-        """Apply a later state. Raises `EventRejected` and changes nothing when it does not fit."""
+        """Apply a later state. Raises `EventRejected` and changes nothing when it does not fit.
+
+        Raises:
+            EventRejected: the state does not fit the account (another type or base currency, a balance
+                whose total - locked is not free, a negative cash balance); nothing is changed.
+        """
         problem = self._mismatch(state)
         if problem:
             raise EventRejected(RejectReason.INVALID_FIELD, f"AccountState for '{self.id}': {problem}")

@@ -89,6 +89,11 @@ class OrderInitialized(OrderEvent):
 
     # Typed views of `options` (validated when the event was decoded).
     def option_price(self, key: str) -> Price | None:
+        """The price stored under `key` in the order's options (trigger, limit...), or None.
+
+        Raises:
+            ValueError: the option's value is not a decimal string.
+        """
         value = self.options.get(key)
         return None if value is None else Price.from_str(value)
 

@@ -64,6 +64,11 @@ class TraderId(Identifier):
             raise ValueError(f"trader_id {value!r} must contain '-' (NAME-TAG)")
 
     def get_tag(self) -> str:
+        """The tag: the part after the last `-` (NAME-TAG).
+
+        Raises:
+            Nothing.
+        """
         return self.value.rsplit("-", 1)[1]
 
 
@@ -80,6 +85,11 @@ class StrategyId(KeyPart):
         super()._check(value)
 
     def get_tag(self) -> str:
+        """The tag: the part after the last `-`.
+
+        Raises:
+            Nothing.
+        """
         return self.value.rsplit("-", 1)[-1]
 
 
@@ -96,6 +106,11 @@ class AccountId(KeyPart):
         super()._check(value)
 
     def get_issuer(self) -> str:
+        """The issuer: the part before the first `-`.
+
+        Raises:
+            Nothing.
+        """
         return self.value.split("-", 1)[0]
 
 

@@ -79,7 +79,12 @@ class Instrument:
         return None
 
     def get_cost_currency(self) -> Currency:
-        """The currency realized PnL is booked in: the base for inverse instruments, else the quote."""
+        """The currency realized PnL is booked in: the base for inverse instruments, else the quote.
+
+        Raises:
+            ValueError: an inverse instrument without a base currency, or an instrument whose map names
+                no quote currency.
+        """
         if self.is_inverse:
             base = self.base_currency
             if base is None:

@@ -266,6 +266,11 @@ class Order:
         return {event.event_id for event in self.events}
 
     def commissions(self) -> list[Money]:
+        """The commission paid so far in each currency.
+
+        Raises:
+            Nothing.
+        """
         return list(self.commissions_by_code.values())
 
     def __repr__(self) -> str:
@@ -277,7 +282,12 @@ class Order:
     # -- applying events -----------------------------------------------------------------
 
     def apply(self, event: OrderEvent) -> None:
-        """Apply one event. Raises `OrderEventRefused` and changes nothing if the order refuses it."""
+        """Apply one event. Raises `OrderEventRefused` and changes nothing if the order refuses it.
+
+        Raises:
+            OrderEventRefused: the order refuses the event (a transition its state does not allow,
+                another order's ids, an overfill); nothing is changed.
+        """
         self._check_identity(event)
         if isinstance(event, OrderInitialized):
             self._apply_initialized(event)

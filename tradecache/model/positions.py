@@ -147,6 +147,11 @@ class Position:
         return {event.event_id for event in self.events}
 
     def commissions(self) -> list[Money]:
+        """The commission paid so far in each currency.
+
+        Raises:
+            Nothing.
+        """
         return list(self.commissions_by_code.values())
 
     def __repr__(self) -> str:
@@ -155,7 +160,11 @@ class Position:
     # -- applying fills -----------------------------------------------------------------
 
     def apply(self, fill: OrderFilled) -> None:
-        """Apply the next stored fill. Raises `EventRejected` for a fill the position refuses."""
+        """Apply the next stored fill. Raises `EventRejected` for a fill the position refuses.
+
+        Raises:
+            EventRejected: the fill is another position's, or a repeat of a trade the position holds.
+        """
         if fill.position_id != self.id:
             raise EventRejected(
                 RejectReason.INVALID_FIELD,
@@ -174,6 +183,11 @@ class Position:
         self._apply_quantities(fill)
 
     def is_duplicate(self, fill: OrderFilled) -> bool:
+        """Whether the position holds this trade already (same trade id, side, price and quantity).
+
+        Raises:
+            Nothing.
+        """
         return any(
             held.trade_id == fill.trade_id
             and held.order_side == fill.order_side

@@ -90,34 +90,73 @@ class FixedPoint:
 
     @classmethod
     def from_str(cls, text: str) -> Self:
+        """Parse a decimal string (`1e3` and `1_000` too, as NautilusTrader does).
+
+        Raises:
+            ValueError: the text is not a decimal NautilusTrader accepts, or is negative for a Quantity.
+        """
         raw, precision = _parse_decimal(text, cls.kind)
         return cls(raw, precision)
 
     @classmethod
     def from_raw(cls, raw: int, precision: int) -> Self:
+        """The value of `raw` (value x 10^16) shown at `precision`.
+
+        Raises:
+            ValueError: `precision` is not an integer 0..16 (or a Quantity would be negative).
+        """
         return cls(raw, precision)
 
     @classmethod
     def from_double(cls, value: float, precision: int) -> Self:
-        """The value NautilusTrader makes from a double: half away from zero at `precision`."""
+        """The value NautilusTrader makes from a double: half away from zero at `precision`.
+
+        Raises:
+            ValueError: `precision` is not an integer 0..16 (or a Quantity would be negative).
+        """
         _check_precision(precision, cls.kind)
         units = round_half_away_from_zero(value * 10.0**precision)
         return cls(units * 10 ** (FIXED_PRECISION - precision), precision)
 
     @classmethod
     def zero(cls, precision: int = 0) -> Self:
+        """Zero at `precision`.
+
+        Raises:
+            ValueError: `precision` is not an integer 0..16.
+        """
         return cls(0, precision)
 
     def as_double(self) -> float:
+        """The value as a float (rounded).
+
+        Raises:
+            Nothing.
+        """
         return float(self.raw) / 1e16
 
     def as_decimal(self) -> Decimal:
+        """The value as a Decimal, as it is shown at its precision.
+
+        Raises:
+            Nothing.
+        """
         return Decimal(_format_raw(self.raw, self.precision))
 
     def is_zero(self) -> bool:
+        """Whether the value is 0.
+
+        Raises:
+            Nothing.
+        """
         return self.raw == 0
 
     def is_positive(self) -> bool:
+        """Whether the value is above 0.
+
+        Raises:
+            Nothing.
+        """
         return self.raw > 0
 
     def __str__(self) -> str:
@@ -186,7 +225,11 @@ class Currency:
 
     @staticmethod
     def from_str(code: str) -> Currency:
-        """The registered currency with this code; raises KeyError for an unknown code."""
+        """The registered currency with this code.
+
+        Raises:
+            KeyError: no currency with this code is registered.
+        """
         return _CURRENCIES[code]
 
 
@@ -279,12 +322,21 @@ class Money(FixedPoint):
 
     @classmethod
     def of(cls, amount: FixedPoint | int, currency: Currency) -> Money:
+        """`amount` (a fixed-point value, or whole units) in `currency`, at the currency's precision.
+
+        Raises:
+            Nothing.
+        """
         raw = amount.raw if isinstance(amount, FixedPoint) else amount * FIXED_SCALAR
         return cls(raw, currency.precision, currency)
 
     @classmethod
     def parse(cls, text: str) -> Money:
-        """Parse `"2.00 USD"`."""
+        """Parse `"2.00 USD"`.
+
+        Raises:
+            ValueError: the text is not `<amount> <CODE>` with a decimal amount.
+        """
         if not isinstance(text, str):
             raise ValueError(f"money must be a string like '2.00 USD', got {type(text).__name__}")
         amount, space, code = text.partition(" ")
@@ -295,16 +347,30 @@ class Money(FixedPoint):
 
     @classmethod
     def from_amount_str(cls, amount: str, currency_code: str) -> Money:
-        """Parse a bare amount with a separate currency code (account balances)."""
+        """Parse a bare amount with a separate currency code (account balances).
+
+        Raises:
+            ValueError: the amount is not a decimal string.
+        """
         raw, precision = _parse_decimal(amount, "money")
         return cls(raw, precision, currency_or_inferred(currency_code, precision))
 
     @classmethod
     def from_double_in(cls, value: float, currency: Currency) -> Money:
+        """A float amount in `currency`, rounded half away from zero at the currency's precision.
+
+        Raises:
+            Nothing.
+        """
         units = round_half_away_from_zero(value * 10.0**currency.precision)
         return cls(units * 10 ** (FIXED_PRECISION - currency.precision), currency.precision, currency)
 
     def amount_str(self) -> str:
+        """The amount without the currency, at this amount's precision.
+
+        Raises:
+            Nothing.
+        """
         return _format_raw(self.raw, self.precision)
 
     def __str__(self) -> str:
