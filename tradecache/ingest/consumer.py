@@ -619,17 +619,24 @@ class Ingestor:
                 "error": describe_nats(exc)})  # fmt: skip
 
     def _record(self, result: BatchResult, results: list[int], seconds: float) -> None:
+        """Metrics of one commit, aggregated: one increment per series, lags observed in bulk."""
         metrics = self.metrics
         now_ns = time.time_ns()
-        kinds = set()
+        counts: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        lags: dict[str, list[float]] = {}
         for applied, duplicate in zip(result.applied, duplicates(result, results), strict=True):
-            kind, type_name = applied.item.kind.value, applied.item.type_name
-            metrics.event(kind, type_name, "duplicate" if duplicate else "written")
-            metrics.event_lag(kind, max(0.0, (now_ns - applied.item.delivery.timestamp_ns) / 1e9))
-            kinds.add(kind)
-        metrics.commit_duration(kinds, seconds)  # once per commit, not once per kind
+            item = applied.item
+            kind = item.kind.value
+            counts[(kind, item.type_name, "duplicate" if duplicate else "written")] += 1
+            lag = (now_ns - item.delivery.timestamp_ns) / 1e9
+            lags.setdefault(kind, []).append(lag if lag > 0.0 else 0.0)
         for refused in result.refused:
-            metrics.event(refused.kind, refused.type_name, "dead_lettered")
+            counts[(refused.kind, refused.type_name, "dead_lettered")] += 1
+        metrics.count_events(counts)
+        for kind, values in lags.items():
+            metrics.event_lags(kind, values)
+        metrics.commit_duration(lags.keys(), seconds)  # once per commit, not once per kind
+        for refused in result.refused:
             metrics.dead_letter(refused.error.reason.value)
             self.log.warning(
                 "dead-lettered",
