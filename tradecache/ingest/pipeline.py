@@ -1,5 +1,10 @@
-"""Checked deliveries -> the ledger -> one Redis call, in stream order; what Redis refuses is
-pinned to one message (shared by the daemon's ingest loop and `tradecache rebuild`).
+"""Deliveries -> checks -> the ledger -> one Redis call -> the ack, in stream order; what Redis
+refuses is pinned to one message. The one batch pipeline of the daemon's ingest loop and of
+`tradecache rebuild`.
+
+`run_deliveries` takes a batch as it came (redeliveries and all): one copy per stream sequence,
+in stream order, in chunks of at most `chunk_bytes` of payload, each chunk checked by the intake
+and `run`, then the acknowledgement (the caller's: `ack`) once every chunk is committed.
 
 For a run of items (`Accepted` / `Refused`, stream order) the pipeline:
 1. reads the stored state the items need and memory lacks (one READ_SCRIPT call);
@@ -22,7 +27,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -31,7 +36,7 @@ from tradecache.cache.keys import Keys
 from tradecache.cache.plan import Encoder, conflict_operation
 from tradecache.errors import EventRejected, RejectReason, StoreRefused
 from tradecache.ingest.batch import BatchResult, apply_batch, owner_of
-from tradecache.ingest.intake import Accepted, Refused
+from tradecache.ingest.intake import Accepted, Delivery, Intake, Refused
 from tradecache.model.ledger import Ledger
 
 T = TypeVar("T")
@@ -77,6 +82,27 @@ class Committed:
     seconds: float
 
 
+def chunks_by_size(deliveries: Sequence[Delivery], max_bytes: int) -> Iterator[list[Delivery]]:
+    """Consecutive runs of deliveries whose payloads add up to at most `max_bytes` (at least one each)."""
+    chunk: list[Delivery] = []
+    size = 0
+    for delivery in deliveries:
+        if chunk and size + len(delivery.data) > max_bytes:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(delivery)
+        size += len(delivery.data)
+    if chunk:
+        yield chunk
+
+
+def in_stream_order(deliveries: Sequence[Delivery]) -> list[Delivery]:
+    """One delivery per stream sequence (a message redelivered while its first copy was still in
+    hand counts once: the first copy is kept), sorted by sequence."""
+    unique = {d.stream_seq: d for d in reversed(deliveries)}
+    return sorted(unique.values(), key=lambda d: d.stream_seq)
+
+
 async def _call_directly(what: str, attempt: Callable[[], Awaitable[Any]]) -> Any:
     return await attempt()
 
@@ -96,6 +122,9 @@ class Pipeline:
         committed: Callable[[Committed], None] | None = None,
         fence: Callable[[], str | None] = lambda: None,
         log: logging.Logger | None = None,
+        intake: Intake | None = None,
+        chunk_bytes: int = 2 * 1024 * 1024,
+        after_commit: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.ledger = ledger
         self.store = store
@@ -106,11 +135,30 @@ class Pipeline:
         self.committed = committed
         self.fence = fence
         self.log = log or logging.getLogger("tradecache")
+        self.intake = intake
+        self.chunk_bytes = chunk_bytes
+        self.after_commit = after_commit
         self.checkpoint = 0
         self.pinned = 0  # messages dead-lettered as store_refused
         # Held from reading a run's stored state to its commit: a retention purge
         # (`daemon/retention.py`) waits for it, so it never removes what a run has just read.
         self.lock = asyncio.Lock()
+
+    async def run_deliveries(
+        self, deliveries: Sequence[Delivery], *, ack: Callable[[list[Delivery]], Awaitable[None]] | None = None
+    ) -> None:
+        """Check, apply and commit `deliveries` chunk by chunk, then `ack` them all (see the module
+        docstring). Decoded one chunk at a time: what a chunk decoded is freed before the next.
+        Raises what `run` raises; nothing is acked then."""
+        intake = self.intake
+        if intake is None:
+            raise TypeError("run_deliveries needs the pipeline's intake")
+        for chunk in chunks_by_size(in_stream_order(deliveries), self.chunk_bytes):
+            await self.run([intake.check(delivery) for delivery in chunk])
+            if self.after_commit is not None:
+                await self.after_commit()
+        if ack is not None:
+            await ack(list(deliveries))
 
     async def run(self, items: Sequence[Item]) -> None:
         """Apply and commit `items` (stream order). Raises NotPinned, LeaseLost, StoreUnavailable
@@ -216,4 +264,4 @@ class Pipeline:
         return [[*piece[:index], Refused(item.delivery, item.kind.value, item.type_name, refusal), *piece[index + 1 :]]]
 
 
-__all__ = ["Caller", "Committed", "NotPinned", "Pipeline"]
+__all__ = ["Caller", "Committed", "NotPinned", "Pipeline", "chunks_by_size", "in_stream_order"]
