@@ -194,26 +194,25 @@ class PullMachine:
         actions: list[Action] = []
         if self.in_hand:
             return actions
-        if self.remaining <= 0 and not self._batch and not self.stopping:
-            if now < self._retry_at:
-                return actions
-            actions.append(self._pull(now))
+        self._pull_if_due(now, actions)
         self._take(now, actions)
-        settings = self.settings
         if self._batch:
-            full = len(self._batch) >= settings.batch_size
+            full = len(self._batch) >= self.settings.batch_size
             if full or self.remaining <= 0 or now >= self._linger_until:
                 self._hand_over(now, actions)
             return actions
         if self.remaining > 0 and now >= self._deadline():
-            # The pull's end was lost (a reconnect, a server that dropped it): ask again.
-            self.remaining = 0
-            if not self.stopping:
-                actions.append(self._pull(now))
-                self._take(now, actions)
+            self.remaining = 0  # the pull's end was lost (a reconnect, a server that dropped it)
+        if self.remaining <= 0:  # over, with nothing delivered: ask again at once
+            self._pull_if_due(now, actions)
+            self._take(now, actions)
         return actions
 
     # -- inside ------------------------------------------------------------------------------
+
+    def _pull_if_due(self, now: float, actions: list[Action]) -> None:
+        if self.remaining <= 0 and not self._batch and not self.stopping and now >= self._retry_at:
+            actions.append(self._pull(now))
 
     def _silence_allowed(self) -> float:
         return self.settings.heartbeat * HEARTBEATS_MISSED
