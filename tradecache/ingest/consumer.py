@@ -149,6 +149,7 @@ class Ingestor:
         self._stuck_to_clear = 0
         self._stalled_logged = False
         self._lease_lost = False
+        self._other_holder = False  # another daemon held the lease since this one lost it
         self._stopping = asyncio.Event()
         self.pull = PullMachine(self._pull_settings(4 * 1024 * 1024), "")
         self._arrived = asyncio.Event()
@@ -229,6 +230,7 @@ class Ingestor:
                            "lease_expires_in": None if holder is None else holder.expires_in},
                 )  # fmt: skip
             self.standby = True
+            self._other_holder = True
             self.metrics.set_lease(held=False, standby=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), timeout=LEASE_POLL_SECONDS)
@@ -246,6 +248,7 @@ class Ingestor:
 
     def _forget_all(self) -> None:
         """After losing the lease: nothing in memory can be trusted any more."""
+        self._other_holder = False
         self.ledger.reset()
         self.checkpoint = 0
         self.pull.restart(None)
@@ -255,6 +258,7 @@ class Ingestor:
     async def _run_holding(self, stopping: asyncio.Event) -> None:
         self.activity = "reading the checkpoint"
         self.checkpoint = await self._retry_redis("read checkpoint", self.store.read_checkpoint)
+        self._settle_unconfirmed()
         inbox = self.nc.new_inbox()
         self.pull = PullMachine(self._pull_settings(self._pull_bytes()), inbox)
         self._subscription = await self._retry_bus(
@@ -286,6 +290,20 @@ class Ingestor:
             await asyncio.gather(keeper, watcher, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await self._subscription.unsubscribe()
+
+    def _settle_unconfirmed(self) -> None:
+        """Count a commit whose answer was lost with the lease, if the checkpoint shows it made.
+
+        Its messages are at or below the checkpoint now, so they are skipped from here on: without
+        this, what it wrote would be counted by nobody. Unless another daemon held the lease in
+        between (it may have written them, and counted them itself).
+        """
+        unconfirmed = self.pipeline.take_unconfirmed(self.checkpoint)
+        if unconfirmed is None or self._other_holder:
+            return
+        self.log.info("a commit whose answer was lost with the lease had been made: counted now",
+                      extra={"last_seq": unconfirmed.result.last_seq, "checkpoint": self.checkpoint})  # fmt: skip
+        self._record(unconfirmed.result, unconfirmed.results, None)
 
     async def _on_message(self, msg: Any) -> None:
         self.pull.arrived(Incoming(msg.subject, msg.reply, msg.data, msg.headers))
@@ -552,7 +570,7 @@ class Ingestor:
             self.log.warning("ack not sent; the batch will be redelivered and skipped", extra={
                 "error": describe_nats(exc)})  # fmt: skip
 
-    def _record(self, result: BatchResult, results: list[int], seconds: float) -> None:
+    def _record(self, result: BatchResult, results: list[int], seconds: float | None) -> None:
         """Metrics of one commit, aggregated: one increment per series, lags observed in bulk."""
         metrics = self.metrics
         now_ns = time.time_ns()
@@ -569,7 +587,8 @@ class Ingestor:
         metrics.count_events(counts)
         for kind, values in lags.items():
             metrics.event_lags(kind, values)
-        metrics.commit_duration(lags.keys(), seconds)  # once per commit, not once per kind
+        if seconds is not None:  # not known for a commit whose answer was lost
+            metrics.commit_duration(lags.keys(), seconds)  # once per commit, not once per kind
         for refused in result.refused:
             metrics.dead_letter(refused.error.reason.value)
             self.log.warning(

@@ -34,7 +34,7 @@ from typing import Any, Protocol, TypeVar
 from tradecache.cache.aio import Store
 from tradecache.cache.keys import Keys
 from tradecache.cache.plan import Encoder, conflict_operation
-from tradecache.errors import EventRejected, RejectReason, StoreRefused
+from tradecache.errors import EventRejected, LeaseLost, RejectReason, StoreRefused
 from tradecache.ingest.batch import BatchResult, apply_batch, owner_of
 from tradecache.ingest.intake import Accepted, Delivery, Intake, Refused
 from tradecache.model.ledger import Ledger
@@ -140,6 +140,8 @@ class Pipeline:
         self.after_commit = after_commit
         self.checkpoint = 0
         self.pinned = 0  # messages dead-lettered as store_refused
+        # A commit that may have been carried out although its answer never came (see `_send`).
+        self.unconfirmed: Committed | None = None
         # Held from reading a run's stored state to its commit: a retention purge
         # (`daemon/retention.py`) waits for it, so it never removes what a run has just read.
         self.lock = asyncio.Lock()
@@ -208,7 +210,7 @@ class Pipeline:
             call.fence(self.keys, token)
         started = time.perf_counter()
         try:
-            results = await self.call("commit batch", lambda: self.store.commit(call))
+            results = await self._send(result)
         except StoreRefused as exc:
             raise self._conflict(result, exc.cause) or _Pinnable(exc.cause) from exc
         seconds = time.perf_counter() - started
@@ -220,6 +222,36 @@ class Pipeline:
         # After a message that failed unexpectedly, the ones after it are applied now that the
         # ones before it are committed.
         return result.rest
+
+    async def _send(self, result: BatchResult) -> list[int]:
+        """The commit call, through `call`. An attempt that failed as unavailable (a timeout) may
+        still have been carried out: Redis ran it and its answer came too late (a stall, DEBUG
+        SLEEP). Retried, it finds its writes made; but when the retry is refused because the lease
+        was lost meanwhile (the stall outlasted it), nobody knows. The call is then kept as
+        `unconfirmed`, for the loop to settle once it holds the lease again and has read the
+        checkpoint (`take_unconfirmed`)."""
+        attempts = 0
+
+        async def attempt() -> list[int]:
+            nonlocal attempts
+            attempts += 1
+            return await self.store.commit(result.call)
+
+        try:
+            return await self.call("commit batch", attempt)
+        except LeaseLost:
+            if attempts > 1:  # an earlier attempt failed without an answer: it may have been made
+                self.unconfirmed = Committed(result, [1] * result.call.count, 0.0)
+            raise
+
+    def take_unconfirmed(self, stored_checkpoint: int) -> Committed | None:
+        """The unconfirmed commit (see `_send`) if the stored checkpoint shows it was carried out
+        (it reached the call's last sequence), else None; forgotten either way. Its script
+        answers are unknown: each write is taken as made."""
+        unconfirmed, self.unconfirmed = self.unconfirmed, None
+        if unconfirmed is None or stored_checkpoint < unconfirmed.result.last_seq:
+            return None
+        return unconfirmed
 
     def _conflict(self, result: BatchResult, cause: str) -> _Conflict | None:
         """A CONFLICT refusal, as the one message it names (None: another refusal)."""
