@@ -5,7 +5,9 @@ Theory of operation. A daemon writes a trader only while it holds the trader's l
 Holding it, it reads the checkpoint, recovers what was delivered but not committed, and pulls
 messages by hand (a request to `$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>` with a reply
 inbox we subscribe to, FIELD-NOTES: 3-4x faster than nats-py's `fetch()`; each pull bounded in
-messages and bytes). For each batch, in chunks of at most `commit_max_bytes` of payload:
+messages and bytes). When to pull, when a batch is complete, when a pull is lost and when the
+consumer sequence skipped are decided by `PullMachine` (`ingest/pull.py`, no I/O); this module
+does the I/O it asks for. For each batch, in chunks of at most `commit_max_bytes` of payload:
 
 1. every delivery is checked (`Intake`): size, subject, msgpack within the decode limits, fields;
 2. the pipeline (`ingest/pipeline.py`) reads the stored state the chunk needs, applies it on the
