@@ -384,3 +384,22 @@ def test_stopping_before_any_pull_is_finished_at_once() -> None:
     pull.stop()
     assert pull.finished
     assert pull.poll(0.0) == []
+
+
+# -- work ahead ----------------------------------------------------------------------------------
+
+
+def test_peek_shows_the_waiting_deliveries_as_they_will_be_handed_over_and_takes_nothing() -> None:
+    pull = machine(batch=2)
+    pull.poll(0.0)
+    pull.arrived(delivery(1))
+    pull.poll(0.01)
+    assert batches(pull.poll(0.01 + LINGER_SECONDS))
+    for message in (delivery(2), status("100", "Idle Heartbeat"), delivery(3), delivery(4)):
+        pull.arrived(message)
+    peeked = pull.peek(2)
+    assert [d.stream_seq for d in peeked] == [2, 3]
+    assert pull.queued == 4
+    pull.processed(0.02)
+    [second] = batches(pull.poll(0.02))
+    assert second.deliveries == peeked

@@ -137,6 +137,9 @@ class Ingestor:
             chunk_bytes=settings.commit_max_bytes,
             after_commit=self._after_commit,
         )
+        # While a commit is in flight, the next batch (already arrived: a backlog's next pull was
+        # asked for first) is checked ahead: decoding overlaps Redis running the script.
+        self.pipeline.while_committing = self._check_ahead
         self.pending: int | None = None  # stream messages not yet delivered, as of the last batch
         self.commits = 0
         self.redis_ok = False
@@ -251,6 +254,7 @@ class Ingestor:
     def _forget_all(self) -> None:
         """After losing the lease: nothing in memory can be trusted any more."""
         self._other_holder = False
+        self.pipeline.forget_ahead()
         self.ledger.reset()
         self.checkpoint = 0
         self.pull.restart(None)
@@ -544,6 +548,10 @@ class Ingestor:
         if token is None:
             raise LeaseLost("commit", "the lease was lost before the commit")
         return token
+
+    def _check_ahead(self) -> None:
+        batch_size = self.settings.batch_size
+        self.pipeline.check_ahead(self.pull.peek(batch_size), 2 * batch_size)
 
     async def _after_commit(self) -> None:
         if self.hooks.after_commit is not None:

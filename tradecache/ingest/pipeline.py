@@ -138,6 +138,10 @@ class Pipeline:
         self.intake = intake
         self.chunk_bytes = chunk_bytes
         self.after_commit = after_commit
+        # Work to do while a commit is in flight (the daemon: check the next batch ahead, `check_ahead`).
+        self.while_committing: Callable[[], None] | None = None
+        self._checked_ahead: dict[int, Item] = {}  # stream sequence -> its delivery checked ahead
+        self._last_chunk = False  # the chunk being run is its batch's last (see `_commit`)
         self.checkpoint = 0
         self.pinned = 0  # messages dead-lettered as store_refused
         # A commit that may have been carried out although its answer never came (see `_send`).
@@ -155,12 +159,44 @@ class Pipeline:
         intake = self.intake
         if intake is None:
             raise TypeError("run_deliveries needs the pipeline's intake")
-        for chunk in chunks_by_size(in_stream_order(deliveries), self.chunk_bytes):
-            await self.run([intake.check(delivery) for delivery in chunk])
+        chunks = list(chunks_by_size(in_stream_order(deliveries), self.chunk_bytes))
+        for index, chunk in enumerate(chunks):
+            self._last_chunk = index == len(chunks) - 1
+            await self.run([self._checked(intake, delivery) for delivery in chunk])
             if self.after_commit is not None:
                 await self.after_commit()
         if ack is not None:
             await ack(list(deliveries))
+
+    def check_ahead(self, deliveries: Sequence[Delivery], limit: int) -> None:
+        """Check deliveries that will come in a later batch, now (while a commit is in flight: the
+        checks need no state, so their result is the same whenever they run). At most `limit`
+        are kept, of at most `chunk_bytes` of payload (what is decoded stays within one more
+        chunk); `run_deliveries` uses them for the very same deliveries."""
+        intake = self.intake
+        if intake is None:
+            return
+        ahead = self._checked_ahead
+        if ahead:  # what was never handed over (a pull lost, a restart) makes room
+            for seq in [seq for seq in ahead if seq <= self.checkpoint]:
+                del ahead[seq]
+        size = sum(len(item.delivery.data) for item in ahead.values())
+        for delivery in deliveries:
+            if len(ahead) >= limit or size + len(delivery.data) > self.chunk_bytes:
+                return
+            if delivery.stream_seq > self.checkpoint and delivery.stream_seq not in ahead:
+                ahead[delivery.stream_seq] = intake.check(delivery)
+                size += len(delivery.data)
+
+    def forget_ahead(self) -> None:
+        self._checked_ahead.clear()
+
+    def _checked(self, intake: Intake, delivery: Delivery) -> Item:
+        item = self._checked_ahead.pop(delivery.stream_seq, None) if self._checked_ahead else None
+        # The same delivery (the same message object from NATS), not another copy of the sequence.
+        if item is not None and item.delivery.data is delivery.data and item.delivery.reply == delivery.reply:
+            return item
+        return intake.check(delivery)
 
     async def run(self, items: Sequence[Item]) -> None:
         """Apply and commit `items` (stream order). Raises NotPinned, LeaseLost, StoreUnavailable
@@ -174,7 +210,7 @@ class Pipeline:
         while pieces:
             piece = pieces.popleft()
             try:
-                rest = await self._commit(piece, published)
+                rest = await self._commit(piece, published, last=self._last_chunk and not pieces)
             except _Pinnable as failure:
                 self.ledger.reset()
                 pieces.extendleft(reversed(self._split(piece, failure.cause)))
@@ -187,7 +223,7 @@ class Pipeline:
             if rest:
                 pieces.appendleft(rest)
 
-    async def _commit(self, piece: list[Item], published: set[int]) -> list[Item]:
+    async def _commit(self, piece: list[Item], published: set[int], *, last: bool = False) -> list[Item]:
         fresh = [item.message for item in piece if isinstance(item, Accepted) and self._ahead(item)]
         request = self.ledger.missing(fresh)
         if request:
@@ -210,7 +246,9 @@ class Pipeline:
             call.fence(self.keys, token)
         started = time.perf_counter()
         try:
-            results = await self._send(result)
+            # Work ahead only once every message of the batch has been applied: checking a later
+            # one may depend on what they did (a Currency message registers its currency).
+            results = await self._send(result, overlap=last and not result.rest)
         except StoreRefused as exc:
             raise self._conflict(result, exc.cause) or _Pinnable(exc.cause) from exc
         seconds = time.perf_counter() - started
@@ -223,7 +261,7 @@ class Pipeline:
         # ones before it are committed.
         return result.rest
 
-    async def _send(self, result: BatchResult) -> list[int]:
+    async def _send(self, result: BatchResult, *, overlap: bool = False) -> list[int]:
         """The commit call, through `call`. An attempt that failed as unavailable (a timeout) may
         still have been carried out: Redis ran it and its answer came too late (a stall, DEBUG
         SLEEP). Retried, it finds its writes made; but when the retry is refused because the lease
@@ -238,11 +276,26 @@ class Pipeline:
             return await self.store.commit(result.call)
 
         try:
-            return await self.call("commit batch", attempt)
+            if self.while_committing is None or not overlap:
+                return await self.call("commit batch", attempt)
+            return await self._overlapped(self.call("commit batch", attempt), self.while_committing)
         except LeaseLost:
             if attempts > 1:  # an earlier attempt failed without an answer: it may have been made
                 self.unconfirmed = Committed(result, [1] * result.call.count, 0.0)
             raise
+
+    async def _overlapped(self, commit: Awaitable[list[int]], work: Callable[[], None]) -> list[int]:
+        """`commit`, with `work` done while Redis runs it: the request is sent first (the task runs
+        up to its wait for the answer), then `work`, then the answer is awaited. `work` is only
+        ahead of time (what it does is done again if needed), so its failure is logged, not raised."""
+        task = asyncio.ensure_future(commit)
+        await asyncio.sleep(0)
+        if not task.done():
+            try:
+                work()
+            except Exception:  # the same work is done later on the main path, where it is handled
+                self.log.debug("work ahead of a commit failed", exc_info=True)
+        return await task
 
     def take_unconfirmed(self, stored_checkpoint: int) -> Committed | None:
         """The unconfirmed commit (see `_send`) if the stored checkpoint shows it was carried out

@@ -175,6 +175,23 @@ class PullMachine:
         """Messages arrived and not yet taken."""
         return len(self._arrived)
 
+    def peek(self, limit: int) -> list[Delivery]:
+        """Deliveries arrived and not yet taken (at most `limit`), as they will be handed over;
+        nothing changes (for work ahead: checking them while a commit is in flight)."""
+        found: list[Delivery] = []
+        for message in self._arrived:
+            if len(found) >= limit:
+                break
+            if message.headers and not message.data and "Status" in message.headers:
+                continue
+            try:
+                seq, consumer_seq, timestamp, pending, delivered = ack_metadata(message.reply)
+            except ValueError:
+                continue
+            found.append(Delivery(message.subject, message.data, message.headers, seq, consumer_seq, timestamp,
+                                  pending, message.reply, delivered))  # fmt: skip
+        return found
+
     def wake_at(self) -> float | None:
         """When `poll` must be called if nothing arrives (None: only after an event)."""
         if self.in_hand:
