@@ -53,7 +53,6 @@ from tradecache.bus import ensure_stream
 from tradecache.cache.keys import Keys
 from tradecache.cache.plan import currency_fields, cycle_member
 from tradecache.dev.stack import NatsServer, RedisServer
-from tradecache.ingest.consumer import PAUSE_AFTER_COMMIT_ENV
 from tradecache.model.events import SubmitOrder, SubmitOrderList
 from tradecache.model.identifiers import TraderId
 from tradecache.model.ledger import Collection, Ledger, Mark, Write, WriteOp
@@ -548,9 +547,7 @@ class Daemon:
 
     def start(self, pause_after: int | None = None) -> None:
         """Start; with `pause_after` the process stops before the ack of its N-th commit (test hook)."""
-        self.process.env.pop(PAUSE_AFTER_COMMIT_ENV, None)
-        if pause_after is not None:
-            self.process.env[PAUSE_AFTER_COMMIT_ENV] = str(pause_after)
+        self.process.pause_after = pause_after
         self.pause_after = pause_after
         text = self.log()
         self._paused_before = text.count(PAUSED_LOG)

@@ -1,4 +1,8 @@
-"""The daemon as a real process (`python -m tradecache run`), for signal and crash tests."""
+"""The daemon as a real process (`python -m tradecache run`), for signal and crash tests.
+
+With `pause_after` it is `tests/integration/paused_daemon.py` instead: the same daemon, stopping
+before the ack of its N-th commit.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +19,13 @@ import yaml
 
 from tradecache.dev.stack import free_port
 
+REPOSITORY = Path(__file__).resolve().parents[2]
+
 
 class DaemonProcess:
-    def __init__(self, config: dict[str, Any], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config: dict[str, Any], env: dict[str, str] | None = None, pause_after: int | None = None
+    ) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="tc-daemon-"))
         self.http_port = free_port()
         config = {**config, "http": {"listen": f"127.0.0.1:{self.http_port}"}}
@@ -27,15 +35,18 @@ class DaemonProcess:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("TRADECACHE_")}
         self.env.update(env or {})
         self.process: subprocess.Popen[bytes] | None = None
+        self.pause_after = pause_after  # read at each start
 
     def start(self) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tradecache", "run", "--config", str(self.config_path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=self.env,
-        )
+        command = [sys.executable, "-m", "tradecache", "run", "--config", str(self.config_path)]
+        env = self.env
+        if self.pause_after is not None:
+            command = [sys.executable, "-m", "tests.integration.paused_daemon", "--pause-after", str(self.pause_after),
+                       "--config", str(self.config_path)]  # fmt: skip
+            # The test package is found from the repository root, wherever the test runs from.
+            env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPOSITORY), env.get("PYTHONPATH")]))}
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
 
     def log(self) -> str:

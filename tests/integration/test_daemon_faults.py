@@ -115,7 +115,7 @@ async def test_killed_between_commit_and_ack_loses_and_duplicates_nothing(
     messages = demo_stream(trader, 6)
     last = await publish(nats_server.url, trader, messages)
     config = process_config(redis_line_server, nats_server, trader, batch_size=16)
-    first = DaemonProcess(config, env={"TRADECACHE_TEST_PAUSE_AFTER_COMMIT": "2"})
+    first = DaemonProcess(config, pause_after=2)
     first.start()
     try:
         first.wait_for_log("paused after commit")

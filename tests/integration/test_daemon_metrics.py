@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import urllib.request
+import uuid
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from tests.integration.daemon_harness import (
     wait_for,
     wait_for_checkpoint,
 )
-from tests.vectors.scenarios import Scenario, scenario_paths
+from tests.vectors.scenarios import Scenario, moved_to, scenario_paths
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +47,10 @@ def scrape(port: int, path: str = "/metrics") -> str:
 
 
 async def test_every_spec_metric_is_exported_and_counts_what_happened(redis_server: Any, nats_server: Any) -> None:
-    scenario = Scenario.load(next(p for p in scenario_paths() if p.stem == "duplicate_event_delivery"))
+    # A trader of its own: the vector tests publish this scenario's trader on the same NATS, and a
+    # daemon of that trader would take their messages (and checkpoint) for this test's.
+    loaded = Scenario.load(next(p for p in scenario_paths() if p.stem == "duplicate_event_delivery"))
+    scenario = moved_to(loaded, f"METRICS-{uuid.uuid4().hex[:8]}")
     database(redis_server.url, scenario.trader_id).flush()
     config = daemon_config(redis_server.url, nats_server.url, scenario.trader_id)
     async with running_daemon(config) as daemon:

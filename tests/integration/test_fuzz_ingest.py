@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import dataclasses
 import random
 import secrets
 import time
@@ -47,7 +46,7 @@ from tests.integration.daemon_harness import (
 )
 from tests.integration.test_cache_database import loaded_state
 from tests.unit.test_decoder_fuzz import BYTE_LEVEL, STRUCTURAL, Mutator, delivery, pack
-from tests.vectors.scenarios import SCENARIO_KINDS, Scenario, replay_into_store, scenario_paths
+from tests.vectors.scenarios import SCENARIO_KINDS, Scenario, moved_to, replay_into_store, scenario_paths
 from tradecache.cache.keys import Keys
 from tradecache.cache.plan import currency_fields
 from tradecache.errors import EventRejected, RejectReason
@@ -217,34 +216,6 @@ def subject_of(type_name: str, subjects: Subjects) -> str:
 def _pad(payload: bytes, padding: str) -> bytes:
     """A valid payload made oversize by one more key (valid in every other respect)."""
     return pack({**msgpack.unpackb(payload, raw=False), "padding": padding})
-
-
-def moved_to(scenario: Scenario, trader_id: str) -> Scenario:
-    """The scenario for another trader: every `trader_id` in its payloads replaced, nested ones too.
-
-    The vectors re-pack byte for byte, so nothing else changes. A trader no other test uses keeps
-    earlier tests' messages and checkpoints out of the way (a daemon that found its checkpoint
-    gone would replay them first, and `expected` would no longer be this stream's result).
-    """
-
-    def move(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {key: trader_id if key == "trader_id" else move(item) for key, item in value.items()}
-        if isinstance(value, list):
-            return [move(item) for item in value]
-        return value
-
-    def moved(payload: bytes) -> bytes:
-        return pack(move(msgpack.unpackb(payload, raw=False)))
-
-    return dataclasses.replace(
-        scenario,
-        trader_id=trader_id,
-        messages=[(kind, type_name, moved(payload)) for kind, type_name, payload in scenario.messages],
-        stored_positions=None
-        if scenario.stored_positions is None
-        else {key: [moved(fill) for fill in fills] for key, fills in scenario.stored_positions.items()},
-    )
 
 
 async def read_dead_letters(js: Any, subject: str, start_seq: int, expected: int) -> list[Any]:

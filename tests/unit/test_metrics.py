@@ -7,7 +7,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from tradecache import __version__
-from tradecache.daemon.metrics import KINDS, LOAD_ENDPOINTS, MIXED_KIND, OTHER, Metrics
+from tradecache.daemon.metrics import KINDS, LOAD_ENDPOINTS, MIXED_KIND, OTHER, Metrics, observe_many
 from tradecache.errors import RejectReason
 from tradecache.serialization.msgpack import MESSAGE_TYPES
 
@@ -355,3 +355,72 @@ def test_render_is_prometheus_text(metrics: Metrics) -> None:
     [written] = [sample for sample in events.samples if sample.name == "tradecache_events_total"]
     assert written.labels == {"kind": "order", "type": "OrderFilled", "outcome": "written"}
     assert written.value == 1
+
+
+# -- per batch: the same series as per event, counted in bulk -----------------------------------
+
+
+def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in metrics.registry.collect() for s in family.samples if not s.name.endswith("_created")
+    }  # fmt: skip
+
+
+LAGS = (0.0, 0.00005, 0.00007, 0.001, 0.0049, 0.005, 0.3, 5.0, 7.5, 1e9)
+
+
+def test_counting_a_batch_at_once_equals_counting_each_event() -> None:
+    each, bulk = Metrics(), Metrics()
+    events = [("order", "OrderFilled", "written")] * 3 + [("account", "AccountState", "duplicate")] * 2
+    events += [("junk", "Nonsense", "dead_lettered")] * 4  # unknown labels: OTHER, in both ways
+    for kind, type_name, outcome in events:
+        each.event(kind, type_name, outcome)  # type: ignore[arg-type]
+    bulk.count_events({("order", "OrderFilled", "written"): 3, ("account", "AccountState", "duplicate"): 2,
+                       ("junk", "Nonsense", "dead_lettered"): 4})  # fmt: skip
+    bulk.count_events({("order", "OrderFilled", "written"): 1})  # a later batch reuses the kept series
+    each.event("order", "OrderFilled", "written")
+    assert samples(each) == samples(bulk)
+    assert bulk.registry.get_sample_value("tradecache_events_total", {
+        "kind": OTHER, "type": OTHER, "outcome": "dead_lettered"}) == 4  # fmt: skip
+
+
+def test_counting_a_batch_refuses_an_unknown_outcome() -> None:
+    with pytest.raises(ValueError, match="outcome"):
+        Metrics().count_events({("order", "OrderFilled", "lost"): 1})
+
+
+@pytest.mark.parametrize("kind", ["order", "account", "junk"])
+def test_lags_observed_at_once_equal_lags_observed_one_by_one(kind: str) -> None:
+    each, bulk = Metrics(), Metrics()
+    for lag in LAGS:
+        each.event_lag(kind, lag)
+    bulk.event_lags(kind, LAGS)
+    bulk.event_lags(kind, [])  # nothing observed, nothing changed
+    assert samples(each) == samples(bulk)
+
+
+def test_observing_many_without_the_client_internals_falls_back_to_observe() -> None:
+    class Plain:  # a histogram child without prometheus_client's private attributes
+        def __init__(self) -> None:
+            self.seen: list[float] = []
+
+        def observe(self, value: float) -> None:
+            self.seen.append(value)
+
+    plain = Plain()
+    observe_many(plain, LAGS)
+    assert plain.seen == list(LAGS)
+
+
+def test_observing_many_touches_each_bucket_once_and_the_sum_once() -> None:
+    metrics = Metrics()
+    child = metrics.event_lag_seconds.labels(kind="order")
+    observe_many(child, [0.001, 0.001, 0.002, 6.0])
+    get = metrics.registry.get_sample_value
+    assert get("tradecache_event_lag_seconds_bucket", {"kind": "order", "le": "0.001"}) == 2
+    assert get("tradecache_event_lag_seconds_bucket", {"kind": "order", "le": "0.0025"}) == 3
+    assert get("tradecache_event_lag_seconds_bucket", {"kind": "order", "le": "5.0"}) == 3
+    assert get("tradecache_event_lag_seconds_bucket", {"kind": "order", "le": "+Inf"}) == 4
+    assert get("tradecache_event_lag_seconds_count", {"kind": "order"}) == 4
+    assert get("tradecache_event_lag_seconds_sum", {"kind": "order"}) == pytest.approx(6.004)

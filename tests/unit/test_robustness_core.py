@@ -17,9 +17,9 @@ from tradecache.backoff import Backoff
 from tradecache.cache.keys import Keys
 from tradecache.cache.plan import ScriptCall
 from tradecache.errors import EventRejected, PayloadError, RejectReason
-from tradecache.ingest.consumer import chunks_by_size
 from tradecache.ingest.deadletter import Form, build_letter, header_bytes, sanitized
 from tradecache.ingest.intake import Accepted, Delivery, Intake, Refused
+from tradecache.ingest.pipeline import chunks_by_size
 from tradecache.ingest.watch import ConsumerView, StallWatch, StuckAcks
 from tradecache.model.budget import MemoryBudget
 from tradecache.model.enums import OrderSide

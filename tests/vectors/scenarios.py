@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import msgpack
 
 from tradecache.errors import EventRejected
 from tradecache.model import Collection, Ledger, Write, WriteOp, replay_account, replay_order, replay_position
@@ -180,3 +183,31 @@ def state_from_store(store: MemoryStore) -> dict[str, Any]:
         "submit_order_commands": submit_orders,
         "submit_order_list_commands": submit_lists,
     }
+
+
+def moved_to(scenario: Scenario, trader_id: str) -> Scenario:
+    """The scenario for another trader: every `trader_id` in its payloads replaced, nested ones too.
+
+    The vectors re-pack byte for byte, so nothing else changes. A trader no other test uses keeps
+    earlier tests' messages and checkpoints out of the way (a daemon that found its checkpoint
+    gone would replay them first, and `expected` would no longer be this stream's result).
+    """
+
+    def move(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: trader_id if key == "trader_id" else move(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [move(item) for item in value]
+        return value
+
+    def moved(payload: bytes) -> bytes:
+        return msgpack.packb(move(msgpack.unpackb(payload, raw=False)), use_bin_type=True)
+
+    return dataclasses.replace(
+        scenario,
+        trader_id=trader_id,
+        messages=[(kind, type_name, moved(payload)) for kind, type_name, payload in scenario.messages],
+        stored_positions=None
+        if scenario.stored_positions is None
+        else {key: [moved(fill) for fill in fills] for key, fills in scenario.stored_positions.items()},
+    )

@@ -40,6 +40,7 @@ from tradecache.daemon.retention import Retention, SweepExecutor
 from tradecache.errors import BusUnavailable, StoreUnavailable
 from tradecache.ingest.consumer import Ingestor, IngestSettings
 from tradecache.ingest.deadletter import DeadLetters
+from tradecache.ingest.hooks import IngestHooks
 from tradecache.ingest.intake import Intake
 from tradecache.ingest.lease import Lease
 from tradecache.model.identifiers import TraderId
@@ -92,8 +93,11 @@ def redis_client(config: Config) -> Any:
 class Daemon:
     """One trader's sidecar."""
 
-    def __init__(self, config: Config, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, config: Config, metrics: Metrics | None = None, ingest_hooks: IngestHooks | None = None
+    ) -> None:
         self.config = config
+        self.ingest_hooks = ingest_hooks  # test hooks (tests/integration/paused_daemon.py); none in production
         self.metrics = metrics or Metrics(version=__version__)
         self.subjects = Subjects(config.nats.subject_prefix, config.trader_id)
         self.serializer = MsgPackSerializer(timestamps_as_str=True)
@@ -255,6 +259,7 @@ class Daemon:
             log,
             lease=lease,
             trader_id=self.config.trader_id,
+            hooks=self.ingest_hooks,
         )
         counter = asyncio.create_task(self._refresh_key_counts())
         indexer = asyncio.create_task(self._ensure_indexes())

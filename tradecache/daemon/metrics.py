@@ -15,7 +15,8 @@ value's place.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import bisect
+from collections.abc import Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from typing import Any, Final, get_args
 
@@ -68,6 +69,36 @@ class _KnownLabel:
 
     def admit(self, value: str) -> str:
         return value if value in self._known else OTHER
+
+
+def observe_many(histogram: Any, values: Iterable[float]) -> None:
+    """`histogram.observe(v)` for each value, with one increment per bucket touched and one of the sum.
+
+    This reaches into prometheus_client's Histogram (`_upper_bounds`, `_buckets`, `_sum`: the
+    per-bucket counts, which it makes cumulative when collected) because its public API takes one
+    value at a time, a lock each, which cost more than the rest of the per-event bookkeeping.
+    Without those attributes (another client version) each value is observed the public way.
+    """
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for value in values:
+            histogram.observe(value)
+        return
+    histogram._raise_if_not_observable()
+    hits = [0] * len(bounds)
+    amount = 0.0
+    left = bisect.bisect_left
+    for value in values:
+        amount += value
+        hits[left(bounds, value)] += 1  # the first bound >= value, as observe() finds it
+    if not any(hits):
+        return
+    total.inc(amount)
+    for index, count in enumerate(hits):
+        if count:
+            buckets[index].inc(count)
 
 
 def _check(label: str, value: str, allowed: tuple[str, ...]) -> str:
@@ -182,6 +213,10 @@ class Metrics:
         # The series of each (endpoint, outcome), kept: labels() costs a lock and a lookup per call,
         # on the hot path of every load request. Only known endpoints are kept (others are rare).
         self._load_children: dict[tuple[str, str], tuple[Any, Any]] = {}
+        # The same for ingest: the event counter's series by (kind, type, outcome) as given, and
+        # the lag histogram's by kind (only known values are kept; an unknown one is `OTHER`).
+        self._event_children: dict[tuple[str, str, str], Any] = {}
+        self._lag_children: dict[str, Any] = {}
         self._start(version)
 
     def _start(self, version: str) -> None:
@@ -215,6 +250,23 @@ class Metrics:
         labels = {"kind": self._kinds.admit(kind), "type": self._types.admit(type_name), "outcome": outcome}
         self.events.labels(**labels).inc(n)
 
+    def count_events(self, counts: Mapping[tuple[str, str, str], int]) -> None:
+        """Count a batch's messages at once: `counts` maps (kind, type, outcome) to how many.
+
+        The same series as `event` (one `labels()` per distinct triple, kept for later batches
+        instead of one per message). Raises ValueError for an unknown outcome or a negative count.
+        """
+        for triple, n in counts.items():
+            child = self._event_children.get(triple)
+            if child is None:
+                kind, type_name, outcome = triple
+                _check("outcome", outcome, EVENT_OUTCOMES)
+                labels = {"kind": self._kinds.admit(kind), "type": self._types.admit(type_name), "outcome": outcome}
+                child = self.events.labels(**labels)
+                if OTHER not in (labels["kind"], labels["type"]):
+                    self._event_children[triple] = child
+            child.inc(n)
+
     def write_duration(self, kind: str, seconds: float) -> None:
         """Observe how long one Redis commit took; `kind` is the kind of every event it carried, or
         `MIXED_KIND` when they were of several kinds. Call it once per commit (`commit_duration`)."""
@@ -232,6 +284,16 @@ class Metrics:
     def event_lag(self, kind: str, seconds: float) -> None:
         """Observe the time from publish (JetStream timestamp) to durable in Redis."""
         self.event_lag_seconds.labels(kind=self._kinds.admit(kind)).observe(seconds)
+
+    def event_lags(self, kind: str, seconds: Iterable[float]) -> None:
+        """Observe many event lags of `kind` at once: the same histogram as `event_lag`."""
+        child = self._lag_children.get(kind)
+        if child is None:
+            admitted = self._kinds.admit(kind)
+            child = self.event_lag_seconds.labels(kind=admitted)
+            if admitted != OTHER:
+                self._lag_children[kind] = child
+        observe_many(child, seconds)
 
     def batch(self, size: int) -> None:
         """Observe the number of deliveries in one fetched batch."""
@@ -350,4 +412,5 @@ __all__ = [
     "LoadOutcome",
     "Metrics",
     "ShedReason",
+    "observe_many",
 ]

@@ -34,9 +34,8 @@ from tradecache.cache.database import RedisCacheDatabase
 from tradecache.cache.keys import Keys
 from tradecache.config import Config
 from tradecache.daemon.app import decode_limits, nats_options, redis_client
-from tradecache.errors import RebuildRefused, TradecacheError
+from tradecache.errors import LeaseLost, RebuildRefused, TradecacheError
 from tradecache.ingest.batch import duplicates
-from tradecache.ingest.consumer import chunks_by_size
 from tradecache.ingest.intake import Delivery, Intake
 from tradecache.ingest.lease import Lease, holder_name
 from tradecache.ingest.pipeline import Committed, Pipeline
@@ -192,7 +191,15 @@ async def _replay(
         for refused in committed.result.refused:
             report.refused[refused.error.reason.value] += 1
 
-    pipeline = Pipeline(ledger, store, keys, serializer.serialize, committed=count, fence=lambda: lease.token, log=log)
+    def fence() -> str:
+        if lease.token is None:  # a renewal found it lost: never write unfenced
+            raise LeaseLost("rebuild", "the lease was lost while rebuilding")
+        return lease.token
+
+    pipeline = Pipeline(
+        ledger, store, keys, serializer.serialize, committed=count, fence=fence, log=log, intake=intake,
+        chunk_bytes=config.ingest.commit_max_bytes,
+    )  # fmt: skip
     consumer = ConsumerConfig(
         deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE, inactive_threshold=60.0, max_ack_pending=-1
     )
@@ -220,8 +227,7 @@ async def _replay(
                 )
                 for msg in msgs
             ]
-            for chunk in chunks_by_size(deliveries, config.ingest.commit_max_bytes):
-                await pipeline.run([intake.check(delivery) for delivery in chunk])
+            await pipeline.run_deliveries(deliveries)  # the daemon's pipeline; nothing to ack (AckPolicy.NONE)
             report.messages += len(deliveries)
             report.first_seq = report.first_seq or min(d.stream_seq for d in deliveries)
             report.last_seq = pipeline.checkpoint

@@ -5,7 +5,9 @@ Theory of operation. A daemon writes a trader only while it holds the trader's l
 Holding it, it reads the checkpoint, recovers what was delivered but not committed, and pulls
 messages by hand (a request to `$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>` with a reply
 inbox we subscribe to, FIELD-NOTES: 3-4x faster than nats-py's `fetch()`; each pull bounded in
-messages and bytes). For each batch, in chunks of at most `commit_max_bytes` of payload:
+messages and bytes). When to pull, when a batch is complete, when a pull is lost and when the
+consumer sequence skipped are decided by `PullMachine` (`ingest/pull.py`, no I/O); this module
+does the I/O it asks for. For each batch, in chunks of at most `commit_max_bytes` of payload:
 
 1. every delivery is checked (`Intake`): size, subject, msgpack within the decode limits, fields;
 2. the pipeline (`ingest/pipeline.py`) reads the stored state the chunk needs, applies it on the
@@ -34,11 +36,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
 import logging
-import os
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -51,23 +51,18 @@ from tradecache.cache.keys import Keys
 from tradecache.errors import BusUnavailable, LeaseLost, StoreRefused, StoreUnavailable
 from tradecache.ingest.batch import BatchResult, duplicates
 from tradecache.ingest.deadletter import DeadLetters
-from tradecache.ingest.intake import Delivery, Intake, Refused, ack_metadata
+from tradecache.ingest.hooks import IngestHooks
+from tradecache.ingest.intake import Delivery, Intake, Refused
 from tradecache.ingest.lease import Lease
 from tradecache.ingest.pipeline import Committed, NotPinned, Pipeline
 from tradecache.ingest.ports import IngestMetrics
+from tradecache.ingest.pull import DeliverBatch, Incoming, PullMachine, PullSettings, SendPull, Warn
 from tradecache.ingest.watch import ConsumerView, StallWatch, StuckAcks
 from tradecache.model.ledger import Ledger
 from tradecache.serialization.msgpack import MsgPackSerializer
 
 T = TypeVar("T")
 
-# Test hook: after this many commits, stop before acknowledging (a test then kills -9 the process).
-PAUSE_AFTER_COMMIT_ENV = "TRADECACHE_TEST_PAUSE_AFTER_COMMIT"
-# After the first delivery of a batch, wait this long for more before processing what arrived:
-# a backlog fills whole batches, a trickle (1,000 events/s) is committed within milliseconds.
-LINGER_SECONDS = 0.002
-# ... and never hold the first delivery of a batch longer than this (a steady stream has no gaps).
-MAX_BATCH_WAIT = 0.004
 # A pull's byte limit must let the largest message through: JetStream ends a pull with
 # "409 Message Size Exceeds MaxBytes" instead of delivering a message larger than it, for ever.
 PULL_BYTES_OVER_MAX_PAYLOAD: Final = 8192
@@ -75,7 +70,6 @@ PULL_BYTES_OVER_MAX_PAYLOAD: Final = 8192
 LEASE_POLL_SECONDS: Final = 0.25
 # A standby says who holds the trader at most this often.
 STANDBY_LOG_SECONDS: Final = 60.0
-_MAX_BYTES_STATUS: Final = "Message Size Exceeds MaxBytes"
 
 
 @dataclass(frozen=True)
@@ -92,20 +86,6 @@ class IngestSettings:
     consumer_poll_seconds: float = 5.0
     # The daemon created the consumer (create_streams): it may re-create it to clear stuck acks.
     manage_consumer: bool = True
-
-
-def chunks_by_size(deliveries: list[Delivery], max_bytes: int) -> Iterator[list[Delivery]]:
-    """Consecutive runs of deliveries whose payloads add up to at most `max_bytes` (at least one each)."""
-    chunk: list[Delivery] = []
-    size = 0
-    for delivery in deliveries:
-        if chunk and size + len(delivery.data) > max_bytes:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(delivery)
-        size += len(delivery.data)
-    if chunk:
-        yield chunk
 
 
 class Ingestor:
@@ -126,6 +106,7 @@ class Ingestor:
         log: logging.Logger,
         lease: Lease | None = None,
         trader_id: str = "",
+        hooks: IngestHooks | None = None,
     ) -> None:
         self.nc = nc
         self.js = js
@@ -141,6 +122,7 @@ class Ingestor:
         self.lease = lease
         self.trader_id = trader_id
         self.keys: Keys = store.keys
+        self.hooks = hooks or IngestHooks()
         self.pipeline = Pipeline(
             ledger,
             store,
@@ -149,9 +131,15 @@ class Ingestor:
             call=self._retry_redis,
             dead_letter=self._publish_dead_letter,
             committed=self._committed,
-            fence=lambda: None if lease is None else lease.token,
+            fence=self._fence,
             log=log,
+            intake=intake,
+            chunk_bytes=settings.commit_max_bytes,
+            after_commit=self._after_commit,
         )
+        # While a commit is in flight, the next batch (already arrived: a backlog's next pull was
+        # asked for first) is checked ahead: decoding overlaps Redis running the script.
+        self.pipeline.while_committing = self._check_ahead
         self.pending: int | None = None  # stream messages not yet delivered, as of the last batch
         self.commits = 0
         self.redis_ok = False
@@ -166,15 +154,9 @@ class Ingestor:
         self._stuck_to_clear = 0
         self._stalled_logged = False
         self._lease_lost = False
+        self._other_holder = False  # another daemon held the lease since this one lost it
         self._stopping = asyncio.Event()
-        self._pause_after = int(os.environ.get(PAUSE_AFTER_COMMIT_ENV, "0") or 0)
-        self._inbox = ""
-        self._pulls = 0
-        self._remaining = 0  # deliveries still due on the outstanding pull
-        self._pull_deadline = 0.0
-        self._pull_cut = False  # the last pull ended at its byte limit: more is waiting
-        self._last_cseq: int | None = None
-        self._queue: collections.deque[Any] = collections.deque()
+        self.pull = PullMachine(self._pull_settings(4 * 1024 * 1024), "")
         self._arrived = asyncio.Event()
         self._subscription: Any = None
 
@@ -253,6 +235,7 @@ class Ingestor:
                            "lease_expires_in": None if holder is None else holder.expires_in},
                 )  # fmt: skip
             self.standby = True
+            self._other_holder = True
             self.metrics.set_lease(held=False, standby=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), timeout=LEASE_POLL_SECONDS)
@@ -270,20 +253,22 @@ class Ingestor:
 
     def _forget_all(self) -> None:
         """After losing the lease: nothing in memory can be trusted any more."""
+        self._other_holder = False
+        self.pipeline.forget_ahead()
         self.ledger.reset()
         self.checkpoint = 0
-        self._last_cseq = None
-        self._queue.clear()
-        self._remaining = 0
+        self.pull.restart(None)
         self.bound = False
         self.metrics.set_lease(held=False, standby=False)
 
     async def _run_holding(self, stopping: asyncio.Event) -> None:
         self.activity = "reading the checkpoint"
         self.checkpoint = await self._retry_redis("read checkpoint", self.store.read_checkpoint)
-        self._inbox = self.nc.new_inbox()
+        self._settle_unconfirmed()
+        inbox = self.nc.new_inbox()
+        self.pull = PullMachine(self._pull_settings(self._pull_bytes()), inbox)
         self._subscription = await self._retry_bus(
-            "subscribe", lambda: self.nc.subscribe(f"{self._inbox}.*", cb=self._on_message)
+            "subscribe", lambda: self.nc.subscribe(f"{inbox}.*", cb=self._on_message)
         )
         keeper = asyncio.create_task(self._keep_lease(stopping))
         watcher = asyncio.create_task(self._watch_consumer(stopping))
@@ -292,15 +277,18 @@ class Ingestor:
             self.bound = True
             self.log.info("ingest started", extra={"checkpoint": self.checkpoint, "stream": self.settings.stream})
             # When stopping, no new pull is asked for; the one outstanding ends within fetch_expires.
-            while not stopping.is_set() or self._remaining > 0:
+            while not self.pull.finished:
                 if self._lease_lost:
                     raise LeaseLost("keep the lease", "it was not ours any more when renewed")
-                if self._stuck_to_clear and not self._queue:
+                if self._stuck_to_clear and not self.pull.queued:
                     await self._clear_stuck_acks()
                 self.activity = "pulling"
-                deliveries = await self._fetch(stopping)
-                if deliveries:
-                    await self._process_safely(deliveries, stopping)
+                batch = await self._next_batch(stopping)
+                if batch is not None:
+                    try:
+                        await self._process_batch(batch, stopping)
+                    finally:
+                        self.pull.processed(time.monotonic())
         finally:
             self.bound = False
             for task in (keeper, watcher):
@@ -309,8 +297,22 @@ class Ingestor:
             with contextlib.suppress(Exception):
                 await self._subscription.unsubscribe()
 
+    def _settle_unconfirmed(self) -> None:
+        """Count a commit whose answer was lost with the lease, if the checkpoint shows it made.
+
+        Its messages are at or below the checkpoint now, so they are skipped from here on: without
+        this, what it wrote would be counted by nobody. Unless another daemon held the lease in
+        between (it may have written them, and counted them itself).
+        """
+        unconfirmed = self.pipeline.take_unconfirmed(self.checkpoint)
+        if unconfirmed is None or self._other_holder:
+            return
+        self.log.info("a commit whose answer was lost with the lease had been made: counted now",
+                      extra={"last_seq": unconfirmed.result.last_seq, "checkpoint": self.checkpoint})  # fmt: skip
+        self._record(unconfirmed.result, unconfirmed.results, None)
+
     async def _on_message(self, msg: Any) -> None:
-        self._queue.append(msg)
+        self.pull.arrived(Incoming(msg.subject, msg.reply, msg.data, msg.headers))
         self._arrived.set()
 
     async def _keep_lease(self, stopping: asyncio.Event) -> None:
@@ -395,8 +397,7 @@ class Ingestor:
         except Exception as exc:  # tried again when next seen
             self.log.error("could not re-create the consumer", extra={"error": describe_nats(exc)})
             return
-        self._last_cseq = 0  # the new consumer counts deliveries from 1
-        self._remaining = 0
+        self.pull.restart(0)  # the new consumer counts deliveries from 1
         self.metrics.stuck_acks_cleared(stuck)
         self.log.warning(
             "stuck acks cleared: consumer re-created from the checkpoint",
@@ -409,7 +410,7 @@ class Ingestor:
         """Apply what the consumer delivered beyond the checkpoint before a restart."""
         self.activity = "recovering delivered but uncommitted messages"
         info = await self._retry_bus("consumer info", self._consumer_info)
-        self._last_cseq = int(info.delivered.consumer_seq)
+        self.pull.restart(int(info.delivered.consumer_seq))
         delivered = int(info.delivered.stream_seq)
         if delivered > self.checkpoint:
             self.log.info("recovering delivered but uncommitted messages", extra={"from": self.checkpoint + 1,
@@ -447,92 +448,54 @@ class Ingestor:
         if gap:
             await self._process_safely(gap, stopping, ack=False)
 
-    # -- fetching --------------------------------------------------------------------------
+    # -- pulling: the I/O `PullMachine` asks for -------------------------------------------
+
+    def _pull_settings(self, max_bytes: int) -> PullSettings:
+        settings = self.settings
+        return PullSettings(settings.stream, settings.consumer, settings.batch_size, settings.fetch_expires, max_bytes)
 
     def _pull_bytes(self) -> int:
         return max(self.settings.pull_max_bytes, int(self.nc.max_payload) + PULL_BYTES_OVER_MAX_PAYLOAD)
 
-    async def _request_pull(self) -> None:
-        self._pulls += 1
-        request = {
-            "batch": self.settings.batch_size,
-            "expires": int(self.settings.fetch_expires * 1e9),
-            "max_bytes": self._pull_bytes(),
-        }
-        subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.settings.stream}.{self.settings.consumer}"
-        await self.nc.publish(subject, json.dumps(request).encode(), reply=f"{self._inbox}.{self._pulls}")
-        self._remaining = self.settings.batch_size
-        self._pull_cut = False
-        self._pull_deadline = time.monotonic() + self.settings.fetch_expires + 1.0
-
-    async def _fetch(self, stopping: asyncio.Event) -> list[Delivery]:
-        """Deliveries that have arrived: a full batch, or what came before the stream went quiet."""
-        if self._remaining <= 0:
-            if stopping.is_set():
-                return []
-            try:
-                await self._request_pull()
-            except Exception as exc:  # disconnected: nats-py reconnects by itself; try again shortly
-                self.log.warning("pull request failed", extra={"error": describe_nats(exc)})
-                await asyncio.sleep(0.2)
-                return []
-        deliveries: list[Delivery] = []
-        first_at = 0.0
+    async def _next_batch(self, stopping: asyncio.Event) -> DeliverBatch | None:
+        """Send the pulls the machine asks for and wait until it hands over a batch (None: finished)."""
+        machine = self.pull
         while True:
-            while self._queue and len(deliveries) < self.settings.batch_size:
-                self._take(self._queue.popleft(), deliveries)
-            if deliveries and not first_at:
-                first_at = time.monotonic()
-            if len(deliveries) >= self.settings.batch_size or self._remaining <= 0:
-                break
-            if deliveries:
-                timeout = min(LINGER_SECONDS, first_at + MAX_BATCH_WAIT - time.monotonic())
-            else:
-                timeout = self._pull_deadline - time.monotonic()
-            if deliveries and timeout <= 0:
-                break
-            if timeout <= 0:
-                self._remaining = 0  # the pull's end was lost (e.g. a reconnect): ask again
-                break
+            if stopping.is_set():
+                machine.stop()
             self._arrived.clear()
-            try:
+            for action in machine.poll(time.monotonic()):
+                if isinstance(action, SendPull):
+                    await self._send_pull(action)
+                elif isinstance(action, Warn):
+                    self.log.warning(action.message, extra=action.fields)
+                else:
+                    return action
+            if machine.finished:
+                return None
+            wake = machine.wake_at()
+            timeout = None if wake is None else wake - time.monotonic()
+            if timeout is not None and timeout <= 0:
+                continue
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), timeout=timeout)
-            except TimeoutError:
-                if not deliveries:
-                    self._remaining = 0
-                break
-        backlog = len(deliveries) >= self.settings.batch_size or self._pull_cut
-        if self._remaining <= 0 and backlog and not stopping.is_set():
-            # A full batch (or one cut at the pull's byte limit) means a backlog: ask for the
-            # next one now, so it arrives while this one is processed.
-            with contextlib.suppress(Exception):
-                await self._request_pull()
-        return deliveries
 
-    def _take(self, msg: Any, deliveries: list[Delivery]) -> None:
-        headers = msg.headers
-        status = headers.get("Status") if headers else None
-        if status is not None and not msg.data:
-            # 404 no messages, 408 expired, 409 conflict or byte limit: that pull is over.
-            if msg.subject == f"{self._inbox}.{self._pulls}":
-                self._remaining = 0
-            description = headers.get("Description", "")
-            if status == "409" and description == _MAX_BYTES_STATUS:
-                self._pull_cut = True
-            elif status == "409":
-                self.log.warning("pull conflict", extra={"description": description})
-            return
+    async def _send_pull(self, pull: SendPull) -> None:
         try:
-            seq, consumer_seq, timestamp, pending, delivered = ack_metadata(msg.reply)
-        except ValueError:
-            self.log.warning("delivery without JetStream metadata ignored", extra={"subject": msg.subject})
-            return
-        self._remaining -= 1
-        if delivered > 1:
+            await self.nc.publish(pull.subject, pull.payload, reply=pull.reply)
+        except Exception as exc:  # disconnected: nats-py reconnects by itself; the machine asks again shortly
+            self.log.warning("pull request failed", extra={"error": describe_nats(exc)})
+            self.pull.pull_failed(time.monotonic())
+
+    async def _process_batch(self, batch: DeliverBatch, stopping: asyncio.Event) -> None:
+        for _ in range(batch.redelivered):
             self.metrics.redelivery()
-        deliveries.append(
-            Delivery(msg.subject, msg.data, headers, seq, consumer_seq, timestamp, pending, msg.reply, delivered)
-        )
+        if batch.gap_before is not None:
+            # Deliveries were lost in flight: apply the gap from the stream first.
+            await self._fill_gap(batch.gap_before, stopping)
+        await self._process_safely(batch.deliveries, stopping)
+        self.pending = batch.pending
+        self.metrics.set_pending(batch.pending)
 
     # -- processing ------------------------------------------------------------------------
 
@@ -567,33 +530,32 @@ class Ingestor:
             return
 
     async def _process(self, deliveries: list[Delivery], stopping: asyncio.Event, *, ack: bool = True) -> None:
-        now = time.monotonic()
-        self.stall.in_hand(True, now)
-        if ack:
-            first_cseq = min(d.consumer_seq for d in deliveries)
-            if self._last_cseq is not None and first_cseq > self._last_cseq + 1:
-                # Deliveries were lost in flight: apply the gap from the stream first.
-                self.log.warning("consumer sequence gap", extra={"after": self._last_cseq, "next": first_cseq})
-                await self._fill_gap(min(d.stream_seq for d in deliveries), stopping)
-            self._last_cseq = max(self._last_cseq or 0, max(d.consumer_seq for d in deliveries))
-        # Stream order; a message redelivered while its first copy was still in hand counts once.
-        unique = sorted({d.stream_seq: d for d in reversed(deliveries)}.values(), key=lambda d: d.stream_seq)
-        for chunk in chunks_by_size(unique, self.settings.commit_max_bytes):
-            # Decoded one chunk at a time: what a chunk decoded is freed before the next one.
-            self.activity = "applying and committing a batch"
-            await self.pipeline.run([self.intake.check(d) for d in chunk])
-            if self._pause_after and self.commits >= self._pause_after:
-                self.log.warning("test hook: paused after commit, before ack", extra={"commits": self.commits})
-                await asyncio.Event().wait()
-        if ack:
-            await self._ack(deliveries)
+        self.stall.in_hand(True, time.monotonic())
+        self.activity = "applying and committing a batch"
+        await self.pipeline.run_deliveries(deliveries, ack=self._ack if ack else None)
         self.ledger.evict(self.settings.open_orders_limit)
         self.metrics.set_memory(self.ledger.budget.total)
         self.metrics.batch(len(deliveries))
-        self.pending = deliveries[-1].pending
-        self.metrics.set_pending(self.pending)
         self.stall.in_hand(False, time.monotonic())
         self.stall.committed(time.monotonic())
+
+    def _fence(self) -> str | None:
+        """The lease token every commit is fenced with. A lease found lost (a renewal saw another
+        holder) has no token: the commit must not go out unfenced, so the loop drops what it holds."""
+        if self.lease is None:
+            return None
+        token = self.lease.token
+        if token is None:
+            raise LeaseLost("commit", "the lease was lost before the commit")
+        return token
+
+    def _check_ahead(self) -> None:
+        batch_size = self.settings.batch_size
+        self.pipeline.check_ahead(self.pull.peek(batch_size), 2 * batch_size)
+
+    async def _after_commit(self) -> None:
+        if self.hooks.after_commit is not None:
+            await self.hooks.after_commit(self.commits)
 
     async def _publish_dead_letter(self, refused: Refused) -> None:
         self.activity = "publishing a dead letter"
@@ -618,18 +580,26 @@ class Ingestor:
             self.log.warning("ack not sent; the batch will be redelivered and skipped", extra={
                 "error": describe_nats(exc)})  # fmt: skip
 
-    def _record(self, result: BatchResult, results: list[int], seconds: float) -> None:
+    def _record(self, result: BatchResult, results: list[int], seconds: float | None) -> None:
+        """Metrics of one commit, aggregated: one increment per series, lags observed in bulk."""
         metrics = self.metrics
         now_ns = time.time_ns()
-        kinds = set()
+        counts: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        lags: dict[str, list[float]] = {}
         for applied, duplicate in zip(result.applied, duplicates(result, results), strict=True):
-            kind, type_name = applied.item.kind.value, applied.item.type_name
-            metrics.event(kind, type_name, "duplicate" if duplicate else "written")
-            metrics.event_lag(kind, max(0.0, (now_ns - applied.item.delivery.timestamp_ns) / 1e9))
-            kinds.add(kind)
-        metrics.commit_duration(kinds, seconds)  # once per commit, not once per kind
+            item = applied.item
+            kind = item.kind.value
+            counts[(kind, item.type_name, "duplicate" if duplicate else "written")] += 1
+            lag = (now_ns - item.delivery.timestamp_ns) / 1e9
+            lags.setdefault(kind, []).append(lag if lag > 0.0 else 0.0)
         for refused in result.refused:
-            metrics.event(refused.kind, refused.type_name, "dead_lettered")
+            counts[(refused.kind, refused.type_name, "dead_lettered")] += 1
+        metrics.count_events(counts)
+        for kind, values in lags.items():
+            metrics.event_lags(kind, values)
+        if seconds is not None:  # not known for a commit whose answer was lost
+            metrics.commit_duration(lags.keys(), seconds)  # once per commit, not once per kind
+        for refused in result.refused:
             metrics.dead_letter(refused.error.reason.value)
             self.log.warning(
                 "dead-lettered",
@@ -705,4 +675,4 @@ class Ingestor:
             return value
 
 
-__all__ = ["PAUSE_AFTER_COMMIT_ENV", "IngestSettings", "Ingestor", "chunks_by_size"]
+__all__ = ["IngestSettings", "Ingestor"]

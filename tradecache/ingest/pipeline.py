@@ -1,5 +1,10 @@
-"""Checked deliveries -> the ledger -> one Redis call, in stream order; what Redis refuses is
-pinned to one message (shared by the daemon's ingest loop and `tradecache rebuild`).
+"""Deliveries -> checks -> the ledger -> one Redis call -> the ack, in stream order; what Redis
+refuses is pinned to one message. The one batch pipeline of the daemon's ingest loop and of
+`tradecache rebuild`.
+
+`run_deliveries` takes a batch as it came (redeliveries and all): one copy per stream sequence,
+in stream order, in chunks of at most `chunk_bytes` of payload, each chunk checked by the intake
+and `run`, then the acknowledgement (the caller's: `ack`) once every chunk is committed.
 
 For a run of items (`Accepted` / `Refused`, stream order) the pipeline:
 1. reads the stored state the items need and memory lacks (one READ_SCRIPT call);
@@ -22,16 +27,16 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from tradecache.cache.aio import Store
 from tradecache.cache.keys import Keys
 from tradecache.cache.plan import Encoder, conflict_operation
-from tradecache.errors import EventRejected, RejectReason, StoreRefused
+from tradecache.errors import EventRejected, LeaseLost, RejectReason, StoreRefused
 from tradecache.ingest.batch import BatchResult, apply_batch, owner_of
-from tradecache.ingest.intake import Accepted, Refused
+from tradecache.ingest.intake import Accepted, Delivery, Intake, Refused
 from tradecache.model.ledger import Ledger
 
 T = TypeVar("T")
@@ -77,6 +82,27 @@ class Committed:
     seconds: float
 
 
+def chunks_by_size(deliveries: Sequence[Delivery], max_bytes: int) -> Iterator[list[Delivery]]:
+    """Consecutive runs of deliveries whose payloads add up to at most `max_bytes` (at least one each)."""
+    chunk: list[Delivery] = []
+    size = 0
+    for delivery in deliveries:
+        if chunk and size + len(delivery.data) > max_bytes:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(delivery)
+        size += len(delivery.data)
+    if chunk:
+        yield chunk
+
+
+def in_stream_order(deliveries: Sequence[Delivery]) -> list[Delivery]:
+    """One delivery per stream sequence (a message redelivered while its first copy was still in
+    hand counts once: the first copy is kept), sorted by sequence."""
+    unique = {d.stream_seq: d for d in reversed(deliveries)}
+    return sorted(unique.values(), key=lambda d: d.stream_seq)
+
+
 async def _call_directly(what: str, attempt: Callable[[], Awaitable[Any]]) -> Any:
     return await attempt()
 
@@ -96,6 +122,9 @@ class Pipeline:
         committed: Callable[[Committed], None] | None = None,
         fence: Callable[[], str | None] = lambda: None,
         log: logging.Logger | None = None,
+        intake: Intake | None = None,
+        chunk_bytes: int = 2 * 1024 * 1024,
+        after_commit: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.ledger = ledger
         self.store = store
@@ -106,11 +135,68 @@ class Pipeline:
         self.committed = committed
         self.fence = fence
         self.log = log or logging.getLogger("tradecache")
+        self.intake = intake
+        self.chunk_bytes = chunk_bytes
+        self.after_commit = after_commit
+        # Work to do while a commit is in flight (the daemon: check the next batch ahead, `check_ahead`).
+        self.while_committing: Callable[[], None] | None = None
+        self._checked_ahead: dict[int, Item] = {}  # stream sequence -> its delivery checked ahead
+        self._last_chunk = False  # the chunk being run is its batch's last (see `_commit`)
         self.checkpoint = 0
         self.pinned = 0  # messages dead-lettered as store_refused
+        # A commit that may have been carried out although its answer never came (see `_send`).
+        self.unconfirmed: Committed | None = None
         # Held from reading a run's stored state to its commit: a retention purge
         # (`daemon/retention.py`) waits for it, so it never removes what a run has just read.
         self.lock = asyncio.Lock()
+
+    async def run_deliveries(
+        self, deliveries: Sequence[Delivery], *, ack: Callable[[list[Delivery]], Awaitable[None]] | None = None
+    ) -> None:
+        """Check, apply and commit `deliveries` chunk by chunk, then `ack` them all (see the module
+        docstring). Decoded one chunk at a time: what a chunk decoded is freed before the next.
+        Raises what `run` raises; nothing is acked then."""
+        intake = self.intake
+        if intake is None:
+            raise TypeError("run_deliveries needs the pipeline's intake")
+        chunks = list(chunks_by_size(in_stream_order(deliveries), self.chunk_bytes))
+        for index, chunk in enumerate(chunks):
+            self._last_chunk = index == len(chunks) - 1
+            await self.run([self._checked(intake, delivery) for delivery in chunk])
+            if self.after_commit is not None:
+                await self.after_commit()
+        if ack is not None:
+            await ack(list(deliveries))
+
+    def check_ahead(self, deliveries: Sequence[Delivery], limit: int) -> None:
+        """Check deliveries that will come in a later batch, now (while a commit is in flight: the
+        checks need no state, so their result is the same whenever they run). At most `limit`
+        are kept, of at most `chunk_bytes` of payload (what is decoded stays within one more
+        chunk); `run_deliveries` uses them for the very same deliveries."""
+        intake = self.intake
+        if intake is None:
+            return
+        ahead = self._checked_ahead
+        if ahead:  # what was never handed over (a pull lost, a restart) makes room
+            for seq in [seq for seq in ahead if seq <= self.checkpoint]:
+                del ahead[seq]
+        size = sum(len(item.delivery.data) for item in ahead.values())
+        for delivery in deliveries:
+            if len(ahead) >= limit or size + len(delivery.data) > self.chunk_bytes:
+                return
+            if delivery.stream_seq > self.checkpoint and delivery.stream_seq not in ahead:
+                ahead[delivery.stream_seq] = intake.check(delivery)
+                size += len(delivery.data)
+
+    def forget_ahead(self) -> None:
+        self._checked_ahead.clear()
+
+    def _checked(self, intake: Intake, delivery: Delivery) -> Item:
+        item = self._checked_ahead.pop(delivery.stream_seq, None) if self._checked_ahead else None
+        # The same delivery (the same message object from NATS), not another copy of the sequence.
+        if item is not None and item.delivery.data is delivery.data and item.delivery.reply == delivery.reply:
+            return item
+        return intake.check(delivery)
 
     async def run(self, items: Sequence[Item]) -> None:
         """Apply and commit `items` (stream order). Raises NotPinned, LeaseLost, StoreUnavailable
@@ -124,7 +210,7 @@ class Pipeline:
         while pieces:
             piece = pieces.popleft()
             try:
-                rest = await self._commit(piece, published)
+                rest = await self._commit(piece, published, last=self._last_chunk and not pieces)
             except _Pinnable as failure:
                 self.ledger.reset()
                 pieces.extendleft(reversed(self._split(piece, failure.cause)))
@@ -137,7 +223,7 @@ class Pipeline:
             if rest:
                 pieces.appendleft(rest)
 
-    async def _commit(self, piece: list[Item], published: set[int]) -> list[Item]:
+    async def _commit(self, piece: list[Item], published: set[int], *, last: bool = False) -> list[Item]:
         fresh = [item.message for item in piece if isinstance(item, Accepted) and self._ahead(item)]
         request = self.ledger.missing(fresh)
         if request:
@@ -160,7 +246,9 @@ class Pipeline:
             call.fence(self.keys, token)
         started = time.perf_counter()
         try:
-            results = await self.call("commit batch", lambda: self.store.commit(call))
+            # Work ahead only once every message of the batch has been applied: checking a later
+            # one may depend on what they did (a Currency message registers its currency).
+            results = await self._send(result, overlap=last and not result.rest)
         except StoreRefused as exc:
             raise self._conflict(result, exc.cause) or _Pinnable(exc.cause) from exc
         seconds = time.perf_counter() - started
@@ -172,6 +260,51 @@ class Pipeline:
         # After a message that failed unexpectedly, the ones after it are applied now that the
         # ones before it are committed.
         return result.rest
+
+    async def _send(self, result: BatchResult, *, overlap: bool = False) -> list[int]:
+        """The commit call, through `call`. An attempt that failed as unavailable (a timeout) may
+        still have been carried out: Redis ran it and its answer came too late (a stall, DEBUG
+        SLEEP). Retried, it finds its writes made; but when the retry is refused because the lease
+        was lost meanwhile (the stall outlasted it), nobody knows. The call is then kept as
+        `unconfirmed`, for the loop to settle once it holds the lease again and has read the
+        checkpoint (`take_unconfirmed`)."""
+        attempts = 0
+
+        async def attempt() -> list[int]:
+            nonlocal attempts
+            attempts += 1
+            return await self.store.commit(result.call)
+
+        try:
+            if self.while_committing is None or not overlap:
+                return await self.call("commit batch", attempt)
+            return await self._overlapped(self.call("commit batch", attempt), self.while_committing)
+        except LeaseLost:
+            if attempts > 1:  # an earlier attempt failed without an answer: it may have been made
+                self.unconfirmed = Committed(result, [1] * result.call.count, 0.0)
+            raise
+
+    async def _overlapped(self, commit: Awaitable[list[int]], work: Callable[[], None]) -> list[int]:
+        """`commit`, with `work` done while Redis runs it: the request is sent first (the task runs
+        up to its wait for the answer), then `work`, then the answer is awaited. `work` is only
+        ahead of time (what it does is done again if needed), so its failure is logged, not raised."""
+        task = asyncio.ensure_future(commit)
+        await asyncio.sleep(0)
+        if not task.done():
+            try:
+                work()
+            except Exception:  # the same work is done later on the main path, where it is handled
+                self.log.debug("work ahead of a commit failed", exc_info=True)
+        return await task
+
+    def take_unconfirmed(self, stored_checkpoint: int) -> Committed | None:
+        """The unconfirmed commit (see `_send`) if the stored checkpoint shows it was carried out
+        (it reached the call's last sequence), else None; forgotten either way. Its script
+        answers are unknown: each write is taken as made."""
+        unconfirmed, self.unconfirmed = self.unconfirmed, None
+        if unconfirmed is None or stored_checkpoint < unconfirmed.result.last_seq:
+            return None
+        return unconfirmed
 
     def _conflict(self, result: BatchResult, cause: str) -> _Conflict | None:
         """A CONFLICT refusal, as the one message it names (None: another refusal)."""
@@ -216,4 +349,4 @@ class Pipeline:
         return [[*piece[:index], Refused(item.delivery, item.kind.value, item.type_name, refusal), *piece[index + 1 :]]]
 
 
-__all__ = ["Caller", "Committed", "NotPinned", "Pipeline"]
+__all__ = ["Caller", "Committed", "NotPinned", "Pipeline", "chunks_by_size", "in_stream_order"]

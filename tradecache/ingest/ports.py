@@ -7,6 +7,7 @@ neither prometheus_client nor the daemon.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from typing import Literal, Protocol
 
@@ -19,6 +20,10 @@ class IngestMetrics(Protocol):
     def event(self, kind: str, type_name: str, outcome: EventOutcome, n: int = 1) -> None: ...
 
     def event_lag(self, kind: str, seconds: float) -> None: ...
+
+    def count_events(self, counts: Mapping[tuple[str, str, str], int]) -> None: ...
+
+    def event_lags(self, kind: str, seconds: Iterable[float]) -> None: ...
 
     def commit_duration(self, kinds: AbstractSet[str], seconds: float) -> None: ...
 

@@ -1,0 +1,103 @@
+"""The pull machine against a real JetStream, once per NATS line: the pull requests it makes are
+accepted, the server's idle heartbeats keep a quiet pull alive (no pull is given up early), each
+pull ends with its expiry status, and what is published meanwhile is handed over in order.
+
+A small driver stands in for the ingest loop's (`Ingestor._next_batch`): it publishes the pulls
+the machine asks for, feeds it what arrives on the inbox, and records what it hands over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+import nats
+import pytest
+from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
+
+from tests.lines import ServerLine
+from tradecache.dev.stack import NatsServer
+from tradecache.ingest.pull import DeliverBatch, Incoming, PullMachine, PullSettings, SendPull, Warn
+
+pytestmark = pytest.mark.integration
+
+EXPIRES = 0.4  # a heartbeat every 0.1 s; a pull without a sign for 0.3 s would be given up
+
+
+class Driver:
+    def __init__(self, nc: Any, machine: PullMachine) -> None:
+        self.nc = nc
+        self.machine = machine
+        self.statuses: Counter[str] = Counter()
+        self.sent: list[SendPull] = []
+        self.handed: list[DeliverBatch] = []
+        self.warnings: list[Warn] = []
+        self.arrived = asyncio.Event()
+
+    async def on_message(self, msg: Any) -> None:
+        if msg.headers and "Status" in msg.headers and not msg.data:
+            self.statuses[msg.headers["Status"]] += 1
+        self.machine.arrived(Incoming(msg.subject, msg.reply, msg.data, msg.headers))
+        self.arrived.set()
+
+    async def run_for(self, seconds: float) -> None:
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            self.arrived.clear()
+            for action in self.machine.poll(time.monotonic()):
+                if isinstance(action, SendPull):
+                    self.sent.append(action)
+                    await self.nc.publish(action.subject, action.payload, reply=action.reply)
+                elif isinstance(action, Warn):
+                    self.warnings.append(action)
+                else:
+                    self.handed.append(action)
+                    for delivery in action.deliveries:
+                        await self.nc.publish(delivery.reply, b"+ACK")
+                    self.machine.processed(time.monotonic())
+            wake = self.machine.wake_at()
+            timeout = until - time.monotonic() if wake is None else min(wake, until) - time.monotonic()
+            if timeout > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.arrived.wait(), timeout=timeout)
+
+
+async def test_heartbeats_keep_quiet_pulls_alive_until_they_expire_and_deliveries_come_in_order(
+    nats_line: ServerLine, nats_line_server: NatsServer
+) -> None:
+    stream, consumer, subject = f"HB{uuid.uuid4().hex[:8]}", "hb", f"hb.{uuid.uuid4().hex[:8]}"
+    nc = await nats.connect(nats_line_server.url)
+    try:
+        js = nc.jetstream()
+        await js.add_stream(StreamConfig(name=stream, subjects=[subject]))
+        await js.add_consumer(stream, ConsumerConfig(durable_name=consumer, ack_policy=AckPolicy.ALL))
+        inbox = nc.new_inbox()
+        machine = PullMachine(PullSettings(stream, consumer, 16, EXPIRES, 1 << 20), inbox)
+        machine.restart(0)
+        assert machine.settings.heartbeat == pytest.approx(0.1)
+        driver = Driver(nc, machine)
+        subscription = await nc.subscribe(f"{inbox}.*", cb=driver.on_message)
+        # Quiet: 1.3 s without messages is three pulls ending in 408, each kept alive by heartbeats.
+        await driver.run_for(1.3)
+        assert driver.statuses["100"] >= 6, driver.statuses
+        assert driver.statuses["408"] >= 2, driver.statuses
+        quiet_pulls = len(driver.sent)
+        assert 3 <= quiet_pulls <= 5  # one per expiry: none given up for want of a sign
+        assert driver.warnings == []
+        # Messages published now are handed over, in order, within the linger.
+        for n in range(40):
+            await js.publish(subject, str(n).encode())
+        await driver.run_for(0.5)
+        handed = [d.stream_seq for batch in driver.handed for d in batch.deliveries]
+        assert handed == list(range(1, 41))
+        assert all(batch.gap_before is None for batch in driver.handed)
+        info = await js.consumer_info(stream, consumer)
+        assert info.ack_floor.stream_seq == 40
+        await subscription.unsubscribe()
+        await js.delete_stream(stream)
+    finally:
+        await nc.close()

@@ -1,0 +1,330 @@
+"""The pull protocol of the ingest loop as a state machine without I/O (sans-IO).
+
+`PullMachine` decides when to ask JetStream for messages, when what has arrived makes a batch,
+and when a pull is over or lost; the driver (`ingest/consumer.py`) does the I/O it asks for. It
+never reads a clock, sleeps, or touches a socket: time comes in with the events, so every
+decision can be tested by feeding events and reading the actions (`tests/unit/test_pull.py`).
+
+Events in (methods): `arrived` (a message on the pull inbox: a delivery or a status),
+`poll(now)` (time passed, or the driver is ready for the next batch), `processed` (the batch
+handed over was committed and acknowledged), `pull_failed` (the pull request could not be
+sent), `stop`, `restart` (a new consumer, or the lease taken again).
+
+Actions out (from `poll`): `SendPull` (publish this request), `DeliverBatch` (process these
+deliveries; with `gap_before` when the consumer sequence skipped: deliveries were lost in
+flight, so the stream must be read before them), `Warn` (log this). `wake_at` says by when
+`poll` must be called again if nothing arrives.
+
+The rules:
+- One pull at a time is asked for (`batch`, `expires`, `max_bytes`, and an idle heartbeat
+  when the expiry allows one: JetStream refuses a heartbeat over half the expiry). A status
+  message on the current pull's reply subject ends it (404 no messages, 408 expired, 409
+  conflict or byte limit), except a heartbeat (100), which says the pull is alive.
+- A pull is lost when neither its end nor a heartbeat (nor a delivery) came in time: past its
+  expiry plus a second, or three heartbeat periods without a sign. Then another is asked for.
+- A batch is handed over when it is full, when its pull is over, after `linger` without a new
+  arrival, or `max_wait` after its first delivery, whichever comes first. A full batch, or one
+  whose pull was cut at its byte limit, means a backlog: the next pull is asked for before the
+  batch is handed over, so it arrives while the batch is processed.
+- One batch is in hand at a time: nothing else is handed over until `processed`.
+- Stopping: no new pull; the outstanding one is drained; `finished` once it is over.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from dataclasses import dataclass
+from typing import Final
+
+from tradecache.ingest.intake import Delivery, ack_metadata
+
+# After the first delivery of a batch, wait this long for more before handing it over: a
+# backlog fills whole batches, a trickle (1,000 events/s) is committed within milliseconds.
+LINGER_SECONDS: Final = 0.002
+# ... and never hold the first delivery of a batch longer than this (a steady stream has no gaps).
+MAX_BATCH_WAIT: Final = 0.004
+# A pull whose end never came is given up this long after its expiry.
+PULL_GRACE_SECONDS: Final = 1.0
+# After a failed pull request (disconnected), ask again after this long.
+PULL_RETRY_SECONDS: Final = 0.2
+# The heartbeat asked for is this share of the expiry (JetStream allows at most a half) ...
+HEARTBEAT_SHARE: Final = 0.25
+# ... and a pull with no sign for this many heartbeat periods is lost.
+HEARTBEATS_MISSED: Final = 3
+# No heartbeat below this period: too many status messages for what it would win.
+MIN_HEARTBEAT_SECONDS: Final = 0.02
+HEARTBEAT_STATUS: Final = "100"
+MAX_BYTES_DESCRIPTION: Final = "Message Size Exceeds MaxBytes"
+
+
+@dataclass(frozen=True, slots=True)
+class PullSettings:
+    stream: str
+    consumer: str
+    batch_size: int
+    expires: float  # seconds
+    max_bytes: int
+    linger: float = LINGER_SECONDS
+    max_wait: float = MAX_BATCH_WAIT
+
+    @property
+    def heartbeat(self) -> float:
+        """The idle heartbeat asked for (0: none, the expiry is too short for one)."""
+        beat = self.expires * HEARTBEAT_SHARE
+        return beat if beat >= MIN_HEARTBEAT_SECONDS else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """A message on the pull inbox, as NATS handed it over."""
+
+    subject: str
+    reply: str
+    data: bytes
+    headers: dict[str, str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class SendPull:
+    subject: str
+    payload: bytes
+    reply: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverBatch:
+    deliveries: list[Delivery]
+    # The consumer sequence skipped before this batch: read the stream up to this stream sequence first.
+    gap_before: int | None
+    redelivered: int  # deliveries JetStream made more than once
+    pending: int  # messages not yet delivered, as the last delivery says
+
+
+@dataclass(frozen=True, slots=True)
+class Warn:
+    message: str
+    fields: dict[str, object]
+
+
+Action = SendPull | DeliverBatch | Warn
+
+
+class PullMachine:
+    """Pulls, batches and gaps of one consumer (see the module docstring)."""
+
+    def __init__(self, settings: PullSettings, inbox: str) -> None:
+        self.settings = settings
+        self.inbox = inbox
+        self.pulls = 0  # pull requests sent; the n-th replies on `<inbox>.<n>`
+        self.remaining = 0  # deliveries still due on the current pull (0: none outstanding)
+        self.cut = False  # the current pull ended at its byte limit: more is waiting
+        self.last_cseq: int | None = None  # the highest consumer sequence handed over
+        self.stopping = False
+        self.in_hand = False
+        self._arrived: deque[Incoming] = deque()
+        self._batch: list[Delivery] = []
+        self._redelivered = 0
+        self._first_at = 0.0
+        self._linger_until = 0.0
+        self._pull_deadline = 0.0  # the current pull is lost after this, whatever arrives
+        self._alive_until = 0.0  # ... or after this without a sign (heartbeats asked for)
+        self._retry_at = 0.0
+
+    # -- events ------------------------------------------------------------------------------
+
+    def arrived(self, message: Incoming) -> None:
+        """A message on the pull inbox (taken in order at the next `poll`)."""
+        self._arrived.append(message)
+
+    def processed(self, now: float) -> None:
+        """The batch handed over is committed and acknowledged: the next may come."""
+        self.in_hand = False
+        # Signs of life may have waited behind the batch: do not call the pull lost for that.
+        if self.remaining > 0 and self.settings.heartbeat:
+            self._alive_until = max(self._alive_until, now + self._silence_allowed())
+
+    def pull_failed(self, now: float) -> None:
+        """The pull request was not sent (disconnected): ask again shortly."""
+        self.remaining = 0
+        self._retry_at = now + PULL_RETRY_SECONDS
+
+    def stop(self) -> None:
+        """No new pull from now on; the outstanding one is drained."""
+        self.stopping = True
+
+    def restart(self, last_cseq: int | None) -> None:
+        """A fresh start (the lease taken again, the consumer re-created): nothing is outstanding,
+        and consumer sequences continue after `last_cseq` (None: not known, no gap check)."""
+        self._arrived.clear()
+        self._batch = []
+        self._redelivered = 0
+        self._first_at = 0.0
+        self.remaining = 0
+        self.cut = False
+        self.in_hand = False
+        self.last_cseq = last_cseq
+
+    @property
+    def finished(self) -> bool:
+        """Stopping, and nothing outstanding or in hand."""
+        return self.stopping and self.remaining <= 0 and not self.in_hand and not self._batch
+
+    @property
+    def queued(self) -> int:
+        """Messages arrived and not yet taken."""
+        return len(self._arrived)
+
+    def peek(self, limit: int) -> list[Delivery]:
+        """Deliveries arrived and not yet taken (at most `limit`), as they will be handed over;
+        nothing changes (for work ahead: checking them while a commit is in flight)."""
+        found: list[Delivery] = []
+        for message in self._arrived:
+            if len(found) >= limit:
+                break
+            if message.headers and not message.data and "Status" in message.headers:
+                continue
+            try:
+                seq, consumer_seq, timestamp, pending, delivered = ack_metadata(message.reply)
+            except ValueError:
+                continue
+            found.append(Delivery(message.subject, message.data, message.headers, seq, consumer_seq, timestamp,
+                                  pending, message.reply, delivered))  # fmt: skip
+        return found
+
+    def wake_at(self) -> float | None:
+        """When `poll` must be called if nothing arrives (None: only after an event)."""
+        if self.in_hand:
+            return None
+        if self._batch:
+            return self._linger_until
+        if self.remaining > 0:
+            return self._deadline()
+        if self.stopping:
+            return None
+        return self._retry_at
+
+    # -- actions -----------------------------------------------------------------------------
+
+    def poll(self, now: float) -> list[Action]:
+        """What to do now."""
+        actions: list[Action] = []
+        if self.in_hand:
+            return actions
+        self._pull_if_due(now, actions)
+        self._take(now, actions)
+        if self._batch:
+            full = len(self._batch) >= self.settings.batch_size
+            if full or self.remaining <= 0 or now >= self._linger_until:
+                self._hand_over(now, actions)
+            return actions
+        if self.remaining > 0 and now >= self._deadline():
+            self.remaining = 0  # the pull's end was lost (a reconnect, a server that dropped it)
+        if self.remaining <= 0:  # over, with nothing delivered: ask again at once
+            self._pull_if_due(now, actions)
+            self._take(now, actions)
+        return actions
+
+    # -- inside ------------------------------------------------------------------------------
+
+    def _pull_if_due(self, now: float, actions: list[Action]) -> None:
+        if self.remaining <= 0 and not self._batch and not self.stopping and now >= self._retry_at:
+            actions.append(self._pull(now))
+
+    def _silence_allowed(self) -> float:
+        return self.settings.heartbeat * HEARTBEATS_MISSED
+
+    def _deadline(self) -> float:
+        if self.settings.heartbeat:
+            return min(self._pull_deadline, self._alive_until)
+        return self._pull_deadline
+
+    def _pull(self, now: float) -> SendPull:
+        settings = self.settings
+        self.pulls += 1
+        request: dict[str, int] = {
+            "batch": settings.batch_size,
+            "expires": int(settings.expires * 1e9),
+            "max_bytes": settings.max_bytes,
+        }
+        if settings.heartbeat:
+            request["idle_heartbeat"] = int(settings.heartbeat * 1e9)
+            self._alive_until = now + self._silence_allowed()
+        self.remaining = settings.batch_size
+        self.cut = False
+        self._pull_deadline = now + settings.expires + PULL_GRACE_SECONDS
+        return SendPull(
+            f"$JS.API.CONSUMER.MSG.NEXT.{settings.stream}.{settings.consumer}",
+            json.dumps(request).encode(),
+            f"{self.inbox}.{self.pulls}",
+        )
+
+    def _take(self, now: float, actions: list[Action]) -> None:
+        """Move arrived messages into the batch (up to its size), reading statuses on the way."""
+        batch = self._batch
+        took = False
+        current = f"{self.inbox}.{self.pulls}"
+        while self._arrived and len(batch) < self.settings.batch_size:
+            message = self._arrived.popleft()
+            headers = message.headers
+            status = headers.get("Status") if headers else None
+            if status is not None and not message.data:
+                assert headers is not None
+                if message.subject != current:
+                    continue  # an earlier pull's end or heartbeat
+                if status == HEARTBEAT_STATUS:
+                    self._alive_until = now + self._silence_allowed()
+                    continue
+                # 404 no messages, 408 expired, 409 conflict or byte limit: that pull is over.
+                self.remaining = 0
+                description = headers.get("Description", "")
+                if status == "409" and description == MAX_BYTES_DESCRIPTION:
+                    self.cut = True
+                elif status == "409":
+                    actions.append(Warn("pull conflict", {"description": description}))
+                continue
+            try:
+                seq, consumer_seq, timestamp, pending, delivered = ack_metadata(message.reply)
+            except ValueError:
+                actions.append(Warn("delivery without JetStream metadata ignored", {"subject": message.subject}))
+                continue
+            self.remaining -= 1
+            self._alive_until = now + self._silence_allowed()
+            if delivered > 1:
+                self._redelivered += 1
+            batch.append(Delivery(message.subject, message.data, headers, seq, consumer_seq, timestamp, pending,
+                                  message.reply, delivered))  # fmt: skip
+            took = True
+        if took:
+            if not self._first_at:
+                self._first_at = now
+            self._linger_until = min(now + self.settings.linger, self._first_at + self.settings.max_wait)
+
+    def _hand_over(self, now: float, actions: list[Action]) -> None:
+        batch, self._batch = self._batch, []
+        redelivered, self._redelivered = self._redelivered, 0
+        self._first_at = 0.0
+        backlog = len(batch) >= self.settings.batch_size or self.cut
+        if self.remaining <= 0 and backlog and not self.stopping:
+            # A backlog: the next pull now, so that it arrives while this batch is processed.
+            actions.append(self._pull(now))
+        gap_before = None
+        first_cseq = min(d.consumer_seq for d in batch)
+        if self.last_cseq is not None and first_cseq > self.last_cseq + 1:
+            # Deliveries were lost in flight: the stream before this batch must be read first.
+            gap_before = min(d.stream_seq for d in batch)
+            actions.append(Warn("consumer sequence gap", {"after": self.last_cseq, "next": first_cseq}))
+        self.last_cseq = max(self.last_cseq or 0, max(d.consumer_seq for d in batch))
+        self.in_hand = True
+        actions.append(DeliverBatch(batch, gap_before, redelivered, batch[-1].pending))
+
+
+__all__ = [
+    "Action",
+    "DeliverBatch",
+    "Incoming",
+    "PullMachine",
+    "PullSettings",
+    "SendPull",
+    "Warn",
+]
