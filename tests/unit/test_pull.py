@@ -318,10 +318,21 @@ def test_a_skipped_consumer_sequence_asks_for_the_stream_before_the_batch() -> N
     pull.arrived(delivery(109, 14))
     actions = pull.poll(0.01)
     [batch] = batches(actions)
-    assert batch.gap_before == 107
+    assert batch.gap_before == 109  # the stream up to the newest is read; 107 is then skipped
     [warning] = warnings(actions)
     assert warning.message == "consumer sequence gap"
     assert warning.fields == {"after": 10, "next": 13}
+
+
+def test_a_gap_beside_a_redelivery_is_read_up_to_the_newest_message_of_the_batch() -> None:
+    # Lost in flight: stream 110 (consumer 11). The batch holds a redelivery of stream 95 and
+    # stream 112: reading only up to 95 would leave 110 unread, and acking 112 would ack it.
+    pull = machine(batch=2, last_cseq=10)
+    pull.poll(0.0)
+    pull.arrived(delivery(95, 12, delivered=2))
+    pull.arrived(delivery(112, 13))
+    [batch] = batches(pull.poll(0.01))
+    assert batch.gap_before == 112
 
 
 def test_after_a_restart_with_no_known_sequence_nothing_is_a_gap() -> None:

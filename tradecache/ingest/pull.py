@@ -12,7 +12,7 @@ sent), `stop`, `restart` (a new consumer, or the lease taken again).
 
 Actions out (from `poll`): `SendPull` (publish this request), `DeliverBatch` (process these
 deliveries; with `gap_before` when the consumer sequence skipped: deliveries were lost in
-flight, so the stream must be read before them), `Warn` (log this). `wake_at` says by when
+flight, so the stream must be read up to the batch's newest message first), `Warn` (log this). `wake_at` says by when
 `poll` must be called again if nothing arrives.
 
 The rules:
@@ -311,8 +311,11 @@ class PullMachine:
         gap_before = None
         first_cseq = min(d.consumer_seq for d in batch)
         if self.last_cseq is not None and first_cseq > self.last_cseq + 1:
-            # Deliveries were lost in flight: the stream before this batch must be read first.
-            gap_before = min(d.stream_seq for d in batch)
+            # Deliveries were lost in flight: the stream up to this batch's newest message is read
+            # first. Not only up to its oldest: a redelivery of an older message in the batch says
+            # nothing of the lost ones, which may lie above it (acking the batch acks them too).
+            # What the batch holds below that is then at or below the checkpoint and skipped.
+            gap_before = max(d.stream_seq for d in batch)
             actions.append(Warn("consumer sequence gap", {"after": self.last_cseq, "next": first_cseq}))
         self.last_cseq = max(self.last_cseq or 0, max(d.consumer_seq for d in batch))
         self.in_hand = True
