@@ -1,0 +1,223 @@
+"""Per-message cost of the pure core (no NATS, no Redis), before and after, in one run.
+
+Ingest (the default): the message mix of `benchmarks/ingest_bench.py` (orders with their
+lifecycle, fills with positions, account states, commands), cost per message of
+- decode + validate: `Intake.check` (unpack within the decode limits, every field checked);
+- ledger + plan: `apply_batch` in batches of 256 (the ledger, then the script call's KEYS/ARGV);
+- pack: redis-py turning the script call into the bytes of one EVALSHA (its hiredis packer);
+and as the floor, measured in the same run, `msgpack.unpackb` alone (the baseline: a sink that
+only unpacks).
+
+Loads (`--loads`): 10,000 orders x 4 events (as `cache_bench.py` stores them), cost of
+- decode + replay: `order_from_events` per order (what `load_orders()` does after reading);
+- load.orders entries: `order_item` and the reply entry, JSON and msgpack (the service's build
+  without its reply cache).
+
+`--before REV` runs the same measures on the package at git revision REV (exported to a
+temporary folder, run in a child process) and prints both columns and their ratio.
+
+Usage: python benchmarks/profile_core.py [--messages 20000] [--loads] [--orders 10000]
+       [--repeat 3] [--before main]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if os.environ.get("PROFILE_CORE_SRC"):  # the child of `--before`: the package of another revision first
+    sys.path.insert(0, os.environ["PROFILE_CORE_SRC"])
+sys.path.insert(1, str(ROOT))
+
+import msgpack  # noqa: E402
+
+BATCH = 256
+
+
+def best_of(repeat: int, func: Callable[[], Any]) -> float:
+    """The fastest of `repeat` runs, in CPU seconds of this process: on a shared 2-core machine the
+    wall clock counts the other processes' turns too."""
+    times = []
+    for _ in range(repeat):
+        gc.collect()
+        start = time.process_time()
+        func()
+        times.append(time.process_time() - start)
+    return min(times)
+
+
+def ingest_measures(count: int, repeat: int) -> dict[str, float]:
+    from benchmarks.ingest_bench import PREFIX, TRADER, Feed
+    from tradecache.cache.keys import Keys
+    from tradecache.ingest.batch import apply_batch
+    from tradecache.ingest.intake import Accepted, Delivery, Intake, Refused
+    from tradecache.model.identifiers import TraderId
+    from tradecache.model.ledger import Ledger
+    from tradecache.serialization.msgpack import MsgPackSerializer
+    from tradecache.wire import Subjects
+
+    messages = Feed("profile").messages(count)
+    deliveries = [
+        Delivery(f"{PREFIX}.{kind}", payload, None, seq, seq, 0, 0, "")
+        for seq, (kind, payload) in enumerate(messages, start=1)
+    ]
+    serializer = MsgPackSerializer()
+    intake = Intake(Subjects("tradecache", TRADER), serializer, 1 << 20)
+    keys = Keys(TRADER)
+    results: dict[str, float] = {}
+
+    def unpack_all() -> None:
+        for delivery in deliveries:
+            msgpack.unpackb(delivery.data, raw=False)
+
+    checked: list[Accepted | Refused] = []
+
+    def check_all() -> None:
+        checked[:] = [intake.check(delivery) for delivery in deliveries]
+
+    results["unpack (baseline)"] = best_of(repeat, unpack_all)
+    results["decode + validate"] = best_of(repeat, check_all)
+    refused = [item for item in checked if isinstance(item, Refused)]
+    if refused:
+        raise SystemExit(f"{len(refused)} messages refused: {refused[0].error}")
+
+    calls: list[Any] = []
+
+    def apply_all() -> None:
+        ledger = Ledger(TraderId(TRADER))
+        calls.clear()
+        for start in range(0, len(checked), BATCH):
+            result = apply_batch(ledger, checked[start : start + BATCH], checkpoint=0, keys=keys,
+                                 encode=serializer.serialize)  # fmt: skip
+            if result.refused:
+                raise SystemExit(f"refused by the ledger: {result.refused[0].error}")
+            calls.append(result.call)
+
+    results["ledger + plan"] = best_of(repeat, apply_all)
+    results["pack EVALSHA"] = best_of(repeat, lambda: pack_calls(calls))
+    results["all-in core"] = results["decode + validate"] + results["ledger + plan"] + results["pack EVALSHA"]
+    return {name: seconds / len(deliveries) * 1e6 for name, seconds in results.items()}
+
+
+def pack_calls(calls: list[Any]) -> None:
+    """The bytes redis-py would send for each script call (what `Script.__call__` packs)."""
+    import redis
+
+    from tradecache.cache import plan
+
+    connection = redis.Connection()
+    sha = "0" * 40
+    pack_script = getattr(plan, "script_arguments", None)  # the packed single argument, where it exists
+    for call in calls:
+        if pack_script is not None:
+            keys, args = pack_script(call)
+        else:
+            keys, args = call.keys, call.args
+        connection.pack_command("EVALSHA", sha, len(keys), *keys, *args)
+
+
+def load_measures(count: int, repeat: int) -> dict[str, float]:
+    from benchmarks.cache_bench import make_orders
+    from tradecache.cache.replay import gc_paused, order_from_events
+    from tradecache.serialization.msgpack import MsgPackSerializer
+    from tradecache.service.items import order_item
+    from tradecache.service.protocol import encode_entry, encode_reply, pack_with_raw_list
+
+    serializer = MsgPackSerializer()
+    stored = [[serializer.serialize(event) for event in order.events] for order in make_orders(count)]
+    results: dict[str, float] = {}
+
+    def unpack_all() -> None:
+        for raw in stored:
+            for payload in raw:
+                msgpack.unpackb(payload, raw=False)
+
+    def replay_all() -> None:
+        with gc_paused():
+            orders = [order_from_events(serializer, raw) for raw in stored]
+        assert len(orders) == count
+
+    def entries(as_msgpack: bool) -> Callable[[], None]:
+        def build() -> None:
+            with gc_paused():
+                for n, raw in enumerate(stored):
+                    item = order_item(serializer, raw)
+                    assert item is not None
+                    if as_msgpack:
+                        del item["events"]
+                        encoded = pack_with_raw_list(item, "events", list(raw))
+                    else:
+                        encoded = encode_reply(item, False)
+                    encode_entry(str(n), encoded, as_msgpack)
+
+        return build
+
+    results["unpack (baseline)"] = best_of(repeat, unpack_all)
+    results["decode + replay"] = best_of(repeat, replay_all)
+    results["load.orders entries, json"] = best_of(repeat, entries(False))
+    results["load.orders entries, msgpack"] = best_of(repeat, entries(True))
+    # Whole seconds for the 10k-order goal figures, per order event for the rest.
+    return {name: seconds * 1e3 for name, seconds in results.items()}
+
+
+def measure(args: argparse.Namespace) -> dict[str, float]:
+    if args.loads:
+        return load_measures(args.orders, args.repeat)
+    return ingest_measures(args.messages, args.repeat)
+
+
+def run_before(rev: str, argv: list[str]) -> dict[str, float]:
+    """The same measures on the package at `rev`, in a child process."""
+    with tempfile.TemporaryDirectory(prefix="profile-core-") as folder:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "tradecache"], check=True,
+                                 capture_output=True).stdout  # fmt: skip
+        subprocess.run(["tar", "-x", "-C", folder], input=archive, check=True)
+        env = {**os.environ, "PROFILE_CORE_SRC": folder}
+        out = subprocess.run([sys.executable, __file__, *argv, "--json"], env=env, check=True,
+                             capture_output=True, text=True).stdout  # fmt: skip
+    measured: dict[str, float] = json.loads(out.splitlines()[-1])
+    return measured
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--orders", type=int, default=10_000)
+    parser.add_argument("--loads", action="store_true")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--before", metavar="REV", help="also measure the package at this git revision")
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    argv = [f"--messages={args.messages}", f"--orders={args.orders}", f"--repeat={args.repeat}"]
+    argv += ["--loads"] if args.loads else []
+    before = run_before(args.before, argv) if args.before else None
+    now = measure(args)
+    if args.json:
+        print(json.dumps(now))
+        return
+    unit = f"ms for {args.orders:,} orders x 4 events" if args.loads else f"us per message ({args.messages:,})"
+    print(f"profile_core: {unit}")
+    if before is None:
+        for name, value in now.items():
+            print(f"  {name:32} {value:9.2f}")
+        return
+    print(f"  {'':32} {args.before:>9} {'now':>9} {'ratio':>7}")
+    for name, value in now.items():
+        old = before.get(name)
+        shown = f"{old:9.2f}" if old is not None else f"{'-':>9}"
+        ratio = f"{old / value:6.2f}x" if old else ""
+        print(f"  {name:32} {shown} {value:9.2f} {ratio:>7}")
+
+
+if __name__ == "__main__":
+    main()
