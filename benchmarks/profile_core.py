@@ -41,6 +41,8 @@ sys.path.insert(1, str(ROOT))
 
 import msgpack  # noqa: E402
 
+import tradecache  # noqa: E402  # first: the benchmarks imported below put this checkout first on the path
+
 BATCH = 256
 
 
@@ -203,6 +205,8 @@ def main() -> None:
     before = run_before(args.before, argv) if args.before else None
     now = measure(args)
     if args.json:
+        if os.environ.get("PROFILE_CORE_SRC") and not tradecache.__file__.startswith(os.environ["PROFILE_CORE_SRC"]):
+            raise SystemExit(f"measured {tradecache.__file__}, not the revision asked for")
         print(json.dumps(now))
         return
     unit = f"ms for {args.orders:,} orders x 4 events" if args.loads else f"us per message ({args.messages:,})"

@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from decimal import Decimal
 from enum import IntEnum
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, Final, NamedTuple, TypeVar
 
 from tradecache.errors import PayloadError, RejectReason
 from tradecache.model.identifiers import Identifier
@@ -34,6 +34,15 @@ class Codec(NamedTuple):
     encode: Encoder
     # For `optional(codec)`: the wrapped codec, so compiled decoders can inline the nil test.
     inner: Codec | None = None
+    # For compiled decoders: an expression of `{v}` (the wire value) and `{e}` (`env`, by name)
+    # giving the decoded value when it is the common, valid case, else MISS; `decode` then runs
+    # and says what is wrong. It must give what `decode` gives whenever it is not MISS.
+    fast: str | None = None
+    env: Any = None
+
+
+# What a codec's `fast` expression gives when `decode` must decide.
+MISS: Final = object()
 
 
 class Field(NamedTuple):
@@ -134,8 +143,7 @@ def _decode_uuid(value: Any, path: str) -> str:
 _VALUE_CACHE_SIZE = 16_384
 
 
-def _cached_parser(parse: Callable[[str], T]) -> Callable[[Any, str], T]:
-    seen: dict[str, T] = {}
+def _cached_parser(parse: Callable[[str], T], seen: dict[str, T]) -> Callable[[Any, str], T]:
 
     def decode(value: Any, path: str) -> T:
         found = seen.get(value) if isinstance(value, str) else None
@@ -191,9 +199,14 @@ def in_range(parse: Callable[[str], F]) -> Callable[[str], F]:
     return parse_in_range
 
 
-_decode_price = _cached_parser(in_range(Price.from_str))
-_decode_quantity = _cached_parser(in_range(Quantity.from_str))
-_decode_money = _cached_parser(in_range(Money.parse))
+_prices: dict[str, Price] = {}
+_quantities: dict[str, Quantity] = {}
+_moneys: dict[str, Money] = {}
+_decode_price = _cached_parser(in_range(Price.from_str), _prices)
+_decode_quantity = _cached_parser(in_range(Quantity.from_str), _quantities)
+_decode_money = _cached_parser(in_range(Money.parse), _moneys)
+# A value already parsed (cache keys are strings only: an unhashable value never looks itself up).
+_SEEN = "{e}.get({v}, MISS) if {v}.__class__ is str else MISS"
 
 
 def _decode_currency(value: Any, path: str) -> Currency:
@@ -224,16 +237,25 @@ def _encode_list(value: tuple[Any, ...], ts_as_str: bool) -> list[Any]:
     return list(value)
 
 
-TEXT = Codec(_decode_str, _same)
-BOOL = Codec(_decode_bool, _same)
-INT = Codec(_decode_int, _same)
+TEXT = Codec(_decode_str, _same, fast="{v} if {v}.__class__ is str else MISS")
+BOOL = Codec(_decode_bool, _same, fast="{v} if {v}.__class__ is bool else MISS")
+INT = Codec(_decode_int, _same, fast="{v} if {v}.__class__ is int else MISS")
 FLOAT = Codec(_decode_float, _same)
-MAP = Codec(_decode_map, _same)
-TIMESTAMP = Codec(_decode_timestamp, _encode_timestamp)
-UUID = Codec(_decode_uuid, _same)
-PRICE = Codec(_decode_price, _encode_str_form)
-QUANTITY = Codec(_decode_quantity, _encode_str_form)
-MONEY = Codec(_decode_money, _encode_str_form)
+MAP = Codec(_decode_map, _same, fast="{v} if {v}.__class__ is dict else MISS")
+# An integer in range, or up to 19 ASCII digits (below 10^19 < 2^64: always in range).
+TIMESTAMP = Codec(
+    _decode_timestamp,
+    _encode_timestamp,
+    fast=(
+        "{v} if {v}.__class__ is int and 0 <= {v} <= {e} else "
+        "(int({v}) if {v}.__class__ is str and 0 < len({v}) < 20 and {v}.isdigit() and {v}.isascii() else MISS)"
+    ),
+    env=MAX_TIMESTAMP,
+)
+UUID = Codec(_decode_uuid, _same, fast="{v} if {v}.__class__ is str and {e}({v}) else MISS", env=_UUID.match)
+PRICE = Codec(_decode_price, _encode_str_form, fast=_SEEN, env=_prices)
+QUANTITY = Codec(_decode_quantity, _encode_str_form, fast=_SEEN, env=_quantities)
+MONEY = Codec(_decode_money, _encode_str_form, fast=_SEEN, env=_moneys)
 CURRENCY = Codec(_decode_currency, _encode_currency)
 STR_LIST = Codec(_decode_str_list, _encode_list)
 
@@ -261,7 +283,7 @@ def identifier(kind: type[Identifier]) -> Codec:
         seen[value] = checked
         return checked
 
-    return Codec(decode, _encode_str_form)
+    return Codec(decode, _encode_str_form, fast=_SEEN, env=seen)
 
 
 def identifier_list(kind: type[Identifier]) -> Codec:
@@ -282,7 +304,7 @@ def enum(kind: type[E]) -> Codec:
             raise invalid(path, f"{shown(value)} is not a {kind.__name__} (one of {', '.join(members)})")
         return member
 
-    return Codec(decode, lambda value, ts_as_str: value.name)
+    return Codec(decode, lambda value, ts_as_str: value.name, fast=_SEEN, env=members)
 
 
 def optional(codec: Codec) -> Codec:
@@ -304,6 +326,7 @@ __all__ = [
     "INT",
     "MAP",
     "MAX_RAW",
+    "MISS",
     "MONEY",
     "PRICE",
     "QUANTITY",
