@@ -18,7 +18,7 @@ import msgpack
 from tradecache.errors import EventRejected, PayloadError, RejectReason
 from tradecache.model.messages import Kind, Message, kind_of, type_name_of
 from tradecache.serialization.limits import DEFAULT_LIMITS, DecodeLimits, check_fields
-from tradecache.serialization.msgpack import KNOWN_KEYS, MsgPackSerializer, unpack
+from tradecache.serialization.msgpack import KNOWN_KEYS, MsgPackSerializer, timestamps_are_strings, unpack
 from tradecache.wire import Subjects
 
 
@@ -84,10 +84,6 @@ def released(error: EventRejected) -> EventRejected:
     return error
 
 
-def _timestamps_are_strings(data: dict[str, object]) -> bool:
-    return not any(key.startswith("ts_") and isinstance(value, int) for key, value in data.items())
-
-
 def _peek_type(data: bytes) -> str:
     """The payload's `type` if it can be read at all (for metrics and dead-letter records).
 
@@ -148,7 +144,7 @@ class Intake:
             problem = f"a {type_name_of(message)} is a '{found.value}' message, published on '{delivery.subject}'"
             error = EventRejected(RejectReason.WRONG_SUBJECT, problem)
             return Refused(delivery, kind_token, type_name_of(message), error)
-        return Accepted(delivery, kind, message, _timestamps_are_strings(data))
+        return Accepted(delivery, kind, message, timestamps_are_strings(data))
 
     @staticmethod
     def _type_of(data: bytes, error: PayloadError) -> str:

@@ -253,10 +253,29 @@ def unpack(data: bytes, limits: DecodeLimits | None = None) -> dict[str, Any]:
             raise PayloadError(RejectReason.MALFORMED, "", "msgpack nesting is too deep") from None
     if not isinstance(decoded, dict):
         raise PayloadError(RejectReason.MALFORMED, "", f"expected a msgpack map, got {type(decoded).__name__}")
-    for key in decoded:
-        if type(key) is not str:  # strict_map_key lets bin keys through; a message's keys are strings
-            raise PayloadError(RejectReason.MALFORMED, "", f"map key {codecs.shown(key)} is not a string")
+    try:
+        # strict_map_key lets bin keys through; a message's keys are strings. Joining them is the
+        # test at C speed: it raises TypeError on the first key that is not a string.
+        "".join(decoded)
+    except TypeError:
+        for key in decoded:
+            if type(key) is not str:
+                raise PayloadError(RejectReason.MALFORMED, "", f"map key {codecs.shown(key)} is not a string") from None
     return decoded
+
+
+def timestamps_are_strings(data: dict[str, Any]) -> bool:
+    """Whether no top-level `ts_*` value is an integer (booleans count as integers here)."""
+    type_name = data.get("type")
+    known = KNOWN_KEYS.get(type_name) if type_name.__class__ is str else None
+    if known is None:
+        return not any(key.startswith("ts_") and isinstance(value, int) for key, value in data.items())
+    get = data.get
+    for key in _TS_KEYS[type_name]:
+        if isinstance(get(key), int):
+            return False
+    # Keys the schema does not name are stored too: look at those (usually none) the slow way.
+    return not any(key.startswith("ts_") and isinstance(data[key], int) for key in data.keys() - known)
 
 
 def _decode_order_initialized(data: dict[str, Any]) -> OrderInitialized:
@@ -568,6 +587,9 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     "Currency": frozenset(field.key for field in CURRENCY_FIELDS) | {"currency_type"},
 }
 
+# The `ts_*` keys each message type's schema names.
+_TS_KEYS: Final = {name: tuple(key for key in keys if key.startswith("ts_")) for name, keys in KNOWN_KEYS.items()}
+
 __all__ = [
     "KNOWN_KEYS",
     "MESSAGE_TYPES",
@@ -575,5 +597,6 @@ __all__ = [
     "MsgPackSerializer",
     "check_order_initialized",
     "decode_instrument",
+    "timestamps_are_strings",
     "unpack",
 ]
