@@ -112,20 +112,15 @@ def ingest_measures(count: int, repeat: int) -> dict[str, float]:
 
 
 def pack_calls(calls: list[Any]) -> None:
-    """The bytes redis-py would send for each script call (what `Script.__call__` packs)."""
+    """The bytes redis-py would send for each script call (what `Script.__call__` packs): the
+    values one by one, or one packed argument where `ScriptCall.argv` exists."""
     import redis
-
-    from tradecache.cache import plan
 
     connection = redis.Connection()
     sha = "0" * 40
-    pack_script = getattr(plan, "script_arguments", None)  # the packed single argument, where it exists
     for call in calls:
-        if pack_script is not None:
-            keys, args = pack_script(call)
-        else:
-            keys, args = call.keys, call.args
-        connection.pack_command("EVALSHA", sha, len(keys), *keys, *args)
+        args = call.argv if hasattr(call, "argv") else call.args
+        connection.pack_command("EVALSHA", sha, len(call.keys), *call.keys, *args)
 
 
 def load_measures(count: int, repeat: int) -> dict[str, float]:

@@ -34,6 +34,7 @@ from tradecache.model.identifiers import (
     TraderId,
 )
 from tradecache.model.instruments import Instrument
+from tradecache.model.ledger import Mark
 from tradecache.model.orders import Order
 from tradecache.model.positions import Position
 from tradecache.model.values import Currency
@@ -343,4 +344,54 @@ def test_the_checkpoint_only_moves_forward(redis_server: Any) -> None:
         apply(keys=call.keys, args=call.args)
         assert client.get(keys.checkpoint()) == expected
     client.delete(keys.checkpoint())
+    client.close()
+
+
+def _contents(client: redis.Redis, prefix: str) -> dict[str, Any]:
+    """Every key under `prefix` (without it) and what it holds, in a comparable form."""
+    out: dict[str, Any] = {}
+    for raw in client.scan_iter(match=f"{prefix}:*"):
+        name = raw.decode()[len(prefix) :]
+        kind = client.type(raw).decode()
+        if kind == "list":
+            out[name] = client.lrange(raw, 0, -1)
+        elif kind == "hash":
+            out[name] = client.hgetall(raw)
+        elif kind == "zset":
+            out[name] = [member.split(b"\n")[:2] for member, _ in client.zrange(raw, 0, -1, withscores=True)]
+        else:
+            out[name] = client.get(raw)
+    return out
+
+
+def test_packed_arguments_write_exactly_what_the_values_write(redis_server: Any) -> None:
+    """`ScriptCall.argv` (one msgpack array the script unpacks) against the same values sent one
+    by one: every byte value in payloads, a 19-digit checkpoint, a hash of 2,500 fields (three
+    HSETs), a closed cycle's count, on each Redis line."""
+    client = redis.Redis.from_url(redis_server.url)
+    apply = client.register_script(APPLY_SCRIPT)
+    payloads = [bytes(range(256)), b"", "é ü ☃".encode(), b"\x90\x91\xdc\xdd", b"1" * 70_000]
+    results = {}
+    for name, packed in (("PACKED-001", True), ("VALUES-001", False)):
+        keys = Keys(name)
+        call = ScriptCall()
+        writes = []
+        for n, payload in enumerate(payloads):
+            write = Write(WriteOp.APPEND, Collection.ORDERS, f"O-{n}", None)
+            call.append_event(write, keys, f"e-{n}", payload)
+            writes.append(write)
+        call.append_event(writes[0], keys, "e-0", payloads[0])  # a repeat: 0
+        fields: dict[str, bytes | str] = {f"f{n}": f"v{n}".encode() for n in range(2500)}
+        call.set_hash(Write(WriteOp.MERGE, Collection.STRATEGIES, "S-1", None), keys, fields, replace=False)
+        call.set_value(Write(WriteOp.SET, Collection.INSTRUMENTS, "EUR/USD.SIM", None), keys, b"\x00instrument")
+        call.closed(Mark(Collection.POSITIONS, "O-1", closed=True, event_id="e-1", later=2), keys)
+        call.closed(Mark(Collection.ORDERS, "O-2", closed=True), keys)
+        call.checkpoint(keys, 9_999_999_999_999_999_999)
+        results[name] = apply(keys=call.keys, args=call.argv if packed else call.args)
+    assert results["PACKED-001"] == results["VALUES-001"] == [1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1]
+    packed_state, values_state = _contents(client, "trader-PACKED-001"), _contents(client, "trader-VALUES-001")
+    assert packed_state == values_state
+    assert packed_state[":tradecache:checkpoint"] == b"9999999999999999999"
+    assert len(packed_state[":strategies:S-1:State"]) == 2500
+    client.delete(*client.keys("trader-PACKED-001:*"), *client.keys("trader-VALUES-001:*"))
     client.close()
