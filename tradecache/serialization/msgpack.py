@@ -267,8 +267,8 @@ def unpack(data: bytes, limits: DecodeLimits | None = None) -> dict[str, Any]:
 def timestamps_are_strings(data: dict[str, Any]) -> bool:
     """Whether no top-level `ts_*` value is an integer (booleans count as integers here)."""
     type_name = data.get("type")
-    known = KNOWN_KEYS.get(type_name) if type_name.__class__ is str else None
-    if known is None:
+    known = KNOWN_KEYS.get(type_name) if isinstance(type_name, str) else None
+    if known is None or not isinstance(type_name, str):
         return not any(key.startswith("ts_") and isinstance(value, int) for key, value in data.items())
     get = data.get
     for key in _TS_KEYS[type_name]:
