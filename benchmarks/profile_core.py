@@ -113,14 +113,14 @@ def ingest_measures(count: int, repeat: int) -> dict[str, float]:
 
 def pack_calls(calls: list[Any]) -> None:
     """The bytes redis-py would send for each script call (what `Script.__call__` packs): the
-    values one by one, or one packed argument where `ScriptCall.argv` exists."""
+    values one by one, or packed where `ScriptCall.packed` exists."""
     import redis
 
     connection = redis.Connection()
     sha = "0" * 40
     for call in calls:
-        args = call.argv if hasattr(call, "argv") else call.args
-        connection.pack_command("EVALSHA", sha, len(call.keys), *call.keys, *args)
+        keys, args = call.packed() if hasattr(call, "packed") else (call.keys, call.args)
+        connection.pack_command("EVALSHA", sha, len(keys), *keys, *args)
 
 
 def load_measures(count: int, repeat: int) -> dict[str, float]:

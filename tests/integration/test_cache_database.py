@@ -365,14 +365,15 @@ def _contents(client: redis.Redis, prefix: str) -> dict[str, Any]:
 
 
 def test_packed_arguments_write_exactly_what_the_values_write(redis_server: Any) -> None:
-    """`ScriptCall.argv` (one msgpack array the script unpacks) against the same values sent one
-    by one: every byte value in payloads, a 19-digit checkpoint, a hash of 2,500 fields (three
-    HSETs), a closed cycle's count, on each Redis line."""
+    """`ScriptCall.packed` (each key once, the values in one msgpack array the script unpacks) and
+    `argv` (values packed, every key) against the same values sent one by one: every byte value in
+    payloads, a 19-digit checkpoint, a hash of 2,500 fields (three HSETs), a closed cycle's count,
+    on each Redis line."""
     client = redis.Redis.from_url(redis_server.url)
     apply = client.register_script(APPLY_SCRIPT)
     payloads = [bytes(range(256)), b"", "é ü ☃".encode(), b"\x90\x91\xdc\xdd", b"1" * 70_000]
     results = {}
-    for name, packed in (("PACKED-001", True), ("VALUES-001", False)):
+    for name, form in (("PACKED-001", "packed"), ("ARGV-001", "argv"), ("VALUES-001", "values")):
         keys = Keys(name)
         call = ScriptCall()
         writes = []
@@ -387,11 +388,16 @@ def test_packed_arguments_write_exactly_what_the_values_write(redis_server: Any)
         call.closed(Mark(Collection.POSITIONS, "O-1", closed=True, event_id="e-1", later=2), keys)
         call.closed(Mark(Collection.ORDERS, "O-2", closed=True), keys)
         call.checkpoint(keys, 9_999_999_999_999_999_999)
-        results[name] = apply(keys=call.keys, args=call.argv if packed else call.args)
-    assert results["PACKED-001"] == results["VALUES-001"] == [1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1]
+        if form == "packed":
+            unique, argv = call.packed()
+            assert len(unique) < len(call.keys)
+            results[name] = apply(keys=unique, args=argv)
+        else:
+            results[name] = apply(keys=call.keys, args=call.argv if form == "argv" else call.args)
+    assert results["PACKED-001"] == results["ARGV-001"] == results["VALUES-001"] == [1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1]
     packed_state, values_state = _contents(client, "trader-PACKED-001"), _contents(client, "trader-VALUES-001")
-    assert packed_state == values_state
+    assert packed_state == values_state == _contents(client, "trader-ARGV-001")
     assert packed_state[":tradecache:checkpoint"] == b"9999999999999999999"
     assert len(packed_state[":strategies:S-1:State"]) == 2500
-    client.delete(*client.keys("trader-PACKED-001:*"), *client.keys("trader-VALUES-001:*"))
+    client.delete(*(key for name in results for key in client.keys(f"trader-{name}:*")))
     client.close()

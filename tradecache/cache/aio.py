@@ -88,7 +88,7 @@ class Store:
         if not call.count:
             return []
         with translated("commit batch"):
-            results: list[int] = await self._apply(keys=call.keys, args=call.argv)
+            results: list[int] = await self._apply(*call.packed())
         return results
 
     async def read_state(self, request: StateRequest) -> StoredState:

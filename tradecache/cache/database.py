@@ -158,7 +158,7 @@ class RedisCacheDatabase:
             plan_marks(marks, self._keys, call)
             try:
                 with self._unavailable_as(operation):
-                    results: list[int] = self._apply(keys=call.keys, args=call.argv)
+                    results: list[int] = self._apply(*call.packed())
                 return results
             except StoreRefused as exc:
                 named = conflict_operation(exc.cause)

@@ -12,7 +12,9 @@ The ARGV are sent packed: one msgpack array (`ScriptCall.argv`), which the scrip
 one by one (a tenth of the daemon's time under load). Strings and payloads are packed as msgpack
 raw strings and integers as their decimal text, so the script sees exactly the values it would
 have received as separate arguments (Redis 6.2's and 7's cmsgpack alike). A call whose ARGV are
-the values themselves (the first one a decimal count) is read as it is.
+the values themselves (the first one a decimal count) is read as it is. Each key is sent once, with
+where each operation's keys are among them (`ScriptCall.packed`): a batch of 256 messages names
+~1,000 keys, a third of them distinct.
 
 Operations (KEYS are consumed in order, ARGV[1] is the number of operations):
 - `F` fence: KEYS the trader's lease; ARGV the writer's token. Unless the lease holds exactly
@@ -135,9 +137,19 @@ APPLY_SCRIPT: Final = (
     "\n"
     + _operation_tables()
     + """
--- One packed argument (a msgpack array: its first byte is 0x90..0x9f, 0xdc or 0xdd) or the values.
-local first = #ARGV == 1 and string.byte(ARGV[1]) or 0
+-- The values packed (a msgpack array: its first byte is 0x90..0x9f, 0xdc or 0xdd), and then maybe
+-- where each operation's key is among KEYS, each named once; or the values themselves.
+local first = ARGV[1] and string.byte(ARGV[1]) or 0
+local where = first >= 0x90 and ARGV[2] and cmsgpack.unpack(ARGV[2])
 local ARGV = first >= 0x90 and cmsgpack.unpack(ARGV[1]) or ARGV
+local KEYS = KEYS
+if where then
+  local named = KEYS
+  KEYS = {}
+  for i, j in ipairs(where) do
+    KEYS[i] = named[j]
+  end
+end
 -- Field/value pairs per HSET: Lua's unpack() refuses more than ~8,000 values at once.
 local HSET_PAIRS = 1000
 local n = tonumber(ARGV[1])
@@ -448,6 +460,14 @@ class ScriptCall:
         values = [str(value) if value.__class__ is int else value for value in self.args]
         packed: bytes = msgpack.packb(values, use_bin_type=False)
         return [packed]
+
+    def packed(self) -> tuple[list[str], list[bytes]]:
+        """KEYS and ARGV as sent: each key named once (most operations share the dedupe hash and
+        the index), then the values packed (`argv`) and where each operation's key is in KEYS."""
+        position: dict[str, int] = {}
+        where = [position.setdefault(key, len(position) + 1) for key in self.keys]
+        indexes: bytes = msgpack.packb(where)
+        return list(position), [*self.argv, indexes]
 
     def mark(self) -> tuple[int, int, int]:
         """Where the call ends now, for `rewind`."""
