@@ -46,7 +46,7 @@ def _escape_glob(text: str) -> str:
 class Keys:
     """Key names for one trader."""
 
-    __slots__ = ("hash_tag", "layout", "prefix", "trader_id")
+    __slots__ = ("_entity", "_index", "_seen", "hash_tag", "layout", "prefix", "trader_id")
 
     def __init__(self, trader_id: str, *, hash_tag: bool = False, layout: Layout | str = Layout.SEED) -> None:
         problem = trader_id_problem(trader_id)
@@ -57,12 +57,16 @@ class Keys:
         self.layout = Layout(layout)
         base = f"trader-{trader_id}"
         self.prefix = f"{{{base}}}" if hash_tag else base
+        # Names built once: every message of a batch asks for a few of them.
+        self._entity = {collection: f"{self.prefix}:{collection.value}:" for collection in Collection}
+        self._index = {collection: f"{self.prefix}:tradecache:index:{collection.value}" for collection in Collection}
+        self._seen = {collection: f"{self.prefix}:tradecache:seen:{collection.value}" for collection in Collection}
 
     def entity(self, collection: Collection, entity_id: str) -> str:
         """The key holding one entity: `T:orders:O-1`, `T:strategies:S-1:State` (this layout's form), ..."""
         if collection == Collection.STRATEGIES:
             return self.strategy_state(entity_id, self.layout)
-        return f"{self.prefix}:{collection.value}:{entity_id}"
+        return self._entity[collection] + entity_id
 
     def strategy_state(self, strategy_id: str, layout: Layout) -> str:
         """The key of a strategy's state in `layout`'s form."""
@@ -76,11 +80,11 @@ class Keys:
     def index(self, collection: Collection) -> str:
         """The entity ids stored in `collection`: a sorted set, every score 0, so ids come back in
         byte order and a page can start after any id (`ZRANGE ... BYLEX`)."""
-        return f"{self.prefix}:tradecache:index:{collection.value}"
+        return self._index[collection]
 
     def seen(self, collection: Collection) -> str:
         """The hash of (entity, event id) pairs already stored in `collection` (see plan.APPLY_SCRIPT)."""
-        return f"{self.prefix}:tradecache:seen:{collection.value}"
+        return self._seen[collection]
 
     def closed(self, collection: Collection) -> str:
         """Closed entities of `collection` (orders, positions): a sorted set scored by when each

@@ -98,9 +98,12 @@ _ORDERS, _POSITIONS, _ACCOUNTS, _INSTRUMENTS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Write:
-    """One change to the store. `value` is the message (or, for MERGE, the fields to set)."""
+    """One change to the store. `value` is the message (or, for MERGE, the fields to set).
+
+    Not changed once built, but not declared frozen: a frozen dataclass sets each field through
+    `object.__setattr__`, which doubled the cost of building one (one or more per message)."""
 
     op: WriteOp
     collection: Collection
@@ -240,7 +243,7 @@ class Ledger:
             self.orders[key] = Order(event)
             self.budget.set((_ORDERS, key), ENTITY_BYTES + event_bytes(event))
             return Outcome(Kind.ORDER, [Write(WriteOp.APPEND, Collection.ORDERS, key, event)])
-        if event.event_id in order.event_ids:
+        if order.has_event(event.event_id):
             return Outcome(Kind.ORDER, duplicate=True, checks=[Write(WriteOp.APPEND, Collection.ORDERS, key, event)])
         if isinstance(event, OrderFilled) and event.position_id is not None:
             return self._apply_fill_with_position(order, event)

@@ -111,6 +111,7 @@ class Order:
     """An order: its OrderInitialized plus every event applied since."""
 
     __slots__ = (
+        "_event_ids",
         "_price",
         "_trigger_price",
         "account_id",
@@ -199,6 +200,7 @@ class Order:
         self.trade_ids: list[TradeId] = []
         self.venue_order_ids: list[VenueOrderId] = []
         self.events: list[OrderEvent] = [init]
+        self._event_ids: set[str] = {init.event_id}  # `events`' ids, kept beside it for `has_event`
         self.init_id: str = init.event_id
         self.ts_init: int = init.ts_init
         self.ts_last: int = init.ts_event
@@ -265,6 +267,10 @@ class Order:
     def event_ids(self) -> set[str]:
         return {event.event_id for event in self.events}
 
+    def has_event(self, event_id: str) -> bool:
+        """Whether an event with this id was applied (or kept) already."""
+        return event_id in self._event_ids
+
     def commissions(self) -> list[Money]:
         """The commission paid so far in each currency.
 
@@ -304,6 +310,7 @@ class Order:
             self.previous_status = before
         self._apply_fields(event)
         self.events.append(event)
+        self._event_ids.add(event.event_id)
         self.ts_last = event.ts_event
 
     def _refuse(self, event: OrderEvent, problem: str, reason: RejectReason) -> OrderEventRefused:
@@ -436,6 +443,7 @@ class Order:
         if self.event_count < 2:
             # Nothing happened since the first one: kept as an event, the order stays as it is.
             self.events.append(init)
+            self._event_ids.add(init.event_id)
             return
         if init.order_type not in (OrderType.MARKET, OrderType.LIMIT):
             raise self._refuse(
@@ -466,6 +474,7 @@ class Order:
         self.leaves_qty = self.quantity
         self.avg_px = 0.0
         self.events.append(init)
+        self._event_ids.add(init.event_id)
         self.ts_init = init.ts_init
         self.ts_last = init.ts_event
 
