@@ -43,6 +43,21 @@ from tradecache.model.identifiers import (
 )
 from tradecache.model.values import Currency, Money, Price, Quantity
 
+# Prices parsed from orders' options: every order is built with its price, and prices repeat
+# (values are immutable, so one parse is shared). Bounded: cleared when it grows past this many.
+_OPTION_PRICES: dict[str, Price] = {}
+_OPTION_PRICES_SIZE = 16_384
+
+
+def _option_price(text: str) -> Price:
+    price = _OPTION_PRICES.get(text)
+    if price is None:
+        price = Price.from_str(text)
+        if len(_OPTION_PRICES) >= _OPTION_PRICES_SIZE:
+            _OPTION_PRICES.clear()
+        _OPTION_PRICES[text] = price
+    return price
+
 
 @dataclass(slots=True, kw_only=True)
 class OrderEvent:
@@ -95,7 +110,7 @@ class OrderInitialized(OrderEvent):
             ValueError: the option's value is not a decimal string.
         """
         value = self.options.get(key)
-        return None if value is None else Price.from_str(value)
+        return None if value is None else _option_price(value)
 
     @property
     def price(self) -> Price | None:

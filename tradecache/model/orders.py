@@ -8,6 +8,7 @@ before the first attribute changes. `replay_order(events)` rebuilds an order fro
 from __future__ import annotations
 
 from collections.abc import Iterable
+from enum import Enum
 from typing import Any, Final
 
 from tradecache.errors import OrderEventRefused, RejectReason
@@ -56,6 +57,7 @@ from tradecache.model.order_fsm import (
     INFLIGHT_STATUSES,
     OPEN_STATUSES,
     PENDING_STATUSES,
+    TRANSITIONS,
     next_status,
 )
 from tradecache.model.values import Money, Price, Quantity
@@ -105,6 +107,40 @@ TYPES_WITH_TRIGGER: Final = frozenset(
 )
 # Only these types have a TRIGGERED status; the others go from ACCEPTED straight to a fill.
 TYPES_THAT_TRIGGER: Final = frozenset({OrderType.STOP_LIMIT, OrderType.TRAILING_STOP_LIMIT, OrderType.LIMIT_IF_TOUCHED})
+
+
+class _Fields(Enum):
+    """Which of an order's fields an event type sets (`Order._apply_fields`)."""
+
+    FILL = 1
+    UPDATE = 2
+    CLOSING = 3
+    RELEASED = 4
+    SUBMITTED = 5
+    ACCEPTED = 6
+    TRIGGERED = 7
+    NONE = 8
+
+
+def _field_kind(kind: type[OrderEvent]) -> _Fields:
+    """The fields `kind` sets, by the first of these classes it is a subclass of."""
+    for cls, fields in (
+        (OrderFilled, _Fields.FILL),
+        (OrderUpdated, _Fields.UPDATE),
+        (_CLOSING_EVENTS, _Fields.CLOSING),
+        (OrderReleased, _Fields.RELEASED),
+        (OrderSubmitted, _Fields.SUBMITTED),
+        (OrderAccepted, _Fields.ACCEPTED),
+        (OrderTriggered, _Fields.TRIGGERED),
+    ):
+        if issubclass(kind, cls):
+            return fields
+    return _Fields.NONE
+
+
+# The answer of `_field_kind` per event type, filled as types are seen (a subclass check per
+# event type instead of up to seven isinstance tests per event).
+_FIELD_KINDS: dict[type[OrderEvent], _Fields] = {}
 
 
 class Order:
@@ -336,22 +372,31 @@ class Order:
             )
 
     def _status_after(self, event: OrderEvent) -> OrderStatus:
-        kwargs = {"client_order_id": self.client_order_id.value, "event_type": event.type_name}
+        kind = type(event)
         if isinstance(event, OrderFilled):
             filled = self.filled_qty.raw + event.last_qty.raw
             requested = OrderStatus.PARTIALLY_FILLED if filled < self.quantity.raw else OrderStatus.FILLED
-            return next_status(self.status, requested, **kwargs)
+            return self._transition(event, requested)
         if isinstance(event, OrderTriggered) and self.order_type not in TYPES_THAT_TRIGGER:
             raise self._refuse(
                 event, f"a {self.order_type.name} order cannot be triggered", RejectReason.INVALID_TRANSITION
             )
-        requested_status = REQUESTED_STATUS.get(type(event))
+        requested_status = REQUESTED_STATUS.get(kind)
         if requested_status is not None:
-            return next_status(self.status, requested_status, **kwargs)
-        pending = _RETURNS_FROM.get(type(event))
+            return self._transition(event, requested_status)
+        pending = _RETURNS_FROM.get(kind)
         if pending is not None and self.status == pending:
-            return next_status(self.status, self.previous_status, **kwargs)
+            return self._transition(event, self.previous_status)
         return self.status
+
+    def _transition(self, event: OrderEvent, requested: OrderStatus) -> OrderStatus:
+        # The table looked up in place; `next_status` only to raise its refusal.
+        result = TRANSITIONS.get((self.status, requested))
+        if result is None:
+            return next_status(
+                self.status, requested, client_order_id=self.client_order_id.value, event_type=event.type_name
+            )
+        return result
 
     def _check_fill(self, fill: OrderFilled) -> None:
         if self.venue_order_id is not None and fill.trade_id in self.trade_ids:
@@ -378,21 +423,24 @@ class Order:
             )
 
     def _apply_fields(self, event: OrderEvent) -> None:
-        if isinstance(event, OrderFilled):
-            self._apply_fill(event)
-        elif isinstance(event, OrderUpdated):
-            self._apply_update(event)
-        elif isinstance(event, _CLOSING_EVENTS):
+        kind = _FIELD_KINDS.get(type(event))
+        if kind is None:
+            kind = _FIELD_KINDS[type(event)] = _field_kind(type(event))
+        if kind is _Fields.FILL:
+            self._apply_fill(event)  # type: ignore[arg-type]  # the kind says it is one
+        elif kind is _Fields.UPDATE:
+            self._apply_update(event)  # type: ignore[arg-type]
+        elif kind is _Fields.CLOSING:
             self.ts_closed = event.ts_event
-        elif isinstance(event, OrderReleased):
+        elif kind is _Fields.RELEASED:
             self.emulation_trigger = TriggerType.NO_TRIGGER
-        elif isinstance(event, OrderSubmitted):
+        elif kind is _Fields.SUBMITTED:
             self.account_id = event.account_id
             self.ts_submitted = event.ts_event
-        elif isinstance(event, OrderAccepted):
+        elif kind is _Fields.ACCEPTED:
             self.venue_order_id = event.venue_order_id
             self.ts_accepted = event.ts_event
-        elif isinstance(event, OrderTriggered):
+        elif kind is _Fields.TRIGGERED:
             self.is_triggered = True
             self.ts_triggered = event.ts_event
 
