@@ -617,3 +617,69 @@ def test_an_empty_type_is_malformed_even_on_a_map_that_looks_like_an_instrument(
     refused = decode_or_refuse(pack({**_instrument_map(), "type": ""}))
     assert isinstance(refused, PayloadError)
     assert (refused.reason, refused.field) == (RejectReason.MALFORMED, "type")
+
+
+# -- the plain fast path of unpacking (msgspec) against msgpack ------------------------------------
+
+_KEYS = st.one_of(st.text(max_size=4), st.binary(max_size=3), st.integers(-3, 3), st.booleans(), st.none())
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**64 - 1),
+    st.floats(allow_nan=False, width=32),
+    st.text(max_size=6),
+    st.binary(max_size=4),
+    st.builds(msgpack.ExtType, st.integers(0, 127), st.binary(max_size=3)),
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(_KEYS, inner, max_size=3)),
+    max_leaves=12,
+)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal with the same types all the way down (1 == 1.0 == True would hide a difference)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(_KEYS, _VALUES, max_size=5), st.booleans())
+def test_the_plain_decoder_gives_what_msgpack_gives_or_leaves_it_to_msgpack(value: Any, single_float: bool) -> None:
+    from tradecache.serialization.limits import unpack_plain
+
+    data = msgpack.packb(value, use_bin_type=True, use_single_float=single_float, strict_types=False)
+    plain = unpack_plain(data)
+    try:
+        expected = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except ValueError:
+        assert plain is None  # msgpack refuses it (a key that is not a string): so does the fast path
+        return
+    if plain is not None:
+        assert _same(plain, expected)
+
+
+def test_the_vector_payloads_are_plain() -> None:
+    """The fast path is the common path: the vectors' order, position and account payloads are
+    plain, but for those holding a bin (in `info`), which msgpack decodes."""
+    from tradecache.serialization.limits import unpack_plain
+
+    def holds_bin(value: Any) -> bool:
+        if isinstance(value, dict):
+            return any(holds_bin(item) for item in value.values())
+        return any(holds_bin(item) for item in value) if isinstance(value, list) else isinstance(value, bytes)
+
+    payloads = [payload for path in scenario_paths() for kind, _, payload in Scenario.load(path).messages
+                if kind in ("order_event", "position_event", "account_state")]  # fmt: skip
+    plain = 0
+    for payload in payloads:
+        decoded, expected = unpack_plain(payload), msgpack.unpackb(payload, raw=False)
+        assert _same(decoded, expected) if decoded is not None else holds_bin(expected)
+        plain += decoded is not None
+    assert plain >= 0.9 * len(payloads) > 0

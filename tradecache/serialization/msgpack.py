@@ -48,7 +48,7 @@ from tradecache.model.messages import Message
 from tradecache.model.values import Currency, Money
 from tradecache.serialization import codecs
 from tradecache.serialization.codecs import Field, invalid
-from tradecache.serialization.limits import DecodeLimits, unpack_limited
+from tradecache.serialization.limits import DecodeLimits, unpack_limited, unpack_plain
 from tradecache.serialization.schemas import (
     ACCOUNT_STATE_FIELDS,
     CURRENCY_FIELDS,
@@ -241,6 +241,10 @@ def unpack(data: bytes, limits: DecodeLimits | None = None) -> dict[str, Any]:
     limit_exceeded when `limits` are given: see `limits.py`; stored data is read without them)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise PayloadError(RejectReason.MALFORMED, "", f"expected bytes, got {type(data).__name__}")
+    if limits is None or len(data) <= limits.plain_size:
+        plain = unpack_plain(data)
+        if plain is not None:
+            return plain
     if limits is not None:
         decoded = unpack_limited(data, limits)
     else:
