@@ -124,3 +124,22 @@ def test_the_reply_cache_serves_only_what_was_built_from_the_same_bytes() -> Non
     cache.put(("orders", "O-3", False), b"d3", b"reply-3")  # evicts the least recently used, O-1
     assert len(cache) == 2 and cache.get(("orders", "O-1", False), digest(stored)) is None
     assert cache.size == len(b"reply-2") + len(b"reply-3")
+
+
+@pytest.mark.parametrize("size", [0, 1, 14, 15, 16, 17, 70_000])
+def test_a_snapshot_with_its_stored_events_spliced_packs_as_the_whole_map_would(size: int) -> None:
+    """Across the map header sizes (fixmap up to 15 entries, map16, map32), and with a value too
+    deep for msgpack's C packer."""
+    from tradecache.service.protocol import pack_with_raw_list
+
+    item: dict[str, object] = {f"k{n}": n if n % 3 else [str(n), None, b"x"] for n in range(size)}
+    events = [{"type": "OrderSubmitted", "ts_event": "1"}, {"type": "OrderAccepted", "info": {}}]
+    raw = [msgpack.packb(event) for event in events]
+    assert pack_with_raw_list(item, "events", raw) == msgpack.packb({**item, "events": events})
+    deep: list[object] = [1]
+    for _ in range(600):
+        deep = [deep]
+    unpacker = msgpack.Unpacker()
+    unpacker.feed(pack_with_raw_list({"deep": deep, **item}, "events", raw))
+    unpacked = next(unpacker)
+    assert list(unpacked) == ["deep", *item, "events"] and unpacked["events"] == events

@@ -138,9 +138,16 @@ def pack_with_raw_list(item: Mapping[str, Any], key: str, raw: list[bytes]) -> b
 
     A snapshot's `events` are the stored payloads: splicing them saves unpacking them into
     maps and packing them again (about half of a reply's bytes)."""
-    parts = [encode_reply(k, True) + encode_reply(v, True) for k, v in item.items()]
-    parts.append(encode_reply(key, True) + array_header(len(raw)) + b"".join(raw))
-    return map_header(len(parts)) + b"".join(parts)
+    packed = encode_reply(dict(item), True)
+    # A map packs as its header then each key and value in order: the entries are kept as they
+    # are and the header is made again for one more (its size is told by its first byte).
+    entries = packed[_MAP_HEADER_SIZE.get(packed[0], 1) :]
+    tail = encode_reply(key, True) + array_header(len(raw)) + b"".join(raw)
+    return map_header(len(item) + 1) + entries + tail
+
+
+# The size of a msgpack map header by its first byte (a fixmap's is 1).
+_MAP_HEADER_SIZE = {0xDE: 3, 0xDF: 5}
 
 
 def error_body(code: str, message: str, as_msgpack: bool) -> bytes:
