@@ -11,12 +11,14 @@ only unpacks).
 Loads (`--loads`): 10,000 orders x 4 events (as `cache_bench.py` stores them), cost of
 - decode + replay: `order_from_events` per order (what `load_orders()` does after reading);
 - load.orders entries: `order_item` and the reply entry, JSON and msgpack (the service's build
-  without its reply cache).
+  without its reply cache);
+- with `--redis`: `load_orders()` from a private redis-server (wall clock), beside a loop of one
+  LRANGE per order (bytes only).
 
 `--before REV` runs the same measures on the package at git revision REV (exported to a
 temporary folder, run in a child process) and prints both columns and their ratio.
 
-Usage: python benchmarks/profile_core.py [--messages 20000] [--loads] [--orders 10000]
+Usage: python benchmarks/profile_core.py [--messages 20000] [--loads [--redis]] [--orders 10000]
        [--repeat 3] [--before main]
 """
 
@@ -123,7 +125,7 @@ def pack_calls(calls: list[Any]) -> None:
         connection.pack_command("EVALSHA", sha, len(keys), *keys, *args)
 
 
-def load_measures(count: int, repeat: int) -> dict[str, float]:
+def load_measures(count: int, repeat: int, with_redis: bool = False) -> dict[str, float]:
     from benchmarks.cache_bench import make_orders
     from tradecache.cache.replay import gc_paused, order_from_events
     from tradecache.serialization.msgpack import MsgPackSerializer
@@ -163,13 +165,69 @@ def load_measures(count: int, repeat: int) -> dict[str, float]:
     results["decode + replay"] = best_of(repeat, replay_all)
     results["load.orders entries, json"] = best_of(repeat, entries(False))
     results["load.orders entries, msgpack"] = best_of(repeat, entries(True))
+    if with_redis:
+        results.update(redis_loads(stored, repeat))
     # Whole seconds for the 10k-order goal figures, per order event for the rest.
     return {name: seconds * 1e3 for name, seconds in results.items()}
 
 
+def redis_loads(stored: list[list[bytes]], repeat: int) -> dict[str, float]:
+    """`load_orders()` from a private redis-server holding the orders (wall clock, which counts
+    Redis' time too), beside one LRANGE per order of the same bytes (read only, no decoding)."""
+    import logging
+
+    import redis
+
+    from tradecache.cache import CacheDatabaseConfig, RedisCacheDatabase
+    from tradecache.cache.keys import Keys
+    from tradecache.dev.stack import RedisServer
+    from tradecache.model.identifiers import TraderId
+    from tradecache.model.ledger import Collection
+    from tradecache.serialization.msgpack import MsgPackSerializer
+
+    server = RedisServer()
+    server.start()
+    try:
+        client = redis.Redis.from_url(server.url)
+        keys = Keys("PROFILE-001")
+        names = [keys.entity(Collection.ORDERS, f"O-{n}") for n in range(len(stored))]
+        pipe = client.pipeline(transaction=False)
+        for n, (name, raw) in enumerate(zip(names, stored, strict=True)):
+            pipe.rpush(name, *raw)
+            pipe.zadd(keys.index(Collection.ORDERS), {f"O-{n}": 0})
+        pipe.execute()
+        config = CacheDatabaseConfig.from_url(server.url)
+        db = RedisCacheDatabase(TraderId("PROFILE-001"), logging.getLogger("profile"), MsgPackSerializer(), config)
+
+        def wall(func: Callable[[], Any]) -> float:
+            times = []
+            for _ in range(repeat):
+                gc.collect()
+                start = time.perf_counter()
+                func()
+                times.append(time.perf_counter() - start)
+            return min(times)
+
+        def naive() -> None:
+            for name in names:
+                client.lrange(name, 0, -1)
+
+        loaded: dict[Any, Any] = {}
+        results = {
+            "LRANGE per order, bytes (wall)": wall(naive),
+            "load_orders() (wall)": wall(lambda: loaded.update(db.load_orders())),
+        }
+        assert len(loaded) == len(stored)
+        db.close()
+        client.close()
+        return results
+    finally:
+        server.close()
+
+
 def measure(args: argparse.Namespace) -> dict[str, float]:
     if args.loads:
-        return load_measures(args.orders, args.repeat)
+        return load_measures(args.orders, args.repeat, args.redis)
     return ingest_measures(args.messages, args.repeat)
 
 
@@ -191,12 +249,14 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--orders", type=int, default=10_000)
     parser.add_argument("--loads", action="store_true")
+    parser.add_argument("--redis", action="store_true", help="with --loads: also load_orders() from a redis-server")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--before", metavar="REV", help="also measure the package at this git revision")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     argv = [f"--messages={args.messages}", f"--orders={args.orders}", f"--repeat={args.repeat}"]
     argv += ["--loads"] if args.loads else []
+    argv += ["--redis"] if args.redis else []
     before = run_before(args.before, argv) if args.before else None
     now = measure(args)
     if args.json:
