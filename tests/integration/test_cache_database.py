@@ -401,3 +401,39 @@ def test_packed_arguments_write_exactly_what_the_values_write(redis_server: Any)
     assert len(packed_state[":strategies:S-1:State"]) == 2500
     client.delete(*(key for name in results for key in client.keys(f"trader-{name}:*")))
     client.close()
+
+
+def test_load_orders_reads_ahead_in_chunks_and_keeps_what_and_how_it_raises(
+    db: RedisCacheDatabase, redis_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks of 3 orders read by a worker thread ahead of the decoding: every order as
+    `load_order` gives it, in index order; a stored list that cannot be decoded raises what it
+    raised before, and Redis unavailable raises StoreUnavailable."""
+    from tradecache.cache import database as database_module
+    from tradecache.errors import PayloadError
+
+    monkeypatch.setattr(database_module, "READ_AHEAD_CHUNK", 3)
+    for n in range(10):
+        make = OrderEvents(f"O-{n:02d}", trader_id=db.trader_id.value)
+        order = Order(make.initialized())
+        db.add_order(order)
+        if n % 2:
+            order.apply(make.submitted())
+            db.update_order(order)
+    loaded = db.load_orders()
+    assert list(loaded) == [ClientOrderId(f"O-{n:02d}") for n in range(10)]
+    for coid, order in loaded.items():
+        single = db.load_order(coid)
+        assert single is not None and order_snapshot(order) == order_snapshot(single)
+    client = redis.Redis.from_url(redis_server.url)
+    keys = Keys(db.trader_id.value)
+    client.rpush(keys.entity(Collection.ORDERS, "O-04"), b"\x81\xa4type\xa3Bad")
+    with pytest.raises(PayloadError, match="unknown message type 'Bad'"):
+        db.load_orders()
+    client.close()
+    redis_server.stop()
+    try:
+        with pytest.raises(StoreUnavailable, match="load_orders"):
+            db.load_orders()
+    finally:
+        redis_server.start()

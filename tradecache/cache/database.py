@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, runtime_checkable
 
 import redis
@@ -80,6 +81,56 @@ _FLUSH_SCAN_COUNT = 1000
 # Writes per atomic call when batching (see `batch`): big enough to amortise the round trip,
 # small enough that one call holds Redis for well under a millisecond.
 BATCH_SIZE = 256
+
+
+# Entities per READ_SCRIPT call of a read-ahead load: small enough that the first read is short.
+READ_AHEAD_CHUNK = 1000
+
+
+class _ReadAhead:
+    """A collection's stored values chunk by chunk, read by a worker thread ahead of the caller.
+
+    `load_orders()` spends more time decoding than reading; Redis runs the reads in its own
+    process, so the reads of later chunks overlap the decoding of earlier ones. Errors are
+    those of reading everything first: a read that fails raises (StoreUnavailable) when the
+    caller reaches its chunk, and when the caller fails on its own (a stored value it cannot
+    decode), a read error of a later chunk is raised instead, as it would have been before any
+    decoding.
+    """
+
+    def __init__(self, db: RedisCacheDatabase, operation: str, collection: Collection) -> None:
+        self._db = db
+        self._operation = operation
+        with db._unavailable_as(operation):
+            ids = db._members(collection, operation)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="tradecache-read-ahead")
+        self._reads = [
+            self._pool.submit(db._read_chunk, collection, ids[start : start + READ_AHEAD_CHUNK])
+            for start in range(0, len(ids), READ_AHEAD_CHUNK)
+        ]
+        self._read_failed = False
+
+    def __enter__(self) -> Iterator[list[Any]]:
+        return self._chunks()
+
+    def _chunks(self) -> Iterator[list[Any]]:
+        for read in self._reads:
+            try:
+                with self._db._unavailable_as(self._operation):
+                    chunk: list[Any] = read.result()
+            except BaseException:
+                self._read_failed = True
+                raise
+            yield chunk
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: object) -> None:
+        try:
+            if error is not None and not self._read_failed:
+                for read in self._reads:
+                    with self._db._unavailable_as(self._operation):
+                        read.result()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 @runtime_checkable
@@ -263,6 +314,11 @@ class RedisCacheDatabase:
                 chunk = [self._keys.entity(collection, entity_id) for entity_id in ids[start : start + READ_CHUNK]]
                 values.extend(self._read(keys=chunk, args=[command]))
         return {entity_id: read_result(command, value) for entity_id, value in zip(ids, values, strict=True)}
+
+    def _read_chunk(self, collection: Collection, ids: Sequence[str]) -> list[Any]:
+        command = READ_COMMANDS[collection]
+        values = self._read(keys=[self._keys.entity(collection, entity_id) for entity_id in ids], args=[command])
+        return [read_result(command, value) for value in values]
 
     # -- retention (optional; see cache/retention.py) ----------------------------------------
 
@@ -525,12 +581,12 @@ class RedisCacheDatabase:
             Also what `build_indexes` raises, when it runs first.
         """
         orders = {}
-        stored = self._read_all("load_orders", Collection.ORDERS)
-        with gc_paused():
-            for raw in stored.values():
-                order = order_from_events(self._serializer, raw)
-                if order is not None:
-                    orders[order.client_order_id] = order
+        with _ReadAhead(self, "load_orders", Collection.ORDERS) as chunks, gc_paused():
+            for chunk in chunks:
+                for raw in chunk:
+                    order = order_from_events(self._serializer, raw)
+                    if order is not None:
+                        orders[order.client_order_id] = order
         return orders
 
     # -- positions -----------------------------------------------------------------------
