@@ -304,7 +304,11 @@ class Order:
         return {event.event_id for event in self.events}
 
     def has_event(self, event_id: str) -> bool:
-        """Whether an event with this id was applied (or kept) already."""
+        """Whether an event with this id was applied (or kept) already.
+
+        Raises:
+            Nothing.
+        """
         return event_id in self._event_ids
 
     def commissions(self) -> list[Money]:
