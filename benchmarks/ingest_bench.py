@@ -286,7 +286,8 @@ def main() -> None:
         rate = count / seconds
         note = " (under py-spy)" if profile else ""
         print(f"tradecache end to end{note}: {count:,} events in {seconds:.2f} s = {rate:,.0f} events/s "
-              f"({rate / rate_naive:.1f}x the naive sink, {rate / bare_all:.0%} of the bare AckPolicy.ALL consumer)")  # fmt: skip
+              f"({rate / rate_naive:.1f}x the naive sink, "
+              f"{rate / bare_all:.0%} of the bare AckPolicy.ALL consumer)")  # fmt: skip
         rss_backlog = rss_mb(daemon.pid)
         if profile is not None:
             print(profile.table())

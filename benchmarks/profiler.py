@@ -27,7 +27,7 @@ MARKERS: tuple[tuple[str, str, frozenset[str]], ...] = (
     ("metrics", "prometheus_client/metrics.py", frozenset()),
     ("Store.commit (the apply script call)", "cache/aio.py", frozenset({"commit"})),
 )
-STAGES = tuple(dict.fromkeys(stage for stage, _, _ in MARKERS)) + ("other (NATS client, event loop, acks, ...)",)
+STAGES = (*dict.fromkeys(stage for stage, _, _ in MARKERS), "other (NATS client, event loop, acks, ...)")
 _FRAME = re.compile(r"^(?P<function>.*?) \((?P<path>[^:()]*)(?::\d+)?\)$")
 
 
