@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import msgpack
@@ -114,6 +115,17 @@ class Feed:
             out.append(("account", _pack(state)))
         return out
 
+    def orders(self, count: int, window: int = 5000) -> Iterator[list[tuple[str, bytes]]]:
+        """The instruments, then `count` order lifecycles, in windows of about `window` messages."""
+        out = [("instrument", _pack(_instrument(n))) for n in range(20)]
+        for _ in range(count):
+            out.extend(self.lifecycle())
+            if len(out) >= window:
+                yield out
+                out = []
+        if out:
+            yield out
+
     def messages(self, count: int) -> list[tuple[str, bytes]]:
         out = [("instrument", _pack(_instrument(n))) for n in range(20)]
         while len(out) < count:
@@ -131,25 +143,33 @@ def mix(messages: list[tuple[str, bytes]]) -> str:
 
 
 async def prefill(nats_url: str, messages: list[tuple[str, bytes]]) -> int:
+    """Store `messages` in the stream (made if missing); the stream's last sequence after them."""
+    window = 5000
+    return await prefill_windows(
+        nats_url, (messages[start : start + window] for start in range(0, len(messages), window))
+    )
+
+
+async def prefill_windows(nats_url: str, windows: Iterable[list[tuple[str, bytes]]]) -> int:
+    """Store each window of messages before publishing the next; the stream's last sequence."""
     nc = await nats.connect(nats_url, pending_size=256 * 1024 * 1024)
     js = nc.jetstream()
     with contextlib.suppress(Exception):  # already there
         await js.add_stream(name="TRADECACHE", subjects=["tradecache.in.>"])
-    before = (await js.stream_info("TRADECACHE")).state.last_seq
+    target = (await js.stream_info("TRADECACHE")).state.last_seq
     # Core publishes in windows, each flushed and stored before the next: a stream flooded with
     # unacknowledged publishes drops some, and the benchmark would wait for them for ever.
-    window = 5000
-    for start in range(0, len(messages), window):
-        for kind, payload in messages[start : start + window]:
+    for messages in windows:
+        for kind, payload in messages:
             await nc.publish(f"{PREFIX}.{kind}", payload)
         await nc.flush(timeout=60)
-        target = before + min(start + window, len(messages))
-        for _ in range(400):
+        target += len(messages)
+        for _ in range(1000):
             if (await js.stream_info("TRADECACHE")).state.last_seq >= target:
                 break
             await asyncio.sleep(0.01)
         else:
-            raise RuntimeError(f"the stream stored {target - before - window}..{target - before} messages, not all")
+            raise RuntimeError(f"the stream did not store all of the {len(messages)} messages before {target}")
     last: int = (await js.stream_info("TRADECACHE")).state.last_seq
     await nc.close()
     return last
@@ -177,4 +197,4 @@ async def publish_at(nats_url: str, feed: Feed, rate: int, seconds: float) -> li
     return sent
 
 
-__all__ = ["BASE_TS", "PREFIX", "TRADER", "Feed", "mix", "prefill", "publish_at"]
+__all__ = ["BASE_TS", "PREFIX", "TRADER", "Feed", "mix", "prefill", "prefill_windows", "publish_at"]
