@@ -29,6 +29,11 @@ def _pack(data: dict[str, Any]) -> bytes:
     return packed
 
 
+def instruments() -> list[tuple[str, bytes]]:
+    """The 20 currency pairs the order lifecycles trade."""
+    return [("instrument", _pack(_instrument(n))) for n in range(20)]
+
+
 def _instrument(n: int) -> dict[str, Any]:
     return {
         "type": "CurrencyPair", "id": f"P{n:02d}/USD.SIM", "raw_symbol": f"P{n:02d}/USD", "base_currency": "EUR",
@@ -117,7 +122,7 @@ class Feed:
 
     def orders(self, count: int, window: int = 5000) -> Iterator[list[tuple[str, bytes]]]:
         """The instruments, then `count` order lifecycles, in windows of about `window` messages."""
-        out = [("instrument", _pack(_instrument(n))) for n in range(20)]
+        out = instruments()
         for _ in range(count):
             out.extend(self.lifecycle())
             if len(out) >= window:
@@ -127,7 +132,7 @@ class Feed:
             yield out
 
     def messages(self, count: int) -> list[tuple[str, bytes]]:
-        out = [("instrument", _pack(_instrument(n))) for n in range(20)]
+        out = instruments()
         while len(out) < count:
             out.extend(self.lifecycle())
         return out[:count] if len(out) > count else out
@@ -197,4 +202,37 @@ async def publish_at(nats_url: str, feed: Feed, rate: int, seconds: float) -> li
     return sent
 
 
-__all__ = ["BASE_TS", "PREFIX", "TRADER", "Feed", "mix", "prefill", "prefill_windows", "publish_at"]
+async def paced(nats_url: str, feed: Feed, rate: int, seconds: float) -> int:
+    """Core-publish `rate` messages a second for `seconds`; the stream's last sequence after them."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    sent, last = 0, 0
+    start = time.perf_counter()
+    pending: list[tuple[str, bytes]] = []
+    while time.perf_counter() - start < seconds:
+        due = int((time.perf_counter() - start) * rate)
+        while sent < due:
+            if not pending:
+                pending = feed.lifecycle()
+            kind, payload = pending.pop(0)
+            await nc.publish(f"{PREFIX}.{kind}", payload)
+            sent += 1
+        await asyncio.sleep(0.001)
+    await nc.flush()
+    last = (await js.stream_info("TRADECACHE")).state.last_seq
+    await nc.close()
+    return last
+
+
+__all__ = [
+    "BASE_TS",
+    "PREFIX",
+    "TRADER",
+    "Feed",
+    "instruments",
+    "mix",
+    "paced",
+    "prefill",
+    "prefill_windows",
+    "publish_at",
+]

@@ -48,7 +48,7 @@ from prometheus_client.parser import text_string_to_metric_families
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import profiler
-from benchmarks.daemon_runner import quantile, rss_mb, start_daemon, wait_ready
+from benchmarks.daemon_runner import quantile, rss_mb, server_versions, start_daemon, wait_ready
 from benchmarks.feed import PREFIX, TRADER, Feed, mix, prefill, publish_at
 from tradecache.cache.keys import Keys
 from tradecache.dev.stack import NatsServer, RedisServer, free_port
@@ -252,7 +252,7 @@ def main() -> None:
         feed = Feed(uuid.uuid4().hex[:6])
         messages = feed.messages(args.events)
         print(f"stream: {len(messages):,} messages ({mix(messages)})")
-        print(f"redis-server {redis_server.binary}, nats-server {nats_server.binary}")
+        print(f"servers: {server_versions(redis_server.binary, nats_server.binary)}")
         last = asyncio.run(prefill(nats_server.url, messages))
         count = len(messages)
 

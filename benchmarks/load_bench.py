@@ -44,7 +44,7 @@ import nats
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import nautilus_load, stored
-from benchmarks.daemon_runner import start_daemon, wait_ready
+from benchmarks.daemon_runner import server_versions, start_daemon, wait_ready
 from tradecache.cache.keys import Keys
 from tradecache.client import CacheClient
 from tradecache.dev.stack import NatsServer, RedisServer, free_port
@@ -258,7 +258,7 @@ def main() -> None:
     try:
         redis_server.start()
         nats_server.start()
-        print(f"redis-server {redis_server.binary}, nats-server {nats_server.binary}")
+        print(f"servers: {server_versions(redis_server.binary, nats_server.binary)}")
         store(redis_server.url, args.orders, args.cold)
         ours = python_load_orders(redis_server.url, args.orders, args.attempts)
         theirs, version = nautilus_load_orders(redis_server.url, args.orders, args.attempts)

@@ -32,7 +32,7 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import nautilus_load, stored
-from benchmarks.daemon_runner import rss_mb, start_daemon, wait_ready
+from benchmarks.daemon_runner import rss_mb, server_versions, start_daemon, wait_ready
 from benchmarks.feed import TRADER, Feed, prefill_windows
 from benchmarks.ingest_bench import wait_checkpoint
 from benchmarks.load_bench import raw_pages
@@ -59,7 +59,7 @@ async def load_orders_service(nats_url: str) -> tuple[float, float, int]:
     return timings[0], timings[1], size // 1_000_000
 
 
-def one_size(orders: int, nautilus_max: int) -> dict[str, float]:
+def one_size(orders: int, nautilus_max: int, show_servers: bool) -> dict[str, float]:
     folder = Path(tempfile.mkdtemp(prefix="tc-scale-bench-"))
     redis_server = RedisServer(data_dir=folder / "redis", appendonly=True)
     nats_server = NatsServer(data_dir=folder / "nats")
@@ -68,6 +68,8 @@ def one_size(orders: int, nautilus_max: int) -> dict[str, float]:
     daemon: subprocess.Popen[bytes] | None = None
     row: dict[str, float] = {"orders": orders}
     try:
+        if show_servers:
+            print(f"servers: {server_versions(redis_server.binary, nats_server.binary)}")
         started = time.perf_counter()
         last = asyncio.run(prefill_windows(nats_server.url, Feed(uuid.uuid4().hex[:6]).orders(orders)))
         row["messages"] = last
@@ -145,7 +147,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a tiny run that checks the benchmark still works")
     args = parser.parse_args()
     sizes = [200, 400] if args.quick else [int(size) for size in args.sizes.split(",")]
-    rows = [one_size(size, args.nautilus_max) for size in sizes]
+    rows = [one_size(size, args.nautilus_max, show_servers=n == 0) for n, size in enumerate(sizes)]
     print(table(rows))
     growth = rows[-1]
     base = rows[0]
