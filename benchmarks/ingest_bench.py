@@ -238,6 +238,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=1000, help="events/s of the paced phase")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--profile", action="store_true", help="sample the daemon with py-spy during the backlog")
+    parser.add_argument("--profile-raw", type=Path, help="also keep py-spy's raw stacks in this file")
     parser.add_argument("--quick", action="store_true", help="a tiny run that checks the benchmark still works")
     args = parser.parse_args()
     if args.quick:
@@ -291,6 +292,8 @@ def main() -> None:
         rss_backlog = rss_mb(daemon.pid)
         if profile is not None:
             print(profile.table())
+            if args.profile_raw is not None:
+                shutil.copyfile(folder / "profile.txt", args.profile_raw)
 
         before = scrape_lag(port)
         lags = asyncio.run(paced_with_lag(nats_server.url, redis_server.url, feed, args.rate, args.paced_seconds))

@@ -26,6 +26,7 @@ MARKERS: tuple[tuple[str, str, frozenset[str]], ...] = (
     ("metrics", "daemon/metrics.py", frozenset()),
     ("metrics", "prometheus_client/metrics.py", frozenset()),
     ("Store.commit (the apply script call)", "cache/aio.py", frozenset({"commit"})),
+    ("Store.read_state (the stored state a batch needs)", "cache/aio.py", frozenset({"read_state"})),
 )
 STAGES = (*dict.fromkeys(stage for stage, _, _ in MARKERS), "other (NATS client, event loop, acks, ...)")
 _FRAME = re.compile(r"^(?P<function>.*?) \((?P<path>[^:()]*)(?::\d+)?\)$")

@@ -107,11 +107,12 @@ def test_the_profile_counts_a_sample_for_the_outermost_stage() -> None:
         f"{process};check (/x/tradecache/ingest/intake.py:130);from_map (/x/tradecache/serialization/msgpack.py:9) 30",
         f"{process};apply_batch (/x/tradecache/ingest/batch.py:70);apply (/x/tradecache/model/ledger.py:200) 20",
         f"{process};_record (/x/tradecache/ingest/consumer.py:621);labels (prometheus_client/metrics.py:1) 15",
-        f"{process};commit (/x/tradecache/cache/aio.py:97);pack (redis/_parsers/encoders.py:3) 25",
+        f"{process};commit (/x/tradecache/cache/aio.py:97);pack (redis/_parsers/encoders.py:3) 20",
+        f"{process};read_state (/x/tradecache/cache/aio.py:128);pack (redis/_parsers/encoders.py:3) 5",
         f"{loop};_read (nats/aio/client.py:10) 10",
         "not a stack line",
     ])  # fmt: skip
     profile = parse(raw)
     assert profile.samples == 100
-    assert [round(profile.shares[stage] * 100) for stage in STAGES] == [30, 20, 15, 25, 10]
+    assert [round(profile.shares[stage] * 100) for stage in STAGES] == [30, 20, 15, 20, 5, 10]
     assert stage_of(["Intake.check (/x/tradecache/ingest/intake.py:130)"]) == STAGES[0]
