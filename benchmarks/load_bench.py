@@ -211,29 +211,34 @@ async def measure(nats_url: str, args: argparse.Namespace) -> dict[str, float]:
     return figures
 
 
-def python_load_orders(redis_url: str, expected: int, attempts: int) -> float:
-    """tradecache's `RedisCacheDatabase.load_orders()` of BULK_TRADER, best of `attempts`."""
+def python_load_orders(redis_url: str, expected: int, attempts: int) -> list[float]:
+    """tradecache's `RedisCacheDatabase.load_orders()` of BULK_TRADER, `attempts` times: seconds."""
     db = stored.database(redis_url, BULK_TRADER)
-    best = float("inf")
+    timings = []
     try:
         for _ in range(attempts):
             started = time.perf_counter()
             orders = db.load_orders()
-            best = min(best, time.perf_counter() - started)
+            timings.append(time.perf_counter() - started)
             assert len(orders) == expected, len(orders)
     finally:
         db.close()
-    return best
+    return timings
 
 
-def nautilus_load_orders(redis_url: str, expected: int, attempts: int) -> tuple[float, str]:
-    """NautilusTrader's own `load_orders()` of BULK_TRADER (a process each time), best of `attempts`."""
-    best, version = float("inf"), ""
+def nautilus_load_orders(redis_url: str, expected: int, attempts: int) -> tuple[list[float], str]:
+    """NautilusTrader's own `load_orders()` of BULK_TRADER, a process each time: seconds, its version."""
+    timings, version = [], ""
     for _ in range(attempts):
         result = nautilus_load.run(redis_url, BULK_TRADER)
         assert result["orders"] == expected, result
-        best, version = min(best, result["seconds"]), result["version"]
-    return best, version
+        timings.append(result["seconds"])
+        version = result["version"]
+    return timings, version
+
+
+def runs(timings: list[float]) -> str:
+    return ", ".join(f"{seconds:.3f}" for seconds in timings)
 
 
 def main() -> None:
@@ -260,12 +265,14 @@ def main() -> None:
         nats_server.start()
         print(f"servers: {server_versions(redis_server.binary, nats_server.binary)}")
         store(redis_server.url, args.orders, args.cold)
-        ours = python_load_orders(redis_server.url, args.orders, args.attempts)
-        theirs, version = nautilus_load_orders(redis_server.url, args.orders, args.attempts)
+        our_runs = python_load_orders(redis_server.url, args.orders, args.attempts)
+        their_runs, version = nautilus_load_orders(redis_server.url, args.orders, args.attempts)
+        ours, theirs = min(our_runs), min(their_runs)
         print(f"load_orders() of {args.orders:,} orders of 4 events, the same Redis contents, best of {args.attempts}:")
-        print(f"  NautilusTrader {version} CacheDatabaseAdapter.load_orders(): {theirs:.3f} s")
+        print(f"  NautilusTrader {version} CacheDatabaseAdapter.load_orders(): {theirs:.3f} s "
+              f"(runs: {runs(their_runs)})")  # fmt: skip
         print(f"  tradecache RedisCacheDatabase.load_orders():            {ours:.3f} s "
-              f"({theirs / ours:.1f}x faster)")  # fmt: skip
+              f"({theirs / ours:.1f}x faster) (runs: {runs(our_runs)})")  # fmt: skip
         port = free_port()
         config = {
             "trader_id": TRADER,
