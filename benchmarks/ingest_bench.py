@@ -85,7 +85,9 @@ async def hand_pull(nats_url: str, count: int, ack_each: bool) -> float:
     async def on_message(msg: Any) -> None:
         nonlocal received, in_pull
         if not msg.data and msg.headers and msg.headers.get("Status"):
-            return  # the end of a pull that came up short: the next one is already asked for
+            in_pull = 0  # a pull that ended short (no messages yet, expired): ask again
+            await pull()
+            return
         received += 1
         in_pull += 1
         if ack_each:

@@ -34,9 +34,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import nautilus_load, stored
 from benchmarks.daemon_runner import rss_mb, server_versions, start_daemon, wait_ready
 from benchmarks.feed import TRADER, Feed, prefill_windows
-from benchmarks.ingest_bench import wait_checkpoint
 from benchmarks.load_bench import raw_pages
+from tradecache.cache.keys import Keys
 from tradecache.dev.stack import NatsServer, RedisServer, free_port
+
+
+def ingest_with_progress(client: redis.Redis, last: int, every: float) -> float:
+    """Wait for the checkpoint to reach `last`, printing the rate of each `every` seconds (a cliff
+    shows as it happens); the seconds it took."""
+    key = Keys(TRADER).checkpoint()
+    started = mark = time.perf_counter()
+    done_at_mark = 0
+    while True:
+        done = int(client.get(key) or 0)
+        now = time.perf_counter()
+        if done >= last:
+            return now - started
+        if now - mark >= every:
+            rate = (done - done_at_mark) / (now - mark)
+            print(f"    {now - started:6.0f} s: {done:,} of {last:,} messages, {rate:,.0f} events/s "
+                  f"in the last {every:g} s", flush=True)  # fmt: skip
+            mark, done_at_mark = now, done
+        time.sleep(0.005)
 
 
 def peak_mb(pid: int) -> float:
@@ -59,7 +78,7 @@ async def load_orders_service(nats_url: str) -> tuple[float, float, int]:
     return timings[0], timings[1], size // 1_000_000
 
 
-def one_size(orders: int, nautilus_max: int, show_servers: bool) -> dict[str, float]:
+def one_size(orders: int, nautilus_max: int, progress: float, show_servers: bool) -> dict[str, float]:
     folder = Path(tempfile.mkdtemp(prefix="tc-scale-bench-"))
     redis_server = RedisServer(data_dir=folder / "redis", appendonly=True)
     nats_server = NatsServer(data_dir=folder / "nats")
@@ -86,9 +105,7 @@ def one_size(orders: int, nautilus_max: int, show_servers: bool) -> dict[str, fl
         daemon = start_daemon(folder, "daemon", config)
         client = redis.Redis.from_url(redis_server.url)
         wait_ready(port, timeout=120)
-        started = time.perf_counter()
-        wait_checkpoint(client, last)
-        row["ingest_s"] = time.perf_counter() - started
+        row["ingest_s"] = ingest_with_progress(client, last, progress)
         row["ingest_rate"] = last / row["ingest_s"]
         row["rss_ingest"] = rss_mb(daemon.pid)
         row["redis_mb"] = int(client.info("memory")["used_memory"]) / 2**20
@@ -144,10 +161,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10000,100000,1000000", help="stored orders, comma-separated")
     parser.add_argument("--nautilus-max", type=int, default=100_000, help="NautilusTrader's load up to this size")
+    parser.add_argument("--progress", type=float, default=30.0, help="print the ingest rate every this many seconds")
     parser.add_argument("--quick", action="store_true", help="a tiny run that checks the benchmark still works")
     args = parser.parse_args()
     sizes = [200, 400] if args.quick else [int(size) for size in args.sizes.split(",")]
-    rows = [one_size(size, args.nautilus_max, show_servers=n == 0) for n, size in enumerate(sizes)]
+    rows = [one_size(size, args.nautilus_max, args.progress, show_servers=n == 0) for n, size in enumerate(sizes)]
     print(table(rows))
     growth = rows[-1]
     base = rows[0]
