@@ -28,7 +28,10 @@ MARKERS: tuple[tuple[str, str, frozenset[str]], ...] = (
     ("Store.commit (the apply script call)", "cache/aio.py", frozenset({"commit"})),
     ("Store.read_state (the stored state a batch needs)", "cache/aio.py", frozenset({"read_state"})),
 )
-STAGES = (*dict.fromkeys(stage for stage, _, _ in MARKERS), "other (NATS client, event loop, acks, ...)")
+LOOP = "NATS client and event loop (no tradecache frame below the loop: socket writes, parsing, select)"
+OTHER = "other tradecache code (pulling, acking, pipeline glue, logging)"
+STAGES = (*dict.fromkeys(stage for stage, _, _ in MARKERS), LOOP, OTHER)
+_ENTRY = ("tradecache/cli.py", "tradecache/__main__.py")  # below these every sample sits
 _FRAME = re.compile(r"^(?P<function>.*?) \((?P<path>[^:()]*)(?::\d+)?\)$")
 
 
@@ -44,6 +47,7 @@ class Profile:
 
 
 def stage_of(stack: list[str]) -> str:
+    ours = False
     for frame in stack:
         match = _FRAME.match(frame.strip())
         if match is None:
@@ -53,7 +57,8 @@ def stage_of(stack: list[str]) -> str:
         for stage, suffix, functions in MARKERS:
             if path.endswith(suffix) and (not functions or function in functions):
                 return stage
-    return STAGES[-1]
+        ours = ours or ("tradecache/" in path and not path.endswith(_ENTRY))
+    return OTHER if ours else LOOP
 
 
 def parse(raw: str) -> Profile:
@@ -90,4 +95,4 @@ def stop(recorder: subprocess.Popen[bytes], output: Path) -> Profile:
     return parse(output.read_text())
 
 
-__all__ = ["STAGES", "Profile", "parse", "stage_of", "start", "stop"]
+__all__ = ["LOOP", "OTHER", "STAGES", "Profile", "parse", "stage_of", "start", "stop"]

@@ -109,10 +109,11 @@ def test_the_profile_counts_a_sample_for_the_outermost_stage() -> None:
         f"{process};_record (/x/tradecache/ingest/consumer.py:621);labels (prometheus_client/metrics.py:1) 15",
         f"{process};commit (/x/tradecache/cache/aio.py:97);pack (redis/_parsers/encoders.py:3) 20",
         f"{process};read_state (/x/tradecache/cache/aio.py:128);pack (redis/_parsers/encoders.py:3) 5",
-        f"{loop};_read (nats/aio/client.py:10) 10",
+        f"{loop};_read (nats/aio/client.py:10) 6",
+        f"{process};_take (/x/tradecache/ingest/consumer.py:534) 4",
         "not a stack line",
     ])  # fmt: skip
     profile = parse(raw)
     assert profile.samples == 100
-    assert [round(profile.shares[stage] * 100) for stage in STAGES] == [30, 20, 15, 20, 5, 10]
+    assert [round(profile.shares[stage] * 100) for stage in STAGES] == [30, 20, 15, 20, 5, 6, 4]
     assert stage_of(["Intake.check (/x/tradecache/ingest/intake.py:130)"]) == STAGES[0]
