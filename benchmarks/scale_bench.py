@@ -78,7 +78,7 @@ async def load_orders_service(nats_url: str) -> tuple[float, float, int]:
     return timings[0], timings[1], size // 1_000_000
 
 
-def one_size(orders: int, nautilus_max: int, progress: float, show_servers: bool) -> dict[str, float]:
+def one_size(args: argparse.Namespace, orders: int, show_servers: bool) -> dict[str, float]:
     folder = Path(tempfile.mkdtemp(prefix="tc-scale-bench-"))
     redis_server = RedisServer(data_dir=folder / "redis", appendonly=True)
     nats_server = NatsServer(data_dir=folder / "nats")
@@ -102,10 +102,12 @@ def one_size(orders: int, nautilus_max: int, progress: float, show_servers: bool
             "http": {"listen": f"127.0.0.1:{port}"},
             "logging": {"level": "WARNING"},
         }
+        if args.memory_budget is not None:
+            config["ingest"] = {"memory_budget_bytes": args.memory_budget}
         daemon = start_daemon(folder, "daemon", config)
         client = redis.Redis.from_url(redis_server.url)
         wait_ready(port, timeout=120)
-        row["ingest_s"] = ingest_with_progress(client, last, progress)
+        row["ingest_s"] = ingest_with_progress(client, last, args.progress)
         row["ingest_rate"] = last / row["ingest_s"]
         row["rss_ingest"] = rss_mb(daemon.pid)
         row["redis_mb"] = int(client.info("memory")["used_memory"]) / 2**20
@@ -125,7 +127,7 @@ def one_size(orders: int, nautilus_max: int, progress: float, show_servers: bool
         db.close()
         assert loaded == orders, (loaded, orders)
         text = f"  load_orders(): {row['python_load']:.2f} s"
-        if orders <= nautilus_max:
+        if orders <= args.nautilus_max:
             result = nautilus_load.run(redis_server.url, TRADER)
             assert result["orders"] == orders, result
             row["nautilus_load"] = result["seconds"]
@@ -162,10 +164,11 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000,1000000", help="stored orders, comma-separated")
     parser.add_argument("--nautilus-max", type=int, default=100_000, help="NautilusTrader's load up to this size")
     parser.add_argument("--progress", type=float, default=30.0, help="print the ingest rate every this many seconds")
+    parser.add_argument("--memory-budget", type=int, help="the daemon's ingest.memory_budget_bytes (default: its own)")
     parser.add_argument("--quick", action="store_true", help="a tiny run that checks the benchmark still works")
     args = parser.parse_args()
     sizes = [200, 400] if args.quick else [int(size) for size in args.sizes.split(",")]
-    rows = [one_size(size, args.nautilus_max, args.progress, show_servers=n == 0) for n, size in enumerate(sizes)]
+    rows = [one_size(args, size, show_servers=n == 0) for n, size in enumerate(sizes)]
     print(table(rows))
     growth = rows[-1]
     base = rows[0]
