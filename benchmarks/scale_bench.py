@@ -170,15 +170,15 @@ def main() -> None:
     sizes = [200, 400] if args.quick else [int(size) for size in args.sizes.split(",")]
     rows = [one_size(args, size, show_servers=n == 0) for n, size in enumerate(sizes)]
     print(table(rows))
-    growth = rows[-1]
-    base = rows[0]
+    growth, base = rows[-1], rows[0]
     factor = growth["orders"] / base["orders"]
-    print(f"from {base['orders']:,.0f} to {growth['orders']:,.0f} orders ({factor:,.0f}x): ingest rate "
-          f"{growth['ingest_rate'] / base['ingest_rate']:.2f}x, load_orders() time "
-          f"{growth['python_load'] / base['python_load']:.1f}x, load.orders first "
-          f"{growth['service_first'] / base['service_first']:.1f}x, Redis memory "
-          f"{growth['redis_mb'] / base['redis_mb']:.1f}x, daemon RSS after ingest "
-          f"{growth['rss_ingest'] / base['rss_ingest']:.2f}x")  # fmt: skip
+    if len(rows) > 1:
+        print(f"from {base['orders']:,.0f} to {growth['orders']:,.0f} orders ({factor:,.0f}x): ingest rate "
+              f"{growth['ingest_rate'] / base['ingest_rate']:.2f}x, load_orders() time "
+              f"{growth['python_load'] / base['python_load']:.1f}x, load.orders first "
+              f"{growth['service_first'] / base['service_first']:.1f}x, Redis memory "
+              f"{growth['redis_mb'] / base['redis_mb']:.1f}x, daemon RSS after ingest "
+              f"{growth['rss_ingest'] / base['rss_ingest']:.2f}x")  # fmt: skip
     wanted = {10_000, 100_000, 1_000_000}
     missing = ", ".join(f"{size:,}" for size in sorted(wanted - set(sizes))) or "none"
     met = "MET" if wanted <= set(sizes) else "NOT MET"
