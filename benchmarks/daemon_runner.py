@@ -26,6 +26,15 @@ def start_daemon(folder: Path, name: str, config: dict[str, Any]) -> subprocess.
         )
 
 
+def server_versions(*binaries: Path) -> str:
+    """What each server binary says of its version, with its path: figures depend on both."""
+    said = []
+    for binary in binaries:
+        out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, check=False).stdout.strip()
+        said.append(f"{binary} ({out.splitlines()[0] if out else '?'})")
+    return ", ".join(said)
+
+
 def wait_ready(port: int, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -63,4 +72,4 @@ def quantile(q: float, buckets: dict[float, float]) -> float:
     return lower
 
 
-__all__ = ["quantile", "rss_mb", "start_daemon", "wait_ready"]
+__all__ = ["quantile", "rss_mb", "server_versions", "start_daemon", "wait_ready"]

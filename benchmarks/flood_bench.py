@@ -43,8 +43,9 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.daemon_runner import quantile, start_daemon, wait_ready
-from benchmarks.ingest_bench import PREFIX, TRADER, Feed, _instrument, _pack, paced, scrape_lag, wait_checkpoint
-from benchmarks.load_bench import four_event_orders
+from benchmarks.feed import PREFIX, TRADER, Feed, instruments, paced
+from benchmarks.ingest_bench import scrape_lag, wait_checkpoint
+from benchmarks.stored import store_four_event_orders
 from tradecache.cache import CacheDatabaseConfig, RedisCacheDatabase
 from tradecache.dev.stack import NatsServer, RedisServer, free_port
 from tradecache.model.identifiers import TraderId
@@ -72,7 +73,7 @@ def store(redis_url: str, orders: int) -> None:
         TraderId(TRADER), logging.getLogger("bench"), MsgPackSerializer(), CacheDatabaseConfig.from_url(redis_url)
     )
     with db.batch():
-        four_event_orders(db, TRADER, orders)
+        store_four_event_orders(db, TRADER, orders)
     db.close()
 
 
@@ -146,8 +147,8 @@ async def flood(nats_url: str, clients: int, seconds: float, paged: bool) -> tup
 
 async def publish_instruments(nats_url: str) -> None:
     nc = await nats.connect(nats_url)
-    for n in range(20):
-        await nc.publish(f"{PREFIX}.instrument", _pack(_instrument(n)))
+    for kind, payload in instruments():
+        await nc.publish(f"{PREFIX}.{kind}", payload)
     await nc.flush()
     await nc.close()
 
@@ -206,7 +207,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rate", type=int, default=500, help="events published per second during each phase")
     parser.add_argument("--phases", default="unpaged,paged", help="which floods to run (default: both)")
+    parser.add_argument("--quick", action="store_true", help="a tiny run that checks the benchmark still works")
     args = parser.parse_args()
+    if args.quick:
+        args.orders, args.clients, args.seconds = 300, 4, 1.0
     folder = Path(tempfile.mkdtemp(prefix="tc-flood-bench-"))
     redis_server = RedisServer(data_dir=folder / "redis", appendonly=False)
     nats_server = NatsServer(data_dir=folder / "nats")

@@ -1,23 +1,34 @@
-"""End-to-end ingest throughput and lag, beside a naive sink measured in the same run.
+"""Ingest throughput, lag, memory and rebuild rate, beside bare consumers and a naive sink of the same run.
 
-1. Pre-fills JetStream with N messages (default 100k) in a realistic mix: ~70% order events,
-   ~15% fills with positions, ~10% account states, ~5% SubmitOrder commands.
-2. tradecache (`python -m tradecache run`, a separate process): events/s from ready to the
-   checkpoint reaching the last sequence (every message decoded, validated, applied, in Redis,
-   acked), and its RSS.
-3. A naive sink on the same stream: nats-py fetch(), then one awaited RPUSH and one ack per
-   message (measured on the first `--naive` messages).
-4. Event lag p50/p99 while publishing at a steady 1,000 events/s (from tradecache's histogram).
+1. Pre-fills JetStream with N messages (default 100k) of `benchmarks/feed.py`'s workload.
+2. Bare JetStream consumers that do nothing else, each reading all N messages: a hand-made pull
+   (requests to `$JS.API.CONSUMER.MSG.NEXT`) with AckPolicy.ALL (one ack per pull), the same with
+   an ack per message, and nats-py's `fetch()` with an ack per message. They bound what the
+   consumer protocol allows on this machine.
+3. A naive sink (nats-py `fetch()`, one awaited RPUSH and one ack per message): the baseline of goal 1.
+4. tradecache (`python -m tradecache run`, its own process): events/s from ready to the checkpoint
+   reaching the last sequence (every message decoded, validated, applied, committed with its
+   checkpoint, acked). With `--profile`, py-spy samples the daemon meanwhile and the time is split
+   into the ingest stages (`benchmarks/profiler.py`); the rate is then lower than without it.
+5. Event lag while publishing at a steady 1,000 events/s: the daemon's histogram (JetStream
+   timestamp to committed) and an external measure (before the publish to the moment the
+   checkpoint, committed atomically with the event, shows it readable in Redis).
+6. RSS at ready, after the backlog and at the end.
+7. `tradecache rebuild` into an emptied Redis (the daemon stopped first), events/s beside ingest.
+Each goal of issue 15 that this benchmark measures is printed with MET or NOT MET.
 
 Usage: python benchmarks/ingest_bench.py [--events 100000] [--naive 20000] [--paced-seconds 10]
-Private redis-server and nats-server are started on free ports.
+                                         [--profile] [--quick]
+Private redis-server (AOF everysec) and nats-server are started on free ports.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import bisect
+import json
+import re
 import shutil
 import signal
 import subprocess
@@ -29,178 +40,114 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import nats
 import redis
+from nats.js.api import AckPolicy, ConsumerConfig
 from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.daemon_runner import quantile, rss_mb, start_daemon, wait_ready
+from benchmarks import profiler
+from benchmarks.daemon_runner import quantile, rss_mb, server_versions, start_daemon, wait_ready
+from benchmarks.feed import PREFIX, TRADER, Feed, mix, prefill, publish_at
 from tradecache.cache.keys import Keys
 from tradecache.dev.stack import NatsServer, RedisServer, free_port
 
-TRADER = "BENCH-001"
-PREFIX = f"tradecache.in.{TRADER}"
-BASE_TS = 1_764_000_000_000_000_000
+STREAM = "TRADECACHE"
+PULL = 256
 
 
-def _pack(data: dict[str, Any]) -> bytes:
-    packed: bytes = msgpack.packb(data, use_bin_type=True)
-    return packed
+def verdict(met: bool) -> str:
+    return "MET" if met else "NOT MET"
 
 
-def _instrument(n: int) -> dict[str, Any]:
-    return {
-        "type": "CurrencyPair", "id": f"P{n:02d}/USD.SIM", "raw_symbol": f"P{n:02d}/USD", "base_currency": "EUR",
-        "quote_currency": "USD", "price_precision": 5, "price_increment": "0.00001", "size_precision": 0,
-        "size_increment": "1", "multiplier": "1", "lot_size": "1000", "max_quantity": None, "min_quantity": None,
-        "max_notional": None, "min_notional": None, "max_price": None, "min_price": None, "margin_init": "0.03",
-        "margin_maint": "0.03", "maker_fee": "0.00002", "taker_fee": "0.00002", "ts_event": str(BASE_TS),
-        "ts_init": str(BASE_TS), "tick_scheme_name": None, "info": None,
-    }  # fmt: skip
+# -- bare consumers ------------------------------------------------------------------------------
 
 
-class Feed:
-    """Generates the message mix, order lifecycle by order lifecycle."""
-
-    def __init__(self, run: str) -> None:
-        self.run = run
-        self.ts = BASE_TS
-        self.order = 0
-        self.trade = 0
-
-    def _tick(self) -> str:
-        self.ts += 1000
-        return str(self.ts)
-
-    def _head(self, coid: str, instrument: str) -> dict[str, Any]:
-        return {"trader_id": TRADER, "strategy_id": "Bench-001", "instrument_id": instrument, "client_order_id": coid}
-
-    def lifecycle(self) -> list[tuple[str, bytes]]:
-        n = self.order = self.order + 1
-        instrument = f"P{n % 20:02d}/USD.SIM"
-        coid = f"O-{self.run}-{n}"
-        side = "BUY" if (n // 20) % 2 == 0 else "SELL"
-        head = self._head(coid, instrument)
-        ts = self._tick()
-        init = {
-            "type": "OrderInitialized", **head, "order_side": side, "order_type": "LIMIT", "quantity": "100000",
-            "time_in_force": "GTC", "post_only": False, "reduce_only": False, "quote_quantity": False,
-            "options": {"price": "1.10000", "display_qty": None, "expire_time_ns": 0},
-            "emulation_trigger": "NO_TRIGGER", "trigger_instrument_id": None, "contingency_type": "NO_CONTINGENCY",
-            "order_list_id": None, "linked_order_ids": None, "parent_order_id": None, "exec_algorithm_id": None,
-            "exec_algorithm_params": None, "exec_spawn_id": None, "tags": None, "event_id": str(uuid.uuid4()),
-            "ts_init": ts, "ts_event": ts, "reconciliation": False,
-        }  # fmt: skip
-        out: list[tuple[str, bytes]] = []
-        if n % 3 == 0:
-            nested = {**init, "ts_init": int(ts), "ts_event": int(ts)}
-            command = {
-                "type": "SubmitOrder", "client_id": None, "trader_id": TRADER, "strategy_id": "Bench-001",
-                "order": nested, "position_id": None, "command_id": str(uuid.uuid4()), "ts_init": self._tick(),
-            }  # fmt: skip
-            out.append(("command", _pack(command)))
-        out.append(("order", _pack(init)))
-        venue = f"V-{self.run}-{n}"
-
-        def event(kind: str, **fields: Any) -> None:
-            t = self._tick()
-            body = {"type": kind, **head, **fields, "event_id": str(uuid.uuid4()), "ts_event": t, "ts_init": t}
-            out.append(("order", _pack(body)))
-
-        event("OrderSubmitted", account_id="SIM-001")
-        event("OrderAccepted", venue_order_id=venue, account_id="SIM-001", reconciliation=False)
-        if n % 6 != 0:
-            event("OrderPendingUpdate", venue_order_id=venue, account_id="SIM-001", reconciliation=False)
-            event("OrderUpdated", venue_order_id=venue, account_id="SIM-001", quantity="100000", price="1.10001",
-                  trigger_price=None, reconciliation=False)  # fmt: skip
-        self.trade += 1
-        t = self._tick()
-        fill = {
-            "type": "OrderFilled", **head, "venue_order_id": venue, "account_id": "SIM-001",
-            "trade_id": f"T-{self.run}-{self.trade}", "position_id": f"{instrument}-Bench-001", "order_side": side,
-            "order_type": "LIMIT", "last_qty": "100000", "last_px": "1.10001", "currency": "USD",
-            "commission": "2.20 USD", "liquidity_side": "MAKER", "event_id": str(uuid.uuid4()), "ts_event": t,
-            "ts_init": t, "info": {}, "reconciliation": False,
-        }  # fmt: skip
-        out.append(("order", _pack(fill)))
-        if n % 3 != 2:
-            state = {
-                "type": "AccountState", "account_id": "SIM-001", "account_type": "MARGIN", "base_currency": "USD",
-                "balances": [{"type": "AccountBalance", "total": "1000000.00", "locked": "3300.00",
-                              "free": "996700.00", "currency": "USD"}],
-                "margins": [], "reported": True, "info": {}, "event_id": str(uuid.uuid4()), "ts_event": self._tick(),
-                "ts_init": str(self.ts),
-            }  # fmt: skip
-            out.append(("account", _pack(state)))
-        return out
-
-    def messages(self, count: int) -> list[tuple[str, bytes]]:
-        out = [("instrument", _pack(_instrument(n))) for n in range(20)]
-        while len(out) < count:
-            out.extend(self.lifecycle())
-        return out[:count] if len(out) > count else out
-
-
-def mix(messages: list[tuple[str, bytes]]) -> str:
-    counts: dict[str, int] = {}
-    for kind, payload in messages:
-        name = msgpack.unpackb(payload, raw=False)["type"]
-        label = "fills" if name == "OrderFilled" else kind
-        counts[label] = counts.get(label, 0) + 1
-    return ", ".join(f"{k} {v / len(messages):.0%}" for k, v in sorted(counts.items()))
-
-
-async def prefill(nats_url: str, messages: list[tuple[str, bytes]]) -> int:
-    nc = await nats.connect(nats_url, pending_size=256 * 1024 * 1024)
+async def hand_pull(nats_url: str, count: int, ack_each: bool) -> float:
+    """Pulls by hand, PULL messages at a time, counting them; acks each, or the last of each pull
+    (AckPolicy.ALL). The next pull is asked for as soon as one is complete."""
+    nc = await nats.connect(nats_url)
     js = nc.jetstream()
-    with contextlib.suppress(Exception):  # already there
-        await js.add_stream(name="TRADECACHE", subjects=["tradecache.in.>"])
-    before = (await js.stream_info("TRADECACHE")).state.last_seq
-    # Core publishes in windows, each flushed and stored before the next: a stream flooded with
-    # unacknowledged publishes drops some, and the benchmark would wait for them for ever.
-    window = 5000
-    for start in range(0, len(messages), window):
-        for kind, payload in messages[start : start + window]:
-            await nc.publish(f"{PREFIX}.{kind}", payload)
-        await nc.flush(timeout=60)
-        target = before + min(start + window, len(messages))
-        for _ in range(400):
-            if (await js.stream_info("TRADECACHE")).state.last_seq >= target:
-                break
-            await asyncio.sleep(0.01)
-        else:
-            raise RuntimeError(f"the stream stored {target - before - window}..{target - before} messages, not all")
-    last: int = (await js.stream_info("TRADECACHE")).state.last_seq
+    name = f"bare-{'each' if ack_each else 'all'}-{uuid.uuid4().hex[:6]}"
+    policy = AckPolicy.EXPLICIT if ack_each else AckPolicy.ALL
+    await js.add_consumer(STREAM, ConsumerConfig(durable_name=name, ack_policy=policy, max_ack_pending=-1,
+                                                 filter_subject=f"{PREFIX}.>"))  # fmt: skip
+    inbox = nc.new_inbox()
+    received = 0
+    in_pull = 0
+    done = asyncio.Event()
+
+    async def pull() -> None:
+        body = {"batch": min(PULL, count - received), "expires": 5_000_000_000}
+        await nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{name}", json.dumps(body).encode(), reply=inbox)
+
+    async def on_message(msg: Any) -> None:
+        nonlocal received, in_pull
+        if not msg.data and msg.headers and msg.headers.get("Status"):
+            in_pull = 0  # a pull that ended short (no messages yet, expired): ask again
+            await pull()
+            return
+        received += 1
+        in_pull += 1
+        if ack_each:
+            await nc.publish(msg.reply, b"+ACK")
+        if received >= count:
+            if not ack_each:
+                await nc.publish(msg.reply, b"+ACK")
+            done.set()
+        elif in_pull >= PULL:
+            if not ack_each:
+                await nc.publish(msg.reply, b"+ACK")
+            in_pull = 0
+            await pull()
+
+    await nc.subscribe(inbox, cb=on_message, pending_msgs_limit=-1, pending_bytes_limit=-1)
+    started = time.perf_counter()
+    await pull()
+    await asyncio.wait_for(done.wait(), timeout=300)
+    seconds = time.perf_counter() - started
     await nc.close()
-    return last
+    return count / seconds
 
 
-async def naive_sink(nats_url: str, redis_url: str, count: int, confirm_acks: bool = False) -> float:
-    """fetch(), then one awaited RPUSH and one ack per message (`confirm_acks`: the ack awaits the
-    server's confirmation, `ack_sync`, as a sink that must know its ack landed does)."""
+async def fetch_consumer(nats_url: str, count: int) -> float:
+    """nats-py's `fetch()` and an ack per message, nothing else."""
+    nc = await nats.connect(nats_url)
+    sub = await nc.jetstream().pull_subscribe(f"{PREFIX}.>", durable=f"bare-fetch-{uuid.uuid4().hex[:6]}",
+                                              stream=STREAM)  # fmt: skip
+    done = 0
+    started = time.perf_counter()
+    while done < count:
+        for msg in await sub.fetch(min(PULL, count - done), timeout=5):
+            await msg.ack()
+            done += 1
+    seconds = time.perf_counter() - started
+    await nc.close()
+    return done / seconds
+
+
+async def naive_sink(nats_url: str, redis_url: str, count: int) -> float:
+    """fetch(), then one awaited RPUSH and one ack per message."""
     import redis.asyncio as aioredis
 
     nc = await nats.connect(nats_url)
-    js = nc.jetstream()
     client = aioredis.Redis.from_url(redis_url)
-    durable = "naive-sink-confirmed" if confirm_acks else "naive-sink"
-    sub = await js.pull_subscribe(f"{PREFIX}.>", durable=durable, stream="TRADECACHE")
+    sub = await nc.jetstream().pull_subscribe(f"{PREFIX}.>", durable="naive-sink", stream=STREAM)
     done = 0
-    start = time.perf_counter()
+    started = time.perf_counter()
     while done < count:
-        for msg in await sub.fetch(min(256, count - done), timeout=5):
+        for msg in await sub.fetch(min(PULL, count - done), timeout=5):
             await client.rpush(f"naive:{msg.subject}", msg.data)
-            if confirm_acks:
-                await msg.ack_sync()
-            else:
-                await msg.ack()
+            await msg.ack()
             done += 1
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - started
     await client.aclose()
     await nc.close()
     return done / seconds
+
+
+# -- the daemon ----------------------------------------------------------------------------------
 
 
 def scrape_lag(port: int) -> dict[float, float]:
@@ -217,7 +164,7 @@ def scrape_lag(port: int) -> dict[float, float]:
     return buckets
 
 
-def wait_checkpoint(client: redis.Redis, sequence: int, timeout: float = 600) -> None:
+def wait_checkpoint(client: redis.Redis, sequence: int, timeout: float = 3600) -> None:
     key = Keys(TRADER).checkpoint()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -228,34 +175,76 @@ def wait_checkpoint(client: redis.Redis, sequence: int, timeout: float = 600) ->
     raise TimeoutError(f"checkpoint did not reach {sequence}")
 
 
-async def paced(nats_url: str, feed: Feed, rate: int, seconds: float) -> int:
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    sent, last = 0, 0
-    start = time.perf_counter()
-    pending: list[tuple[str, bytes]] = []
-    while time.perf_counter() - start < seconds:
-        due = int((time.perf_counter() - start) * rate)
-        while sent < due:
-            if not pending:
-                pending = feed.lifecycle()
-            kind, payload = pending.pop(0)
-            await nc.publish(f"{PREFIX}.{kind}", payload)
-            sent += 1
-        await asyncio.sleep(0.001)
-    await nc.flush()
-    last = (await js.stream_info("TRADECACHE")).state.last_seq
-    await nc.close()
-    return last
+async def paced_with_lag(nats_url: str, redis_url: str, feed: Feed, rate: int, seconds: float) -> list[float]:
+    """Publish at `rate` for `seconds` while polling the checkpoint; each message's lag from just
+    before its publish to the first poll that shows the checkpoint at or past its sequence."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_url)
+    key = Keys(TRADER).checkpoint()
+    seen: list[tuple[int, float]] = []  # (checkpoint, when first seen), increasing
+    publishing = asyncio.create_task(publish_at(nats_url, feed, rate, seconds))
+    last_wanted = None
+    while True:
+        raw = await client.get(key)
+        now = time.perf_counter()
+        value = int(raw) if raw else 0
+        if not seen or value > seen[-1][0]:
+            seen.append((value, now))
+        if publishing.done():
+            last_wanted = last_wanted or publishing.result()[-1][0]
+            if value >= last_wanted:
+                break
+        await asyncio.sleep(0.0002)
+    await client.aclose()
+    checkpoints = [value for value, _ in seen]
+    lags = []
+    for sequence, published in publishing.result():
+        readable = seen[bisect.bisect_left(checkpoints, sequence)][1]
+        lags.append(readable - published)
+    return lags
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def rebuild(folder: Path, config: dict[str, Any]) -> tuple[int, float, float]:
+    """`tradecache rebuild` (a process of its own): messages, its own seconds, wall seconds."""
+    import os
+
+    import yaml
+
+    path = folder / "rebuild.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TRADECACHE_")}
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "tradecache", "rebuild", "--config", str(path)],
+                          capture_output=True, text=True, env=env, timeout=3600, check=False)  # fmt: skip
+    wall = time.perf_counter() - started
+    match = re.search(r": (\d+) messages .* in ([\d.]+) s", done.stdout)
+    if done.returncode != 0 or match is None:
+        raise RuntimeError(f"tradecache rebuild failed ({done.returncode}): {done.stdout} {done.stderr[-2000:]}")
+    return int(match[1]), float(match[2]), wall
+
+
+# -- the run -------------------------------------------------------------------------------------
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--naive", type=int, default=20_000)
+    parser.add_argument("--naive", type=int, default=20_000, help="messages the naive sink reads")
     parser.add_argument("--paced-seconds", type=float, default=10.0)
+    parser.add_argument("--rate", type=int, default=1000, help="events/s of the paced phase")
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--profile", action="store_true", help="sample the daemon with py-spy during the backlog")
+    parser.add_argument("--profile-raw", type=Path, help="also keep py-spy's raw stacks in this file")
+    parser.add_argument("--quick", action="store_true", help="a tiny run that checks the benchmark still works")
     args = parser.parse_args()
+    if args.quick:
+        args.events, args.naive, args.paced_seconds = 3000, 1000, 1.5
     folder = Path(tempfile.mkdtemp(prefix="tc-ingest-bench-"))
     redis_server = RedisServer(data_dir=folder / "redis", appendonly=True)
     nats_server = NatsServer(data_dir=folder / "nats")
@@ -266,14 +255,18 @@ def main() -> None:
         feed = Feed(uuid.uuid4().hex[:6])
         messages = feed.messages(args.events)
         print(f"stream: {len(messages):,} messages ({mix(messages)})")
+        print(f"servers: {server_versions(redis_server.binary, nats_server.binary)}")
         last = asyncio.run(prefill(nats_server.url, messages))
-        print(f"redis-server {redis_server.binary}, nats-server {nats_server.binary}")
+        count = len(messages)
 
-        rate_naive = asyncio.run(naive_sink(nats_server.url, redis_server.url, min(args.naive, len(messages))))
+        bare_all = asyncio.run(hand_pull(nats_server.url, count, ack_each=False))
+        bare_each = asyncio.run(hand_pull(nats_server.url, count, ack_each=True))
+        bare_fetch = asyncio.run(fetch_consumer(nats_server.url, count))
+        print(f"bare consumer, hand-made pull, AckPolicy.ALL: {bare_all:,.0f} msgs/s")
+        print(f"bare consumer, hand-made pull, ack per message: {bare_each:,.0f} msgs/s")
+        print(f"bare consumer, nats-py fetch(), ack per message: {bare_fetch:,.0f} msgs/s")
+        rate_naive = asyncio.run(naive_sink(nats_server.url, redis_server.url, min(args.naive, count)))
         print(f"naive sink (fetch + awaited RPUSH + ack per message): {rate_naive:,.0f} events/s")
-        count = min(args.naive, len(messages))
-        rate_confirmed = asyncio.run(naive_sink(nats_server.url, redis_server.url, count, confirm_acks=True))
-        print(f"naive sink with confirmed acks (ack_sync, a round trip): {rate_confirmed:,.0f} events/s")
 
         port = free_port()
         config = {
@@ -287,25 +280,57 @@ def main() -> None:
         daemon = start_daemon(folder, "daemon", config)
         client = redis.Redis.from_url(redis_server.url)
         wait_ready(port)
-        start = time.perf_counter()
+        rss_start = rss_mb(daemon.pid)
+        recorder = profiler.start(daemon.pid, folder / "profile.txt") if args.profile else None
+        started = time.perf_counter()
         wait_checkpoint(client, last)
-        seconds = time.perf_counter() - start
-        rate = len(messages) / seconds
-        print(f"tradecache end to end: {len(messages):,} events in {seconds:.2f} s = {rate:,.0f} events/s "
+        seconds = time.perf_counter() - started
+        profile = profiler.stop(recorder, folder / "profile.txt") if recorder is not None else None
+        rate = count / seconds
+        note = " (under py-spy)" if profile else ""
+        print(f"tradecache end to end{note}: {count:,} events in {seconds:.2f} s = {rate:,.0f} events/s "
               f"({rate / rate_naive:.1f}x the naive sink, "
-              f"{rate / rate_confirmed:.1f}x the one with confirmed acks)")  # fmt: skip
-        print(f"tradecache RSS after the backlog: {rss_mb(daemon.pid):.1f} MB")
+              f"{rate / bare_all:.0%} of the bare AckPolicy.ALL consumer)")  # fmt: skip
+        rss_backlog = rss_mb(daemon.pid)
+        if profile is not None:
+            print(profile.table())
+            if args.profile_raw is not None:
+                shutil.copyfile(folder / "profile.txt", args.profile_raw)
 
         before = scrape_lag(port)
-        paced_last = asyncio.run(paced(nats_server.url, feed, 1000, args.paced_seconds))
-        wait_checkpoint(client, paced_last)
+        lags = asyncio.run(paced_with_lag(nats_server.url, redis_server.url, feed, args.rate, args.paced_seconds))
         after = scrape_lag(port)
         window = {bound: after[bound] - before.get(bound, 0.0) for bound in after}
-        print(f"event lag at 1,000 events/s for {args.paced_seconds:.0f} s ({window[float('inf')]:,.0f} events): "
-              f"p50 {quantile(0.5, window) * 1000:.2f} ms, p99 {quantile(0.99, window) * 1000:.2f} ms")  # fmt: skip
-        print(f"tradecache RSS at the end: {rss_mb(daemon.pid):.1f} MB")
+        lag_p50, lag_p99 = quantile(0.5, window) * 1000, quantile(0.99, window) * 1000
+        print(f"event lag at {args.rate:,} events/s for {args.paced_seconds:g} s ({window[float('inf')]:,.0f} events), "
+              f"daemon histogram: p50 {lag_p50:.2f} ms, p99 {lag_p99:.2f} ms")  # fmt: skip
+        print(f"event lag, external (publish to readable in Redis, {len(lags):,} events): "
+              f"p50 {percentile(lags, 0.5) * 1000:.2f} ms, p99 {percentile(lags, 0.99) * 1000:.2f} ms")  # fmt: skip
+        rss_end = rss_mb(daemon.pid)
+        print(f"tradecache RSS: {rss_start:.1f} MB at ready, {rss_backlog:.1f} MB after the backlog, "
+              f"{rss_end:.1f} MB at the end")  # fmt: skip
         daemon.send_signal(signal.SIGTERM)
-        print(f"tradecache exit code after SIGTERM: {daemon.wait(timeout=30)}")
+        print(f"tradecache exit code after SIGTERM: {daemon.wait(timeout=60)}")
+        checkpoint = int(client.get(Keys(TRADER).checkpoint()) or 0)
+
+        client.flushall()
+        rebuilt, rebuild_seconds, rebuild_wall = rebuild(folder, config)
+        rate_rebuild = rebuilt / max(rebuild_seconds, 1e-3)
+        after_rebuild = int(client.get(Keys(TRADER).checkpoint()) or 0)
+        print(f"tradecache rebuild into an emptied Redis: {rebuilt:,} messages in {rebuild_seconds:.1f} s "
+              f"= {rate_rebuild:,.0f} events/s ({rebuild_wall:.1f} s with the process start); "
+              f"checkpoint {after_rebuild} (ingest left {checkpoint})")  # fmt: skip
+
+        ratio = rate / rate_naive
+        flat = rss_end <= rss_backlog * 1.1 + 2
+        print(f"GOAL ingest >= 8x the naive sink of the same run: {ratio:.1f}x "
+              f"({rate:,.0f} vs {rate_naive:,.0f} events/s){note}: {verdict(ratio >= 8)}")  # fmt: skip
+        print(f"GOAL lag p99 <= 10 ms at 1,000 events/s (daemon histogram): {lag_p99:.2f} ms "
+              f"(external {percentile(lags, 0.99) * 1000:.2f} ms): {verdict(lag_p99 <= 10)}")  # fmt: skip
+        print(f"GOAL RSS flat (end within 10% + 2 MB of after the backlog): {rss_backlog:.1f} -> {rss_end:.1f} MB: "
+              f"{verdict(flat)}")  # fmt: skip
+        print(f"GOAL rebuild >= the ingest rate: {rate_rebuild:,.0f} vs {rate:,.0f} events/s: "
+              f"{verdict(rate_rebuild >= rate and after_rebuild == checkpoint)}")  # fmt: skip
     finally:
         if daemon is not None and daemon.poll() is None:
             daemon.kill()

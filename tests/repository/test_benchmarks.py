@@ -1,0 +1,119 @@
+"""The benchmarks keep working: each runs in its tiny `--quick` mode (its own redis-server and
+nats-server on free ports) and prints the lines the README's tables are read from, every goal of
+issue 15 it measures among them with a verdict. The figures of a quick run mean nothing: only the
+lines are checked. The profile split is checked on stacks made up here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.profiler import STAGES, parse, stage_of
+
+REPO = Path(__file__).resolve().parents[2]
+NUMBER = r"[\d,]+(?:\.\d+)?"
+VERDICT = r": (?:MET|NOT MET)$"
+
+
+def run(script: str, *arguments: str) -> list[str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("TRADECACHE_", "PYTEST_"))}
+    done = subprocess.run([sys.executable, f"benchmarks/{script}", "--quick", *arguments], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=180, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout.splitlines()
+
+
+def one(lines: list[str], pattern: str) -> re.Match[str]:
+    found = [match for line in lines if (match := re.search(pattern, line))]
+    assert len(found) == 1, f"{pattern!r} matched {len(found)} lines:\n" + "\n".join(lines)
+    return found[0]
+
+
+def goals(lines: list[str]) -> list[str]:
+    found = [line for line in lines if line.startswith("GOAL ")]
+    assert all(re.search(VERDICT, line) for line in found), found
+    return found
+
+
+def test_ingest_bench_prints_the_baselines_the_profile_and_its_goals() -> None:
+    lines = run("ingest_bench.py", "--profile")
+    for consumer in ("hand-made pull, AckPolicy.ALL", "hand-made pull, ack per message", "nats-py fetch(), ack per"):
+        one(lines, rf"^bare consumer, {re.escape(consumer)}.*: {NUMBER} msgs/s$")
+    one(lines, rf"^naive sink .*: {NUMBER} events/s$")
+    end_to_end = rf"^tradecache end to end \(under py-spy\): 3,000 events in .* = {NUMBER} events/s"
+    one(lines, rf"{end_to_end} \({NUMBER}x the naive sink")
+    samples = int(one(lines, r"^profile of the daemon: ([\d,]+) samples$")[1].replace(",", ""))
+    assert samples > 0
+    shares = [int(one(lines, rf"^\| {re.escape(stage)} \| (\d+)% \|$")[1]) for stage in STAGES]
+    assert 97 <= sum(shares) <= 103, shares  # each rounded
+    one(lines, rf"daemon histogram: p50 {NUMBER} ms, p99 {NUMBER} ms$")
+    one(lines, rf"^event lag, external .*: p50 {NUMBER} ms, p99 {NUMBER} ms$")
+    one(lines, rf"^tradecache RSS: {NUMBER} MB at ready, {NUMBER} MB after the backlog, {NUMBER} MB at the end$")
+    rebuild = rf"^tradecache rebuild .*: {NUMBER} messages .* events/s"
+    rebuilt = one(lines, rf"{rebuild} .*checkpoint (\d+) \(ingest left (\d+)\)$")
+    assert rebuilt[1] == rebuilt[2]  # the rebuild reached where ingest had
+    assert [line.split(":")[0] for line in goals(lines)] == [
+        "GOAL ingest >= 8x the naive sink of the same run",
+        "GOAL lag p99 <= 10 ms at 1,000 events/s (daemon histogram)",
+        "GOAL RSS flat (end within 10% + 2 MB of after the backlog)",
+        "GOAL rebuild >= the ingest rate",
+    ]
+
+
+def test_load_bench_measures_nautilus_trader_beside_us_and_prints_its_goals() -> None:
+    lines = run("load_bench.py")
+    one(lines, rf"^  NautilusTrader 1\.\d+\.\d+ CacheDatabaseAdapter\.load_orders\(\): {NUMBER} s \(runs: .*\)$")
+    one(lines, rf"^  tradecache RedisCacheDatabase\.load_orders\(\): +{NUMBER} s \({NUMBER}x faster\) \(runs: .*\)$")
+    one(lines, r"^bare responder \(LRANGE, raw reply\) +p50 ")
+    assert len([line for line in lines if "first (replies built)" in line]) == 2
+    assert [line.split(":")[0] for line in goals(lines)] == [
+        "GOAL load.orders first build of 300 orders <= 0.5 s",
+        "GOAL load.orders first build >= 10x NautilusTrader's load_orders()",
+        "GOAL load_orders() of 300 orders <= 0.25 s",
+        "GOAL load_orders() >= 10x NautilusTrader's load_orders()",
+        "GOAL load.order p99 <= 1.25x a bare responder",
+    ]
+
+
+def test_scale_bench_prints_a_row_per_size() -> None:
+    lines = run("scale_bench.py")
+    rows = [line for line in lines if re.match(r"^\| [\d,]+ \| ", line)]
+    assert [row.split(" | ")[0] for row in rows] == ["| 200", "| 400"]
+    assert all(row.count("|") == 9 and " s |" in row for row in rows), rows
+    assert len(goals(lines)) == 1
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        ("cache_bench.py", rf"^GOAL load_orders\(\) of 300 orders <= 0\.25 s .*: {NUMBER} s{VERDICT}"),
+        ("flood_bench.py", r"^daemon exit code after SIGTERM: 0$"),
+    ],
+)
+def test_the_other_benchmarks_still_run(script: str, expected: str) -> None:
+    one(run(script), expected)
+
+
+def test_the_profile_counts_a_sample_for_the_outermost_stage() -> None:
+    loop = "run (asyncio/base_events.py:600);_run (asyncio/events.py:80)"
+    process = f"{loop};_process (/x/tradecache/ingest/consumer.py:570)"
+    raw = "\n".join([
+        f"{process};check (/x/tradecache/ingest/intake.py:130);from_map (/x/tradecache/serialization/msgpack.py:9) 30",
+        f"{process};apply_batch (/x/tradecache/ingest/batch.py:70);apply (/x/tradecache/model/ledger.py:200) 20",
+        f"{process};_record (/x/tradecache/ingest/consumer.py:621);labels (prometheus_client/metrics.py:1) 15",
+        f"{process};commit (/x/tradecache/cache/aio.py:97);pack (redis/_parsers/encoders.py:3) 20",
+        f"{process};read_state (/x/tradecache/cache/aio.py:128);pack (redis/_parsers/encoders.py:3) 5",
+        f"{loop};_read (nats/aio/client.py:10) 6",
+        f"{process};_take (/x/tradecache/ingest/consumer.py:534) 4",
+        "not a stack line",
+    ])  # fmt: skip
+    profile = parse(raw)
+    assert profile.samples == 100
+    assert [round(profile.shares[stage] * 100) for stage in STAGES] == [30, 20, 15, 20, 5, 6, 4]
+    assert stage_of(["Intake.check (/x/tradecache/ingest/intake.py:130)"]) == STAGES[0]
