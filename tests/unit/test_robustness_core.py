@@ -228,6 +228,33 @@ def test_instruments_beyond_the_budget_are_evicted_and_read_back_when_a_message_
     assert NETTING_ID in ledger.positions
 
 
+def test_a_position_is_charged_for_the_fills_of_its_current_cycle_only() -> None:
+    # A NETTING position's stored list keeps every cycle, but memory holds the fills since it
+    # last went FLAT: charging every cycle evicted busy positions and re-read them per batch.
+    ledger = new_ledger()
+    stored: list[OrderFilled] = []
+
+    def fill(coid: str, side: OrderSide, px: str) -> None:
+        order = working_order(ledger, coid, side, "100000")
+        outcome = ledger.apply(market_fill(order, side, "100000", px, "2.20 USD", NETTING_ID))
+        stored.extend(w.value for w in outcome.writes if w.collection == Collection.POSITIONS)  # type: ignore[misc]
+
+    for cycle in range(30):
+        fill(f"B-{cycle}", OrderSide.BUY, "1.10000")
+        fill(f"S-{cycle}", OrderSide.SELL, "1.10100")
+    one_cycle = ledger.budget.cost(("positions", NETTING_ID))
+    fill("B-last", OrderSide.BUY, "1.10000")
+    assert len(stored) == 61 and ledger.positions[NETTING_ID].event_count == 1
+    reopened = ledger.budget.cost(("positions", NETTING_ID))
+    assert reopened < one_cycle  # one fill's worth, not 61 fills'
+
+    restarted = new_ledger()
+    pair = currency_pair()
+    restarted.hydrate(StoredState(positions={NETTING_ID: stored}, instruments={pair.id.value: pair}))
+    assert restarted.positions[NETTING_ID].event_count == 1
+    assert restarted.budget.cost(("positions", NETTING_ID)) == reopened
+
+
 def test_a_position_closed_after_a_restart_between_the_flip_and_it_is_no_divergence() -> None:
     ledger = new_ledger()
     buy = working_order(ledger, "O-1", OrderSide.BUY, "100000")

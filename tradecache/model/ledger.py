@@ -333,7 +333,12 @@ class Ledger:
                 self.budget.set((_POSITIONS, key), ENTITY_BYTES + event_bytes(fill))
             else:
                 position.apply(fill)
-                self.budget.add((_POSITIONS, key), event_bytes(fill))
+                if position.event_count == 1:
+                    # Reopened after FLAT: memory holds this cycle's fills only (the stored
+                    # list keeps every cycle's, but it is not what is charged).
+                    self.budget.set((_POSITIONS, key), ENTITY_BYTES + event_bytes(fill))
+                else:
+                    self.budget.add((_POSITIONS, key), event_bytes(fill))
             if position.side == PositionSide.FLAT:
                 self.closed_summaries[key] = PositionSummary.of(position)
         return Write(WriteOp.APPEND, Collection.POSITIONS, key, fill)
@@ -437,8 +442,9 @@ class Ledger:
             instrument = self._instrument_for_positions(fills[0].instrument_id.value)
             if instrument is None:
                 continue
-            self.positions[key] = self._replay_position(key, instrument, fills)
-            self.budget.set((_POSITIONS, key), ENTITY_BYTES + sum(event_bytes(f) for f in fills))
+            position = self.positions[key] = self._replay_position(key, instrument, fills)
+            # Charged for what memory keeps: the fills since the position last went FLAT.
+            self.budget.set((_POSITIONS, key), ENTITY_BYTES + sum(event_bytes(f) for f in position.events))
 
     def _replay_position(self, key: str, instrument: Instrument, fills: list[OrderFilled]) -> Position:
         """The position rebuilt from its fills, noting what it was the last time it went FLAT.

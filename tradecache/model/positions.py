@@ -43,6 +43,7 @@ class Position:
     """A position: the fills held since it was last (re)opened, and what they add up to."""
 
     __slots__ = (
+        "_fills_by_trade",
         "account_id",
         "avg_px_close",
         "avg_px_open",
@@ -114,6 +115,10 @@ class Position:
         self.duration_ns: int = 0
         self.events: list[OrderFilled] = []
         self.trade_ids: list[TradeId] = []
+        # `events` by trade id, so a duplicate check looks at the fills of one trade, not all of
+        # them: a position that never goes flat holds every fill, and scanning them per fill
+        # made ingest quadratic in its length.
+        self._fills_by_trade: dict[TradeId, list[OrderFilled]] = {}
         self.apply(fill)
 
     # -- derived ------------------------------------------------------------------------
@@ -179,6 +184,7 @@ class Position:
             )
         self.events.append(fill)
         self.trade_ids.append(fill.trade_id)
+        self._fills_by_trade.setdefault(fill.trade_id, []).append(fill)
         self._add_commission(fill.commission)
         self._apply_quantities(fill)
 
@@ -193,12 +199,13 @@ class Position:
             and held.order_side == fill.order_side
             and held.last_px == fill.last_px
             and held.last_qty == fill.last_qty
-            for held in self.events
+            for held in self._fills_by_trade.get(fill.trade_id, ())
         )
 
     def _reset(self, fill: OrderFilled) -> None:
         self.events = []
         self.trade_ids = []
+        self._fills_by_trade = {}
         self.buy_qty = Quantity.zero(self.size_precision)
         self.sell_qty = Quantity.zero(self.size_precision)
         self.commissions_by_code = {}
