@@ -46,9 +46,11 @@ from tests.chaos import (
 from tests.lines import ServerLine
 from tests.unit.factories import OrderEvents, currency_pair, position_event
 from tests.worst_case import bombs, peak_rss
+from tradecache.cache.keys import Keys
 from tradecache.dev.stack import NatsServer, RedisServer
 from tradecache.model.enums import OrderSide, OrderType
 from tradecache.model.events import OrderFilled, PositionClosed, PositionOpened
+from tradecache.model.ledger import Collection
 from tradecache.model.positions import Position, split_flip
 from tradecache.serialization import MsgPackSerializer
 from tradecache.wire import Subjects
@@ -210,10 +212,12 @@ async def test_two_daemons_one_writes_the_other_waits_and_takes_over(announce: A
 # -- no divergence a restart caused ---------------------------------------------------------------------
 
 
-def flip_feed(trader: str) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]]]:
-    """A NETTING position opened by a buy and flipped by a larger sell: the messages up to the
-    flipping fill, then the PositionClosed and PositionOpened the node publishes after it."""
-    netting = "EUR/USD.SIM-Tester-001"
+def flip_feed(
+    trader: str, netting: str = "EUR/USD.SIM-Tester-001", new_id: str | None = None
+) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]]]:
+    """A position opened by a buy and flipped by a larger sell: the messages up to the flipping
+    fill, then the PositionClosed and PositionOpened the node publishes after it. NETTING keeps
+    the id; with `new_id` (HEDGING, `P-` ids) the PositionOpened names the new side's id."""
     instrument = currency_pair()
     buy, sell = OrderEvents("O-1", trader_id=trader), OrderEvents("O-2", trader_id=trader)
 
@@ -234,7 +238,7 @@ def flip_feed(trader: str) -> tuple[list[tuple[str, bytes]], list[tuple[str, byt
     position.apply(closing_half)
     closed = position_event(PositionClosed, position)
     position.apply(opening_half)
-    opened = position_event(PositionOpened, position)
+    opened = position_event(PositionOpened, position, position_id=new_id)
     encoded = [(kind, SERIALIZER.serialize(message)) for kind, message in before]
     return encoded, [("position", SERIALIZER.serialize(closed)), ("position", SERIALIZER.serialize(opened))]
 
@@ -266,6 +270,45 @@ async def test_a_restart_between_a_flipping_fill_and_its_position_closed_counts_
             assert await asyncio.to_thread(metric_sum, daemon.port, "tradecache_position_divergence_total") == 0
             assert "position divergence" not in daemon.log_since_start()
         finally:
+            await nc.close()
+            daemon.close()
+
+
+async def test_a_restart_between_a_hedging_flip_and_its_position_opened_keeps_the_opening_half() -> None:
+    # The opening half waits for the PositionOpened that names its position; it is stored with
+    # the flipping fill, so a daemon killed in between stores it under the new id all the same.
+    trader = f"HEDGE-{uuid.uuid4().hex[:6]}"
+    before, after = flip_feed(trader, "P-20261205-001", new_id="P-20261205-002")
+    subjects = Subjects("tradecache", trader)
+    async with private_stack() as stack:
+        config = daemon_config(stack.redis.url, stack.nats.url, trader)
+        daemon = Daemon(config)
+        nc = await nats.connect(stack.nats.url)
+        js = nc.jetstream()
+        client = redis.Redis.from_url(stack.redis.url)
+        try:
+            daemon.start(pause_after=len(before))
+            await wait_ready(daemon)
+            for kind, payload in before:
+                seq = (await js.publish(subjects.inbound_for_name(kind), payload)).seq
+                await wait_until(lambda seq=seq: read_checkpoint(stack.redis.url, trader) >= seq, 30, "committed")
+            await wait_until(daemon.paused, 30, "paused after the flip's commit, before its ack")
+            daemon.kill()
+            daemon.start()
+            for kind, payload in after:
+                seq = (await js.publish(subjects.inbound_for_name(kind), payload)).seq
+            await wait_until(lambda: read_checkpoint(stack.redis.url, trader) >= seq, 30, "position events read")
+            keys = Keys(trader)
+            new_side = client.lrange(keys.entity(Collection.POSITIONS, "P-20261205-002"), 0, -1)
+            assert len(new_side) == 1  # the opening half, read back from Redis after the restart
+            half = SERIALIZER.deserialize(new_side[0])
+            assert isinstance(half, OrderFilled) and str(half.last_qty) == "50000"
+            assert client.hlen(keys.pending_openings()) == 0  # released with the PositionOpened
+            await wait_until(lambda: metric_sum(daemon.port, "tradecache_events_total",
+                                                       kind="position") == 2, 30, "counted")  # fmt: skip
+            assert await asyncio.to_thread(metric_sum, daemon.port, "tradecache_position_divergence_total") == 0
+        finally:
+            client.close()
             await nc.close()
             daemon.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from tradecache.model import Collection, Ledger, Outcome, Write, WriteOp
 from tradecache.model.enums import AccountType, OrderSide, OrderStatus, OrderType, PositionSide
 from tradecache.model.events import OrderFilled, PositionChanged, PositionClosed, PositionOpened
 from tradecache.model.identifiers import TraderId
+from tradecache.model.ledger import StoredState
 from tradecache.model.messages import Kind
 from tradecache.model.positions import derive_opening_event_id
 from tradecache.model.values import Money, Quantity
@@ -219,6 +221,8 @@ def test_a_hedging_flip_holds_the_opening_half_until_position_opened_names_the_n
 
     outcome = ledger.apply(flipping)
     assert appended(outcome) == [(Collection.ORDERS, "O-2"), (Collection.POSITIONS, HEDGING_ID)]
+    [held] = outcome.held  # stored with the fill, so a restart before PositionOpened keeps it
+    assert (held.client_order_id, held.order_side, str(held.last_qty)) == ("O-2", OrderSide.SELL, "50000")
     closing = outcome.writes[1].value
     assert isinstance(closing, OrderFilled)
     assert str(closing.last_qty) == "100000"
@@ -245,6 +249,7 @@ def test_a_hedging_flip_holds_the_opening_half_until_position_opened_names_the_n
         realized_pnl=Money.parse("-1.10 USD"),
     )
     released = ledger.apply(opened)
+    assert released.released == ["O-2"]
     assert released.kind == Kind.POSITION
     assert released.divergence is None
     assert appended(released) == [(Collection.POSITIONS, NEW_HEDGING_ID)]
@@ -258,6 +263,31 @@ def test_a_hedging_flip_holds_the_opening_half_until_position_opened_names_the_n
     assert (new.side, str(new.quantity), new.event_count) == (PositionSide.SHORT, "50000", 1)
     assert ledger.pending_openings == {}
     assert ledger.positions[HEDGING_ID].side == PositionSide.FLAT
+
+
+def test_a_held_opening_half_read_back_after_a_restart_is_released_by_position_opened() -> None:
+    ledger = new_ledger()
+    buy = working_order(ledger, "O-1", OrderSide.BUY, "100000")
+    ledger.apply(market_fill(buy, OrderSide.BUY, "100000", "1.10000", "2.20 USD", HEDGING_ID))
+    sell = working_order(ledger, "O-2", OrderSide.SELL, "150000")
+    [held] = ledger.apply(market_fill(sell, OrderSide.SELL, "150000", "1.10100", "3.30 USD", HEDGING_ID)).held
+    old = ledger.positions[HEDGING_ID]
+    opened = position_event(
+        PositionOpened, old, position_id=NEW_HEDGING_ID, opening_order_id=sell.client_order_id,
+        entry=OrderSide.SELL, side=PositionSide.SHORT, signed_qty=-50000.0, quantity=Quantity.from_str("50000"),
+        peak_qty=Quantity.from_str("50000"), last_qty=Quantity.from_str("50000"), avg_px_open=1.101,
+        realized_pnl=Money.parse("-1.10 USD"),
+    )  # fmt: skip
+
+    restarted = new_ledger()  # memory lost; the store holds the half (written with the fill)
+    request = restarted.missing([opened])
+    assert request.pending_openings
+    restarted.hydrate(StoredState(pending_openings=[held]))
+    assert not restarted.missing([opened]).pending_openings  # read once
+    released = restarted.apply(opened)
+    assert released.released == ["O-2"]
+    assert appended(released) == [(Collection.POSITIONS, NEW_HEDGING_ID)]
+    assert released.writes[0].value == dataclasses.replace(held, position_id=opened.position_id)
 
 
 def test_a_position_opened_for_another_order_does_not_release_a_held_opening_half() -> None:

@@ -100,10 +100,13 @@ class Store:
             *((Collection.INSTRUMENTS, key) for key in sorted(request.instruments)),
         ]
         state = StoredState()
-        if not plan:
+        if not plan and not request.pending_openings:
             return state
         keys = [self.keys.entity(collection, key) for collection, key in plan]
         commands = ["GET" if collection == Collection.INSTRUMENTS else "LRANGE" for collection, _ in plan]
+        if request.pending_openings:  # read in the same call, after the entities
+            keys.append(self.keys.pending_openings())
+            commands.append("HGETALL")
         orders = sorted(request.orders) if self.purged_lookup else []
         with translated("read state"):
             if orders and isinstance(self.client, redis.asyncio.Redis):
@@ -118,6 +121,11 @@ class Store:
                 scores = await self.client.zmscore(self.keys.purged(Collection.ORDERS), orders) if orders else []
             state.purged_orders = {coid: int(score) for coid, score in zip(orders, scores, strict=True) if score}
         with gc_paused():
+            if request.pending_openings:
+                *values, held = values
+                state.pending_openings = decode_events(
+                    self.serializer, list(read_result("HGETALL", held).values()), OrderFilled, "pending_openings"
+                )
             for (collection, key), value in zip(plan, values, strict=True):
                 self._take(state, collection, key, value)
         return state

@@ -42,6 +42,9 @@ Operations (KEYS are consumed in order, ARGV[1] is the number of operations):
 - `Y` a position went flat: KEYS the positions' closed set, the position's list, the trimmed
   counts; ARGV position id, the fill's event id, fills of the same call after it. Adds a
   `cycle_member` scored by Redis' clock.
+- `P` hold the opening half of a flip until the node's PositionOpened names its position: KEYS the
+  trader's pending-openings hash; ARGV the opening order id, the half's payload. `Q` let it go:
+  KEYS the same hash; ARGV the opening order id.
 Indexes are sorted sets with score 0 (ordered by id, for paging); see `Keys.index`.
 """
 
@@ -55,7 +58,7 @@ from typing import Any, Final
 import msgpack
 
 from tradecache.cache.keys import Keys, Layout
-from tradecache.model.events import AccountState, OrderEvent, SubmitOrder, SubmitOrderList
+from tradecache.model.events import AccountState, OrderEvent, OrderFilled, SubmitOrder, SubmitOrderList
 from tradecache.model.ledger import Collection, Mark, Write, WriteOp
 from tradecache.model.messages import Message
 from tradecache.model.values import Currency
@@ -92,6 +95,8 @@ OPERATIONS: Final[dict[str, Operation]] = {
     "Z": Operation("zset", (), 1),
     "U": Operation("zset", (), 1),
     "Y": Operation("zset", ("list", "hash"), 3),
+    "P": Operation("hash", (), 2),
+    "Q": Operation("hash", (), 1),
 }
 
 
@@ -310,6 +315,14 @@ for i = 1, n do
     redis.call('ZREM', KEYS[k], ARGV[a])
     results[i] = 1
     a = a + 1
+  elseif op == 'P' then
+    redis.call('HSET', KEYS[k], ARGV[a], ARGV[a + 1])
+    results[i] = 1
+    a = a + 2
+  elseif op == 'Q' then
+    redis.call('HDEL', KEYS[k], ARGV[a])
+    results[i] = 1
+    a = a + 1
   else
     results[i] = 1  -- F: checked in pass 1
     a = a + 1
@@ -450,6 +463,12 @@ class ScriptCall:
     def delete(self, write: Write, keys: Keys) -> None:
         self._add(write, (keys.entity(write.collection, write.key), keys.index(write.collection)), "D", write.key)
 
+    def hold_opening(self, keys: Keys, opening_order_id: str, payload: bytes) -> None:
+        self._add(None, (keys.pending_openings(),), "P", opening_order_id, payload)
+
+    def release_opening(self, keys: Keys, opening_order_id: str) -> None:
+        self._add(None, (keys.pending_openings(),), "Q", opening_order_id)
+
     def checkpoint(self, keys: Keys, sequence: int) -> None:
         self._add(None, (keys.checkpoint(),), "C", sequence)
 
@@ -568,6 +587,15 @@ def plan_checks(checks: Sequence[Write], keys: Keys, encode: Encoder, call: Scri
         call.check_event(check, keys, _stored_id_of(value), encode(value))
 
 
+def plan_openings(held: Sequence[OrderFilled], released: Sequence[str], keys: Keys, encode: Encoder,
+                  call: ScriptCall) -> None:  # fmt: skip
+    """Store the opening halves an outcome holds and forget those it released (see `Outcome`)."""
+    for opening in held:
+        call.hold_opening(keys, opening.client_order_id.value, encode(opening))
+    for opening_order_id in released:
+        call.release_opening(keys, opening_order_id)
+
+
 def plan_marks(marks: Sequence[Mark], keys: Keys, call: ScriptCall) -> None:
     """Entities that closed or reopened: the closed sets retention purges from."""
     for mark in marks:
@@ -628,6 +656,7 @@ __all__ = [
     "nautilus_currency",
     "plan_checks",
     "plan_marks",
+    "plan_openings",
     "plan_strategy",
     "plan_writes",
 ]

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tradecache.cache.keys import Keys
-from tradecache.cache.plan import Encoder, ScriptCall, plan_checks, plan_marks, plan_writes
+from tradecache.cache.plan import Encoder, ScriptCall, plan_checks, plan_marks, plan_openings, plan_writes
 from tradecache.errors import EventRejected, RejectReason
 from tradecache.ingest.intake import Accepted, Refused, released
 from tradecache.model.ledger import Divergence, Ledger, Outcome, WriteOp
@@ -98,6 +98,8 @@ def apply_batch(
             plan_writes(outcome.writes, keys, encode_keeping_bytes, result.call)
             plan_checks(outcome.checks, keys, encode_keeping_bytes, result.call)
             plan_marks(outcome.marks, keys, result.call)
+            if outcome.held or outcome.released:
+                plan_openings(outcome.held, outcome.released, keys, encode_keeping_bytes, result.call)
         except EventRejected as exc:
             result.refused.append(Refused(item.delivery, item.kind.value, item.type_name, released(exc)))
             continue

@@ -142,6 +142,10 @@ class Outcome:
     checks: list[Write] = field(default_factory=list)
     # Orders and positions that closed or reopened (retention purges closed ones after an age).
     marks: list[Mark] = field(default_factory=list)
+    # Opening halves of flips now waiting for their PositionOpened, and the opening order ids of
+    # those that stopped waiting: stored beside the writes (they must survive a restart).
+    held: list[OrderFilled] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)
 
 
 class PositionSummary(NamedTuple):
@@ -184,7 +188,9 @@ class Ledger:
         # After a fill leaves a position FLAT: what its PositionClosed should say.
         self.closed_summaries: dict[str, PositionSummary] = {}
         # Opening halves of split fills waiting for the node's PositionOpened to name their id.
+        # They are stored too (a hash of the trader's), and read back once after a start.
         self.pending_openings: dict[ClientOrderId, OrderFilled] = {}
+        self._pending_openings_read = False
         # Orders changed since the last `evict`, and the latest account event ids (dedupe of
         # older repeats is left to the store's seen-hash; applying a state twice is harmless).
         self._touched_orders: set[str] = set()
@@ -275,6 +281,8 @@ class Ledger:
         writes = [Write(WriteOp.APPEND, Collection.ORDERS, order.client_order_id.value, fill)]
         outcome = Outcome(Kind.ORDER, writes)
         outcome.marks.extend(_order_marks(order, was_closed))
+        if waiting is not None:
+            outcome.held.append(waiting)
         for index, half in enumerate(stored):
             writes.append(self._store_position_fill(half, instrument))
             held = self.positions.get(position_key)
@@ -348,7 +356,7 @@ class Ledger:
     def _apply_position_event(self, event: PositionEvent) -> Outcome:
         outcome = Outcome(Kind.POSITION)
         if isinstance(event, PositionOpened):
-            outcome.writes.extend(self._release_pending_opening(event))
+            outcome.writes.extend(self._release_pending_opening(event, outcome))
         key = event.position_id.value
         expected = (
             self.closed_summaries.get(key)
@@ -363,9 +371,12 @@ class Ledger:
             outcome.divergence = Divergence(key, event.type_name, differences)
         return outcome
 
-    def _release_pending_opening(self, event: PositionOpened) -> list[Write]:
+    def _release_pending_opening(self, event: PositionOpened, outcome: Outcome) -> list[Write]:
         opening = self.pending_openings.pop(event.opening_order_id, None)
-        if opening is None or opening.order_side != event.entry:
+        if opening is None:
+            return []
+        outcome.released.append(str(event.opening_order_id))
+        if opening.order_side != event.entry:
             return []
         named = dataclasses.replace(opening, position_id=event.position_id)
         instrument = self.instruments.get(named.instrument_id.value)
@@ -410,6 +421,8 @@ class Ledger:
                     self._request_position(request, message.position_id.value, message.instrument_id.value)
             elif isinstance(message, PositionEvent):
                 self._request_position(request, message.position_id.value, message.instrument_id.value)
+                if isinstance(message, PositionOpened) and not self._pending_openings_read:
+                    request.pending_openings = True
             elif isinstance(message, AccountState) and message.account_id.value not in self.accounts:
                 request.accounts.add(message.account_id.value)
         return request
@@ -423,6 +436,11 @@ class Ledger:
     def hydrate(self, stored: StoredState) -> None:
         """Take entities read from the store (absent ones are simply not in `stored`)."""
         self._purged_orders.update(stored.purged_orders)
+        if stored.pending_openings is not None:
+            for opening in stored.pending_openings:
+                # Memory may hold newer ones than the store's copy (this batch's): it wins.
+                self.pending_openings.setdefault(opening.client_order_id, opening)
+            self._pending_openings_read = True
         for key, stored_instrument in stored.instruments.items():
             self.instruments[key] = stored_instrument
             self.budget.set((_INSTRUMENTS, key), instrument_bytes(stored_instrument.data))
@@ -479,8 +497,8 @@ class Ledger:
         if isinstance(message, AccountState):
             self._recent_account_events.pop(message.event_id, None)
         client_order_id = getattr(message, "client_order_id", None)
-        if client_order_id is not None:
-            self.pending_openings.pop(client_order_id, None)
+        if client_order_id is not None and self.pending_openings.pop(client_order_id, None) is not None:
+            self._pending_openings_read = False  # read back from the store when next needed
         position_id = getattr(message, "position_id", None)
         if position_id is not None:
             self.closed_summaries.pop(str(position_id), None)
@@ -489,9 +507,11 @@ class Ledger:
         """Forget everything read from or written to the store; it is read back when needed.
 
         For when memory may hold what Redis does not (a write Redis refused) or Redis what memory
-        does not (another writer). Opening halves waiting for their PositionOpened are kept: they
-        exist nowhere else.
+        does not (another writer). Opening halves waiting for their PositionOpened too: they are
+        stored with the fill that made them, so the store's copy is the one to trust.
         """
+        self.pending_openings.clear()
+        self._pending_openings_read = False
         self.orders.clear()
         self.positions.clear()
         self.accounts.clear()
@@ -568,9 +588,11 @@ class StateRequest:
     positions: set[str] = field(default_factory=set)
     accounts: set[str] = field(default_factory=set)
     instruments: set[str] = field(default_factory=set)
+    # The opening halves waiting for their PositionOpened (once after a start).
+    pending_openings: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.orders or self.positions or self.accounts or self.instruments)
+        return bool(self.orders or self.positions or self.accounts or self.instruments or self.pending_openings)
 
 
 @dataclass
@@ -581,6 +603,8 @@ class StoredState:
     positions: dict[str, list[OrderFilled]] = field(default_factory=dict)
     accounts: dict[str, list[AccountState]] = field(default_factory=dict)
     instruments: dict[str, Instrument] = field(default_factory=dict)
+    # The opening halves waiting for their PositionOpened, when they were asked for.
+    pending_openings: list[OrderFilled] | None = None
     # Orders retention removed (client order id -> when, ms since the epoch): refused as purged.
     purged_orders: dict[str, int] = field(default_factory=dict)
 
