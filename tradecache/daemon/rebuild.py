@@ -204,15 +204,20 @@ async def _replay(
         deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE, inactive_threshold=60.0, max_ack_pending=-1
     )
     pull = await js.pull_subscribe(subjects.inbound, stream=stream, config=consumer)
+
+    def fetch() -> asyncio.Task[list[Any]]:
+        return asyncio.ensure_future(pull.fetch(config.ingest.batch_size, timeout=FETCH_TIMEOUT))
+
+    # The next batch is fetched while this one is applied and committed (one fetch at a time).
+    fetching: asyncio.Task[list[Any]] | None = fetch()
     try:
-        while True:
+        while fetching is not None:
             try:
-                msgs = await pull.fetch(config.ingest.batch_size, timeout=FETCH_TIMEOUT)
+                msgs = await fetching
             except TimeoutError:
                 # Nothing came in time: done only if the consumer has nothing left (a busy
                 # server can be slow to answer, and stopping early would rebuild part of it).
-                if (await pull.consumer_info()).num_pending == 0:
-                    break
+                fetching = None if (await pull.consumer_info()).num_pending == 0 else fetch()
                 continue
             deliveries = [
                 Delivery(
@@ -227,6 +232,8 @@ async def _replay(
                 )
                 for msg in msgs
             ]
+            # None after the trader's last message so far: nothing more to fetch.
+            fetching = fetch() if deliveries[-1].pending else None
             await pipeline.run_deliveries(deliveries)  # the daemon's pipeline; nothing to ack (AckPolicy.NONE)
             report.messages += len(deliveries)
             report.first_seq = report.first_seq or min(d.stream_seq for d in deliveries)
@@ -235,9 +242,11 @@ async def _replay(
             ledger.evict(config.ingest.open_orders_limit)
             if report.messages % 10_000 < len(deliveries):
                 log.info("rebuilding", extra={"messages": report.messages, "sequence": checkpoint})
-            if deliveries[-1].pending == 0:
-                break  # the trader's last message so far
     finally:
+        if fetching is not None:  # the rebuild failed or stops: the fetch ahead is not needed
+            fetching.cancel()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await fetching
         await pull.unsubscribe()
     report.seconds = time.perf_counter() - started
     return report
