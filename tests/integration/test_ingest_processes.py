@@ -243,13 +243,15 @@ def flip_feed(
     return encoded, [("position", SERIALIZER.serialize(closed)), ("position", SERIALIZER.serialize(opened))]
 
 
-async def test_a_restart_between_a_flipping_fill_and_its_position_closed_counts_no_divergence() -> None:
-    trader = f"FLIP-{uuid.uuid4().hex[:6]}"
-    before, after = flip_feed(trader)
+@contextlib.asynccontextmanager
+async def restarted_after_the_flip(
+    trader: str, before: list[tuple[str, bytes]], after: list[tuple[str, bytes]]
+) -> AsyncIterator[tuple[Stack, Daemon]]:
+    """A daemon killed after committing the flipping fill (before its ack), started again, and
+    given the position events that follow; yields once they are committed and counted."""
     subjects = Subjects("tradecache", trader)
     async with private_stack() as stack:
-        config = daemon_config(stack.redis.url, stack.nats.url, trader)
-        daemon = Daemon(config)
+        daemon = Daemon(daemon_config(stack.redis.url, stack.nats.url, trader))
         nc = await nats.connect(stack.nats.url)
         js = nc.jetstream()
         try:
@@ -267,50 +269,33 @@ async def test_a_restart_between_a_flipping_fill_and_its_position_closed_counts_
             await wait_until(lambda: read_checkpoint(stack.redis.url, trader) >= seq, 30, "position events read")
             await wait_until(lambda: metric_sum(daemon.port, "tradecache_events_total",
                                                        kind="position") == 2, 30, "counted")  # fmt: skip
-            assert await asyncio.to_thread(metric_sum, daemon.port, "tradecache_position_divergence_total") == 0
-            assert "position divergence" not in daemon.log_since_start()
+            yield stack, daemon
         finally:
             await nc.close()
             daemon.close()
+
+
+async def test_a_restart_between_a_flipping_fill_and_its_position_closed_counts_no_divergence() -> None:
+    trader = f"FLIP-{uuid.uuid4().hex[:6]}"
+    async with restarted_after_the_flip(trader, *flip_feed(trader)) as (_, daemon):
+        assert await asyncio.to_thread(metric_sum, daemon.port, "tradecache_position_divergence_total") == 0
+        assert "position divergence" not in daemon.log_since_start()
 
 
 async def test_a_restart_between_a_hedging_flip_and_its_position_opened_keeps_the_opening_half() -> None:
     # The opening half waits for the PositionOpened that names its position; it is stored with
     # the flipping fill, so a daemon killed in between stores it under the new id all the same.
     trader = f"HEDGE-{uuid.uuid4().hex[:6]}"
-    before, after = flip_feed(trader, "P-20261205-001", new_id="P-20261205-002")
-    subjects = Subjects("tradecache", trader)
-    async with private_stack() as stack:
-        config = daemon_config(stack.redis.url, stack.nats.url, trader)
-        daemon = Daemon(config)
-        nc = await nats.connect(stack.nats.url)
-        js = nc.jetstream()
-        client = redis.Redis.from_url(stack.redis.url)
-        try:
-            daemon.start(pause_after=len(before))
-            await wait_ready(daemon)
-            for kind, payload in before:
-                seq = (await js.publish(subjects.inbound_for_name(kind), payload)).seq
-                await wait_until(lambda seq=seq: read_checkpoint(stack.redis.url, trader) >= seq, 30, "committed")
-            await wait_until(daemon.paused, 30, "paused after the flip's commit, before its ack")
-            daemon.kill()
-            daemon.start()
-            for kind, payload in after:
-                seq = (await js.publish(subjects.inbound_for_name(kind), payload)).seq
-            await wait_until(lambda: read_checkpoint(stack.redis.url, trader) >= seq, 30, "position events read")
-            keys = Keys(trader)
+    feed = flip_feed(trader, "P-20261205-001", new_id="P-20261205-002")
+    async with restarted_after_the_flip(trader, *feed) as (stack, daemon):
+        keys = Keys(trader)
+        with contextlib.closing(redis.Redis.from_url(stack.redis.url)) as client:
             new_side = client.lrange(keys.entity(Collection.POSITIONS, "P-20261205-002"), 0, -1)
             assert len(new_side) == 1  # the opening half, read back from Redis after the restart
             half = SERIALIZER.deserialize(new_side[0])
             assert isinstance(half, OrderFilled) and str(half.last_qty) == "50000"
             assert client.hlen(keys.pending_openings()) == 0  # released with the PositionOpened
-            await wait_until(lambda: metric_sum(daemon.port, "tradecache_events_total",
-                                                       kind="position") == 2, 30, "counted")  # fmt: skip
-            assert await asyncio.to_thread(metric_sum, daemon.port, "tradecache_position_divergence_total") == 0
-        finally:
-            client.close()
-            await nc.close()
-            daemon.close()
+        assert await asyncio.to_thread(metric_sum, daemon.port, "tradecache_position_divergence_total") == 0
 
 
 # -- no blind spots: stuck acks -----------------------------------------------------------------------
