@@ -181,11 +181,11 @@ class Outbox:
     # -- the publisher thread ---------------------------------------------------------------
 
     def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        try:
-            loop.run_until_complete(self._main(loop))
-        finally:
-            loop.close()
+        # asyncio.Runner, not a bare loop: at the end it cancels and runs to completion the tasks
+        # nats-py leaves behind (its subscriptions' readers), which a closed loop would leave
+        # half-done for the garbage collector.
+        with asyncio.Runner() as runner:
+            runner.run(self._main(runner.get_loop()))
 
     async def _main(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
