@@ -199,6 +199,11 @@ class LocalServer:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The server process's id while it runs (benchmarks read its CPU time)."""
+        return self._process.pid if self.running and self._process is not None else None
+
     def start(self, timeout: float = 30.0) -> None:
         """Launch the process (no-op when running) and wait until it answers. Raises ServerFailed."""
         if self.running:
