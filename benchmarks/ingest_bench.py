@@ -48,7 +48,7 @@ from prometheus_client.parser import text_string_to_metric_families
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import profiler
-from benchmarks.daemon_runner import quantile, rss_mb, server_versions, start_daemon, wait_ready
+from benchmarks.daemon_runner import cpu_seconds, quantile, rss_mb, server_versions, start_daemon, wait_ready
 from benchmarks.feed import PREFIX, TRADER, Feed, mix, prefill, publish_at
 from tradecache.cache.keys import Keys
 from tradecache.dev.stack import NatsServer, RedisServer, free_port
@@ -282,15 +282,21 @@ def main() -> None:
         wait_ready(port)
         rss_start = rss_mb(daemon.pid)
         recorder = profiler.start(daemon.pid, folder / "profile.txt") if args.profile else None
+        pids = {"tradecache": daemon.pid, "redis-server": redis_server.pid, "nats-server": nats_server.pid}
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items() if pid is not None}
         started = time.perf_counter()
         wait_checkpoint(client, last)
         seconds = time.perf_counter() - started
+        cpu_used = {name: cpu_seconds(pids[name]) - value for name, value in cpu_before.items()}
         profile = profiler.stop(recorder, folder / "profile.txt") if recorder is not None else None
         rate = count / seconds
         note = " (under py-spy)" if profile else ""
         print(f"tradecache end to end{note}: {count:,} events in {seconds:.2f} s = {rate:,.0f} events/s "
               f"({rate / rate_naive:.1f}x the naive sink, "
               f"{rate / bare_all:.0%} of the bare AckPolicy.ALL consumer)")  # fmt: skip
+        print("CPU per event during the backlog (where the wall time goes; 2 cores): "
+              + ", ".join(f"{name} {used / count * 1e6:.1f} us ({used / seconds:.0%} of a core)"
+                          for name, used in cpu_used.items()))  # fmt: skip
         rss_backlog = rss_mb(daemon.pid)
         if profile is not None:
             print(profile.table())
