@@ -414,3 +414,51 @@ def test_peek_shows_the_waiting_deliveries_as_they_will_be_handed_over_and_takes
     pull.processed(0.02)
     [second] = batches(pull.poll(0.02))
     assert second.deliveries == peeked
+
+
+def test_settled_shows_a_full_next_batch_exactly_as_it_will_be_handed_over() -> None:
+    pull = machine(batch=3)
+    pull.poll(0.0)
+    for seq in (1, 2, 3):
+        pull.arrived(delivery(seq))
+    [first] = batches(pull.poll(0.01))  # full: handed over, and the next pull asked for
+    assert seqs(first) == [1, 2, 3]
+    pull.arrived(delivery(4))
+    pull.arrived(status("100", "Idle Heartbeat", pull=2))
+    pull.arrived(delivery(5))
+    assert pull.settled() is None  # two of three, and the pull still running: not decided yet
+    pull.arrived(delivery(6))
+    pull.arrived(delivery(7))
+    settled = pull.settled()
+    assert settled is not None and [d.stream_seq for d in settled] == [4, 5, 6]
+    assert pull.queued == 5  # nothing taken
+    pull.processed(0.02)
+    [second] = batches(pull.poll(0.02))
+    assert second.deliveries == settled
+
+
+def test_settled_shows_a_short_batch_once_its_pull_is_over_and_nothing_before() -> None:
+    pull = machine(batch=4)
+    pull.poll(0.0)
+    for seq in (1, 2, 3, 4):
+        pull.arrived(delivery(seq))
+    batches(pull.poll(0.01))
+    pull.arrived(status("408", "Request Timeout", pull=1))  # an earlier pull's end: not this one's
+    pull.arrived(delivery(5))
+    assert pull.settled() is None
+    pull.arrived(status("404", "No Messages", pull=2))
+    settled = pull.settled()
+    assert settled is not None and [d.stream_seq for d in settled] == [5]
+    pull.processed(0.02)
+    [second] = batches(pull.poll(0.02))
+    assert second.deliveries == settled
+
+
+def test_settled_is_none_when_the_pull_ended_with_nothing() -> None:
+    pull = machine(batch=2)
+    pull.poll(0.0)
+    pull.arrived(delivery(1))
+    pull.arrived(delivery(2))
+    batches(pull.poll(0.01))
+    pull.arrived(status("404", "No Messages", pull=2))
+    assert pull.settled() is None

@@ -130,6 +130,19 @@ class Store:
                 self._take(state, collection, key, value)
         return state
 
+    def keys_read(self, request: StateRequest) -> set[str]:
+        """The keys `read_state(request)` reads (work ahead must not read what a call in flight writes)."""
+        keys = self.keys
+        found = {keys.entity(Collection.ORDERS, key) for key in request.orders}
+        found.update(keys.entity(Collection.POSITIONS, key) for key in request.positions)
+        found.update(keys.entity(Collection.ACCOUNTS, key) for key in request.accounts)
+        found.update(keys.entity(Collection.INSTRUMENTS, key) for key in request.instruments)
+        if request.pending_openings:
+            found.add(keys.pending_openings())
+        if request.orders and self.purged_lookup:
+            found.add(keys.purged(Collection.ORDERS))
+        return found
+
     def _take(self, state: StoredState, collection: Collection, key: str, value: Any) -> None:
         if collection == Collection.INSTRUMENTS:
             if value:

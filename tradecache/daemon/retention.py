@@ -41,7 +41,9 @@ MAX_PAUSE: Final = 0.05
 class SweepExecutor:
     """Answers a sweep's requests with one Redis round trip each (asyncio)."""
 
-    def __init__(self, client: Any, keys: Keys, lock: asyncio.Lock | None = None) -> None:
+    def __init__(
+        self, client: Any, keys: Keys, lock: contextlib.AbstractAsyncContextManager[None] | None = None
+    ) -> None:
         self.client = client
         self.keys = keys
         self.lock = lock or asyncio.Lock()

@@ -158,6 +158,9 @@ class Ingestor:
         self._stopping = asyncio.Event()
         self.pull = PullMachine(self._pull_settings(4 * 1024 * 1024), "")
         self._arrived = asyncio.Event()
+        # ... and once it is settled, applied ahead too (the pull machine is replaced on each start).
+        self.pipeline.upcoming = lambda: self.pull.settled()
+        self.pipeline.arrivals = self._arrived
         self._subscription: Any = None
 
     @property

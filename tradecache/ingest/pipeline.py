@@ -19,6 +19,15 @@ since memory may hold what Redis did not take. A refusal that names tradecache's
 (`...:tradecache:...`: the checkpoint, an index, a dedupe hash) or that remains with no message
 left to blame is not a message's doing: it is raised as `NotPinned` for the caller to retry.
 How Redis is called (with retries while it is unavailable, or not) is the caller's: `call`.
+
+Work ahead: while a commit is in flight, Redis runs the script and the pipeline would wait. So
+the next batch is checked then (`while_committing`), and once it is settled (`upcoming`: the
+deliveries exactly as they will be handed over) it is also applied on the ledger, its stored
+state read first when memory lacks some: its commit can go out as soon as this one is answered.
+Reading ahead is safe because it only reads keys the call in flight does not write; applying
+ahead because the ledger is reset whenever that call fails (and with it what was applied
+ahead, `Ledger.generation`), and what was prepared is used only for the very same items, after
+the call it was prepared behind committed. Otherwise it is dropped with the ledger's memory.
 """
 
 from __future__ import annotations
@@ -71,6 +80,31 @@ class _Conflict(Exception):
         self.stream_seq = stream_seq
         self.refusal = refusal
         super().__init__(str(refusal))
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """The next items applied ahead on the ledger of `generation`, behind the commit up to `behind`."""
+
+    items: list[Item]
+    result: BatchResult
+    generation: int
+    behind: int
+
+
+class _Holding:
+    """The pipeline held by someone else between two runs (a retention purge): what was applied
+    ahead read the store before that one changes it, so it is dropped first."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
+
+    async def __aenter__(self) -> None:
+        await self._pipeline._lock.acquire()
+        self._pipeline.discard_prepared()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._pipeline._lock.release()
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +174,12 @@ class Pipeline:
         self.after_commit = after_commit
         # Work to do while a commit is in flight (the daemon: check the next batch ahead, `check_ahead`).
         self.while_committing: Callable[[], None] | None = None
+        # The next batch once it is settled (None: not yet), and a signal that more has arrived:
+        # with both, the next batch is also applied ahead while a commit is in flight.
+        self.upcoming: Callable[[], Sequence[Delivery] | None] | None = None
+        self.arrivals: asyncio.Event | None = None
+        self._prepared: _Prepared | None = None
+        self.prepared_used = 0  # batches committed as applied ahead (tests and benchmarks read it)
         self._checked_ahead: dict[int, Item] = {}  # stream sequence -> its delivery checked ahead
         self._last_chunk = False  # the chunk being run is its batch's last (see `_commit`)
         self.checkpoint = 0
@@ -147,8 +187,10 @@ class Pipeline:
         # A commit that may have been carried out although its answer never came (see `_send`).
         self.unconfirmed: Committed | None = None
         # Held from reading a run's stored state to its commit: a retention purge
-        # (`daemon/retention.py`) waits for it, so it never removes what a run has just read.
-        self.lock = asyncio.Lock()
+        # (`daemon/retention.py`) waits for it, so it never removes what a run has just read;
+        # taken through `lock`, it also drops what was applied ahead.
+        self._lock = asyncio.Lock()
+        self.lock = _Holding(self)
 
     async def run_deliveries(
         self, deliveries: Sequence[Delivery], *, ack: Callable[[list[Delivery]], Awaitable[None]] | None = None
@@ -190,6 +232,13 @@ class Pipeline:
 
     def forget_ahead(self) -> None:
         self._checked_ahead.clear()
+        self.discard_prepared()
+
+    def discard_prepared(self) -> None:
+        """Drop what was applied ahead, and with it the ledger's memory (which holds its effects)."""
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None and prepared.generation == self.ledger.generation:
+            self.ledger.reset()
 
     def _checked(self, intake: Intake, delivery: Delivery) -> Item:
         item = self._checked_ahead.pop(delivery.stream_seq, None) if self._checked_ahead else None
@@ -201,7 +250,7 @@ class Pipeline:
     async def run(self, items: Sequence[Item]) -> None:
         """Apply and commit `items` (stream order). Raises NotPinned, LeaseLost, StoreUnavailable
         (from `call`), or a bug; nothing is half-committed in any case."""
-        async with self.lock:
+        async with self._lock:
             await self._run(items)
 
     async def _run(self, items: Sequence[Item]) -> None:
@@ -209,6 +258,11 @@ class Pipeline:
         pieces: deque[list[Item]] = deque([list(items)])
         while pieces:
             piece = pieces.popleft()
+            size = len(self._prepared.items) if self._prepared is not None else 0
+            if 0 < size < len(piece) and self._is_prepared(piece[:size]):
+                # The batch grew after it was settled ahead (more arrived): the rest goes next.
+                pieces.appendleft(piece[size:])
+                piece = piece[:size]
             try:
                 rest = await self._commit(piece, published, last=self._last_chunk and not pieces)
             except _Pinnable as failure:
@@ -224,17 +278,19 @@ class Pipeline:
                 pieces.appendleft(rest)
 
     async def _commit(self, piece: list[Item], published: set[int], *, last: bool = False) -> list[Item]:
-        fresh = [item.message for item in piece if isinstance(item, Accepted) and self._ahead(item)]
-        request = self.ledger.missing(fresh)
-        if request:
-            try:
-                stored = await self.call("read state", lambda: self.store.read_state(request))
-                self.ledger.hydrate(stored)
-            except StoreRefused as exc:
-                raise _Pinnable(f"Redis refused to read the state it needs: {exc.cause}") from exc
-            except (ValueError, TypeError, KeyError, ArithmeticError, EventRejected) as exc:
-                raise _Pinnable(f"its stored state cannot be read back: {type(exc).__name__}: {exc}") from exc
-        result = apply_batch(self.ledger, piece, checkpoint=self.checkpoint, keys=self.keys, encode=self.encode)
+        result = self._take_prepared(piece)
+        if result is None:
+            fresh = [item.message for item in piece if isinstance(item, Accepted) and self._ahead(item)]
+            request = self.ledger.missing(fresh)
+            if request:
+                try:
+                    stored = await self.call("read state", lambda: self.store.read_state(request))
+                    self.ledger.hydrate(stored)
+                except StoreRefused as exc:
+                    raise _Pinnable(f"Redis refused to read the state it needs: {exc.cause}") from exc
+                except (ValueError, TypeError, KeyError, ArithmeticError, EventRejected) as exc:
+                    raise _Pinnable(f"its stored state cannot be read back: {type(exc).__name__}: {exc}") from exc
+            result = apply_batch(self.ledger, piece, checkpoint=self.checkpoint, keys=self.keys, encode=self.encode)
         if self.dead_letter is not None:
             for refused in result.refused:
                 if refused.delivery.stream_seq not in published:
@@ -278,16 +334,19 @@ class Pipeline:
         try:
             if self.while_committing is None or not overlap:
                 return await self.call("commit batch", attempt)
-            return await self._overlapped(self.call("commit batch", attempt), self.while_committing)
+            return await self._overlapped(self.call("commit batch", attempt), self.while_committing, result)
         except LeaseLost:
             if attempts > 1:  # an earlier attempt failed without an answer: it may have been made
                 self.unconfirmed = Committed(result, [1] * result.call.count, 0.0)
             raise
 
-    async def _overlapped(self, commit: Awaitable[list[int]], work: Callable[[], None]) -> list[int]:
+    async def _overlapped(
+        self, commit: Awaitable[list[int]], work: Callable[[], None], behind: BatchResult
+    ) -> list[int]:
         """`commit`, with `work` done while Redis runs it: the request is sent first (the task runs
-        up to its wait for the answer), then `work`, then the answer is awaited. `work` is only
-        ahead of time (what it does is done again if needed), so its failure is logged, not raised."""
+        up to its wait for the answer), then `work`, then the next batch is applied ahead when
+        it settles in time (`_prepare_ahead`), then the answer is awaited. `work` is only ahead
+        of time (what it does is done again if needed), so its failure is logged, not raised."""
         task = asyncio.ensure_future(commit)
         await asyncio.sleep(0)
         if not task.done():
@@ -295,7 +354,87 @@ class Pipeline:
                 work()
             except Exception:  # the same work is done later on the main path, where it is handled
                 self.log.debug("work ahead of a commit failed", exc_info=True)
+            if self.upcoming is not None and self._prepared is None:
+                try:
+                    await self._prepare_ahead(task, behind)
+                except Exception:  # only ahead of time: the main path does it again, and handles it
+                    self.log.debug("applying ahead of a commit failed", exc_info=True)
+                    self._prepared = None
+                    self.ledger.reset()  # it may hold part of what was applied
         return await task
+
+    async def _settled(self, task: asyncio.Future[list[int]]) -> Sequence[Delivery] | None:
+        """The next batch once it is settled, waiting for arrivals while `task` runs (None: not in time)."""
+        upcoming, arrivals = self.upcoming, self.arrivals
+        assert upcoming is not None
+        while True:
+            deliveries = upcoming()
+            if deliveries is not None or task.done() or arrivals is None:
+                return deliveries
+            arrivals.clear()
+            waiter = asyncio.ensure_future(arrivals.wait())
+            try:
+                await asyncio.wait((task, waiter), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+
+    async def _prepare_ahead(self, task: asyncio.Future[list[int]], behind: BatchResult) -> None:
+        """Apply the next batch on the ledger while `task` commits `behind` (see the module
+        docstring). Only when it is one chunk of deliveries all after `behind`, all checked, and
+        what it must read is not written by `behind`."""
+        intake = self.intake
+        deliveries = await self._settled(task)
+        if not deliveries or intake is None:
+            return
+        ordered = in_stream_order(deliveries)
+        if ordered[0].stream_seq <= behind.last_seq or sum(len(d.data) for d in ordered) > self.chunk_bytes:
+            return
+        self.check_ahead(ordered, len(ordered) + len(self._checked_ahead))
+        items: list[Item] = []
+        for delivery in ordered:
+            item = self._checked_ahead.get(delivery.stream_seq)
+            if item is None or item.delivery.data is not delivery.data:
+                return
+            items.append(item)
+        ledger = self.ledger
+        generation = ledger.generation
+        request = ledger.missing([item.message for item in items if isinstance(item, Accepted)])
+        if request:
+            if not self.store.keys_read(request).isdisjoint(behind.call.keys):
+                return  # it would read what the call in flight writes: after its answer, then
+            stored = await self.store.read_state(request)
+            if ledger.generation != generation:
+                return
+            ledger.hydrate(stored)
+        result = apply_batch(ledger, items, checkpoint=behind.last_seq, keys=self.keys, encode=self.encode)
+        self._prepared = _Prepared(items, result, generation, behind.last_seq)
+        if result.rest:  # a message failed unexpectedly: the main path handles that
+            self.discard_prepared()
+
+    def _is_prepared(self, piece: Sequence[Item]) -> bool:
+        prepared = self._prepared
+        return (
+            prepared is not None
+            and len(piece) == len(prepared.items)
+            and all(mine is theirs for mine, theirs in zip(piece, prepared.items, strict=True))
+        )
+
+    def _take_prepared(self, piece: Sequence[Item]) -> BatchResult | None:
+        """What was applied ahead for exactly `piece`, if still valid; anything else prepared is
+        dropped (with the ledger's memory, which holds its effects)."""
+        prepared = self._prepared
+        if prepared is None:
+            return None
+        if (
+            prepared.generation == self.ledger.generation
+            and self.checkpoint >= prepared.behind
+            and self._is_prepared(piece)
+        ):
+            self._prepared = None
+            self.prepared_used += 1
+            return prepared.result
+        self.discard_prepared()
+        return None
 
     def take_unconfirmed(self, stored_checkpoint: int) -> Committed | None:
         """The unconfirmed commit (see `_send`) if the stored checkpoint shows it was carried out

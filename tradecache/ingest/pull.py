@@ -192,6 +192,32 @@ class PullMachine:
                                   pending, message.reply, delivered))  # fmt: skip
         return found
 
+    def settled(self) -> list[Delivery] | None:
+        """The next batch exactly as `poll` will hand it over, when that is already decided: the
+        deliveries arrived fill it, or the end of its pull has arrived. None otherwise (for work
+        ahead: applying it while the batch in hand is committed). Nothing changes."""
+        if self._batch:  # a batch being gathered: lingering decides it, not what has arrived
+            return None
+        size = self.settings.batch_size
+        current = f"{self.inbox}.{self.pulls}"
+        found: list[Delivery] = []
+        for message in self._arrived:
+            if len(found) >= size:
+                return found
+            headers = message.headers
+            status = headers.get("Status") if headers else None
+            if status is not None and not message.data:
+                if message.subject == current and status != HEARTBEAT_STATUS:
+                    return found or None  # the pull is over: the batch is what came before its end
+                continue
+            try:
+                seq, consumer_seq, timestamp, pending, delivered = ack_metadata(message.reply)
+            except ValueError:
+                continue
+            found.append(Delivery(message.subject, message.data, headers, seq, consumer_seq, timestamp, pending,
+                                  message.reply, delivered))  # fmt: skip
+        return found if len(found) >= size else None
+
     def wake_at(self) -> float | None:
         """When `poll` must be called if nothing arrives (None: only after an event)."""
         if self.in_hand:

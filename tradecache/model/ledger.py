@@ -197,6 +197,8 @@ class Ledger:
         self._recent_account_events: dict[str, None] = {}
         # Orders retention removed, as read with the state of the current batch (see `hydrate`).
         self._purged_orders: dict[str, int] = {}
+        # Counts the resets: work applied ahead on this memory is valid only while it is unchanged.
+        self.generation = 0
 
     # -- entry point ---------------------------------------------------------------------
 
@@ -521,6 +523,7 @@ class Ledger:
         self._recent_account_events.clear()
         self._purged_orders.clear()
         self.budget.clear()
+        self.generation += 1
 
     def evict(self, open_orders_limit: int, positions_limit: int = 100_000) -> int:
         """Bound memory after a batch; what is dropped is read back from the store when needed.
