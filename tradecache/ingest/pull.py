@@ -122,7 +122,9 @@ class PullMachine:
         self.last_cseq: int | None = None  # the highest consumer sequence handed over
         self.stopping = False
         self.in_hand = False
-        self._arrived: deque[Incoming] = deque()
+        # Deliveries are read (their JetStream metadata parsed) once, as they arrive; statuses and
+        # messages without metadata stay as they came, for `_take` to read or warn about.
+        self._arrived: deque[Delivery | Incoming] = deque()
         self._batch: list[Delivery] = []
         self._redelivered = 0
         self._first_at = 0.0
@@ -135,6 +137,16 @@ class PullMachine:
 
     def arrived(self, message: Incoming) -> None:
         """A message on the pull inbox (taken in order at the next `poll`)."""
+        headers = message.headers
+        if not (headers and not message.data and "Status" in headers):
+            try:
+                seq, consumer_seq, timestamp, pending, delivered = ack_metadata(message.reply)
+            except ValueError:
+                pass
+            else:
+                self._arrived.append(Delivery(message.subject, message.data, headers, seq, consumer_seq, timestamp,
+                                              pending, message.reply, delivered))  # fmt: skip
+                return
         self._arrived.append(message)
 
     def processed(self, now: float) -> None:
@@ -182,41 +194,39 @@ class PullMachine:
         for message in self._arrived:
             if len(found) >= limit:
                 break
-            if message.headers and not message.data and "Status" in message.headers:
-                continue
-            try:
-                seq, consumer_seq, timestamp, pending, delivered = ack_metadata(message.reply)
-            except ValueError:
-                continue
-            found.append(Delivery(message.subject, message.data, message.headers, seq, consumer_seq, timestamp,
-                                  pending, message.reply, delivered))  # fmt: skip
+            if isinstance(message, Delivery):
+                found.append(message)
         return found
 
     def settled(self) -> list[Delivery] | None:
         """The next batch exactly as `poll` will hand it over, when that is already decided: the
         deliveries arrived fill it, or the end of its pull has arrived. None otherwise (for work
         ahead: applying it while the batch in hand is committed). Nothing changes."""
-        if self._batch:  # a batch being gathered: lingering decides it, not what has arrived
-            return None
+        arrived = self._arrived
         size = self.settings.batch_size
+        if self._batch or not arrived:  # a batch being gathered: lingering decides it, not arrivals
+            return None
         current = f"{self.inbox}.{self.pulls}"
+        # Called on every arrival while a commit is in flight: cheap until it can be settled (a
+        # pull's end is the last thing it sends).
+        if len(arrived) < size and not self._ends_pull(arrived[-1], current):
+            return None
         found: list[Delivery] = []
-        for message in self._arrived:
+        for message in arrived:
             if len(found) >= size:
                 return found
-            headers = message.headers
-            status = headers.get("Status") if headers else None
-            if status is not None and not message.data:
-                if message.subject == current and status != HEARTBEAT_STATUS:
-                    return found or None  # the pull is over: the batch is what came before its end
-                continue
-            try:
-                seq, consumer_seq, timestamp, pending, delivered = ack_metadata(message.reply)
-            except ValueError:
-                continue
-            found.append(Delivery(message.subject, message.data, headers, seq, consumer_seq, timestamp, pending,
-                                  message.reply, delivered))  # fmt: skip
+            if isinstance(message, Delivery):
+                found.append(message)
+            elif self._ends_pull(message, current):
+                return found or None  # the pull is over: the batch is what came before its end
         return found if len(found) >= size else None
+
+    @staticmethod
+    def _ends_pull(message: Delivery | Incoming, current: str) -> bool:
+        if isinstance(message, Delivery) or message.data or not message.headers:
+            return False
+        status = message.headers.get("Status")
+        return status is not None and status != HEARTBEAT_STATUS and message.subject == current
 
     def wake_at(self) -> float | None:
         """When `poll` must be called if nothing arrives (None: only after an event)."""
@@ -292,6 +302,14 @@ class PullMachine:
         current = f"{self.inbox}.{self.pulls}"
         while self._arrived and len(batch) < self.settings.batch_size:
             message = self._arrived.popleft()
+            if isinstance(message, Delivery):
+                self.remaining -= 1
+                self._alive_until = now + self._silence_allowed()
+                if message.delivered > 1:
+                    self._redelivered += 1
+                batch.append(message)
+                took = True
+                continue
             headers = message.headers
             status = headers.get("Status") if headers else None
             if status is not None and not message.data:
@@ -309,18 +327,8 @@ class PullMachine:
                 elif status == "409":
                     actions.append(Warn("pull conflict", {"description": description}))
                 continue
-            try:
-                seq, consumer_seq, timestamp, pending, delivered = ack_metadata(message.reply)
-            except ValueError:
-                actions.append(Warn("delivery without JetStream metadata ignored", {"subject": message.subject}))
-                continue
-            self.remaining -= 1
-            self._alive_until = now + self._silence_allowed()
-            if delivered > 1:
-                self._redelivered += 1
-            batch.append(Delivery(message.subject, message.data, headers, seq, consumer_seq, timestamp, pending,
-                                  message.reply, delivered))  # fmt: skip
-            took = True
+            # Neither a delivery nor a status: its JetStream metadata did not parse (`arrived`).
+            actions.append(Warn("delivery without JetStream metadata ignored", {"subject": message.subject}))
         if took:
             if not self._first_at:
                 self._first_at = now

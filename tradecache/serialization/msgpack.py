@@ -278,7 +278,9 @@ def timestamps_are_strings(data: dict[str, Any]) -> bool:
     for key in _TS_KEYS[type_name]:
         if isinstance(get(key), int):
             return False
-    # Keys the schema does not name are stored too: look at those (usually none) the slow way.
+    if data.keys() <= known:  # the usual case, checked without building a set
+        return True
+    # Keys the schema does not name are stored too: look at those the slow way.
     return not any(key.startswith("ts_") and isinstance(data[key], int) for key in data.keys() - known)
 
 
