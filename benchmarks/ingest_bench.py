@@ -210,8 +210,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def rebuild(folder: Path, config: dict[str, Any]) -> tuple[int, float, float]:
-    """`tradecache rebuild` (a process of its own): messages, its own seconds, wall seconds."""
+def rebuild(folder: Path, config: dict[str, Any], profile: Path | None = None) -> tuple[int, float, float]:
+    """`tradecache rebuild` (a process of its own, under py-spy when `profile` names its output):
+    messages, its own seconds, wall seconds."""
     import os
 
     import yaml
@@ -219,8 +220,9 @@ def rebuild(folder: Path, config: dict[str, Any]) -> tuple[int, float, float]:
     path = folder / "rebuild.yaml"
     path.write_text(yaml.safe_dump(config))
     env = {key: value for key, value in os.environ.items() if not key.startswith("TRADECACHE_")}
+    spy = [*profiler.command(profile), "--"] if profile is not None else []
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "tradecache", "rebuild", "--config", str(path)],
+    done = subprocess.run([*spy, sys.executable, "-m", "tradecache", "rebuild", "--config", str(path)],
                           capture_output=True, text=True, env=env, timeout=3600, check=False)  # fmt: skip
     wall = time.perf_counter() - started
     match = re.search(r": (\d+) messages .* in ([\d.]+) s", done.stdout)
@@ -240,7 +242,10 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=1000, help="events/s of the paced phase")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--profile", action="store_true", help="sample the daemon with py-spy during the backlog")
-    parser.add_argument("--profile-raw", type=Path, help="also keep py-spy's raw stacks in this file")
+    parser.add_argument("--profile-raw", type=Path,
+                        help="also keep py-spy's raw stacks in this file (the rebuild's: <file>.rebuild)")  # fmt: skip
+    parser.add_argument("--profile-rebuild", action="store_true",
+                        help="run `tradecache rebuild` under py-spy and split its time the same way")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="a tiny run that checks the benchmark still works")
     args = parser.parse_args()
     if args.quick:
@@ -320,12 +325,18 @@ def main() -> None:
         checkpoint = int(client.get(Keys(TRADER).checkpoint()) or 0)
 
         client.flushall()
-        rebuilt, rebuild_seconds, rebuild_wall = rebuild(folder, config)
+        rebuild_profile = folder / "rebuild-profile.txt" if args.profile_rebuild else None
+        rebuilt, rebuild_seconds, rebuild_wall = rebuild(folder, config, rebuild_profile)
         rate_rebuild = rebuilt / max(rebuild_seconds, 1e-3)
         after_rebuild = int(client.get(Keys(TRADER).checkpoint()) or 0)
-        print(f"tradecache rebuild into an emptied Redis: {rebuilt:,} messages in {rebuild_seconds:.1f} s "
+        spied = " (under py-spy)" if rebuild_profile else ""
+        print(f"tradecache rebuild into an emptied Redis{spied}: {rebuilt:,} messages in {rebuild_seconds:.2f} s "
               f"= {rate_rebuild:,.0f} events/s ({rebuild_wall:.1f} s with the process start); "
               f"checkpoint {after_rebuild} (ingest left {checkpoint})")  # fmt: skip
+        if rebuild_profile is not None:
+            print(profiler.parse(rebuild_profile.read_text(), rebuild=True).table("the rebuild"))
+            if args.profile_raw is not None:
+                shutil.copyfile(rebuild_profile, args.profile_raw.with_name(args.profile_raw.name + ".rebuild"))
 
         ratio = rate / rate_naive
         flat = rss_end <= rss_backlog * 1.1 + 2

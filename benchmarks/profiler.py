@@ -28,9 +28,13 @@ MARKERS: tuple[tuple[str, str, frozenset[str]], ...] = (
     ("Store.commit (the apply script call)", "cache/aio.py", frozenset({"commit"})),
     ("Store.read_state (the stored state a batch needs)", "cache/aio.py", frozenset({"read_state"})),
 )
+# Rebuild only: what its process does before it replays (imports, the guards, the flush).
+START = "rebuild start: imports, guards, flush (before `_replay`)"
+_START_FUNCTIONS = frozenset({"rebuild", "_guarded", "_sidecar_running"})
 LOOP = "NATS client and event loop (no tradecache frame below the loop: socket writes, parsing, select)"
 OTHER = "other tradecache code (pulling, acking, pipeline glue, logging)"
 STAGES = (*dict.fromkeys(stage for stage, _, _ in MARKERS), LOOP, OTHER)
+REBUILD_STAGES = (*STAGES, START)
 _ENTRY = ("tradecache/cli.py", "tradecache/__main__.py")  # below these every sample sits
 _FRAME = re.compile(r"^(?P<function>.*?) \((?P<path>[^:()]*)(?::\d+)?\)$")
 
@@ -40,13 +44,27 @@ class Profile:
     samples: int
     shares: dict[str, float]  # stage -> fraction of the samples
 
-    def table(self) -> str:
-        lines = [f"profile of the daemon: {self.samples:,} samples", "| where | share |", "|---|---|"]
-        lines += [f"| {stage} | {self.shares[stage]:.0%} |" for stage in STAGES]
+    def table(self, of: str = "the daemon") -> str:
+        lines = [f"profile of {of}: {self.samples:,} samples", "| where | share |", "|---|---|"]
+        lines += [f"| {stage} | {share:.0%} |" for stage, share in self.shares.items()]
         return "\n".join(lines)
 
 
-def stage_of(stack: list[str]) -> str:
+def _starting(stack: list[str]) -> bool:
+    """A rebuild's sample before its replay: importing (no event loop yet), or in its guards and
+    flush (a frame of `rebuild` / `_guarded` / `_sidecar_running`, none of `_replay`)."""
+    functions = [(match["function"].rsplit(".", 1)[-1], match["path"]) for frame in stack
+                 if (match := _FRAME.match(frame.strip())) is not None]  # fmt: skip
+    if not any(path.endswith("asyncio/runners.py") for _, path in functions):
+        return any("importlib" in path for _, path in functions)
+    in_rebuild = {function for function, path in functions if path.endswith("daemon/rebuild.py")}
+    return bool(in_rebuild & _START_FUNCTIONS) and "_replay" not in in_rebuild
+
+
+def stage_of(stack: list[str], *, rebuild: bool = False) -> str:
+    """The stage a sample counts for (with `rebuild`: of a `tradecache rebuild` process)."""
+    if rebuild and _starting(stack):
+        return START
     ours = False
     for frame in stack:
         match = _FRAME.match(frame.strip())
@@ -61,15 +79,16 @@ def stage_of(stack: list[str]) -> str:
     return OTHER if ours else LOOP
 
 
-def parse(raw: str) -> Profile:
+def parse(raw: str, *, rebuild: bool = False) -> Profile:
     counts: Counter[str] = Counter()
     for line in raw.splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
-        counts[stage_of(stack.split(";"))] += int(count)
+        counts[stage_of(stack.split(";"), rebuild=rebuild)] += int(count)
     total = sum(counts.values())
-    return Profile(total, {stage: counts[stage] / total if total else 0.0 for stage in STAGES})
+    stages = REBUILD_STAGES if rebuild else STAGES
+    return Profile(total, {stage: counts[stage] / total if total else 0.0 for stage in stages})
 
 
 def py_spy() -> str:
@@ -77,6 +96,11 @@ def py_spy() -> str:
     if not Path(found).exists():
         raise RuntimeError("py-spy not found: it comes with the dev extra (scripts/setup)")
     return found
+
+
+def command(output: Path, rate: int = 100) -> list[str]:
+    """py-spy recording what follows it (`[*command(...), "--", program, ...]`), raw stacks to `output`."""
+    return [py_spy(), "record", "--format", "raw", "--rate", str(rate), "--output", str(output)]
 
 
 def start(pid: int, output: Path, rate: int = 100) -> subprocess.Popen[bytes]:
@@ -95,4 +119,16 @@ def stop(recorder: subprocess.Popen[bytes], output: Path) -> Profile:
     return parse(output.read_text())
 
 
-__all__ = ["LOOP", "OTHER", "STAGES", "Profile", "parse", "stage_of", "start", "stop"]
+__all__ = [
+    "LOOP",
+    "OTHER",
+    "REBUILD_STAGES",
+    "STAGES",
+    "START",
+    "Profile",
+    "command",
+    "parse",
+    "stage_of",
+    "start",
+    "stop",
+]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.profiler import STAGES, parse, stage_of
+from benchmarks.profiler import REBUILD_STAGES, STAGES, START, parse, stage_of
 
 REPO = Path(__file__).resolve().parents[2]
 NUMBER = r"[\d,]+(?:\.\d+)?"
@@ -42,7 +42,12 @@ def goals(lines: list[str]) -> list[str]:
 
 
 def test_ingest_bench_prints_the_baselines_the_profile_and_its_goals() -> None:
-    lines = run("ingest_bench.py", "--profile")
+    lines = run("ingest_bench.py", "--profile", "--profile-rebuild")
+    rebuild_profile = lines.index(one(lines, r"^profile of the rebuild: [\d,]+ samples$").string)
+    lines, rebuild_lines = lines[:rebuild_profile], lines[rebuild_profile:]
+    rebuild_shares = [int(one(rebuild_lines, rf"^\| {re.escape(stage)} \| (\d+)% \|$")[1]) for stage in REBUILD_STAGES]
+    assert 96 <= sum(rebuild_shares) <= 104, rebuild_shares  # each rounded
+    lines += [line for line in rebuild_lines if line.startswith("GOAL ")]
     for consumer in ("hand-made pull, AckPolicy.ALL", "hand-made pull, ack per message", "nats-py fetch(), ack per"):
         one(lines, rf"^bare consumer, {re.escape(consumer)}.*: {NUMBER} msgs/s$")
     one(lines, rf"^naive sink .*: {NUMBER} events/s$")
@@ -55,7 +60,7 @@ def test_ingest_bench_prints_the_baselines_the_profile_and_its_goals() -> None:
     one(lines, rf"daemon histogram: p50 {NUMBER} ms, p99 {NUMBER} ms$")
     one(lines, rf"^event lag, external .*: p50 {NUMBER} ms, p99 {NUMBER} ms$")
     one(lines, rf"^tradecache RSS: {NUMBER} MB at ready, {NUMBER} MB after the backlog, {NUMBER} MB at the end$")
-    rebuild = rf"^tradecache rebuild .*: {NUMBER} messages .* events/s"
+    rebuild = rf"^tradecache rebuild into an emptied Redis \(under py-spy\): {NUMBER} messages .* events/s"
     rebuilt = one(lines, rf"{rebuild} .*checkpoint (\d+) \(ingest left (\d+)\)$")
     assert rebuilt[1] == rebuilt[2]  # the rebuild reached where ingest had
     assert [line.split(":")[0] for line in goals(lines)] == [
@@ -117,3 +122,28 @@ def test_the_profile_counts_a_sample_for_the_outermost_stage() -> None:
     assert profile.samples == 100
     assert [round(profile.shares[stage] * 100) for stage in STAGES] == [30, 20, 15, 20, 5, 6, 4]
     assert stage_of(["Intake.check (/x/tradecache/ingest/intake.py:130)"]) == STAGES[0]
+
+
+def test_a_rebuild_profile_counts_its_start_apart() -> None:
+    runner = "run (asyncio/runners.py:190);run_forever (asyncio/base_events.py:600);_run (asyncio/events.py:80)"
+    rebuild = f"{runner};rebuild (/x/tradecache/daemon/rebuild.py:100)"
+    replay = f"{rebuild};_guarded (/x/tradecache/daemon/rebuild.py:150);_replay (/x/tradecache/daemon/rebuild.py:200)"
+    raw = "\n".join([
+        f"{replay};check (/x/tradecache/ingest/intake.py:130) 40",
+        f"{runner};_call_directly (/x/tradecache/ingest/pipeline.py:90);commit (/x/tradecache/cache/aio.py:97) 10",
+        f"{runner};_read_loop (nats/aio/client.py:10) 10",
+        f"{rebuild};_sidecar_running (/x/tradecache/daemon/rebuild.py:80) 5",
+        f"{rebuild};_guarded (/x/tradecache/daemon/rebuild.py:150);flush (/x/tradecache/cache/database.py:1) 15",
+        "main (/x/tradecache/cli.py:1);_find_and_load (<frozen importlib._bootstrap>:1);"
+        "<module> (/x/tradecache/daemon/rebuild.py:1) 20",
+    ])  # fmt: skip
+    profile = parse(raw, rebuild=True)
+    assert profile.samples == 100 and list(profile.shares) == list(REBUILD_STAGES)
+    # The commit task and the NATS reader run outside `_replay`'s frame and still count as replay.
+    assert {stage: round(share * 100) for stage, share in profile.shares.items() if share} == {
+        STAGES[0]: 40,
+        STAGES[3]: 10,
+        STAGES[5]: 10,
+        START: 40,
+    }
+    assert START not in parse(raw).shares  # a daemon's profile has no start stage
