@@ -47,41 +47,43 @@ def run_rebuild(config_path: Path, *flags: str) -> subprocess.CompletedProcess[s
     )  # fmt: skip
 
 
+# The default batch, and small ones: many pulls, each batch checked ahead as it arrives while the
+# previous one's commit is in flight.
+@pytest.mark.parametrize(("trader", "batch_size"), [(TRADER, None), ("REBUILD-002", 7)])
 async def test_rebuild_recreates_exactly_what_the_daemon_had_written(
-    redis_server: Any, nats_server: Any, tmp_path: Path
+    redis_server: Any, nats_server: Any, tmp_path: Path, trader: str, batch_size: int | None
 ) -> None:
-    database(redis_server.url, TRADER).flush()
-    messages = demo_stream(TRADER, 15)
+    database(redis_server.url, trader).flush()
+    messages = demo_stream(trader, 15)
     bad = [(Kind.ORDER, b"\xc1 not msgpack")]  # dead-lettered when consumed; counted by the rebuild
-    config = daemon_config(redis_server.url, nats_server.url, TRADER)
+    config = daemon_config(redis_server.url, nats_server.url, trader)
     config_path = tmp_path / "tradecache.yaml"
-    config_path.write_text(
-        yaml.safe_dump(
-            {"trader_id": TRADER, "redis": {"url": redis_server.url}, "nats": {"servers": [nats_server.url]}}
-        )
-    )
+    rebuild_config = {"trader_id": trader, "redis": {"url": redis_server.url}, "nats": {"servers": [nats_server.url]}}
+    if batch_size is not None:
+        rebuild_config["ingest"] = {"batch_size": batch_size}
+    config_path.write_text(yaml.safe_dump(rebuild_config))
     async with running_daemon(config):
-        last = await publish(nats_server.url, TRADER, messages[:100] + bad + messages[100:])
-        await wait_for_checkpoint(redis_server.url, TRADER, last)
+        last = await publish(nats_server.url, trader, messages[:100] + bad + messages[100:])
+        await wait_for_checkpoint(redis_server.url, trader, last)
         running = await asyncio.to_thread(run_rebuild, config_path, "--flush")
         assert running.returncode == 1 and "is running; stop it first" in running.stderr
-    before = dump(redis_server.url, TRADER)
-    assert len(before) > 50 and int(before[Keys(TRADER).checkpoint()]) == last
+    before = dump(redis_server.url, trader)
+    assert len(before) > 50 and int(before[Keys(trader).checkpoint()]) == last
 
-    database(redis_server.url, TRADER).flush()  # Redis lost this trader's data
-    assert dump(redis_server.url, TRADER) == {}
+    database(redis_server.url, trader).flush()  # Redis lost this trader's data
+    assert dump(redis_server.url, trader) == {}
     rebuilt = await asyncio.to_thread(run_rebuild, config_path)
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert f"{len(messages) + 1} messages" in rebuilt.stdout and "malformed 1" in rebuilt.stdout
-    assert dump(redis_server.url, TRADER) == before
+    assert dump(redis_server.url, trader) == before
 
     again = await asyncio.to_thread(run_rebuild, config_path)
     assert again.returncode == 1 and "already holds state" in again.stderr and "--flush" in again.stderr
 
     # The daemon resumes after the rebuilt checkpoint: new messages land, nothing twice.
-    more = demo_stream(TRADER, 2)
+    more = demo_stream(trader, 2)
     async with running_daemon(config):
-        last = await publish(nats_server.url, TRADER, more)
-        await wait_for_checkpoint(redis_server.url, TRADER, last)
-    assert_redis_equals_clean_run(redis_server.url, TRADER, messages + more)
-    database(redis_server.url, TRADER).flush()
+        last = await publish(nats_server.url, trader, more)
+        await wait_for_checkpoint(redis_server.url, trader, last)
+    assert_redis_equals_clean_run(redis_server.url, trader, messages + more)
+    database(redis_server.url, trader).flush()

@@ -58,6 +58,8 @@ def duplicates(result: BatchResult, results: Sequence[int]) -> list[bool]:
     ledger knew it, or the store found every append and set it made already there (`results`
     are the script's answers). A message that only merges or deletes (StrategyState) writes."""
     unchanged = {id(write) for write in result.call.unchanged(results)}
+    if not unchanged:  # the usual case (the store had none of them): only what the ledger knew
+        return [applied.outcome.duplicate for applied in result.applied]
     flags = []
     for applied in result.applied:
         stores = [w for w in applied.outcome.writes if w.op in (WriteOp.APPEND, WriteOp.SET)]
