@@ -186,6 +186,18 @@ class FixedPoint:
         return self.raw >= other.raw
 
 
+def trusted_quantity(raw: int, precision: int) -> Quantity:
+    """`Quantity(raw, precision)` for values known to be valid (raw >= 0, precision 0..16), built
+    without checking them again: replaying fills makes two per fill."""
+    quantity = _new(Quantity)
+    quantity.raw = raw
+    quantity.precision = precision
+    return quantity
+
+
+_new = object.__new__
+
+
 class Price(FixedPoint):
     """A price; may be negative (spreads)."""
 
@@ -362,8 +374,13 @@ class Money(FixedPoint):
         Raises:
             Nothing.
         """
-        units = round_half_away_from_zero(value * 10.0**currency.precision)
-        return cls(units * 10 ** (FIXED_PRECISION - currency.precision), currency.precision, currency)
+        precision = currency.precision  # checked when the currency was made
+        units = round_half_away_from_zero(value * 10.0**precision)
+        money = _new(cls)
+        money.raw = units * 10 ** (FIXED_PRECISION - precision)
+        money.precision = precision
+        money.currency = currency
+        return money
 
     def amount_str(self) -> str:
         """The amount without the currency, at this amount's precision.
@@ -396,4 +413,5 @@ __all__ = [
     "currency_or_inferred",
     "register_currency",
     "round_half_away_from_zero",
+    "trusted_quantity",
 ]

@@ -149,24 +149,23 @@ class Loader:
         cached = self.cache.get(key, fingerprint)
         if cached is not None:
             return cached
-        item = self._item(collection, entity_id, raw, instrument)
+        # msgpack: the events as stored, not unpacked nor packed again (`raw` is the list they came from)
+        item = self._item(collection, entity_id, raw, instrument, with_events=not as_msgpack)
         if item is None:
             return None
-        if as_msgpack:  # the events as stored, not packed again (`raw` is the list they came from)
-            del item["events"]
-            encoded = pack_with_raw_list(item, "events", list(raw))
-        else:
-            encoded = encode_reply(item, as_msgpack)
+        encoded = pack_with_raw_list(item, "events", list(raw)) if as_msgpack else encode_reply(item, False)
         self.cache.put(key, fingerprint, encoded)
         return encoded
 
-    def _item(self, collection: Collection, entity_id: str, raw: Any, instrument: bytes | None) -> Any:
+    def _item(
+        self, collection: Collection, entity_id: str, raw: Any, instrument: bytes | None, *, with_events: bool = True
+    ) -> Any:
         if collection == Collection.ORDERS:
-            return order_item(self.serializer, raw)
+            return order_item(self.serializer, raw, with_events=with_events)
         if collection == Collection.POSITIONS:
-            return position_item(self.serializer, raw, instrument)
+            return position_item(self.serializer, raw, instrument, with_events=with_events)
         if collection == Collection.ACCOUNTS:
-            return account_item(self.serializer, raw)
+            return account_item(self.serializer, raw, with_events=with_events)
         if collection == Collection.CURRENCIES:
             return currency_item(entity_id, raw)
         if collection == Collection.STRATEGIES:
