@@ -354,11 +354,11 @@ _DECODE_FILLED = compile_decoder(ORDER_SCHEMAS["OrderFilled"])
 def _from_struct(name: str) -> Callable[[Any], Message]:
     """The decoder of `name`'s Struct (`structs.py`), with the checks its map decoder makes."""
     decode = compile_decoder(ORDER_SCHEMAS[name], from_struct=True)
-    check: Callable[[Any], Message] | None = {"OrderInitialized": _checked_initialized,
-                                              "OrderFilled": _checked_fill}.get(name)  # fmt: skip
-    if check is None:
-        return decode
-    return lambda wire: check(decode(wire))
+    if name == "OrderInitialized":
+        return lambda wire: _checked_initialized(decode(wire))
+    if name == "OrderFilled":
+        return lambda wire: _checked_fill(decode(wire))
+    return decode
 
 
 # Struct class -> its decoder (`deserialize`'s path for order events).
