@@ -75,6 +75,12 @@ def _check_precision(precision: int, kind: str) -> None:
         raise ValueError(f"{kind} precision must be an integer 0..{MAX_PRECISION}, got {precision!r}")
 
 
+# Values' texts by (raw, precision): quantities and prices repeat (every snapshot of a load reply
+# shows a few), and formatting one costs ~5x a lookup. Bounded: cleared past this many.
+_SHOWN: dict[tuple[int, int], str] = {}
+_SHOWN_SIZE = 16_384
+
+
 class FixedPoint:
     """A decimal value held as `raw` (value x 10^16) with a display precision."""
 
@@ -160,7 +166,14 @@ class FixedPoint:
         return self.raw > 0
 
     def __str__(self) -> str:
-        return _format_raw(self.raw, self.precision)
+        key = (self.raw, self.precision)
+        text = _SHOWN.get(key)
+        if text is None:
+            text = _format_raw(self.raw, self.precision)
+            if len(_SHOWN) >= _SHOWN_SIZE:
+                _SHOWN.clear()
+            _SHOWN[key] = text
+        return text
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}('{self}')"
