@@ -143,3 +143,28 @@ def test_a_snapshot_with_its_stored_events_spliced_packs_as_the_whole_map_would(
     unpacker.feed(pack_with_raw_list({"deep": deep, **item}, "events", raw))
     unpacked = next(unpacker)
     assert list(unpacked) == ["deep", *item, "events"] and unpacked["events"] == events
+
+
+_PACKABLE = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=40)
+    | st.sampled_from(["x" * 31, "x" * 32, "é" * 128, "x" * 255, "x" * 256, "x" * 65_535, "x" * 65_536])
+    | st.binary(max_size=300),
+    lambda inner: st.lists(inner, max_size=20) | st.dictionaries(st.text(max_size=8), inner, max_size=20),
+    max_leaves=40,
+)
+
+
+@given(st.dictionaries(st.text(max_size=8), _PACKABLE, max_size=20), st.text(max_size=300))
+def test_snapshots_and_ids_pack_to_the_bytes_msgpack_gives(item: dict[str, object], key: str) -> None:
+    """The msgspec packer used for reply entries gives msgpack's own bytes (floats stay 64-bit)."""
+    from tradecache.service.protocol import encode_entry, pack_with_raw_list
+
+    assert encode_entry(key, b"!", True) == msgpack.packb(key, use_bin_type=True) + b"!"
+    item.pop("events", None)  # the key the events are spliced in under
+    raw = [msgpack.packb({"type": "OrderSubmitted"})]
+    expected = msgpack.packb({**item, "events": [{"type": "OrderSubmitted"}]}, use_bin_type=True)
+    assert pack_with_raw_list(item, "events", raw) == expected

@@ -43,7 +43,12 @@ def gc_paused() -> Iterator[None]:
 
 
 def decode_events(serializer: MsgPackSerializer, raw: Sequence[bytes], kind: type[T], what: str) -> list[T]:
-    return events_from_maps(serializer, [unpack(item) for item in raw], kind, what)
+    deserialize = serializer.deserialize
+    items = [deserialize(item) for item in raw]
+    for item in items:
+        if not isinstance(item, kind):
+            raise ValueError(f"{what} holds a {type(item).__name__}, expected {kind.__name__}")
+    return items  # type: ignore[return-value]  # checked just above
 
 
 def events_from_maps(

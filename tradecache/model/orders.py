@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from enum import Enum
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 from tradecache.errors import OrderEventRefused, RejectReason
 from tradecache.model.enums import (
@@ -60,7 +60,7 @@ from tradecache.model.order_fsm import (
     TRANSITIONS,
     next_status,
 )
-from tradecache.model.values import Money, Price, Quantity
+from tradecache.model.values import Money, Price, Quantity, trusted_quantity
 
 # The status each event type asks for (OrderFilled decides between two; see `_requested_status`).
 REQUESTED_STATUS: Final[dict[type[OrderEvent], OrderStatus]] = {
@@ -138,9 +138,23 @@ def _field_kind(kind: type[OrderEvent]) -> _Fields:
     return _Fields.NONE
 
 
-# The answer of `_field_kind` per event type, filled as types are seen (a subclass check per
-# event type instead of up to seven isinstance tests per event).
-_FIELD_KINDS: dict[type[OrderEvent], _Fields] = {}
+# What `Order.apply` does with an event of a type: (OrderInitialized?, OrderFilled?, OrderUpdated?,
+# OrderTriggered?, the status it requests, the pending status it leaves, the fields it sets);
+# filled in as types are seen: one lookup per event instead of a dozen isinstance tests.
+_Plan = tuple[bool, bool, bool, bool, OrderStatus | None, OrderStatus | None, _Fields]
+_PLANS: dict[type[OrderEvent], _Plan] = {}
+
+
+def _plan_of(kind: type[OrderEvent]) -> _Plan:
+    return (
+        issubclass(kind, OrderInitialized),
+        issubclass(kind, OrderFilled),
+        issubclass(kind, OrderUpdated),
+        issubclass(kind, OrderTriggered),
+        REQUESTED_STATUS.get(kind),
+        _RETURNS_FROM.get(kind),
+        _field_kind(kind),
+    )
 
 
 class Order:
@@ -227,7 +241,7 @@ class Order:
         self._trigger_price: Price | None = init.trigger_price if init.order_type in TYPES_WITH_TRIGGER else None
         self.status: OrderStatus = OrderStatus.INITIALIZED
         self.previous_status: OrderStatus = OrderStatus.INITIALIZED
-        self.filled_qty: Quantity = Quantity.zero(init.quantity.precision)
+        self.filled_qty: Quantity = trusted_quantity(0, init.quantity.precision)
         self.leaves_qty: Quantity = init.quantity
         self.avg_px: float = 0.0
         self.liquidity_side: LiquiditySide = LiquiditySide.NO_LIQUIDITY_SIDE
@@ -334,21 +348,48 @@ class Order:
             OrderEventRefused: the order refuses the event (a transition its state does not allow,
                 another order's ids, an overfill); nothing is changed.
         """
-        self._check_identity(event)
-        if isinstance(event, OrderInitialized):
-            self._apply_initialized(event)
+        kind = type(event)
+        plan = _PLANS.get(kind)
+        if plan is None:
+            plan = _PLANS[kind] = _plan_of(kind)
+        initialized, filled, updated, triggered, requested, returns_from, fields = plan
+        venue_order_id = self.venue_order_id
+        if event.client_order_id != self.client_order_id or (
+            venue_order_id is not None
+            and event.venue_order_id is not None
+            and event.venue_order_id != venue_order_id
+            and not updated
+        ):
+            self._refuse_identity(event)
+        if initialized:
+            self._apply_initialized(event)  # type: ignore[arg-type]  # the plan says it is one
             return
-        status = self._status_after(event)
-        if isinstance(event, OrderFilled):
-            self._check_fill(event)
-        elif isinstance(event, OrderUpdated):
-            self._check_update(event)
-        # Nothing below this line may raise.
         before = self.status
+        if filled:
+            total = self.filled_qty.raw + event.last_qty.raw  # type: ignore[attr-defined]  # a fill
+            status = self._transition(
+                event, OrderStatus.PARTIALLY_FILLED if total < self.quantity.raw else OrderStatus.FILLED
+            )
+            self._check_fill(event)  # type: ignore[arg-type]
+        else:
+            if triggered and self.order_type not in TYPES_THAT_TRIGGER:
+                raise self._refuse(
+                    event, f"a {self.order_type.name} order cannot be triggered", RejectReason.INVALID_TRANSITION
+                )
+            if requested is not None:
+                status = self._transition(event, requested)
+            elif returns_from is not None and before == returns_from:
+                status = self._transition(event, self.previous_status)
+            else:
+                status = before
+            if updated:
+                self._check_update(event)  # type: ignore[arg-type]
+        # Nothing below this line may raise.
         self.status = status
         if before not in PENDING_STATUSES:
             self.previous_status = before
-        self._apply_fields(event)
+        if fields is not _Fields.NONE:
+            self._apply_fields(event, fields)
         self.events.append(event)
         self._event_ids.add(event.event_id)
         self.ts_last = event.ts_event
@@ -356,42 +397,19 @@ class Order:
     def _refuse(self, event: OrderEvent, problem: str, reason: RejectReason) -> OrderEventRefused:
         return OrderEventRefused(reason, self.client_order_id.value, event.type_name, problem)
 
-    def _check_identity(self, event: OrderEvent) -> None:
+    def _refuse_identity(self, event: OrderEvent) -> NoReturn:
+        """Raise: `event` names another order (`apply` found its ids do not match)."""
         if event.client_order_id != self.client_order_id:
             raise self._refuse(
                 event,
                 f"event is for client order id '{event.client_order_id}'",
                 RejectReason.INVALID_FIELD,
             )
-        if (
-            self.venue_order_id is not None
-            and event.venue_order_id is not None
-            and event.venue_order_id != self.venue_order_id
-            and not isinstance(event, OrderUpdated)
-        ):
-            raise self._refuse(
-                event,
-                f"venue_order_id '{event.venue_order_id}' differs from the order's '{self.venue_order_id}'",
-                RejectReason.INVALID_FIELD,
-            )
-
-    def _status_after(self, event: OrderEvent) -> OrderStatus:
-        kind = type(event)
-        if isinstance(event, OrderFilled):
-            filled = self.filled_qty.raw + event.last_qty.raw
-            requested = OrderStatus.PARTIALLY_FILLED if filled < self.quantity.raw else OrderStatus.FILLED
-            return self._transition(event, requested)
-        if isinstance(event, OrderTriggered) and self.order_type not in TYPES_THAT_TRIGGER:
-            raise self._refuse(
-                event, f"a {self.order_type.name} order cannot be triggered", RejectReason.INVALID_TRANSITION
-            )
-        requested_status = REQUESTED_STATUS.get(kind)
-        if requested_status is not None:
-            return self._transition(event, requested_status)
-        pending = _RETURNS_FROM.get(kind)
-        if pending is not None and self.status == pending:
-            return self._transition(event, self.previous_status)
-        return self.status
+        raise self._refuse(
+            event,
+            f"venue_order_id '{event.venue_order_id}' differs from the order's '{self.venue_order_id}'",
+            RejectReason.INVALID_FIELD,
+        )
 
     def _transition(self, event: OrderEvent, requested: OrderStatus) -> OrderStatus:
         # The table looked up in place; `next_status` only to raise its refusal.
@@ -426,10 +444,7 @@ class Order:
                 RejectReason.INVALID_FIELD,
             )
 
-    def _apply_fields(self, event: OrderEvent) -> None:
-        kind = _FIELD_KINDS.get(type(event))
-        if kind is None:
-            kind = _FIELD_KINDS[type(event)] = _field_kind(type(event))
+    def _apply_fields(self, event: OrderEvent, kind: _Fields) -> None:
         if kind is _Fields.FILL:
             self._apply_fill(event)  # type: ignore[arg-type]  # the kind says it is one
         elif kind is _Fields.UPDATE:
@@ -474,21 +489,25 @@ class Order:
         self.last_trade_id = fill.trade_id
         if not self.ts_accepted:
             self.ts_accepted = fill.ts_event
-        precision = fill.last_qty.precision
-        self.filled_qty = Quantity(self.filled_qty.raw + fill.last_qty.raw, precision)
-        self.leaves_qty = Quantity(self.quantity.raw - self.filled_qty.raw, precision)
-        last_px = fill.last_px.as_double()
+        last_qty = fill.last_qty
+        precision = last_qty.precision
+        filled = self.filled_qty.raw + last_qty.raw
+        # Both in range (`_check_fill` saw to it), at a fill's precision: not checked again.
+        self.filled_qty = trusted_quantity(filled, precision)
+        self.leaves_qty = trusted_quantity(self.quantity.raw - filled, precision)
+        last_px = float(fill.last_px.raw) / 1e16  # `as_double()`, in place
         if self.avg_px == 0.0:
             self.avg_px = last_px
         else:
-            total = self.filled_qty.as_double()
-            qty = fill.last_qty.as_double()
+            total = float(filled) / 1e16
+            qty = float(last_qty.raw) / 1e16
             self.avg_px = (self.avg_px * (total - qty) + last_px * qty) / total
         self.liquidity_side = fill.liquidity_side
-        code = fill.commission.currency.code
+        commission = fill.commission
+        code = commission.currency.code
         previous = self.commissions_by_code.get(code)
-        running = (previous.as_double() if previous is not None else 0.0) + fill.commission.as_double()
-        self.commissions_by_code[code] = Money.from_double_in(running, fill.commission.currency)
+        running = (float(previous.raw) / 1e16 if previous is not None else 0.0) + float(commission.raw) / 1e16
+        self.commissions_by_code[code] = Money.from_double_in(running, commission.currency)
 
     def _apply_initialized(self, init: OrderInitialized) -> None:
         """A later OrderInitialized: the emulator released the order as a new MARKET or LIMIT order."""

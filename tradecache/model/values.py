@@ -75,6 +75,12 @@ def _check_precision(precision: int, kind: str) -> None:
         raise ValueError(f"{kind} precision must be an integer 0..{MAX_PRECISION}, got {precision!r}")
 
 
+# Values' texts by (raw, precision): quantities and prices repeat (every snapshot of a load reply
+# shows a few), and formatting one costs ~5x a lookup. Bounded: cleared past this many.
+_SHOWN: dict[tuple[int, int], str] = {}
+_SHOWN_SIZE = 16_384
+
+
 class FixedPoint:
     """A decimal value held as `raw` (value x 10^16) with a display precision."""
 
@@ -160,7 +166,14 @@ class FixedPoint:
         return self.raw > 0
 
     def __str__(self) -> str:
-        return _format_raw(self.raw, self.precision)
+        key = (self.raw, self.precision)
+        text = _SHOWN.get(key)
+        if text is None:
+            text = _format_raw(self.raw, self.precision)
+            if len(_SHOWN) >= _SHOWN_SIZE:
+                _SHOWN.clear()
+            _SHOWN[key] = text
+        return text
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}('{self}')"
@@ -184,6 +197,18 @@ class FixedPoint:
 
     def __ge__(self, other: Self) -> bool:
         return self.raw >= other.raw
+
+
+def trusted_quantity(raw: int, precision: int) -> Quantity:
+    """`Quantity(raw, precision)` for values known to be valid (raw >= 0, precision 0..16), built
+    without checking them again: replaying fills makes two per fill."""
+    quantity = _new(Quantity)
+    quantity.raw = raw
+    quantity.precision = precision
+    return quantity
+
+
+_new = object.__new__
 
 
 class Price(FixedPoint):
@@ -362,8 +387,13 @@ class Money(FixedPoint):
         Raises:
             Nothing.
         """
-        units = round_half_away_from_zero(value * 10.0**currency.precision)
-        return cls(units * 10 ** (FIXED_PRECISION - currency.precision), currency.precision, currency)
+        precision = currency.precision  # checked when the currency was made
+        units = round_half_away_from_zero(value * 10.0**precision)
+        money = _new(cls)
+        money.raw = units * 10 ** (FIXED_PRECISION - precision)
+        money.precision = precision
+        money.currency = currency
+        return money
 
     def amount_str(self) -> str:
         """The amount without the currency, at this amount's precision.
@@ -396,4 +426,5 @@ __all__ = [
     "currency_or_inferred",
     "register_currency",
     "round_half_away_from_zero",
+    "trusted_quantity",
 ]

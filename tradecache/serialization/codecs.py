@@ -16,6 +16,7 @@ from typing import Any, Final, NamedTuple, TypeVar
 from tradecache.errors import PayloadError, RejectReason
 from tradecache.model.identifiers import Identifier
 from tradecache.model.values import FIXED_SCALAR, Currency, FixedPoint, Money, Price, Quantity, currency_or_inferred
+from tradecache.serialization.limits import PLAIN_MAP
 
 T = TypeVar("T")
 F = TypeVar("F", bound=FixedPoint)
@@ -39,6 +40,10 @@ class Codec(NamedTuple):
     # and says what is wrong. It must give what `decode` gives whenever it is not MISS.
     fast: str | None = None
     env: Any = None
+    # For decoders straight from bytes (`structs.py`): the msgspec type of the wire values this
+    # codec may be handed; msgspec checks it in C, and a payload it refuses is decoded the usual
+    # way (None: no such decoder for a schema with this codec).
+    wire: Any = None
 
 
 # What a codec's `fast` expression gives when `decode` must decide.
@@ -237,11 +242,11 @@ def _encode_list(value: tuple[Any, ...], ts_as_str: bool) -> list[Any]:
     return list(value)
 
 
-TEXT = Codec(_decode_str, _same, fast="{v} if {v}.__class__ is str else MISS")
-BOOL = Codec(_decode_bool, _same, fast="{v} if {v}.__class__ is bool else MISS")
-INT = Codec(_decode_int, _same, fast="{v} if {v}.__class__ is int else MISS")
+TEXT = Codec(_decode_str, _same, fast="{v} if {v}.__class__ is str else MISS", wire=str)
+BOOL = Codec(_decode_bool, _same, fast="{v} if {v}.__class__ is bool else MISS", wire=bool)
+INT = Codec(_decode_int, _same, fast="{v} if {v}.__class__ is int else MISS", wire=int)
 FLOAT = Codec(_decode_float, _same)
-MAP = Codec(_decode_map, _same, fast="{v} if {v}.__class__ is dict else MISS")
+MAP = Codec(_decode_map, _same, fast="{v} if {v}.__class__ is dict else MISS", wire=PLAIN_MAP)
 # An integer in range, or up to 19 ASCII digits (below 10^19 < 2^64: always in range).
 TIMESTAMP = Codec(
     _decode_timestamp,
@@ -251,13 +256,14 @@ TIMESTAMP = Codec(
         "(int({v}) if {v}.__class__ is str and 0 < len({v}) < 20 and {v}.isdigit() and {v}.isascii() else MISS)"
     ),
     env=MAX_TIMESTAMP,
+    wire=int | str,
 )
-UUID = Codec(_decode_uuid, _same, fast="{v} if {v}.__class__ is str and {e}({v}) else MISS", env=_UUID.match)
-PRICE = Codec(_decode_price, _encode_str_form, fast=_SEEN, env=_prices)
-QUANTITY = Codec(_decode_quantity, _encode_str_form, fast=_SEEN, env=_quantities)
-MONEY = Codec(_decode_money, _encode_str_form, fast=_SEEN, env=_moneys)
-CURRENCY = Codec(_decode_currency, _encode_currency)
-STR_LIST = Codec(_decode_str_list, _encode_list)
+UUID = Codec(_decode_uuid, _same, fast="{v} if {v}.__class__ is str and {e}({v}) else MISS", env=_UUID.match, wire=str)
+PRICE = Codec(_decode_price, _encode_str_form, fast=_SEEN, env=_prices, wire=str)
+QUANTITY = Codec(_decode_quantity, _encode_str_form, fast=_SEEN, env=_quantities, wire=str)
+MONEY = Codec(_decode_money, _encode_str_form, fast=_SEEN, env=_moneys, wire=str)
+CURRENCY = Codec(_decode_currency, _encode_currency, wire=str)
+STR_LIST = Codec(_decode_str_list, _encode_list, wire=str | list[str])
 
 
 # Identifiers repeat on almost every message (trader, strategy, instrument, account), so each
@@ -283,7 +289,7 @@ def identifier(kind: type[Identifier]) -> Codec:
         seen[value] = checked
         return checked
 
-    return Codec(decode, _encode_str_form, fast=_SEEN, env=seen)
+    return Codec(decode, _encode_str_form, fast=_SEEN, env=seen, wire=str)
 
 
 def identifier_list(kind: type[Identifier]) -> Codec:
@@ -292,7 +298,7 @@ def identifier_list(kind: type[Identifier]) -> Codec:
     def decode(value: Any, path: str) -> tuple[Identifier, ...]:
         return tuple(item.decode(text, f"{path}[{i}]") for i, text in enumerate(_decode_str_list(value, path)))
 
-    return Codec(decode, lambda value, ts_as_str: [str(v) for v in value])
+    return Codec(decode, lambda value, ts_as_str: [str(v) for v in value], wire=str | list[str])
 
 
 def enum(kind: type[E]) -> Codec:
@@ -304,7 +310,7 @@ def enum(kind: type[E]) -> Codec:
             raise invalid(path, f"{shown(value)} is not a {kind.__name__} (one of {', '.join(members)})")
         return member
 
-    return Codec(decode, lambda value, ts_as_str: value.name, fast=_SEEN, env=members)
+    return Codec(decode, lambda value, ts_as_str: value.name, fast=_SEEN, env=members, wire=str)
 
 
 def optional(codec: Codec) -> Codec:
@@ -316,7 +322,7 @@ def optional(codec: Codec) -> Codec:
     def encode(value: Any, ts_as_str: bool) -> Any:
         return None if value is None else codec.encode(value, ts_as_str)
 
-    return Codec(decode, encode, codec)
+    return Codec(decode, encode, codec, wire=None if codec.wire is None else codec.wire | None)
 
 
 __all__ = [

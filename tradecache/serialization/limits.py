@@ -121,7 +121,9 @@ PLAIN_DEPTH: Final = 6
 _Plain: Any = str | int | float | bool | None
 for _ in range(PLAIN_DEPTH):
     _Plain = str | int | float | bool | None | list[_Plain] | dict[str, _Plain]
-_PLAIN_DECODER: Final = msgspec.msgpack.Decoder(dict[str, _Plain])
+# A free-form map (`info`, `options`) as typed decoders (`structs.py`) expect it: plain as above.
+PLAIN_MAP: Final[Any] = dict[str, _Plain]
+_PLAIN_DECODER: Final = msgspec.msgpack.Decoder(PLAIN_MAP)
 
 
 def unpack_plain(data: bytes) -> dict[str, Any] | None:
@@ -240,6 +242,7 @@ __all__ = [
     "DEFAULT_LIMITS",
     "FREE_FORM_DEPTH",
     "FREE_FORM_KEYS",
+    "PLAIN_MAP",
     "DecodeLimits",
     "check_fields",
     "depth_of",

@@ -9,6 +9,7 @@ the top-level `ts_*` values are decimal strings (19-digit nanoseconds stay exact
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -59,6 +60,7 @@ from tradecache.serialization.schemas import (
     SUBMIT_ORDER_LIST_FIELDS,
     Schema,
 )
+from tradecache.serialization.structs import ORDER_STRUCTS, decode_struct
 
 _SCHEMAS: dict[str, Schema] = {**ORDER_SCHEMAS, **POSITION_SCHEMAS}
 _PRICE_OPTIONS = ("price", "trigger_price", "activation_price")
@@ -89,7 +91,7 @@ def decode_fields(fields: tuple[Field, ...], data: dict[str, Any], path: str = "
 _ABSENT = object()
 
 
-def compile_decoder(schema: Schema, *, nested: bool = False) -> Callable[..., Any]:
+def compile_decoder(schema: Schema, *, nested: bool = False, from_struct: bool = False) -> Callable[..., Any]:
     """A decoder specialised to one schema: `decode_fields` + the constructor, unrolled.
 
     The generic loop costs a call, a lookup and a branch per field; on the hot path (every message
@@ -97,11 +99,12 @@ def compile_decoder(schema: Schema, *, nested: bool = False) -> Callable[..., An
     `dataclasses` itself does for `__init__`, and a codec's `fast` expression decides the common
     case in place: its `decode` is called only for what that expression leaves (MISS), so errors
     are `decode`'s own. With `nested`, the decoder takes the map's path (`orders[1]`) as well.
+    With `from_struct`, it takes the msgspec Struct `structs.py` decoded instead of a map: every
+    key is an attribute, present (an absent one holds its field's default).
     """
     env: dict[str, Any] = {"cls": schema.cls, "ABSENT": _ABSENT, "MISS": codecs.MISS, "missing": _missing,
                            "dict": dict, "join": _join}  # fmt: skip
     body = ["def decode(data, path=''):" if nested else "def decode(data):"]
-    arguments = []
     for n, field in enumerate(schema.fields):
         inner = field.codec.inner
         codec = field.codec if inner is None else inner
@@ -119,7 +122,10 @@ def compile_decoder(schema: Schema, *, nested: bool = False) -> Callable[..., An
         if inner is not None:  # nil is allowed: decoded as None
             nil = [f"    if {value} is None:", f"        x{n} = None", "    else:"]
             convert = [*nil, *("    " + line for line in convert)]
-        if field.may_be_absent:
+        if from_struct:
+            body.append(f"    {value} = data.{field.key}")
+            body.extend(convert)
+        elif field.may_be_absent:
             env[f"default{n}"] = field.default
             fallback = f"dict(default{n})" if isinstance(field.default, dict) else f"default{n}"
             body.append(f"    {value} = data.get({key}, ABSENT)")
@@ -130,11 +136,42 @@ def compile_decoder(schema: Schema, *, nested: bool = False) -> Callable[..., An
         else:
             body.append(f"    {value} = data[{key}] if {key} in data else missing({where})")
             body.extend(convert)
-        arguments.append(f"{field.key}=x{n}")
-    body.append(f"    return cls({', '.join(arguments)})")
+    body.extend(_construct(schema, env))
     exec("\n".join(body), env)
     decoder: Callable[..., Any] = env["decode"]
     return decoder
+
+
+def _construct(schema: Schema, env: dict[str, Any]) -> list[str]:
+    """The lines that build the result from `x0`, `x1`... (one per schema field).
+
+    An event class (a slotted dataclass with nothing to run after `__init__`) is built by setting
+    its slots one by one, its other fields to their defaults, as `__init__` would: calling it
+    with ~20 keyword arguments cost 3x as much. Anything else is called with keyword arguments.
+    """
+    cls = schema.cls
+    given = {field.key: f"x{n}" for n, field in enumerate(schema.fields)}
+    arguments = ", ".join(f"{key}={value}" for key, value in given.items())
+    params = getattr(cls, "__dataclass_params__", None)
+    if params is None or params.frozen or not hasattr(cls, "__slots__") or hasattr(cls, "__post_init__"):
+        return [f"    return cls({arguments})"]
+    env["new"] = object.__new__
+    lines = ["    obj = new(cls)"]
+    for n, field in enumerate(dataclasses.fields(cls)):
+        if field.name in given:
+            value = given[field.name]
+        elif field.default is not dataclasses.MISSING:
+            env[f"fixed{n}"] = field.default
+            value = f"fixed{n}"
+        elif field.default_factory is not dataclasses.MISSING:
+            env[f"factory{n}"] = field.default_factory
+            value = f"factory{n}()"
+        else:
+            raise TypeError(f"{cls.__name__}.{field.name} is not in its schema and has no default")
+        lines.append(f"    obj.{field.name} = {value}")
+    if set(given) - {field.name for field in dataclasses.fields(cls)}:
+        raise TypeError(f"{cls.__name__} has no field for some keys of its schema")
+    return [*lines, "    return obj"]
 
 
 def _missing(key: str) -> Any:
@@ -168,6 +205,13 @@ class MsgPackSerializer:
         Raises:
             PayloadError: the bytes are not a valid message; `.reason` and `.field` say why and where.
         """
+        if data.__class__ is bytes:  # an order event of the usual shape: straight from the bytes
+            wire = decode_struct(data)
+            if wire is not None:
+                try:
+                    return _FROM_STRUCT[wire.__class__](wire)
+                except PayloadError:
+                    pass  # decoded the usual way below, which raises the same error
         return self.from_map(unpack(data))
 
     def serialize(self, obj: Message) -> bytes:
@@ -285,13 +329,19 @@ def timestamps_are_strings(data: dict[str, Any]) -> bool:
 
 
 def _decode_order_initialized(data: dict[str, Any]) -> OrderInitialized:
-    init: OrderInitialized = _DECODE_INITIALIZED(data)
+    return _checked_initialized(_DECODE_INITIALIZED(data))
+
+
+def _decode_order_filled(data: dict[str, Any]) -> OrderFilled:
+    return _checked_fill(_DECODE_FILLED(data))
+
+
+def _checked_initialized(init: OrderInitialized) -> OrderInitialized:
     check_order_initialized(init, "")
     return init
 
 
-def _decode_order_filled(data: dict[str, Any]) -> OrderFilled:
-    fill: OrderFilled = _DECODE_FILLED(data)
+def _checked_fill(fill: OrderFilled) -> OrderFilled:
     if not fill.last_qty.is_positive():
         raise invalid("last_qty", f"a fill's quantity must be positive, got {fill.last_qty}")
     return fill
@@ -299,6 +349,22 @@ def _decode_order_filled(data: dict[str, Any]) -> OrderFilled:
 
 _DECODE_INITIALIZED = compile_decoder(ORDER_SCHEMAS["OrderInitialized"])
 _DECODE_FILLED = compile_decoder(ORDER_SCHEMAS["OrderFilled"])
+
+
+def _from_struct(name: str) -> Callable[[Any], Message]:
+    """The decoder of `name`'s Struct (`structs.py`), with the checks its map decoder makes."""
+    decode = compile_decoder(ORDER_SCHEMAS[name], from_struct=True)
+    if name == "OrderInitialized":
+        return lambda wire: _checked_initialized(decode(wire))
+    if name == "OrderFilled":
+        return lambda wire: _checked_fill(decode(wire))
+    return decode
+
+
+# Struct class -> its decoder (`deserialize`'s path for order events).
+_FROM_STRUCT: Final[dict[type, Callable[[Any], Message]]] = {
+    struct: _from_struct(name) for name, struct in ORDER_STRUCTS.items()
+}
 
 
 # -- OrderInitialized rules ------------------------------------------------------------------

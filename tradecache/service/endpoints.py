@@ -102,31 +102,50 @@ class Loader:
     async def build(self, collection: Collection, request: PageRequest, as_msgpack: bool, budget: int) -> Built:
         """A page of the collection (all of it when `request.limit` is None), built entry by entry
         until `budget` bytes: read READ_CHUNK entities at a time, absent ones left out, the loop
-        given back every SLICE_SECONDS of building."""
+        given back every SLICE_SECONDS of building.
+
+        The next chunk is read while this one is built (Redis runs the read script while the
+        replies are built here): a request holds at most two chunks, and reads one chunk it does
+        not use when its page fills up."""
         built = Built()
         remaining = request.limit
-        after = request.after
         slicer = Slicer()
-        while remaining is None or remaining > 0:
-            wanted = READ_CHUNK if remaining is None else min(READ_CHUNK, remaining)
-            ids = await self.store.read_ids(collection, after, wanted + 1)  # one more: is there a next?
-            more = len(ids) > wanted
-            ids = ids[:wanted]
-            raws = await self.store.read_entities(collection, ids)
-            instruments = await self._instruments_for(collection, raws)
-            slicer.restart()
-            for entity_id, raw in zip(ids, raws, strict=True):
-                encoded = self._encoded(collection, entity_id, raw, instruments, as_msgpack)
-                if encoded is not None and not built.add(entity_id, encoded, as_msgpack, budget):
-                    return built  # full: `built.last` is the last entry that fit
-                await slicer.tick()
-            if not more:
-                built.last = None
-                return built
-            after = built.last = ids[-1]
-            if remaining is not None:
-                remaining -= len(ids)
-        return built
+        ahead: asyncio.Future[_Chunk] | None = asyncio.ensure_future(
+            self._read_chunk(collection, request.after, remaining)
+        )
+        try:
+            while ahead is not None:
+                ids, more, raws, instruments = await ahead
+                left = None if remaining is None else remaining - len(ids)
+                ahead = None
+                if more and (left is None or left > 0):
+                    ahead = asyncio.ensure_future(self._read_chunk(collection, ids[-1], left))
+                slicer.restart()
+                for entity_id, raw in zip(ids, raws, strict=True):
+                    encoded = self._encoded(collection, entity_id, raw, instruments, as_msgpack)
+                    if encoded is not None and not built.add(entity_id, encoded, as_msgpack, budget):
+                        return built  # full: `built.last` is the last entry that fit
+                    await slicer.tick()
+                if not more:
+                    built.last = None
+                    return built
+                built.last = ids[-1]
+                remaining = left
+            return built
+        finally:
+            if ahead is not None:  # a read not needed after all
+                ahead.cancel()
+                ahead.add_done_callback(_retrieved)
+
+    async def _read_chunk(self, collection: Collection, after: str | None, remaining: int | None) -> _Chunk:
+        """Up to READ_CHUNK entities after the id `after` (at most `remaining`): their ids, whether
+        more follow, what is stored for each, and the instruments positions need."""
+        wanted = READ_CHUNK if remaining is None else min(READ_CHUNK, remaining)
+        ids = await self.store.read_ids(collection, after, wanted + 1)  # one more: is there a next?
+        more = len(ids) > wanted
+        ids = ids[:wanted]
+        raws = await self.store.read_entities(collection, ids)
+        return ids, more, raws, await self._instruments_for(collection, raws)
 
     async def _instruments_for(self, collection: Collection, raws: Iterable[Any]) -> dict[str, bytes]:
         """Positions are rebuilt with their instrument: read those the fills name, in one call."""
@@ -149,24 +168,23 @@ class Loader:
         cached = self.cache.get(key, fingerprint)
         if cached is not None:
             return cached
-        item = self._item(collection, entity_id, raw, instrument)
+        # msgpack: the events as stored, not unpacked nor packed again (`raw` is the list they came from)
+        item = self._item(collection, entity_id, raw, instrument, with_events=not as_msgpack)
         if item is None:
             return None
-        if as_msgpack:  # the events as stored, not packed again (`raw` is the list they came from)
-            del item["events"]
-            encoded = pack_with_raw_list(item, "events", list(raw))
-        else:
-            encoded = encode_reply(item, as_msgpack)
+        encoded = pack_with_raw_list(item, "events", list(raw)) if as_msgpack else encode_reply(item, False)
         self.cache.put(key, fingerprint, encoded)
         return encoded
 
-    def _item(self, collection: Collection, entity_id: str, raw: Any, instrument: bytes | None) -> Any:
+    def _item(
+        self, collection: Collection, entity_id: str, raw: Any, instrument: bytes | None, *, with_events: bool = True
+    ) -> Any:
         if collection == Collection.ORDERS:
-            return order_item(self.serializer, raw)
+            return order_item(self.serializer, raw, with_events=with_events)
         if collection == Collection.POSITIONS:
-            return position_item(self.serializer, raw, instrument)
+            return position_item(self.serializer, raw, instrument, with_events=with_events)
         if collection == Collection.ACCOUNTS:
-            return account_item(self.serializer, raw)
+            return account_item(self.serializer, raw, with_events=with_events)
         if collection == Collection.CURRENCIES:
             return currency_item(entity_id, raw)
         if collection == Collection.STRATEGIES:
@@ -175,5 +193,14 @@ class Loader:
 
 
 StatsSource = Callable[[], Awaitable[dict[str, Any]]]
+# A chunk read for a page: ids, whether more follow, the stored values, the instruments needed.
+_Chunk = tuple[list[str], bool, list[Any], dict[str, bytes]]
+
+
+def _retrieved(read: asyncio.Future[_Chunk]) -> None:
+    """Take the outcome of a read no one waits for (asyncio would log its error as never retrieved)."""
+    if not read.cancelled():
+        read.exception()
+
 
 __all__ = ["ENDPOINTS", "ENDPOINTS_BY_NAME", "REBUILT", "Built", "Endpoint", "Loader", "Slicer", "StatsSource"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
-from tradecache.cache.replay import currency_from_hash, events_from_maps, strategy_state_from
+from tradecache.cache.replay import currency_from_hash, decode_events, events_from_maps, strategy_state_from
 from tradecache.model.accounts import replay_account
 from tradecache.model.events import AccountState, OrderEvent, OrderFilled
 from tradecache.model.orders import replay_order
@@ -32,9 +32,13 @@ def _events(
     return maps, events_from_maps(serializer, maps, kind, what)
 
 
-def order_item(serializer: MsgPackSerializer, raw: Sequence[bytes]) -> Item | None:
+def order_item(serializer: MsgPackSerializer, raw: Sequence[bytes], *, with_events: bool = True) -> Item | None:
+    """The order's snapshot plus `events`; without them (`with_events=False`) for a msgpack reply,
+    which splices the stored bytes in (`protocol.pack_with_raw_list`): nothing is unpacked into maps."""
     if not raw:
         return None
+    if not with_events:
+        return order_snapshot(replay_order(decode_events(serializer, raw, OrderEvent, "an order list")))
     maps, events = _events(serializer, raw, OrderEvent, "an order list")
     snapshot = order_snapshot(replay_order(events))
     snapshot["events"] = maps
@@ -49,11 +53,16 @@ def first_fill_instrument(raw: Sequence[bytes]) -> str | None:
     return instrument_id if isinstance(instrument_id, str) else None
 
 
-def position_item(serializer: MsgPackSerializer, raw: Sequence[bytes], instrument: bytes | None) -> Item | None:
+def position_item(
+    serializer: MsgPackSerializer, raw: Sequence[bytes], instrument: bytes | None, *, with_events: bool = True
+) -> Item | None:
     """A position snapshot, or None when it has no fills or its instrument is not stored
-    (the Python API's `load_position` answers None then too)."""
+    (the Python API's `load_position` answers None then too). `with_events`: as `order_item`."""
     if not raw or instrument is None:
         return None
+    if not with_events:
+        fills = decode_events(serializer, raw, OrderFilled, "a position list")
+        return position_snapshot(replay_position(serializer.deserialize_instrument(instrument), fills))
     maps, fills = _events(serializer, raw, OrderFilled, "a position list")
     position = replay_position(serializer.deserialize_instrument(instrument), fills)
     snapshot = position_snapshot(position)
@@ -61,9 +70,12 @@ def position_item(serializer: MsgPackSerializer, raw: Sequence[bytes], instrumen
     return snapshot
 
 
-def account_item(serializer: MsgPackSerializer, raw: Sequence[bytes]) -> Item | None:
+def account_item(serializer: MsgPackSerializer, raw: Sequence[bytes], *, with_events: bool = True) -> Item | None:
+    """An account snapshot; `with_events`: as `order_item`."""
     if not raw:
         return None
+    if not with_events:
+        return account_snapshot(replay_account(decode_events(serializer, raw, AccountState, "an account list")))
     maps, states = _events(serializer, raw, AccountState, "an account list")
     snapshot = account_snapshot(replay_account(states))
     snapshot["events"] = maps
