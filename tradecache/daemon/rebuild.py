@@ -36,7 +36,7 @@ from tradecache.cache.aio import Store
 from tradecache.cache.database import RedisCacheDatabase
 from tradecache.cache.keys import Keys
 from tradecache.config import Config
-from tradecache.daemon.app import decode_limits, nats_options, redis_client
+from tradecache.daemon.app import GC_YOUNG_THRESHOLD, decode_limits, nats_options, redis_client
 from tradecache.errors import LeaseLost, RebuildRefused, TradecacheError
 from tradecache.ingest.batch import duplicates
 from tradecache.ingest.intake import Intake
@@ -50,10 +50,6 @@ from tradecache.service.server import SERVICE_NAME
 from tradecache.wire import Subjects
 
 FETCH_TIMEOUT = 2.0
-# While replaying, the cyclic GC's youngest generation is collected after this many new objects
-# instead of 700: a bulk replay makes objects fast, and at 700 its collections took ~8% of the
-# replay (979 for 50k messages). The garbage it may hold meanwhile is bounded by this count.
-GC_YOUNG_THRESHOLD = 10_000
 
 
 @dataclass
