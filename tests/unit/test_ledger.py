@@ -359,3 +359,27 @@ def test_a_fill_on_an_instrument_a_position_cannot_use_is_stored_without_a_posit
     assert appended(ledger.apply(fill)) == [(Collection.ORDERS, "O-1"), (Collection.POSITIONS, NETTING_ID)]
     assert ledger.orders["O-1"].status == OrderStatus.FILLED
     assert NETTING_ID not in ledger.positions
+
+
+def test_a_ledger_that_knows_the_store_empty_asks_only_for_what_it_wrote_and_dropped() -> None:
+    """`assume_empty_store` (a rebuild): a new order needs no read; one written then dropped from
+    memory does (the store holds it); a fill's position stored without an in-memory position
+    (no usable instrument yet) does; after `reset` everything is asked for again."""
+    ledger = new_ledger()
+    ledger.assume_empty_store()
+    fresh = OrderEvents("O-NEW")
+    assert not ledger.missing([fresh.initialized(OrderType.MARKET, OrderSide.BUY, "100")])
+    events = working_order(ledger, "O-1", OrderSide.BUY, "100")
+    ledger._drop(Collection.ORDERS, "O-1")  # as `evict` drops a closed or old order
+    assert ledger.missing([events.canceled()]).orders == {"O-1"}
+    # A position written while no position could be kept in memory (the instrument unknown).
+    unknown = Ledger(TraderId(TRADER_ID))
+    unknown.assume_empty_store()
+    first = working_order(unknown, "O-2", OrderSide.BUY, "100")
+    unknown.apply(market_fill(first, OrderSide.BUY, "100", "1.10000", "0.10 USD", NETTING_ID))
+    assert NETTING_ID not in unknown.positions
+    second = working_order(unknown, "O-3", OrderSide.BUY, "100")
+    request = unknown.missing([market_fill(second, OrderSide.BUY, "100", "1.10000", "0.10 USD", NETTING_ID)])
+    assert request.positions == {NETTING_ID}
+    ledger.reset()
+    assert ledger.missing([fresh.initialized(OrderType.MARKET, OrderSide.BUY, "100")]).orders == {"O-NEW"}

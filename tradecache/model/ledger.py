@@ -22,7 +22,7 @@ A refused message raises before any state changes, so the ledger stays as it was
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -47,6 +47,7 @@ from tradecache.model.events import (
 )
 from tradecache.model.identifiers import ClientOrderId, TraderId
 from tradecache.model.instruments import Instrument
+from tradecache.model.maybe_set import MaybeSet
 from tradecache.model.messages import Kind, Message, type_name_of
 from tradecache.model.orders import Order, replay_order
 from tradecache.model.positions import Position, flips, split_flip
@@ -199,11 +200,47 @@ class Ledger:
         self._purged_orders: dict[str, int] = {}
         # Counts the resets: work applied ahead on this memory is valid only while it is unchanged.
         self.generation = 0
+        # Since the store was known empty (`assume_empty_store`): the entities stored that memory
+        # does not hold (dropped, or written without being kept). None: the store is not known.
+        self._stored_not_held: MaybeSet | None = None
 
     # -- entry point ---------------------------------------------------------------------
 
+    def assume_empty_store(self) -> None:
+        """The store holds nothing of this trader now, and only this ledger writes it from here
+        (`tradecache rebuild`, after its checks or its flush). Then an entity memory does not
+        hold is stored only if it was written and then dropped (or written without being kept):
+        those are remembered in a filter of fixed size that may say "maybe" (a read, as without
+        this), and `missing` asks for no other. `reset` ends it."""
+        self._stored_not_held = MaybeSet()
+
     def apply(self, message: Message) -> Outcome:
         """Apply one decoded message. Raises `EventRejected` (and changes nothing) if it is refused."""
+        outcome = self._apply(message)
+        if self._stored_not_held is not None:
+            for write in outcome.writes:
+                held = self._held(write.collection)
+                if held is not None and write.key not in held:  # e.g. a position with no instrument
+                    self._note_stored(write.collection, write.key)
+        return outcome
+
+    def _held(self, collection: Collection) -> Mapping[str, object] | None:
+        """Memory's entities of `collection`, for those `missing` reads (None: another one)."""
+        if collection is Collection.ORDERS:
+            return self.orders
+        if collection is Collection.POSITIONS:
+            return self.positions
+        if collection is Collection.ACCOUNTS:
+            return self.accounts
+        if collection is Collection.INSTRUMENTS:
+            return self.instruments
+        return None
+
+    def _note_stored(self, collection: Collection, key: str) -> None:
+        if self._stored_not_held is not None:
+            self._stored_not_held.add((collection._value_, key))  # plain strs: hashed in C
+
+    def _apply(self, message: Message) -> Outcome:
         self._check_trader(message)
         if isinstance(message, OrderEvent):
             return self._apply_order_event(message)
@@ -417,22 +454,30 @@ class Ledger:
         request = StateRequest()
         for message in messages:
             if isinstance(message, OrderEvent):
-                if message.client_order_id.value not in self.orders:
-                    request.orders.add(message.client_order_id.value)
+                key = message.client_order_id.value
+                if key not in self.orders and self._maybe_stored(Collection.ORDERS, key):
+                    request.orders.add(key)
                 if isinstance(message, OrderFilled) and message.position_id is not None:
                     self._request_position(request, message.position_id.value, message.instrument_id.value)
             elif isinstance(message, PositionEvent):
                 self._request_position(request, message.position_id.value, message.instrument_id.value)
                 if isinstance(message, PositionOpened) and not self._pending_openings_read:
                     request.pending_openings = True
-            elif isinstance(message, AccountState) and message.account_id.value not in self.accounts:
-                request.accounts.add(message.account_id.value)
+            elif isinstance(message, AccountState):
+                key = message.account_id.value
+                if key not in self.accounts and self._maybe_stored(Collection.ACCOUNTS, key):
+                    request.accounts.add(key)
         return request
 
+    def _maybe_stored(self, collection: Collection, key: str) -> bool:
+        """Whether an entity memory does not hold may be stored (always, unless `assume_empty_store`)."""
+        stored = self._stored_not_held
+        return stored is None or (collection._value_, key) in stored
+
     def _request_position(self, request: StateRequest, position_id: str, instrument_id: str) -> None:
-        if position_id not in self.positions:
+        if position_id not in self.positions and self._maybe_stored(Collection.POSITIONS, position_id):
             request.positions.add(position_id)
-        if instrument_id not in self.instruments:
+        if instrument_id not in self.instruments and self._maybe_stored(Collection.INSTRUMENTS, instrument_id):
             request.instruments.add(instrument_id)
 
     def hydrate(self, stored: StoredState) -> None:
@@ -491,9 +536,11 @@ class Ledger:
         ):
             key = getattr(message, name, None)
             if key is not None:
+                self._note_stored(collection, str(key))
                 store.pop(str(key), None)
                 self.budget.drop((collection.value, str(key)))
         if isinstance(message, Instrument):
+            self._note_stored(Collection.INSTRUMENTS, message.id.value)
             self.instruments.pop(message.id.value, None)
             self.budget.drop((_INSTRUMENTS, message.id.value))
         if isinstance(message, AccountState):
@@ -524,6 +571,7 @@ class Ledger:
         self._purged_orders.clear()
         self.budget.clear()
         self.generation += 1
+        self._stored_not_held = None  # memory no longer knows what is stored
 
     def evict(self, open_orders_limit: int, positions_limit: int = 100_000) -> int:
         """Bound memory after a batch; what is dropped is read back from the store when needed.
@@ -560,6 +608,7 @@ class Ledger:
         return before - len(self.orders)
 
     def _drop(self, collection: Collection, key: str, *, charged: bool = True) -> None:
+        self._note_stored(collection, key)
         if charged:
             self.budget.drop((collection.value, key))
         if collection == Collection.ORDERS:

@@ -51,7 +51,9 @@ def decode_struct(data: bytes) -> Any:
     """The order event's Struct, or None when msgspec refuses `data` (decode it the usual way)."""
     try:
         return _DECODER.decode(data)
-    except msgspec.DecodeError:  # ValidationError is one too
+    except (msgspec.DecodeError, RecursionError):  # ValidationError is a DecodeError too
+        # Nesting deeper than msgspec goes (a free-form map): the usual way refuses it within
+        # its own depth limit, as a PayloadError.
         return None
 
 
