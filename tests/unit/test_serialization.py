@@ -40,6 +40,7 @@ from tradecache.model.instruments import Instrument
 from tradecache.model.key_parts import is_key_part
 from tradecache.model.values import Currency, Money, Price, Quantity
 from tradecache.serialization import MsgPackSerializer
+from tradecache.serialization.msgpack import timestamps_are_strings
 
 SERIALIZER = MsgPackSerializer(timestamps_as_str=True)
 # No deadline: the first examples pay for imports and caches, which would make timing flaky.
@@ -746,3 +747,12 @@ def test_strategy_state_values_must_be_bytes() -> None:
         "ts_event": "1",
     }
     refused(pack(data), RejectReason.INVALID_FIELD)
+
+
+def test_timestamps_are_strings_looks_at_the_schema_keys_and_at_any_other_ts_key() -> None:
+    data = {"type": "OrderSubmitted", "ts_event": "1", "ts_init": "2", "account_id": "A-1"}
+    assert timestamps_are_strings(data)
+    assert not timestamps_are_strings({**data, "ts_event": 1})
+    assert not timestamps_are_strings({**data, "ts_extra": 3})  # a key the schema does not name
+    assert timestamps_are_strings({**data, "ts_extra": "3", "note": 4})
+    assert not timestamps_are_strings({"type": "NoSuchType", "ts_event": 5})

@@ -322,7 +322,7 @@ def timestamps_are_strings(data: dict[str, Any]) -> bool:
     for key in _TS_KEYS[type_name]:
         if isinstance(get(key), int):
             return False
-    if data.keys() <= known:  # the usual case, checked without building a set
+    if data.keys() <= _STORED_KEYS[type_name]:  # the usual case, checked without building a set
         return True
     # Keys the schema does not name are stored too: look at those the slow way.
     return not any(key.startswith("ts_") and isinstance(data[key], int) for key in data.keys() - known)
@@ -661,6 +661,8 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
 
 # The `ts_*` keys each message type's schema names.
 _TS_KEYS: Final = {name: tuple(key for key in keys if key.startswith("ts_")) for name, keys in KNOWN_KEYS.items()}
+# What a payload of each type holds when it has nothing the schema does not name: its keys and `type`.
+_STORED_KEYS: Final = {name: keys | {"type"} for name, keys in KNOWN_KEYS.items()}
 
 __all__ = [
     "KNOWN_KEYS",
