@@ -22,9 +22,12 @@ from tradecache.serialization.msgpack import KNOWN_KEYS, MsgPackSerializer, time
 from tradecache.wire import Subjects
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Delivery:
-    """What JetStream handed over, with the metadata its reply subject carries."""
+    """What JetStream handed over, with the metadata its reply subject carries.
+
+    Not changed once built, but not declared frozen: a frozen dataclass sets each field through
+    `object.__setattr__`, which made building one (once per message) 5x dearer (860 -> 170 ns)."""
 
     subject: str
     data: bytes

@@ -75,9 +75,10 @@ class PullSettings:
         return beat if beat >= MIN_HEARTBEAT_SECONDS else 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Incoming:
-    """A message on the pull inbox, as NATS handed it over."""
+    """A message on the pull inbox, as NATS handed it over (not changed once built; not frozen,
+    which would make building one per message several times dearer, as for `Delivery`)."""
 
     subject: str
     reply: str
