@@ -18,7 +18,14 @@ import msgpack
 from tradecache.errors import EventRejected, PayloadError, RejectReason
 from tradecache.model.messages import Kind, Message, kind_of, type_name_of
 from tradecache.serialization.limits import DEFAULT_LIMITS, DecodeLimits, check_fields
-from tradecache.serialization.msgpack import KNOWN_KEYS, MsgPackSerializer, timestamps_are_strings, unpack
+from tradecache.serialization.msgpack import (
+    KNOWN_KEYS,
+    MsgPackSerializer,
+    decode_common,
+    timestamps_are_strings,
+    unpack,
+)
+from tradecache.serialization.structs import STRUCT_DEPTH
 from tradecache.wire import Subjects
 
 
@@ -123,6 +130,10 @@ class Intake:
         self.serializer = serializer
         self.max_payload_bytes = max_payload_bytes
         self.limits = limits
+        # Payloads this small cannot break a decode limit or a field cap (`limits.py`: strings
+        # and elements take a byte or more each, and the Structs' nesting is within max_depth),
+        # so a message the Structs take is one the map path takes, unchanged.
+        self.struct_size = min(limits.plain_size, limits.below_every_cap) if limits.max_depth >= STRUCT_DEPTH else -1
 
     def check(self, delivery: Delivery) -> Accepted | Refused:
         kind = self.subjects.kind_of(delivery.subject)
@@ -133,6 +144,11 @@ class Intake:
         if kind is None:
             problem = f"subject {delivery.subject!r} is not {self.subjects.inbound} with a known kind"
             return Refused(delivery, kind_token, "unknown", EventRejected(RejectReason.WRONG_SUBJECT, problem))
+        if len(delivery.data) <= self.struct_size:  # the common messages, straight from their bytes
+            common = decode_common(delivery.data)
+            if common is not None and kind_of(common[0]) == kind:
+                return Accepted(delivery, kind, common[0], common[1])
+        # Anything else, or refused above: the map path, which says what is wrong.
         try:
             data = unpack(delivery.data, self.limits)
             if len(delivery.data) > self.limits.below_every_cap:

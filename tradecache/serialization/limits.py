@@ -242,6 +242,7 @@ __all__ = [
     "DEFAULT_LIMITS",
     "FREE_FORM_DEPTH",
     "FREE_FORM_KEYS",
+    "PLAIN_DEPTH",
     "PLAIN_MAP",
     "DecodeLimits",
     "check_fields",

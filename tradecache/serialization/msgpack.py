@@ -60,7 +60,14 @@ from tradecache.serialization.schemas import (
     SUBMIT_ORDER_LIST_FIELDS,
     Schema,
 )
-from tradecache.serialization.structs import ORDER_STRUCTS, decode_struct
+from tradecache.serialization.structs import (
+    ACCOUNT_STATE_STRUCT,
+    COMMON_STRUCTS,
+    ORDER_STRUCTS,
+    SUBMIT_ORDER_STRUCT,
+    decode_struct,
+)
+from tradecache.serialization.structs import decode_common as struct_of_common
 
 _SCHEMAS: dict[str, Schema] = {**ORDER_SCHEMAS, **POSITION_SCHEMAS}
 _PRICE_OPTIONS = ("price", "trigger_price", "activation_price")
@@ -458,30 +465,109 @@ def _map_with_currency(value: Any, path: str) -> tuple[dict[str, Any], str]:
 def _amount(data: dict[str, Any], key: str, code: str, path: str) -> Money:
     if key not in data:
         raise PayloadError(RejectReason.MALFORMED, _join(path, key), "required field is missing")
+    return _money(data[key], code, _join(path, key))
+
+
+def _money(value: Any, code: str, where: str) -> Money:
     try:
-        return codecs.in_range(lambda amount: Money.from_amount_str(amount, code))(data[key])
+        return codecs.in_range(lambda amount: Money.from_amount_str(amount, code))(value)
     except ValueError as exc:
-        raise invalid(_join(path, key), str(exc)) from None
+        raise invalid(where, str(exc)) from None
     except ArithmeticError:  # decimal.Overflow, should a huge exponent get past `in_range`
-        raise invalid(_join(path, key), f"{codecs.shown(data[key])} is out of range") from None
+        raise invalid(where, f"{codecs.shown(value)} is out of range") from None
 
 
 def _decode_balance(value: Any, path: str) -> AccountBalance:
     data, code = _map_with_currency(value, path)
     total, locked, free = (_amount(data, key, code, path) for key in ("total", "locked", "free"))
+    return _balance(total, locked, free, path)
+
+
+def _balance(total: Money, locked: Money, free: Money, path: str) -> AccountBalance:
     if total.raw - locked.raw != free.raw:
         raise invalid(path, f"total {total} - locked {locked} != free {free}")
     return AccountBalance(total, locked, free)
+
+
+_INSTRUMENT_ID_OR_NIL: Final = codecs.optional(codecs.identifier(InstrumentId)).decode
 
 
 def _decode_margin(value: Any, path: str) -> MarginBalance:
     data, code = _map_with_currency(value, path)
     initial = _amount(data, "initial", code, path)
     maintenance = _amount(data, "maintenance", code, path)
-    instrument_id = codecs.optional(codecs.identifier(InstrumentId)).decode(
-        data.get("instrument_id"), _join(path, "instrument_id")
-    )
+    instrument_id = _INSTRUMENT_ID_OR_NIL(data.get("instrument_id"), _join(path, "instrument_id"))
     return MarginBalance(initial, maintenance, instrument_id)
+
+
+# -- the common messages straight from their Structs (`structs.py`, `decode_common`) ---------
+# Any PayloadError here sends the payload the usual way, which raises it with its full path.
+
+
+def _balance_from_struct(wire: Any) -> AccountBalance:
+    code = wire.currency
+    if not code:
+        raise invalid("currency", "expected a currency code")
+    total, locked, free = (_money(value, code, "") for value in (wire.total, wire.locked, wire.free))
+    return _balance(total, locked, free, "")
+
+
+def _margin_from_struct(wire: Any) -> MarginBalance:
+    code = wire.currency
+    if not code:
+        raise invalid("currency", "expected a currency code")
+    initial = _money(wire.initial, code, "")
+    maintenance = _money(wire.maintenance, code, "")
+    return MarginBalance(initial, maintenance, _INSTRUMENT_ID_OR_NIL(wire.instrument_id, "instrument_id"))
+
+
+def _account_state_from_struct(wire: Any) -> AccountState:
+    values = _ACCOUNT_STATE_FROM_STRUCT(wire)
+    if not wire.balances:
+        raise invalid("balances", "expected a non-empty list of AccountBalance maps")
+    values["balances"] = tuple(_balance_from_struct(item) for item in wire.balances)
+    values["margins"] = tuple(_margin_from_struct(item) for item in wire.margins)
+    return AccountState(**values)
+
+
+def _submit_order_from_struct(wire: Any) -> SubmitOrder:
+    if wire.order.__class__ is not _INITIALIZED_STRUCT:
+        raise invalid("order.type", "expected 'OrderInitialized'")
+    values = _SUBMIT_ORDER_FROM_STRUCT(wire)
+    values["order"] = _FROM_STRUCT[_INITIALIZED_STRUCT](wire.order)
+    return SubmitOrder(**values)
+
+
+_INITIALIZED_STRUCT: Final = ORDER_STRUCTS["OrderInitialized"]
+_ACCOUNT_STATE_FROM_STRUCT: Final = compile_decoder(Schema(dict, ACCOUNT_STATE_FIELDS), from_struct=True)
+_SUBMIT_ORDER_FROM_STRUCT: Final = compile_decoder(Schema(dict, SUBMIT_ORDER_FIELDS), from_struct=True)
+_COMMON_FROM_STRUCT: Final[dict[type, Callable[[Any], Message]]] = {
+    **_FROM_STRUCT,
+    SUBMIT_ORDER_STRUCT: _submit_order_from_struct,
+    ACCOUNT_STATE_STRUCT: _account_state_from_struct,
+}
+
+
+def decode_common(data: bytes) -> tuple[Message, bool] | None:
+    """An order event, SubmitOrder or AccountState straight from its bytes, and whether its
+    top-level timestamps are strings (what `timestamps_are_strings` says of its map); None when
+    msgspec refuses the payload or a field is invalid: decode it the usual way, which says why.
+
+    No limit is checked here: the caller hands only payloads too small to break one (a Struct's
+    nesting is fixed, at most 9 levels: SubmitOrder -> order -> a plain free-form map).
+    """
+    wire = struct_of_common(data)
+    if wire is None:
+        return None
+    cls = wire.__class__
+    try:
+        message = _COMMON_FROM_STRUCT[cls](wire)
+    except PayloadError:
+        return None
+    for key in _STRUCT_TS_KEYS[cls]:  # every one is required: no default stands in for it
+        if isinstance(getattr(wire, key), int):
+            return message, False
+    return message, True
 
 
 def _encode_account_state(state: AccountState, out: dict[str, Any], ts_as_str: bool) -> None:
@@ -664,12 +750,16 @@ _TS_KEYS: Final = {name: tuple(key for key in keys if key.startswith("ts_")) for
 # What a payload of each type holds when it has nothing the schema does not name: its keys and `type`.
 _STORED_KEYS: Final = {name: keys | {"type"} for name, keys in KNOWN_KEYS.items()}
 
+# The `ts_*` keys of each Struct `decode_common` takes.
+_STRUCT_TS_KEYS: Final = {struct: _TS_KEYS[name] for name, struct in COMMON_STRUCTS.items()}
+
 __all__ = [
     "KNOWN_KEYS",
     "MESSAGE_TYPES",
     "Message",
     "MsgPackSerializer",
     "check_order_initialized",
+    "decode_common",
     "decode_instrument",
     "timestamps_are_strings",
     "unpack",

@@ -17,16 +17,19 @@ Only the common shapes take this path: free-form maps must be plain (`limits.PLA
 
 from __future__ import annotations
 
+from types import GenericAlias
 from typing import Any, Final, Union
 
 import msgspec
 
-from tradecache.serialization.schemas import ORDER_SCHEMAS, Schema
+from tradecache.serialization.limits import PLAIN_DEPTH
+from tradecache.serialization.schemas import ACCOUNT_STATE_FIELDS, ORDER_SCHEMAS, SUBMIT_ORDER_FIELDS, Schema
 
 
-def wire_struct(name: str, schema: Schema) -> Any:
-    """The Struct of `name`'s payload (tag `type` = name), or None when a codec has no wire type."""
-    fields: list[tuple[Any, ...]] = []
+def wire_struct(name: str, schema: Schema, extra: tuple[tuple[Any, ...], ...] = ()) -> Any:
+    """The Struct of `name`'s payload (tag `type` = name), or None when a codec has no wire type;
+    `extra`: fields beyond the schema's (msgspec field tuples)."""
+    fields: list[tuple[Any, ...]] = list(extra)
     for field in schema.fields:
         wire = field.codec.wire
         if wire is None:
@@ -47,6 +50,50 @@ ORDER_STRUCTS: Final[dict[str, Any]] = {name: wire_struct(name, schema) for name
 _DECODER: Final = msgspec.msgpack.Decoder(Union[tuple(ORDER_STRUCTS.values())])  # noqa: UP007  # a runtime union of types
 
 
+# The composite messages ingest takes most often (`Intake.check`), with their nested maps as Structs
+# too. A nested order must carry its `type`: a tagged Struct alone lets it be absent, a union of
+# tagged Structs does not (the class is checked after decoding).
+_NESTED_ORDER: Final = Union[tuple(ORDER_STRUCTS[name] for name in ("OrderInitialized", "OrderDenied"))]  # noqa: UP007
+SUBMIT_ORDER_STRUCT: Final[Any] = wire_struct(
+    "SubmitOrder", Schema(dict, SUBMIT_ORDER_FIELDS), extra=(("order", _NESTED_ORDER),)
+)
+# Balances and margins: the map decoders read their keys and ignore `type`; any other key, or a
+# value of another type, is left to them.
+_BALANCE: Final = msgspec.defstruct(
+    "WireAccountBalance", [("total", str), ("locked", str), ("free", str), ("currency", str), ("type", str, "")],
+    kw_only=True, forbid_unknown_fields=True, gc=False,
+)  # fmt: skip
+_MARGIN: Final = msgspec.defstruct(
+    "WireMarginBalance",
+    [("initial", str), ("maintenance", str), ("currency", str), ("instrument_id", str | None, None), ("type", str, "")],
+    kw_only=True, forbid_unknown_fields=True, gc=False,
+)  # fmt: skip
+ACCOUNT_STATE_STRUCT: Final[Any] = wire_struct(
+    "AccountState",
+    Schema(dict, ACCOUNT_STATE_FIELDS),
+    extra=(
+        ("balances", GenericAlias(list, (_BALANCE,))),  # list[...] of a Struct made at run time
+        ("margins", GenericAlias(list, (_MARGIN,)), msgspec.field(default_factory=list)),
+    ),
+)
+# How deeply those Structs nest: SubmitOrder -> order -> a free-form map (PLAIN_MAP) and the
+# containers it may hold.
+STRUCT_DEPTH: Final = 3 + PLAIN_DEPTH
+# What `Intake.check` tries first: order events, SubmitOrder and AccountState.
+COMMON_STRUCTS: Final[dict[str, Any]] = {
+    **ORDER_STRUCTS, "SubmitOrder": SUBMIT_ORDER_STRUCT, "AccountState": ACCOUNT_STATE_STRUCT
+}  # fmt: skip
+_COMMON_DECODER: Final = msgspec.msgpack.Decoder(Union[tuple(COMMON_STRUCTS.values())])  # noqa: UP007
+
+
+def decode_common(data: bytes) -> Any:
+    """The Struct of an order event, SubmitOrder or AccountState, or None when msgspec refuses `data`."""
+    try:
+        return _COMMON_DECODER.decode(data)
+    except msgspec.DecodeError:
+        return None
+
+
 def decode_struct(data: bytes) -> Any:
     """The order event's Struct, or None when msgspec refuses `data` (decode it the usual way)."""
     try:
@@ -57,4 +104,13 @@ def decode_struct(data: bytes) -> Any:
         return None
 
 
-__all__ = ["ORDER_STRUCTS", "decode_struct", "wire_struct"]
+__all__ = [
+    "ACCOUNT_STATE_STRUCT",
+    "COMMON_STRUCTS",
+    "ORDER_STRUCTS",
+    "STRUCT_DEPTH",
+    "SUBMIT_ORDER_STRUCT",
+    "decode_common",
+    "decode_struct",
+    "wire_struct",
+]
