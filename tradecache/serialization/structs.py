@@ -90,7 +90,7 @@ def decode_common(data: bytes) -> Any:
     """The Struct of an order event, SubmitOrder or AccountState, or None when msgspec refuses `data`."""
     try:
         return _COMMON_DECODER.decode(data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # too deep for msgspec: the map path refuses it by name
         return None
 
 
