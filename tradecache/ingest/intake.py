@@ -3,6 +3,9 @@
 Pure: given the subject, reply subject, payload and headers, it checks the size, the subject,
 the msgpack (within the decode limits, `serialization/limits.py`) and every field, and that the
 message is the kind its subject names. The ledger then applies what passes (`ingest/batch.py`).
+The common messages (order events, SubmitOrder, AccountState) are first tried straight from their
+bytes (`msgpack.decode_common`, msgspec Structs checked in C) when the payload is too small to
+break a limit; whatever that refuses takes the map path, so every refusal is worded there.
 
 A refusal keeps the delivery (its bytes go to the dead-letter subject) and the error, never
 what was decoded: the error's traceback, which would hold the decoded objects alive until the
