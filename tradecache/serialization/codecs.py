@@ -14,7 +14,7 @@ from enum import IntEnum
 from typing import Any, Final, NamedTuple, TypeVar
 
 from tradecache.errors import PayloadError, RejectReason
-from tradecache.model.identifiers import Identifier
+from tradecache.model.identifiers import Identifier, plainly_valid
 from tradecache.model.values import FIXED_SCALAR, Currency, FixedPoint, Money, Price, Quantity, currency_or_inferred
 from tradecache.serialization.limits import PLAIN_MAP
 
@@ -273,17 +273,22 @@ _IDENTIFIER_CACHE_SIZE = 16_384
 
 def identifier(kind: type[Identifier]) -> Codec:
     seen: dict[str, Identifier] = {}
+    valid = plainly_valid(kind)
+    build = str.__new__
 
     def decode(value: Any, path: str) -> Identifier:
         found = seen.get(value) if isinstance(value, str) else None
         if found is not None:
             return found
-        if not isinstance(value, str):
+        if valid is not None and value.__class__ is str and valid(value):  # surely valid: built as kind() would
+            checked: Identifier = build(kind, value)
+        elif not isinstance(value, str):
             raise invalid(path, f"expected a string, got {_type_name(value)}")
-        try:
-            checked = kind(value)
-        except ValueError as exc:
-            raise invalid(path, str(exc)) from None
+        else:
+            try:
+                checked = kind(value)
+            except ValueError as exc:
+                raise invalid(path, str(exc)) from None
         if len(seen) >= _IDENTIFIER_CACHE_SIZE:
             seen.clear()
         seen[value] = checked
