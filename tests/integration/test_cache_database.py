@@ -406,13 +406,14 @@ def test_packed_arguments_write_exactly_what_the_values_write(redis_server: Any)
 def test_load_orders_reads_ahead_in_chunks_and_keeps_what_and_how_it_raises(
     db: RedisCacheDatabase, redis_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Chunks of 3 orders read by a worker thread ahead of the decoding: every order as
+    """A first chunk of 2 orders, then chunks of 3, read by a worker thread ahead of the decoding: every order as
     `load_order` gives it, in index order; a stored list that cannot be decoded raises what it
     raised before, and Redis unavailable raises StoreUnavailable."""
     from tradecache.cache import database as database_module
     from tradecache.errors import PayloadError
 
     monkeypatch.setattr(database_module, "READ_AHEAD_CHUNK", 3)
+    monkeypatch.setattr(database_module, "FIRST_READ_CHUNK", 2)
     for n in range(10):
         make = OrderEvents(f"O-{n:02d}", trader_id=db.trader_id.value)
         order = Order(make.initialized())

@@ -10,6 +10,7 @@ which also need their instruments). A load by an id no entity can have (one the 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -85,6 +86,7 @@ BATCH_SIZE = 256
 
 # Entities per READ_SCRIPT call of a read-ahead load: small enough that the first read is short.
 READ_AHEAD_CHUNK = 1000
+FIRST_READ_CHUNK = 200
 
 
 class _ReadAhead:
@@ -104,9 +106,10 @@ class _ReadAhead:
         with db._unavailable_as(operation):
             ids = db._members(collection, operation)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="tradecache-read-ahead")
+        # The first chunk is small: its read is the one nothing overlaps.
+        bounds = [0, *range(FIRST_READ_CHUNK, len(ids), READ_AHEAD_CHUNK), len(ids)] if ids else []
         self._reads = [
-            self._pool.submit(db._read_chunk, collection, ids[start : start + READ_AHEAD_CHUNK])
-            for start in range(0, len(ids), READ_AHEAD_CHUNK)
+            self._pool.submit(db._read_chunk, collection, ids[start:end]) for start, end in itertools.pairwise(bounds)
         ]
         self._read_failed = False
 
