@@ -41,9 +41,9 @@ from tradecache.ingest.intake import Delivery, ack_metadata
 
 # After the first delivery of a batch, wait this long for more before handing it over: a
 # backlog fills whole batches, a trickle (1,000 events/s) is committed within milliseconds.
-LINGER_SECONDS: Final = 0.002
+LINGER_SECONDS: Final = 0.001
 # ... and never hold the first delivery of a batch longer than this (a steady stream has no gaps).
-MAX_BATCH_WAIT: Final = 0.004
+MAX_BATCH_WAIT: Final = 0.002
 # A pull whose end never came is given up this long after its expiry.
 PULL_GRACE_SECONDS: Final = 1.0
 # After a failed pull request (disconnected), ask again after this long.
