@@ -11,9 +11,9 @@ import nats
 import pytest
 import redis
 
-from tests.integration.daemon_harness import daemon_config, database, running_daemon, wait_for
+from tests.integration.daemon_harness import daemon_config, database, running_daemon, wait_for, wait_for_checkpoint
 from tests.integration.load_helpers import ask
-from tests.unit.factories import OrderEvents
+from tests.unit.factories import SERIALIZER, OrderEvents
 from tradecache import __version__
 from tradecache.daemon.app import Daemon
 from tradecache.model import Collection
@@ -151,6 +151,33 @@ async def test_paging_returns_every_one_of_5000_orders_exactly_once(daemon: Daem
         if cursor is None:
             break
     assert cut and again == ids
+
+
+async def test_a_page_built_ahead_is_served_only_while_nothing_was_committed_since(
+    daemon: Daemon, nc: Any, redis_server: Any, nats_server: Any
+) -> None:
+    ids = store_orders(redis_server.url, 300)
+    first = await ask(nc, SUBJECTS.load("orders"), {"limit": 100}, as_msgpack=True)
+    assert list(first.value) == ids[:100] and daemon.service is not None
+    await wait_for(lambda: daemon.service is not None and daemon.service.pages_ahead == 1)  # the next page
+    # An event for an order of the page built ahead, committed before that page is asked for.
+    js_client = await nats.connect(nats_server.url)
+    try:
+        payload = SERIALIZER.serialize(OrderEvents(client_order_id="O-00150", trader_id=TRADER).submitted())
+        sequence = (await js_client.jetstream().publish(SUBJECTS.inbound_for_name("order"), payload)).seq
+    finally:
+        await js_client.close()
+    await wait_for_checkpoint(redis_server.url, TRADER, sequence)
+    second = await ask(nc, SUBJECTS.load("orders"), {"limit": 100, "cursor": first.cursor}, as_msgpack=True)
+    assert list(second.value) == ids[100:200]
+    assert [event["type"] for event in second.value["O-00150"]["events"]] == ["OrderInitialized", "OrderSubmitted"]
+    assert second.value["O-00150"]["status"] == "SUBMITTED"
+    # Nothing committed since: the third page comes from the build ahead, the same as built anew.
+    await wait_for(lambda: daemon.service is not None and daemon.service.pages_ahead == 1)
+    third = await ask(nc, SUBJECTS.load("orders"), {"limit": 100, "cursor": second.cursor}, as_msgpack=True)
+    assert daemon.service.pages_ahead == 0 and third.cursor is None
+    again = await ask(nc, SUBJECTS.load("orders"), {"limit": 100, "cursor": second.cursor}, as_msgpack=True)
+    assert third.value == again.value and list(third.value) == ids[200:]
 
 
 async def test_a_corrupt_stored_value_gets_500_and_the_service_keeps_answering(

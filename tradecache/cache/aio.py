@@ -67,6 +67,9 @@ class Store:
         self._indexing = asyncio.Lock()
         # Retention removes closed orders: reads of missing orders also read their tombstones.
         self.purged_lookup = False
+        # Commits made (or tried) so far: a page built ahead of its request is served only if
+        # none happened since its build began (service/ahead.py).
+        self.commits = 0
 
     async def ping(self) -> bool:
         try:
@@ -87,8 +90,11 @@ class Store:
         """Run one batch's script call (atomic). Raises StoreUnavailable."""
         if not call.count:
             return []
-        with translated("commit batch"):
-            results: list[int] = await self._apply(*call.packed())
+        try:
+            with translated("commit batch"):
+                results: list[int] = await self._apply(*call.packed())
+        finally:
+            self.commits += 1  # after: a read that began during the commit may not have seen it
         return results
 
     async def read_state(self, request: StateRequest) -> StoredState:

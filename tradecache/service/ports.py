@@ -32,6 +32,11 @@ class LoadStore(Protocol):
 
     async def count(self, collection: Collection) -> int: ...
 
+    @property
+    def commits(self) -> int:
+        """Writes committed so far by this process (any number that changes with each)."""
+        ...
+
 
 class LoadMetrics(Protocol):
     """The load service's counters (SPEC section 4, plus shed requests)."""

@@ -26,7 +26,8 @@ from tradecache import __version__
 from tradecache.errors import StoreUnavailable
 from tradecache.model.ledger import Collection
 from tradecache.serialization.codecs import shown
-from tradecache.service.endpoints import ENDPOINTS, Endpoint, Loader, StatsSource
+from tradecache.service.ahead import PageKey, PagesAhead
+from tradecache.service.endpoints import ENDPOINTS, Built, Endpoint, Loader, StatsSource
 from tradecache.service.limits import (
     ADMIT_BATCH,
     COUNT_TTL_SECONDS,
@@ -86,10 +87,17 @@ class LoadService:
         self.service: Service | None = None
         self._tally = EndpointTally()
         self._page_builds = asyncio.Semaphore(self.limits.max_page_builds)
+        self._ahead: PagesAhead[Built] = PagesAhead(lambda: self.loader.store.commits)
+        self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._handled = 0
         # Index sizes lately read (collection -> (monotonic time, ZCARD)), for `_refused_at_once`.
         self._counts: dict[Collection, tuple[float, int]] = {}
+
+    @property
+    def pages_ahead(self) -> int:
+        """Pages built (or being built) ahead of their request (`service/ahead.py`)."""
+        return len(self._ahead)
 
     async def start(self) -> None:
         self.service = await micro.add_service(
@@ -110,6 +118,8 @@ class LoadService:
         """Stop taking requests, then let those in hand finish: both within `timeout` seconds."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        self._stopping = True
+        self._ahead.cancel_all()
         if self.service is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.service.stop(), timeout=timeout)
@@ -219,20 +229,40 @@ class LoadService:
     async def _page(
         self, endpoint: Endpoint, page: PageRequest, as_msgpack: bool
     ) -> tuple[bytes, dict[str, str] | None, bool]:
-        assert endpoint.collection is not None
-        async with self._page_builds:  # CPU and memory: a few pages at a time, the rest wait
-            built = await self.loader.build(endpoint.collection, page, as_msgpack, budget=self._room())
-            body = join_entries(built.entries, as_msgpack)
+        collection = endpoint.collection
+        assert collection is not None
+        budget = self._room()
+        commits = self.loader.store.commits
+        built = None
+        if page.limit is not None and page.after is not None:
+            built = await self._ahead.take((collection, page.after, page.limit, as_msgpack, budget))
+        if built is None:
+            built = await self._build(collection, page, as_msgpack, budget)
         if built.full and page.limit is None:
-            raise ReplyTooLarge(self._page_hint(f"more than {self._room()} bytes of items"))
+            raise ReplyTooLarge(self._page_hint(f"more than {budget} bytes of items"))
         if built.overflow is not None and not built.entries:
-            raise ReplyTooLarge(
-                f"item {shown(built.overflow)} alone exceeds the NATS max payload of {self._room()} bytes"
-            )
+            raise ReplyTooLarge(f"item {shown(built.overflow)} alone exceeds the NATS max payload of {budget} bytes")
+        if built.last is not None and page.limit is not None and self.loader.store.commits == commits:
+            self._build_next(collection, PageRequest(after=built.last, limit=page.limit), as_msgpack, budget)
+        body = join_entries(built.entries, as_msgpack)
         # A page holds at most `limit` items: fewer when they do not all fit, and the cursor
         # continues after the last one sent.
         headers = None if built.last is None else {CURSOR_HEADER: encode_cursor(built.last)}
         return body, headers, True
+
+    async def _build(self, collection: Collection, page: PageRequest, as_msgpack: bool, budget: int) -> Built:
+        async with self._page_builds:  # CPU and memory: a few pages at a time, the rest wait
+            return await self.loader.build(collection, page, as_msgpack, budget=budget)
+
+    def _build_next(self, collection: Collection, page: PageRequest, as_msgpack: bool, budget: int) -> None:
+        """Start building the page a paging client will ask for next (`service/ahead.py`), when
+        this request is the only one in hand and nothing was committed while it was built: never
+        at the expense of another request, nor for nothing under steady ingest."""
+        if self._stopping or len(self._tasks) > 1:
+            return
+        assert page.after is not None and page.limit is not None
+        key: PageKey = (collection, page.after, page.limit, as_msgpack, budget)
+        self._ahead.start(key, lambda: self._build(collection, page, as_msgpack, budget))
 
     def _fit(self, body: bytes) -> bytes:
         if len(body) > self._room():
