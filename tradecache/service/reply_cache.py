@@ -2,15 +2,20 @@
 
 Rebuilding an order replays its events with the model (~15 µs an event) and encodes the
 snapshot; the Redis read is needed anyway to know the current state. So each request still reads
-the entity, and the read bytes are hashed (BLAKE2b, ~1 µs per KB): when the digest equals the one
-the cached reply was built from, that reply is the answer. A changed list (an appended event, a
-flush) changes the digest, so a stale reply is never served. Bounded by entries and bytes, least
+the entity, and the read bytes are fingerprinted: when the fingerprint equals the one the cached
+reply was built from, that reply is the answer. A changed list (an appended event, a flush)
+changes the fingerprint, so a stale reply is never served. Bounded by entries and bytes, least
 recently used first out.
+
+The fingerprint is Python's own 64-bit hash of the tuple of stored values (SipHash of each, keyed
+at random per process unless PYTHONHASHSEED is set): ~0.5 µs for an order of 4 events where
+BLAKE2b took ~3 µs, 6% of a first `load.orders` build. Two different contents of one entity share
+a fingerprint with odds of ~2^-64 per changed read; the cache is per process and in memory, so
+nothing outside it ever sees the value.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Final
@@ -22,15 +27,8 @@ CacheKey = tuple[str, str, bool]  # (collection, entity id, msgpack?)
 
 
 def digest(parts: Iterable[bytes | None]) -> bytes:
-    """A fingerprint of what was read (lengths included, so element boundaries count)."""
-    hasher = hashlib.blake2b(digest_size=16)
-    for part in parts:
-        if part is None:
-            hasher.update(b"\xff\xff\xff\xff")
-        else:
-            hasher.update(len(part).to_bytes(4, "big"))
-            hasher.update(part)
-    return hasher.digest()
+    """A fingerprint of what was read (element boundaries count: a tuple of the values)."""
+    return hash(tuple(parts)).to_bytes(8, "big", signed=True)
 
 
 class ReplyCache:
