@@ -49,7 +49,7 @@ def test_an_order_is_marked_closed_when_it_closes_and_reopened_by_a_late_fill() 
     ledger = Ledger(TraderId(TRADER))
     events = OrderEvents("O-1")
     for event in (events.initialized(OrderType.MARKET), events.submitted(), events.accepted()):
-        assert ledger.apply(event).marks == []
+        assert not ledger.apply(event).marks  # none (an empty sequence)
     assert ledger.apply(events.canceled()).marks == [Mark(Collection.ORDERS, "O-1", closed=True)]
     late = events.filled("40", side=OrderSide.BUY, order_type=OrderType.MARKET)
     assert ledger.apply(late).marks == [Mark(Collection.ORDERS, "O-1", closed=False)]  # PARTIALLY_FILLED

@@ -46,7 +46,7 @@ def _escape_glob(text: str) -> str:
 class Keys:
     """Key names for one trader."""
 
-    __slots__ = ("_entity", "_index", "_seen", "hash_tag", "layout", "prefix", "trader_id")
+    __slots__ = ("_appended", "_entity", "_index", "_seen", "hash_tag", "layout", "prefix", "trader_id")
 
     def __init__(self, trader_id: str, *, hash_tag: bool = False, layout: Layout | str = Layout.SEED) -> None:
         problem = trader_id_problem(trader_id)
@@ -61,12 +61,23 @@ class Keys:
         self._entity = {collection: f"{self.prefix}:{collection.value}:" for collection in Collection}
         self._index = {collection: f"{self.prefix}:tradecache:index:{collection.value}" for collection in Collection}
         self._seen = {collection: f"{self.prefix}:tradecache:seen:{collection.value}" for collection in Collection}
+        self._appended: dict[Collection, tuple[str, str, str]] = {
+            collection: (self._entity[collection], self._seen[collection], self._index[collection])
+            for collection in Collection
+            if collection != Collection.STRATEGIES
+        }
 
     def entity(self, collection: Collection, entity_id: str) -> str:
         """The key holding one entity: `T:orders:O-1`, `T:strategies:S-1:State` (this layout's form), ..."""
         if collection == Collection.STRATEGIES:
             return self.strategy_state(entity_id, self.layout)
         return self._entity[collection] + entity_id
+
+    def appended(self, collection: Collection) -> tuple[str, str, str]:
+        """What an event appended to an entity of `collection` (not strategies) names at once: the
+        prefix of its entity keys (`entity` is the prefix + the entity id), its `seen` hash and its
+        `index`. Built once: the append is the operation of most messages."""
+        return self._appended[collection]
 
     def strategy_state(self, strategy_id: str, layout: Layout) -> str:
         """The key of a strategy's state in `layout`'s form."""

@@ -9,13 +9,15 @@ call, then the ack.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Final
 
 from tradecache.cache.keys import Keys
 from tradecache.cache.plan import Encoder, ScriptCall, plan_checks, plan_marks, plan_openings, plan_writes
 from tradecache.errors import EventRejected, RejectReason
 from tradecache.ingest.intake import Accepted, Refused, released
+from tradecache.model.events import AccountState, OrderEvent
 from tradecache.model.ledger import Divergence, Ledger, Outcome, WriteOp
 from tradecache.model.messages import Message
 
@@ -67,6 +69,13 @@ def duplicates(result: BatchResult, results: Sequence[int]) -> list[bool]:
     return flags
 
 
+def _subclasses(cls: type) -> Iterator[type]:
+    sub: type
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _subclasses(sub)
+
+
 def apply_batch(
     ledger: Ledger,
     items: Sequence[Accepted | Refused],
@@ -77,15 +86,22 @@ def apply_batch(
 ) -> BatchResult:
     """Apply `items` (stream order) on `ledger`; deliveries at or below `checkpoint` are skipped."""
     result = BatchResult(ScriptCall())
+    call = result.call
+    # The call's lists, bound once: the append of an event (most writes) is planned here in
+    # place, exactly as `ScriptCall.append_event` would (`_plan_append`); the rest as before.
+    call_keys, call_args, operations = call.keys, call.args, call.operations
+    appended = keys.appended
 
     def encode_keeping_bytes(message: Message) -> bytes:
         # The bytes received are stored as they are when they are already canonical.
         return original if message is current.message and current.canonical else encode(message)
 
     original = b""
+    last_seq = result.last_seq
     for index, item in enumerate(items):
         seq = item.delivery.stream_seq
-        result.last_seq = max(result.last_seq, seq)
+        if seq > last_seq:
+            last_seq = seq
         if seq <= checkpoint:
             result.skipped += 1
             continue
@@ -93,15 +109,27 @@ def apply_batch(
             result.refused.append(item)
             continue
         current, original = item, item.delivery.data
-        planned = result.call.mark()
+        planned = (len(call_keys), len(call_args), len(operations))  # `call.mark()`, for `rewind`
         try:
             outcome = ledger.apply(item.message)
             # Planned here, per message, so that a value that cannot be encoded is this message's problem.
-            plan_writes(outcome.writes, keys, encode_keeping_bytes, result.call)
-            plan_checks(outcome.checks, keys, encode_keeping_bytes, result.call)
-            plan_marks(outcome.marks, keys, result.call)
+            for write in outcome.writes:
+                value = write.value
+                if write.op is _APPEND and value.__class__ in _APPENDABLE:
+                    payload = original if value is item.message and item.canonical else encode(value)  # type: ignore[arg-type]
+                    key = write.key
+                    entity, seen, index_key = appended(write.collection)
+                    call_keys += (entity + key, seen, index_key)
+                    call_args += ("A", key, value.event_id, payload)  # type: ignore[union-attr]
+                    operations.append(write)
+                else:
+                    plan_writes((write,), keys, encode_keeping_bytes, call)
+            if outcome.checks:
+                plan_checks(outcome.checks, keys, encode_keeping_bytes, call)
+            if outcome.marks:
+                plan_marks(outcome.marks, keys, call)
             if outcome.held or outcome.released:
-                plan_openings(outcome.held, outcome.released, keys, encode_keeping_bytes, result.call)
+                plan_openings(outcome.held, outcome.released, keys, encode_keeping_bytes, call)
         except EventRejected as exc:
             result.refused.append(Refused(item.delivery, item.kind.value, item.type_name, released(exc)))
             continue
@@ -109,7 +137,7 @@ def apply_batch(
             # The message is dead-lettered with the error; what it touched may be half-changed in
             # memory, so it is forgotten and read back from Redis. The items after it wait for
             # this batch's commit, so that read back includes the messages before it.
-            result.call.rewind(planned)
+            call.rewind(planned)
             problem = f"internal error while applying it: {type(exc).__name__}: {exc}"
             refusal = EventRejected(RejectReason.INVALID_FIELD, problem)
             result.refused.append(Refused(item.delivery, item.kind.value, item.type_name, refusal))
@@ -120,9 +148,16 @@ def apply_batch(
         result.applied.append(Applied(item, outcome))
         if outcome.divergence is not None:
             result.divergences.append(outcome.divergence)
-    if result.last_seq > checkpoint:
-        result.call.checkpoint(keys, result.last_seq)
+    call_args[0] = len(operations)  # the operation count, which the appends above leave to here
+    result.last_seq = last_seq
+    if last_seq > checkpoint:
+        call.checkpoint(keys, last_seq)
     return result
+
+
+# The classes of the values an append stores (`plan.event_id_of` takes their `event_id`).
+_APPEND: Final = WriteOp.APPEND
+_APPENDABLE: Final = frozenset(cls for base in (OrderEvent, AccountState) for cls in (base, *_subclasses(base)))
 
 
 __all__ = ["Applied", "BatchResult", "apply_batch", "duplicates", "owner_of"]

@@ -105,6 +105,12 @@ TRANSITIONS: Final[dict[tuple[S, S], S]] = {
     (current, requested): result for current, row in _ANY_STATUS_CHANGE.items() for requested, result in row.items()
 }
 
+# The same table as one row per current status, indexed by the status' value (an IntEnum): what
+# `Order.apply` looks up, without building and hashing a tuple key.
+TRANSITIONS_BY_STATUS: Final[list[dict[S, S]]] = [{} for _ in range(max(S) + 1)]
+for (_current, _requested), _result in TRANSITIONS.items():
+    TRANSITIONS_BY_STATUS[_current][_requested] = _result
+
 CLOSED_STATUSES: Final = frozenset({S.DENIED, S.REJECTED, S.CANCELED, S.EXPIRED, S.FILLED})
 OPEN_STATUSES: Final = frozenset({S.ACCEPTED, S.TRIGGERED, S.PENDING_CANCEL, S.PENDING_UPDATE, S.PARTIALLY_FILLED})
 INFLIGHT_STATUSES: Final = frozenset({S.SUBMITTED, S.PENDING_CANCEL, S.PENDING_UPDATE})
@@ -130,5 +136,6 @@ __all__ = [
     "OPEN_STATUSES",
     "PENDING_STATUSES",
     "TRANSITIONS",
+    "TRANSITIONS_BY_STATUS",
     "next_status",
 ]
