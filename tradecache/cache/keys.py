@@ -46,7 +46,8 @@ def _escape_glob(text: str) -> str:
 class Keys:
     """Key names for one trader."""
 
-    __slots__ = ("_appended", "_entity", "_index", "_seen", "hash_tag", "layout", "prefix", "trader_id")
+    __slots__ = ("_appended", "_closed", "_entity", "_index", "_seen", "_trimmed", "hash_tag", "layout", "prefix",
+                 "trader_id")  # fmt: skip
 
     def __init__(self, trader_id: str, *, hash_tag: bool = False, layout: Layout | str = Layout.SEED) -> None:
         problem = trader_id_problem(trader_id)
@@ -61,6 +62,10 @@ class Keys:
         self._entity = {collection: f"{self.prefix}:{collection.value}:" for collection in Collection}
         self._index = {collection: f"{self.prefix}:tradecache:index:{collection.value}" for collection in Collection}
         self._seen = {collection: f"{self.prefix}:tradecache:seen:{collection.value}" for collection in Collection}
+        self._closed = {collection: f"{self.prefix}:tradecache:closed:{collection.value}" for collection in Collection}
+        self._trimmed = {
+            collection: f"{self.prefix}:tradecache:trimmed:{collection.value}" for collection in Collection
+        }
         self._appended: dict[Collection, tuple[str, str, str]] = {
             collection: (self._entity[collection], self._seen[collection], self._index[collection])
             for collection in Collection
@@ -100,12 +105,12 @@ class Keys:
     def closed(self, collection: Collection) -> str:
         """Closed entities of `collection` (orders, positions): a sorted set scored by when each
         closed (ms, Redis' clock), which retention purges from (`cache/retention.py`)."""
-        return f"{self.prefix}:tradecache:closed:{collection.value}"
+        return self._closed[collection]
 
     def trimmed(self, collection: Collection) -> str:
         """How many fills retention trimmed from the head of each position's list (a hash, id ->
         count): a closed cycle's mark names its last fill by its index since the list began."""
-        return f"{self.prefix}:tradecache:trimmed:{collection.value}"
+        return self._trimmed[collection]
 
     def purged(self, collection: Collection) -> str:
         """Ids retention removed, scored by when (ms): a late event for one is refused as purged."""

@@ -91,6 +91,7 @@ def apply_batch(
     # place, exactly as `ScriptCall.append_event` would (`_plan_append`); the rest as before.
     call_keys, call_args, operations = call.keys, call.args, call.operations
     appended = keys.appended
+    applied = result.applied.append
 
     def encode_keeping_bytes(message: Message) -> bytes:
         # The bytes received are stored as they are when they are already canonical.
@@ -145,7 +146,7 @@ def apply_batch(
             result.failure = exc
             result.rest = list(items[index + 1 :])
             break
-        result.applied.append(Applied(item, outcome))
+        applied(Applied(item, outcome))
         if outcome.divergence is not None:
             result.divergences.append(outcome.divergence)
     call_args[0] = len(operations)  # the operation count, which the appends above leave to here

@@ -325,7 +325,7 @@ class Ledger:
             self.budget.set((_ORDERS, key), ENTITY_BYTES + event_bytes(event))
             return Outcome(_KIND_ORDER, [Write(_APPEND, _C_ORDERS, key, event)])
         if order.has_event(event.event_id):
-            return Outcome(_KIND_ORDER, [], True, checks=[Write(_APPEND, _C_ORDERS, key, event)])
+            return Outcome(_KIND_ORDER, [], True, None, [Write(_APPEND, _C_ORDERS, key, event)])
         if isinstance(event, OrderFilled) and event.position_id is not None:
             return self._apply_fill_with_position(order, event)
         was_closed = order.status in CLOSED_STATUSES
@@ -335,9 +335,9 @@ class Ledger:
         # Closed (again: a late event a closed order accepts restarts its age), or reopened (a
         # late fill of a canceled order): see `_order_marks`.
         if order.status in CLOSED_STATUSES:
-            return Outcome(_KIND_ORDER, writes, marks=[Mark(_C_ORDERS, key, True)])
+            return Outcome(_KIND_ORDER, writes, False, None, (), [Mark(_C_ORDERS, key, True)])
         if was_closed:
-            return Outcome(_KIND_ORDER, writes, marks=[Mark(_C_ORDERS, key, False)])
+            return Outcome(_KIND_ORDER, writes, False, None, (), [Mark(_C_ORDERS, key, False)])
         return Outcome(_KIND_ORDER, writes)
 
     def _apply_fill_with_position(self, order: Order, fill: OrderFilled) -> Outcome:

@@ -187,7 +187,7 @@ class Position:
             )
         if self.side == _FLAT:
             self._reset(fill)
-        elif fill.trade_id in self._fills_by_trade and self.is_duplicate(fill):
+        elif self.is_duplicate(fill):
             raise EventRejected(
                 RejectReason.INVALID_TRANSITION,
                 f"position '{self.id}' already holds trade '{fill.trade_id}' with the same side, price and quantity",
@@ -204,12 +204,15 @@ class Position:
         Raises:
             Nothing.
         """
+        same_trade = self._fills_by_trade.get(fill.trade_id)
+        if not same_trade:  # the usual case: no generator to build
+            return False
         return any(
             held.trade_id == fill.trade_id
             and held.order_side == fill.order_side
             and held.last_px == fill.last_px
             and held.last_qty == fill.last_qty
-            for held in self._fills_by_trade.get(fill.trade_id, ())
+            for held in same_trade
         )
 
     def _reset(self, fill: OrderFilled) -> None:
@@ -356,11 +359,12 @@ def derive_opening_event_id(fill_event_id: str) -> str:
 
 def flips(position: Position | None, fill: OrderFilled) -> bool:
     """True when the node would split `fill`: it takes the open `position` through zero."""
-    if position is None or not position.is_open:
+    if position is None:
         return False
-    against = (position.side == PositionSide.LONG and fill.order_side == OrderSide.SELL) or (
-        position.side == PositionSide.SHORT and fill.order_side == OrderSide.BUY
-    )
+    side = position.side
+    if side == _FLAT:  # not open
+        return False
+    against = (side == _LONG and fill.order_side == _SELL) or (side == _SHORT and fill.order_side == _BUY)
     return against and fill.last_qty.raw > position.quantity.raw
 
 
