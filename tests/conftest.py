@@ -27,6 +27,8 @@ from tests.backends import Announce, Server, open_server
 from tests.cluster import RedisCluster
 from tests.lines import ServerLine, session_lines
 from tests.servers import BINARY_PACKAGE, BinaryNotFound, NatsServer, RedisServer, ServerName, find_binary
+from tradecache.model import values
+from tradecache.serialization import codecs
 
 
 def _in_ci() -> bool:
@@ -46,6 +48,24 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             problems.append(f"{name} of the pip package {BINARY_PACKAGE[name]} missing: run scripts/setup")
     if problems:
         pytest.exit("CI must test against real servers:\n" + "\n".join(problems), returncode=1)
+
+
+@pytest.fixture(autouse=True)
+def currency_registry() -> Iterator[None]:
+    """The process-wide currency registry as it was before each test, restored after it.
+
+    A Currency message registers its currency process-wide (`values.register_currency`, as in
+    NautilusTrader), and money decoded meanwhile keeps that currency (the decoder's value cache):
+    a test that registered another form of a code (USD at 5 decimals) changed what later tests
+    computed, which made the outcomes of test_decoder_fuzz's ledger test depend on the order the
+    tests ran in (its baselines are computed at import). Both are put back when a test changed them.
+    """
+    saved = dict(values._CURRENCIES)
+    yield
+    if saved != values._CURRENCIES:  # by value: registering an equal currency again changes nothing
+        values._CURRENCIES.clear()
+        values._CURRENCIES.update(saved)
+        codecs._moneys.clear()
 
 
 @pytest.fixture(scope="session")

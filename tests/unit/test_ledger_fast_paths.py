@@ -34,7 +34,6 @@ from tradecache.cache.plan import ScriptCall, plan_checks, plan_marks, plan_open
 from tradecache.errors import EventRejected
 from tradecache.ingest.batch import BatchResult, apply_batch
 from tradecache.ingest.intake import Accepted, Delivery, Intake, Refused
-from tradecache.model import values
 from tradecache.model.enums import OrderStatus
 from tradecache.model.identifiers import TraderId
 from tradecache.model.ledger import Ledger, Outcome, Write
@@ -242,16 +241,6 @@ def reference_batch(ledger: Ledger, items: Sequence[Accepted | Refused], keys: K
     if result.last_seq > 0:
         result.call.checkpoint(keys, result.last_seq)
     return result
-
-
-@pytest.fixture(autouse=True)
-def builtin_currencies() -> Iterator[None]:
-    """The currency registry as the process started, restored afterwards (a Currency message
-    registers process-wide, and the recorded figures were made with the built-in ones)."""
-    saved = dict(values._CURRENCIES)
-    yield
-    values._CURRENCIES.clear()
-    values._CURRENCIES.update(saved)
 
 
 STREAMS = list(streams())
