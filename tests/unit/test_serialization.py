@@ -38,7 +38,7 @@ from tradecache.model.events import (
 )
 from tradecache.model.instruments import Instrument
 from tradecache.model.key_parts import is_key_part
-from tradecache.model.values import Currency, Money, Price, Quantity
+from tradecache.model.values import Currency, Money, Price, Quantity, register_currency
 from tradecache.serialization import MsgPackSerializer
 from tradecache.serialization.msgpack import timestamps_are_strings
 
@@ -756,3 +756,18 @@ def test_timestamps_are_strings_looks_at_the_schema_keys_and_at_any_other_ts_key
     assert not timestamps_are_strings({**data, "ts_extra": 3})  # a key the schema does not name
     assert timestamps_are_strings({**data, "ts_extra": "3", "note": 4})
     assert not timestamps_are_strings({"type": "NoSuchType", "ts_event": 5})
+
+
+def test_an_amount_decoded_after_a_currency_message_changes_its_code_holds_the_new_currency() -> None:
+    """The decoder remembers parsed amounts; a Currency message that changes what a code names
+    (here a code first seen unregistered, then registered) must not leave old ones behind."""
+    serializer = MsgPackSerializer()
+    payload = serializer.serialize(OrderEvents().filled(commission="2.00 ZZQ", currency="USD"))
+    before = serializer.deserialize(payload).commission
+    assert before.currency.currency_type == CurrencyType.CRYPTO and before.currency.name == "ZZQ"  # inferred
+    zzq = Currency("ZZQ", 2, 999, "Zed Quid", CurrencyType.FIAT)
+    register_currency(zzq)  # the autouse fixture in tests/conftest.py restores the registry after
+    after = serializer.deserialize(payload).commission
+    assert after.currency == zzq and after == before  # the same amount, now in the registered currency
+    register_currency(Currency("ZZQ", 2, 999, "Zed Quid", CurrencyType.FIAT))  # the same again: nothing changes
+    assert serializer.deserialize(payload).commission.currency == zzq

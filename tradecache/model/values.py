@@ -10,6 +10,7 @@ shown after the point. Strings round-trip exactly. Where NautilusTrader goes thr
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import ClassVar, Self
@@ -317,9 +318,23 @@ _CURRENCIES: dict[str, Currency] = {
 }
 
 
+# Called when what a code names changes (a new code, or another precision, name or type): a
+# cache of amounts parsed earlier (`serialization/codecs.py`) must not keep the old currency.
+_CURRENCY_LISTENERS: list[Callable[[], None]] = []
+
+
+def on_currency_change(listener: Callable[[], None]) -> None:
+    """Call `listener` whenever `register_currency` changes what a code names."""
+    _CURRENCY_LISTENERS.append(listener)
+
+
 def register_currency(currency: Currency) -> None:
     """Register (or replace) a currency, as a `Currency` message does."""
+    changed = _CURRENCIES.get(currency.code) != currency
     _CURRENCIES[currency.code] = currency
+    if changed:
+        for listener in _CURRENCY_LISTENERS:
+            listener()
 
 
 def currency_or_inferred(code: str, precision: int) -> Currency:
@@ -424,6 +439,7 @@ __all__ = [
     "Price",
     "Quantity",
     "currency_or_inferred",
+    "on_currency_change",
     "register_currency",
     "round_half_away_from_zero",
     "trusted_quantity",

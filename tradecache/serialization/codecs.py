@@ -15,7 +15,16 @@ from typing import Any, Final, NamedTuple, TypeVar
 
 from tradecache.errors import PayloadError, RejectReason
 from tradecache.model.identifiers import Identifier, plainly_valid
-from tradecache.model.values import FIXED_SCALAR, Currency, FixedPoint, Money, Price, Quantity, currency_or_inferred
+from tradecache.model.values import (
+    FIXED_SCALAR,
+    Currency,
+    FixedPoint,
+    Money,
+    Price,
+    Quantity,
+    currency_or_inferred,
+    on_currency_change,
+)
 from tradecache.serialization.limits import PLAIN_MAP
 
 T = TypeVar("T")
@@ -210,6 +219,9 @@ _moneys: dict[str, Money] = {}
 _decode_price = _cached_parser(in_range(Price.from_str), _prices)
 _decode_quantity = _cached_parser(in_range(Quantity.from_str), _quantities)
 _decode_money = _cached_parser(in_range(Money.parse), _moneys)
+# An amount names its currency by code: once a Currency message changes what a code names, the
+# amounts parsed before hold the old currency, and a new parse would not.
+on_currency_change(_moneys.clear)
 # A value already parsed (cache keys are strings only: an unhashable value never looks itself up).
 _SEEN = "{e}.get({v}, MISS) if {v}.__class__ is str else MISS"
 
