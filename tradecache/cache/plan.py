@@ -197,6 +197,51 @@ local function check_seen(i, seen_key, entity, id, payload)
   fresh[i] = not stored
   return nil
 end
+-- Whether pass 2 may gather its writes per key (see there): true unless some key is used as two
+-- kinds (a list and a hash, ...; R makes a string, H a hash, D any) or some value it writes is not
+-- a string or a number it reads is not one. Otherwise it writes one by one as it always did.
+local kinds, gather_ok = {}, true
+local replaces = {R = 'string', H = 'hash'}
+local argc = #ARGV
+local function uses(key, kind)
+  if key == nil then
+    gather_ok = false
+  elseif kind then
+    local known = kinds[key]
+    if known == nil then
+      kinds[key] = kind
+    elseif known ~= kind then
+      gather_ok = false
+    end
+  end
+end
+local function note(op, k, a)
+  uses(KEYS[k], expected[op] or replaces[op])
+  for j, kind in ipairs(others[op] or {}) do
+    uses(KEYS[k + j], kind)
+  end
+  local last = a + (nargs[op] or 0)
+  if op == 'H' or op == 'M' then
+    local count = tonumber(ARGV[a + 2])
+    if not count or count < 0 or count % 1 ~= 0 then
+      gather_ok = false
+      return
+    end
+    last = a + 2 + 2 * count
+  end
+  if last > argc then
+    gather_ok = false
+    return
+  end
+  for j = a + 1, last do
+    if type(ARGV[j]) ~= 'string' then
+      gather_ok = false
+    end
+  end
+  if (op == 'C' and not tonumber(ARGV[a + 1])) or (op == 'Y' and not tonumber(ARGV[a + 3])) then
+    gather_ok = false
+  end
+end
 local k, a = 1, 2
 for i = 1, n do
   local op = ARGV[a]
@@ -229,6 +274,7 @@ for i = 1, n do
       pending[seen_key .. '\\0' .. seen_field(ARGV[a + 1], ARGV[a + 2])] = digests[i]
     end
   end
+  note(op, k, a)
   k = k + nkeys[op]
   if op == 'H' or op == 'M' then
     a = a + 3 + 2 * tonumber(ARGV[a + 2])
@@ -236,100 +282,291 @@ for i = 1, n do
     a = a + 1 + nargs[op]
   end
 end
--- Pass 2: write.
-local results = {}
-local now_ms = nil
-k, a = 1, 2
-for i = 1, n do
-  local op = ARGV[a]
-  a = a + 1
-  if op == 'A' or op == 'N' then
-    if fresh[i] then
-      redis.call('HSET', KEYS[k + 1], seen_field(ARGV[a], ARGV[a + 1]), digests[i])
-      if op == 'A' then
-        redis.call('RPUSH', KEYS[k], ARGV[a + 2])
+-- Pass 2: write. Either one command per write, in the order of the operations (write_in_order), or
+-- the same writes gathered per key (write_gathered): one RPUSH / HSET / ZADD / ZREM / HDEL per key
+-- and run of the same command, in the order they came, and the strings in one MSET. A key's
+-- gathered writes go out before anything reads it (C, Y) and are dropped when it is deleted or
+-- replaced (DEL, R, H), so every key ends as written one by one: commands on different keys do
+-- not depend on each other's order. Only pass 1's `gather_ok` calls allow it: then no command can
+-- fail half-way (each key has one kind; every value is a string), the one exception being a Y
+-- whose trimmed count is not a number, which first sends everything gathered, then fails as before.
+local function write_in_order()
+  local results = {}
+  local now_ms = nil
+  local k, a = 1, 2
+  for i = 1, n do
+    local op = ARGV[a]
+    a = a + 1
+    if op == 'A' or op == 'N' then
+      if fresh[i] then
+        redis.call('HSET', KEYS[k + 1], seen_field(ARGV[a], ARGV[a + 1]), digests[i])
+        if op == 'A' then
+          redis.call('RPUSH', KEYS[k], ARGV[a + 2])
+        else
+          redis.call('SET', KEYS[k], ARGV[a + 2])
+        end
+        redis.call('ZADD', KEYS[k + 2], 0, ARGV[a])
+        results[i] = 1
       else
-        redis.call('SET', KEYS[k], ARGV[a + 2])
+        results[i] = 0
       end
-      redis.call('ZADD', KEYS[k + 2], 0, ARGV[a])
+      a = a + 3
+    elseif op == 'K' then
+      results[i] = 0  -- checked in pass 1; nothing to write
+      a = a + 3
+    elseif op == 'S' or op == 'R' then
+      if op == 'R' then
+        redis.call('DEL', KEYS[k])
+      end
+      redis.call('SET', KEYS[k], ARGV[a + 1])
+      redis.call('ZADD', KEYS[k + 1], 0, ARGV[a])
       results[i] = 1
-    else
-      results[i] = 0
-    end
-    a = a + 3
-  elseif op == 'K' then
-    results[i] = 0  -- checked in pass 1; nothing to write
-    a = a + 3
-  elseif op == 'S' or op == 'R' then
-    if op == 'R' then
+      a = a + 2
+    elseif op == 'H' or op == 'M' then
+      local count = tonumber(ARGV[a + 1])
+      if op == 'H' then
+        redis.call('DEL', KEYS[k])
+      end
+      local last = a + 1 + 2 * count
+      for first = a + 2, last, 2 * HSET_PAIRS do
+        redis.call('HSET', KEYS[k], unpack(ARGV, first, math.min(first + 2 * HSET_PAIRS - 1, last)))
+      end
+      redis.call('ZADD', KEYS[k + 1], 0, ARGV[a])
+      results[i] = 1
+      a = a + 2 + 2 * count
+    elseif op == 'D' then
       redis.call('DEL', KEYS[k])
-    end
-    redis.call('SET', KEYS[k], ARGV[a + 1])
-    redis.call('ZADD', KEYS[k + 1], 0, ARGV[a])
-    results[i] = 1
-    a = a + 2
-  elseif op == 'H' or op == 'M' then
-    local count = tonumber(ARGV[a + 1])
-    if op == 'H' then
-      redis.call('DEL', KEYS[k])
-    end
-    local last = a + 1 + 2 * count
-    for first = a + 2, last, 2 * HSET_PAIRS do
-      redis.call('HSET', KEYS[k], unpack(ARGV, first, math.min(first + 2 * HSET_PAIRS - 1, last)))
-    end
-    redis.call('ZADD', KEYS[k + 1], 0, ARGV[a])
-    results[i] = 1
-    a = a + 2 + 2 * count
-  elseif op == 'D' then
-    redis.call('DEL', KEYS[k])
-    redis.call('ZREM', KEYS[k + 1], ARGV[a])
-    results[i] = 1
-    a = a + 1
-  elseif op == 'C' then
-    -- The checkpoint only moves forward: a late copy of a timed-out call cannot move it back.
-    local current = tonumber(redis.call('GET', KEYS[k]) or '0') or 0
-    if tonumber(ARGV[a]) > current then
-      redis.call('SET', KEYS[k], ARGV[a])
-    end
-    results[i] = 1
-    a = a + 1
-  elseif op == 'Z' or op == 'Y' then
-    -- Closed now, by Redis' clock (the retention sweep reads the same clock).
-    if now_ms == nil then
-      local time = redis.call('TIME')
-      now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-    end
-    if op == 'Z' then
-      redis.call('ZADD', KEYS[k], now_ms, ARGV[a])
+      redis.call('ZREM', KEYS[k + 1], ARGV[a])
+      results[i] = 1
+      a = a + 1
+    elseif op == 'C' then
+      -- The checkpoint only moves forward: a late copy of a timed-out call cannot move it back.
+      local current = tonumber(redis.call('GET', KEYS[k]) or '0') or 0
+      if tonumber(ARGV[a]) > current then
+        redis.call('SET', KEYS[k], ARGV[a])
+      end
+      results[i] = 1
+      a = a + 1
+    elseif op == 'Z' or op == 'Y' then
+      -- Closed now, by Redis' clock (the retention sweep reads the same clock).
+      if now_ms == nil then
+        local time = redis.call('TIME')
+        now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+      end
+      if op == 'Z' then
+        redis.call('ZADD', KEYS[k], now_ms, ARGV[a])
+        a = a + 1
+      else
+        -- The fill's place in the position's list since it began (what retention trimmed, plus
+        -- the list's length now, minus the fills this call appended after it).
+        local trimmed = tonumber(redis.call('HGET', KEYS[k + 2], ARGV[a]) or '0')
+        local index = trimmed + redis.call('LLEN', KEYS[k + 1]) - tonumber(ARGV[a + 2])
+        redis.call('ZADD', KEYS[k], now_ms, ARGV[a] .. '\\n' .. index .. '\\n' .. ARGV[a + 1])
+        a = a + 3
+      end
+      results[i] = 1
+    elseif op == 'U' then
+      redis.call('ZREM', KEYS[k], ARGV[a])
+      results[i] = 1
+      a = a + 1
+    elseif op == 'P' then
+      redis.call('HSET', KEYS[k], ARGV[a], ARGV[a + 1])
+      results[i] = 1
+      a = a + 2
+    elseif op == 'Q' then
+      redis.call('HDEL', KEYS[k], ARGV[a])
+      results[i] = 1
       a = a + 1
     else
-      -- The fill's place in the position's list since it began (what retention trimmed, plus
-      -- the list's length now, minus the fills this call appended after it).
-      local trimmed = tonumber(redis.call('HGET', KEYS[k + 2], ARGV[a]) or '0')
-      local index = trimmed + redis.call('LLEN', KEYS[k + 1]) - tonumber(ARGV[a + 2])
-      redis.call('ZADD', KEYS[k], now_ms, ARGV[a] .. '\\n' .. index .. '\\n' .. ARGV[a + 1])
-      a = a + 3
+      results[i] = 1  -- F: checked in pass 1
+      a = a + 1
     end
-    results[i] = 1
-  elseif op == 'U' then
-    redis.call('ZREM', KEYS[k], ARGV[a])
-    results[i] = 1
-    a = a + 1
-  elseif op == 'P' then
-    redis.call('HSET', KEYS[k], ARGV[a], ARGV[a + 1])
-    results[i] = 1
-    a = a + 2
-  elseif op == 'Q' then
-    redis.call('HDEL', KEYS[k], ARGV[a])
-    results[i] = 1
-    a = a + 1
-  else
-    results[i] = 1  -- F: checked in pass 1
-    a = a + 1
+    k = k + nkeys[op]
   end
-  k = k + nkeys[op]
+  return results
 end
-return results
+-- Values per command sent: Lua's unpack() refuses more than ~8,000 at once (even: pairs stay whole).
+local CHUNK = 2000
+local runs, run_keys, strings, string_keys = {}, {}, {}, {}
+local function send(command, key, values, count)
+  for first = 1, count, CHUNK do
+    redis.call(command, key, unpack(values, first, math.min(first + CHUNK - 1, count)))
+  end
+end
+-- The writes gathered for `key`, sent now (before it is read).
+local function flush(key)
+  local run = runs[key]
+  if run then
+    runs[key] = nil
+    send(run.command, key, run, run.n)
+  end
+  local value = strings[key]
+  if value then
+    strings[key] = nil
+    redis.call('SET', key, value)
+  end
+end
+-- The writes gathered for a key about to be deleted or replaced: never sent.
+local function drop(key)
+  runs[key] = nil
+  strings[key] = nil
+end
+local function flush_all()
+  for _, key in ipairs(run_keys) do
+    local run = runs[key]
+    if run then  -- a key listed twice (flushed, then gathered again) is sent once per run
+      runs[key] = nil
+      send(run.command, key, run, run.n)
+    end
+  end
+  run_keys = {}
+  local values, count = {}, 0
+  for _, key in ipairs(string_keys) do
+    local value = strings[key]
+    if value then
+      strings[key] = nil
+      values[count + 1], values[count + 2] = key, value
+      count = count + 2
+    end
+  end
+  string_keys = {}
+  for first = 1, count, CHUNK do
+    redis.call('MSET', unpack(values, first, math.min(first + CHUNK - 1, count)))
+  end
+end
+-- One or two more values (a pair: field and value, score and member) for `command` on `key`.
+local function gather(command, key, first, second)
+  local run = runs[key]
+  if run and run.command ~= command then
+    flush(key)  -- another command on the key: what came before goes first
+    run = nil
+  end
+  if not run then
+    run = {command = command, n = 0}
+    runs[key] = run
+    run_keys[#run_keys + 1] = key
+  end
+  local count = run.n + 1
+  run[count] = first
+  if second ~= nil then
+    count = count + 1
+    run[count] = second
+  end
+  run.n = count
+end
+-- SET replaces whatever the key holds (type and expiry too): the last value is the one stored.
+local function set(key, value)
+  runs[key] = nil
+  if not strings[key] then
+    string_keys[#string_keys + 1] = key
+  end
+  strings[key] = value
+end
+local function write_gathered()
+  local results = {}
+  local now_ms = nil
+  local k, a = 1, 2
+  for i = 1, n do
+    local op = ARGV[a]
+    a = a + 1
+    if op == 'A' or op == 'N' then
+      if fresh[i] then
+        gather('HSET', KEYS[k + 1], seen_field(ARGV[a], ARGV[a + 1]), digests[i])
+        if op == 'A' then
+          gather('RPUSH', KEYS[k], ARGV[a + 2])
+        else
+          set(KEYS[k], ARGV[a + 2])
+        end
+        gather('ZADD', KEYS[k + 2], 0, ARGV[a])
+        results[i] = 1
+      else
+        results[i] = 0
+      end
+      a = a + 3
+    elseif op == 'K' then
+      results[i] = 0  -- checked in pass 1; nothing to write
+      a = a + 3
+    elseif op == 'S' or op == 'R' then
+      set(KEYS[k], ARGV[a + 1])  -- R: the SET replaces whatever the key held
+      gather('ZADD', KEYS[k + 1], 0, ARGV[a])
+      results[i] = 1
+      a = a + 2
+    elseif op == 'H' or op == 'M' then
+      local count = tonumber(ARGV[a + 1])
+      if op == 'H' then
+        drop(KEYS[k])
+        redis.call('DEL', KEYS[k])
+      end
+      for field = a + 2, a + 1 + 2 * count, 2 do
+        gather('HSET', KEYS[k], ARGV[field], ARGV[field + 1])
+      end
+      gather('ZADD', KEYS[k + 1], 0, ARGV[a])
+      results[i] = 1
+      a = a + 2 + 2 * count
+    elseif op == 'D' then
+      drop(KEYS[k])
+      redis.call('DEL', KEYS[k])
+      gather('ZREM', KEYS[k + 1], ARGV[a])
+      results[i] = 1
+      a = a + 1
+    elseif op == 'C' then
+      -- The checkpoint only moves forward: a late copy of a timed-out call cannot move it back.
+      flush(KEYS[k])
+      local current = tonumber(redis.call('GET', KEYS[k]) or '0') or 0
+      if tonumber(ARGV[a]) > current then
+        set(KEYS[k], ARGV[a])
+      end
+      results[i] = 1
+      a = a + 1
+    elseif op == 'Z' or op == 'Y' then
+      -- Closed now, by Redis' clock (the retention sweep reads the same clock).
+      if now_ms == nil then
+        local time = redis.call('TIME')
+        now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+      end
+      if op == 'Z' then
+        gather('ZADD', KEYS[k], now_ms, ARGV[a])
+        a = a + 1
+      else
+        -- The fill's place in the position's list since it began (what retention trimmed, plus
+        -- the list's length now, minus the fills this call appended after it).
+        flush(KEYS[k + 1])
+        flush(KEYS[k + 2])
+        local stored = redis.call('HGET', KEYS[k + 2], ARGV[a])
+        local trimmed = tonumber(stored or '0')
+        if trimmed == nil then
+          flush_all()  -- the line below fails: with everything before it written, as in order
+        end
+        local index = trimmed + redis.call('LLEN', KEYS[k + 1]) - tonumber(ARGV[a + 2])
+        gather('ZADD', KEYS[k], now_ms, ARGV[a] .. '\\n' .. index .. '\\n' .. ARGV[a + 1])
+        a = a + 3
+      end
+      results[i] = 1
+    elseif op == 'U' then
+      gather('ZREM', KEYS[k], ARGV[a])
+      results[i] = 1
+      a = a + 1
+    elseif op == 'P' then
+      gather('HSET', KEYS[k], ARGV[a], ARGV[a + 1])
+      results[i] = 1
+      a = a + 2
+    elseif op == 'Q' then
+      gather('HDEL', KEYS[k], ARGV[a])
+      results[i] = 1
+      a = a + 1
+    else
+      results[i] = 1  -- F: checked in pass 1
+      a = a + 1
+    end
+    k = k + nkeys[op]
+  end
+  flush_all()
+  return results
+end
+if gather_ok then
+  return write_gathered()
+end
+return write_in_order()
 """
 )
 
