@@ -6,7 +6,10 @@ lifecycle, fills with positions, account states, commands), cost per message of
 - ledger + plan: `apply_batch` in batches of 256 (the ledger, then the script call's KEYS/ARGV);
 - pack: redis-py turning the script call into the bytes of one EVALSHA (its hiredis packer);
 and as the floor, measured in the same run, `msgpack.unpackb` alone (the baseline: a sink that
-only unpacks).
+only unpacks). With `--redis`, also the Redis side: the script calls of the mix sent to a private
+redis-server (no AOF; `--redis-server PATH` picks the binary, else as the tests find it), its CPU
+per message (INFO cpu, user + sys, best of `--repeat` runs from an empty database) and the commands
+the script runs per message and per event appended (INFO commandstats, EVALSHA itself not counted).
 The inputs (20,000 deliveries and their checked messages) are built before the measures and
 moved out of the garbage collector's sight (`gc.freeze()`): the daemon never holds thousands of
 messages at once, and collections walking them were ~2 us of the ledger + plan figure. The
@@ -25,8 +28,8 @@ Loads (`--loads`): 10,000 orders x 4 events (as `cache_bench.py` stores them), c
 `--before REV` runs the same measures on the package at git revision REV (exported to a
 temporary folder, run in a child process) and prints both columns and their ratio.
 
-Usage: python benchmarks/profile_core.py [--messages 20000] [--loads [--redis]] [--orders 10000]
-       [--repeat 3] [--before main] [--no-freeze]
+Usage: python benchmarks/profile_core.py [--messages 20000] [--redis [--redis-server PATH]] [--loads]
+       [--orders 10000] [--repeat 3] [--before main] [--no-freeze]
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ def best_of(repeat: int, func: Callable[[], Any]) -> float:
     return min(times)
 
 
-def ingest_measures(count: int, repeat: int) -> dict[str, float]:
+def ingest_measures(count: int, repeat: int, with_redis: bool = False, binary: str | None = None) -> dict[str, float]:
     from benchmarks.ingest_bench import PREFIX, TRADER, Feed
     from tradecache.cache.keys import Keys
     from tradecache.ingest.batch import apply_batch
@@ -128,7 +131,67 @@ def ingest_measures(count: int, repeat: int) -> dict[str, float]:
     apply_all(keep=True)
     results["pack EVALSHA"] = best_of(repeat, lambda: pack_calls(calls))
     results["all-in core"] = results["decode + validate"] + results["ledger + plan"] + results["pack EVALSHA"]
-    return {name: seconds / len(deliveries) * 1e6 for name, seconds in results.items()}
+    per_message = {name: seconds / len(deliveries) * 1e6 for name, seconds in results.items()}
+    if with_redis:
+        per_message.update(redis_ingest(calls, len(deliveries), repeat, binary))
+    return per_message
+
+
+def redis_ingest(calls: list[Any], messages: int, repeat: int, binary: str | None) -> dict[str, float]:
+    """The script calls sent to a private redis-server: its CPU (INFO cpu, user + sys: the main
+    thread's work, the script's and the commands' it runs) per message, best of `repeat` runs from
+    an empty database, and the commands the script runs (INFO commandstats) per message and per
+    event appended (an `A` operation)."""
+    import redis
+
+    from tradecache.cache.plan import APPLY_SCRIPT
+    from tradecache.dev.stack import RedisServer
+
+    sent = [call.packed() if hasattr(call, "packed") else (call.keys, call.args) for call in calls]
+    appended = sum(_appends(call) for call in calls)
+    server = RedisServer(binary=Path(binary) if binary else None, appendonly=False)
+    server.start()
+    try:
+        client = redis.Redis.from_url(server.url)
+        script = client.register_script(APPLY_SCRIPT)
+        client.script_load(APPLY_SCRIPT)
+
+        def cpu() -> float:
+            info = client.info("cpu")
+            return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+        best, inner = float("inf"), 0
+        for _ in range(repeat):
+            client.flushall()
+            client.config_resetstat()
+            start = cpu()
+            for keys, args in sent:
+                script(keys=keys, args=args)
+            best = min(best, cpu() - start)
+            stats = client.info("commandstats")
+            outer = {"cmdstat_evalsha", "cmdstat_eval", "cmdstat_info", "cmdstat_config", "cmdstat_script"}
+            inner = sum(int(stat["calls"]) for name, stat in stats.items() if name not in outer)
+        client.close()
+    finally:
+        server.close()
+    return {
+        "redis-server CPU": best / messages * 1e6,
+        "redis commands / message": inner / messages,
+        "redis commands / event": inner / max(appended, 1),
+    }
+
+
+def _appends(call: Any) -> int:
+    """The `A` operations of a script call (its args: the count, then each letter and its values)."""
+    from tradecache.cache.plan import OPERATIONS
+
+    args, a, count = call.args, 1, 0
+    for _ in range(int(args[0])):
+        op = args[a]
+        count += op == "A"
+        nargs = OPERATIONS[op].nargs
+        a += 1 + (nargs if nargs is not None else 2 + 2 * int(args[a + 2]))
+    return count
 
 
 def pack_calls(calls: list[Any]) -> None:
@@ -250,7 +313,7 @@ def redis_loads(stored: list[list[bytes]], repeat: int) -> dict[str, float]:
 def measure(args: argparse.Namespace) -> dict[str, float]:
     if args.loads:
         return load_measures(args.orders, args.repeat, args.redis)
-    return ingest_measures(args.messages, args.repeat)
+    return ingest_measures(args.messages, args.repeat, args.redis, args.redis_server)
 
 
 def run_before(rev: str, argv: list[str]) -> dict[str, float]:
@@ -271,7 +334,8 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--orders", type=int, default=10_000)
     parser.add_argument("--loads", action="store_true")
-    parser.add_argument("--redis", action="store_true", help="with --loads: also load_orders() from a redis-server")
+    parser.add_argument("--redis", action="store_true", help="also measure a private redis-server (see above)")
+    parser.add_argument("--redis-server", metavar="PATH", help="with --redis: this redis-server binary")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--before", metavar="REV", help="also measure the package at this git revision")
     parser.add_argument("--no-freeze", action="store_true",
@@ -280,10 +344,13 @@ def main() -> None:
     args = parser.parse_args()
     global FREEZE
     FREEZE = not args.no_freeze
+    if args.redis_server:  # the child of --before runs elsewhere
+        args.redis_server = str(Path(args.redis_server).resolve())
     argv = [f"--messages={args.messages}", f"--orders={args.orders}", f"--repeat={args.repeat}"]
     argv += ["--no-freeze"] if args.no_freeze else []
     argv += ["--loads"] if args.loads else []
     argv += ["--redis"] if args.redis else []
+    argv += [f"--redis-server={args.redis_server}"] if args.redis_server else []
     before = run_before(args.before, argv) if args.before else None
     now = measure(args)
     if args.json:

@@ -170,6 +170,10 @@ local function digest(payload)
   return string.sub(redis.sha1hex(payload), 1, 16)
 end
 -- Pass 1: check everything that could fail, so that nothing is written when any write would.
+-- Whether pass 2 may gather its writes per key (see there): true unless some key is used as two
+-- kinds (a list and a hash, ...; R makes a string, H a hash, D any) or some value it would write is
+-- not a string or some number it reads is not one. Otherwise it writes one by one as it always did.
+local gather_ok, replaced = true, {}  -- replaced: what R and H make of a key (a string, a hash)
 local checked = {}
 local function check_type(key, want)
   if checked[key] == want then
@@ -179,14 +183,18 @@ local function check_type(key, want)
   if have ~= 'none' and have ~= want then
     return redis.error_reply('WRONGTYPE tradecache: ' .. key .. ' holds a ' .. have .. ', not a ' .. want)
   end
+  if checked[key] or (replaced[key] and replaced[key] ~= want) then
+    gather_ok = false  -- one key, two kinds
+  end
   checked[key] = want
   return nil
 end
 -- For A, N and K: the digest of each operation's payload, whether its id is new for its entity,
 -- and the digests of the ids this call stores (a second copy in the same call is compared too).
-local digests, fresh, pending = {}, {}, {}
+local digests, fresh, pending, fields = {}, {}, {}, {}
 local function check_seen(i, seen_key, entity, id, payload)
   local field = seen_field(entity, id)
+  fields[i] = field
   local mine = digest(payload)
   local stored = pending[seen_key .. '\\0' .. field] or redis.call('HGET', seen_key, field)
   if stored and stored ~= '1' and stored ~= mine then
@@ -197,28 +205,22 @@ local function check_seen(i, seen_key, entity, id, payload)
   fresh[i] = not stored
   return nil
 end
--- Whether pass 2 may gather its writes per key (see there): true unless some key is used as two
--- kinds (a list and a hash, ...; R makes a string, H a hash, D any) or some value it writes is not
--- a string or a number it reads is not one. Otherwise it writes one by one as it always did.
-local kinds, gather_ok = {}, true
-local replaces = {R = 'string', H = 'hash'}
 local argc = #ARGV
-local function uses(key, kind)
+-- A key that R (kind 'string'), H ('hash') or D (nil: any) replaces or deletes, whatever it held.
+local function replaces(key, kind)
   if key == nil then
     gather_ok = false
   elseif kind then
-    local known = kinds[key]
-    if known == nil then
-      kinds[key] = kind
-    elseif known ~= kind then
+    if (checked[key] and checked[key] ~= kind) or (replaced[key] and replaced[key] ~= kind) then
       gather_ok = false
     end
+    replaced[key] = kind
   end
 end
-local function note(op, k, a)
-  uses(KEYS[k], expected[op] or replaces[op])
-  for j, kind in ipairs(others[op] or {}) do
-    uses(KEYS[k + j], kind)
+-- The values an operation other than A and K writes: strings, and numbers where C and Y read one.
+local function check_values(op, k, a)
+  if op == 'R' or op == 'H' or op == 'D' then
+    replaces(KEYS[k], op == 'R' and 'string' or op == 'H' and 'hash' or nil)
   end
   local last = a + (nargs[op] or 0)
   if op == 'H' or op == 'M' then
@@ -274,7 +276,13 @@ for i = 1, n do
       pending[seen_key .. '\\0' .. seen_field(ARGV[a + 1], ARGV[a + 2])] = digests[i]
     end
   end
-  note(op, k, a)
+  if op == 'A' then
+    if type(ARGV[a + 3]) ~= 'string' then  -- the entity is one (#), the id a string or a number
+      gather_ok = false
+    end
+  elseif op ~= 'K' then
+    check_values(op, k, a)
+  end
   k = k + nkeys[op]
   if op == 'H' or op == 'M' then
     a = a + 3 + 2 * tonumber(ARGV[a + 2])
@@ -435,17 +443,24 @@ local function flush_all()
   end
 end
 -- One or two more values (a pair: field and value, score and member) for `command` on `key`.
-local function gather(command, key, first, second)
+-- The run of `command` on `key` that values are added to: a new one when the key has none or one
+-- of another command, which is sent first (what came before goes first).
+local function run_of(command, key)
   local run = runs[key]
-  if run and run.command ~= command then
-    flush(key)  -- another command on the key: what came before goes first
-    run = nil
+  if run and run.command == command then
+    return run
   end
-  if not run then
-    run = {command = command, n = 0}
-    runs[key] = run
-    run_keys[#run_keys + 1] = key
+  if run then
+    flush(key)
   end
+  run = {command = command, n = 0, scores = command == 'ZADD' and {} or nil}
+  runs[key] = run
+  run_keys[#run_keys + 1] = key
+  return run
+end
+-- One or two more values (a pair: field and value) for `command` on `key`.
+local function gather(command, key, first, second)
+  local run = run_of(command, key)
   local count = run.n + 1
   run[count] = first
   if second ~= nil then
@@ -453,6 +468,17 @@ local function gather(command, key, first, second)
     run[count] = second
   end
   run.n = count
+end
+-- A ZADD pair (every ZADD goes through here): one that repeats the score the key's run last gave
+-- that member (an index entry per event of the same entity) changes nothing and is not sent.
+local function gather_score(key, score, member)
+  local run = run_of('ZADD', key)
+  if run.scores[member] ~= score then
+    local count = run.n
+    run[count + 1], run[count + 2] = score, member
+    run.n = count + 2
+    run.scores[member] = score
+  end
 end
 -- SET replaces whatever the key holds (type and expiry too): the last value is the one stored.
 local function set(key, value)
@@ -471,13 +497,13 @@ local function write_gathered()
     a = a + 1
     if op == 'A' or op == 'N' then
       if fresh[i] then
-        gather('HSET', KEYS[k + 1], seen_field(ARGV[a], ARGV[a + 1]), digests[i])
+        gather('HSET', KEYS[k + 1], fields[i], digests[i])
         if op == 'A' then
           gather('RPUSH', KEYS[k], ARGV[a + 2])
         else
           set(KEYS[k], ARGV[a + 2])
         end
-        gather('ZADD', KEYS[k + 2], 0, ARGV[a])
+        gather_score(KEYS[k + 2], 0, ARGV[a])
         results[i] = 1
       else
         results[i] = 0
@@ -488,7 +514,7 @@ local function write_gathered()
       a = a + 3
     elseif op == 'S' or op == 'R' then
       set(KEYS[k], ARGV[a + 1])  -- R: the SET replaces whatever the key held
-      gather('ZADD', KEYS[k + 1], 0, ARGV[a])
+      gather_score(KEYS[k + 1], 0, ARGV[a])
       results[i] = 1
       a = a + 2
     elseif op == 'H' or op == 'M' then
@@ -500,7 +526,7 @@ local function write_gathered()
       for field = a + 2, a + 1 + 2 * count, 2 do
         gather('HSET', KEYS[k], ARGV[field], ARGV[field + 1])
       end
-      gather('ZADD', KEYS[k + 1], 0, ARGV[a])
+      gather_score(KEYS[k + 1], 0, ARGV[a])
       results[i] = 1
       a = a + 2 + 2 * count
     elseif op == 'D' then
@@ -525,7 +551,7 @@ local function write_gathered()
         now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
       end
       if op == 'Z' then
-        gather('ZADD', KEYS[k], now_ms, ARGV[a])
+        gather_score(KEYS[k], now_ms, ARGV[a])
         a = a + 1
       else
         -- The fill's place in the position's list since it began (what retention trimmed, plus
@@ -538,7 +564,7 @@ local function write_gathered()
           flush_all()  -- the line below fails: with everything before it written, as in order
         end
         local index = trimmed + redis.call('LLEN', KEYS[k + 1]) - tonumber(ARGV[a + 2])
-        gather('ZADD', KEYS[k], now_ms, ARGV[a] .. '\\n' .. index .. '\\n' .. ARGV[a + 1])
+        gather_score(KEYS[k], now_ms, ARGV[a] .. '\\n' .. index .. '\\n' .. ARGV[a + 1])
         a = a + 3
       end
       results[i] = 1
