@@ -345,7 +345,7 @@ def main() -> None:
     global FREEZE
     FREEZE = not args.no_freeze
     if args.redis_server:  # the child of --before runs elsewhere
-        args.redis_server = str(Path(args.redis_server).resolve())
+        args.redis_server = str(Path(args.redis_server).absolute())
     argv = [f"--messages={args.messages}", f"--orders={args.orders}", f"--repeat={args.repeat}"]
     argv += ["--no-freeze"] if args.no_freeze else []
     argv += ["--loads"] if args.loads else []

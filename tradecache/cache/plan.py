@@ -5,7 +5,15 @@ becomes one call of `APPLY_SCRIPT`: a small Lua interpreter of five operations. 
 round trip and is atomic, and FIELD-NOTES measured it ~3x faster than building the same
 pipeline with redis-py. Redis does not undo a script that fails half-way, so the script first
 checks everything that could fail (every key it will write has the expected type, the fence)
-and refuses the whole call (WRONGTYPE, FENCED) before writing anything.
+and refuses the whole call (WRONGTYPE, FENCED) before writing anything. Then it writes, gathered per
+key: one RPUSH of all a list's new events, one HSET of all a seen hash's new fields, one ZADD per
+index (a member repeated with the same score sent once), all strings in one MSET, each in the order
+the operations gave them, sent before anything reads the key (C, Y) and dropped when it is deleted or
+replaced. A batch of 256 messages runs ~1.8 Redis commands per event instead of ~4.8 (pass 1 still
+reads each event's seen field). When a key is used as two kinds in one call, or a value is not a
+string, the script writes one command per write in order, as it always did (tests/data/
+apply_script_before.lua is that script; tests/integration/test_apply_script_equivalence.py checks
+that both give the same replies, errors and Redis contents).
 
 The ARGV are sent packed: one msgpack array (`ScriptCall.argv`), which the script unpacks
 (`cmsgpack`, built into Redis' Lua), instead of thousands of arguments that redis-py would encode
@@ -295,7 +303,7 @@ end
 -- and run of the same command, in the order they came, and the strings in one MSET. A key's
 -- gathered writes go out before anything reads it (C, Y) and are dropped when it is deleted or
 -- replaced (DEL, R, H), so every key ends as written one by one: commands on different keys do
--- not depend on each other's order. Only pass 1's `gather_ok` calls allow it: then no command can
+-- not depend on each other's order. Only when pass 1 left `gather_ok` true: then no command can
 -- fail half-way (each key has one kind; every value is a string), the one exception being a Y
 -- whose trimmed count is not a number, which first sends everything gathered, then fails as before.
 local function write_in_order()
@@ -442,7 +450,6 @@ local function flush_all()
     redis.call('MSET', unpack(values, first, math.min(first + CHUNK - 1, count)))
   end
 end
--- One or two more values (a pair: field and value, score and member) for `command` on `key`.
 -- The run of `command` on `key` that values are added to: a new one when the key has none or one
 -- of another command, which is sent first (what came before goes first).
 local function run_of(command, key)
