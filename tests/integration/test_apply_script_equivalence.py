@@ -269,6 +269,8 @@ def test_random_calls_give_the_same_replies_errors_and_contents(two_servers: tup
     meant = ["CONFLICT tradecache", "FENCED tradecache", "WRONGTYPE tradecache", "unknown operation",
              "WRONGTYPE Operation", "local 'trimmed'", "compare number with nil"]  # fmt: skip
     assert [kind for kind in meant if not any(kind in error for error in errors)] == [], sorted(errors)
+    # No command the script before did not run: an ACL user of the daemon is allowed exactly those.
+    assert set(new_client.info("commandstats")) <= set(old_client.info("commandstats"))
 
 
 def test_big_calls_are_sent_in_chunks_with_the_same_outcome(two_servers: tuple[redis.Redis, redis.Redis]) -> None:
@@ -300,5 +302,5 @@ def test_big_calls_are_sent_in_chunks_with_the_same_outcome(two_servers: tuple[r
     assert stored == dump(old_client)
     assert len(stored[LISTS[0]][2]) == 5000 and len(stored[f"{T}value:1199"][2]) > 0
     assert (f"{ENTITIES[0]}\n2501\nev-2500".encode(), "clock") in stored[CLOSED[0]][2]
-    # Pass 1 reads each event's seen field; pass 2 sends ~20 commands instead of ~20,000.
-    assert new.commands < old.commands // 4, (new.commands, old.commands)
+    # Pass 1 reads each event's seen field; pass 2 sends ~1,200 commands (a SET per string), not ~20,000.
+    assert new.commands < old.commands // 3, (new.commands, old.commands)
