@@ -692,12 +692,13 @@ class ScriptCall:
         self.args[0] = len(self.operations)
 
     def append_event(self, write: Write, keys: Keys, event_id: str, payload: bytes) -> None:
-        key_names = (
-            keys.entity(write.collection, write.key),
-            keys.seen(write.collection),
-            keys.index(write.collection),
-        )
-        self._add(write, key_names, "A", write.key, event_id, payload)
+        # The operation of most messages: its key names come prebuilt (`Keys.appended`), its
+        # lists are extended in place rather than through `_add`.
+        entity, seen, index = keys.appended(write.collection)
+        self.keys += (entity + write.key, seen, index)
+        self.args += ("A", write.key, event_id, payload)
+        self.operations.append(write)
+        self.args[0] = len(self.operations)
 
     def check_event(self, write: Write, keys: Keys, event_id: str, payload: bytes) -> None:
         """A duplicate the ledger recognised: the call fails (CONFLICT) if the stored one differs."""

@@ -87,10 +87,9 @@ def apply_batch(
     """Apply `items` (stream order) on `ledger`; deliveries at or below `checkpoint` are skipped."""
     result = BatchResult(ScriptCall())
     call = result.call
-    # The call's lists, bound once: the append of an event (most writes) is planned here in
-    # place, exactly as `ScriptCall.append_event` would (`_plan_append`); the rest as before.
-    call_keys, call_args, operations = call.keys, call.args, call.operations
-    appended = keys.appended
+    # The append of an event (most writes) goes straight to `ScriptCall.append_event`; the rest
+    # through `plan_writes`, which finds what each write is.
+    append_event = call.append_event
     applied = result.applied.append
 
     def encode_keeping_bytes(message: Message) -> bytes:
@@ -110,7 +109,7 @@ def apply_batch(
             result.refused.append(item)
             continue
         current, original = item, item.delivery.data
-        planned = (len(call_keys), len(call_args), len(operations))  # `call.mark()`, for `rewind`
+        planned = call.mark()
         try:
             outcome = ledger.apply(item.message)
             # Planned here, per message, so that a value that cannot be encoded is this message's problem.
@@ -118,11 +117,7 @@ def apply_batch(
                 value = write.value
                 if write.op is _APPEND and value.__class__ in _APPENDABLE:
                     payload = original if value is item.message and item.canonical else encode(value)  # type: ignore[arg-type]
-                    key = write.key
-                    entity, seen, index_key = appended(write.collection)
-                    call_keys += (entity + key, seen, index_key)
-                    call_args += ("A", key, value.event_id, payload)  # type: ignore[union-attr]
-                    operations.append(write)
+                    append_event(write, keys, value.event_id, payload)  # type: ignore[union-attr]
                 else:
                     plan_writes((write,), keys, encode_keeping_bytes, call)
             if outcome.checks:
@@ -149,7 +144,6 @@ def apply_batch(
         applied(Applied(item, outcome))
         if outcome.divergence is not None:
             result.divergences.append(outcome.divergence)
-    call_args[0] = len(operations)  # the operation count, which the appends above leave to here
     result.last_seq = last_seq
     if last_seq > checkpoint:
         call.checkpoint(keys, last_seq)
