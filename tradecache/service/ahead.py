@@ -23,6 +23,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Final, Generic, TypeVar
 
 from tradecache.model.ledger import Collection
+from tradecache.service.endpoints import retrieved
 
 # Long enough for a client that asks for the next page at once (milliseconds), short enough
 # that a page held for a client that went away frees its memory (up to one reply) soon.
@@ -54,7 +55,7 @@ class PagesAhead(Generic[T]):
         if key in self._pages or len(self._pages) >= self.max_pages:
             return False
         task = asyncio.ensure_future(build())
-        task.add_done_callback(_retrieved)
+        task.add_done_callback(retrieved)  # a build whose taker was cancelled
         self._pages[key] = (self.version(), task)
         asyncio.get_running_loop().call_later(self.max_age, self._expire, key, task)
         return True
@@ -85,12 +86,6 @@ class PagesAhead(Generic[T]):
         if held is not None and held[1] is task:
             del self._pages[key]
             task.cancel()
-
-
-def _retrieved(task: asyncio.Task[Any]) -> None:
-    """Take the outcome of a build no one claimed (asyncio would log its error as never retrieved)."""
-    if not task.cancelled():
-        task.exception()
 
 
 __all__ = ["MAX_AGE_SECONDS", "MAX_PAGES", "PageKey", "PagesAhead"]

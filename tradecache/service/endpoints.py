@@ -135,7 +135,7 @@ class Loader:
         finally:
             if ahead is not None:  # a read not needed after all
                 ahead.cancel()
-                ahead.add_done_callback(_retrieved)
+                ahead.add_done_callback(retrieved)
 
     async def _read_chunk(self, collection: Collection, after: str | None, remaining: int | None) -> _Chunk:
         """Up to READ_CHUNK entities after the id `after` (at most `remaining`): their ids, whether
@@ -197,10 +197,20 @@ StatsSource = Callable[[], Awaitable[dict[str, Any]]]
 _Chunk = tuple[list[str], bool, list[Any], dict[str, bytes]]
 
 
-def _retrieved(read: asyncio.Future[_Chunk]) -> None:
-    """Take the outcome of a read no one waits for (asyncio would log its error as never retrieved)."""
-    if not read.cancelled():
-        read.exception()
+def retrieved(work: asyncio.Future[Any]) -> None:
+    """Take the outcome of work no one waits for (asyncio would log its error as never retrieved)."""
+    if not work.cancelled():
+        work.exception()
 
 
-__all__ = ["ENDPOINTS", "ENDPOINTS_BY_NAME", "REBUILT", "Built", "Endpoint", "Loader", "Slicer", "StatsSource"]
+__all__ = [
+    "ENDPOINTS",
+    "ENDPOINTS_BY_NAME",
+    "REBUILT",
+    "Built",
+    "Endpoint",
+    "Loader",
+    "Slicer",
+    "StatsSource",
+    "retrieved",
+]
