@@ -31,11 +31,12 @@ from tradecache.cache.keys import Keys
 from tradecache.cache.plan import ScriptCall, plan_writes
 from tradecache.errors import EventRejected, PayloadError, RejectReason
 from tradecache.ingest.intake import Accepted, Delivery, Intake, Refused
+from tradecache.model import values
 from tradecache.model.identifiers import TraderId
 from tradecache.model.ledger import Ledger
 from tradecache.model.messages import Kind, Message
 from tradecache.model.values import Currency
-from tradecache.serialization import MsgPackSerializer
+from tradecache.serialization import MsgPackSerializer, codecs
 from tradecache.serialization.schemas import (
     ACCOUNT_STATE_FIELDS,
     CURRENCY_FIELDS,
@@ -509,7 +510,22 @@ def _identity(value: Any) -> Any:
     return getattr(value, "event_id", None) or getattr(value, "command_id", None) or repr(value)[:80]
 
 
+# The currencies registered before any scenario ran. A scenario's Currency messages register
+# process-wide (as in NautilusTrader), and money decoded after one holds that currency: each
+# replay and each example starts from this registry, so that no outcome depends on which
+# scenario ran before it (hypothesis replays examples and needs them to behave the same).
+_REGISTRY = dict(values._CURRENCIES)
+
+
+def _fresh_currencies() -> None:
+    if values._CURRENCIES != _REGISTRY:
+        values._CURRENCIES.clear()
+        values._CURRENCIES.update(_REGISTRY)
+        codecs._moneys.clear()
+
+
 def _replay(scenario: Scenario) -> list[tuple[Any, ...]]:
+    _fresh_currencies()
     ledger = Ledger(TraderId(scenario.trader_id))
     return [apply_or_refuse(ledger, SERIALIZER.deserialize(payload)) for _k, _t, payload in scenario.messages]
 
@@ -525,6 +541,7 @@ def test_the_ledger_applies_or_refuses_mutants_and_a_refusal_changes_nothing(
     """A scenario's messages with mutants in between. Every mutant is applied or refused with a
     SPEC reason; and until a mutant is actually written, the scenario's own messages have exactly
     the outcomes they have without mutants (a refusal, or a duplicate, left the ledger as it was)."""
+    _fresh_currencies()
     ledger = Ledger(TraderId(scenario.trader_id))
     mutator = Mutator(rng)
     payloads = [payload for _kind, _type, payload in scenario.messages]
