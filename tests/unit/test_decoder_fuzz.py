@@ -13,6 +13,7 @@ end-to-end fuzz test (`tests/integration/test_fuzz_ingest.py`) and by `scripts/f
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import string
@@ -195,6 +196,13 @@ def _locations(tree: Any) -> list[Location]:
     return found
 
 
+def _wrong_value(rng: random.Random) -> Any:
+    """A copy of one of WRONG_VALUES: its lists and maps are put into a tree that later operations
+    change in place, and a shared one changed there would change every later example's inputs
+    (hypothesis then reports the test as flaky, or a failure cannot be replayed)."""
+    return copy.deepcopy(rng.choice(WRONG_VALUES))
+
+
 def _value_at(location: Location) -> Any:
     container, key = location
     return container[key]
@@ -273,7 +281,7 @@ class Mutator:
             else:
                 container.pop(key)
         elif operation == "wrong_type":
-            container[key] = rng.choice(WRONG_VALUES)
+            container[key] = _wrong_value(rng)
         elif operation == "unknown_enum":
             container, key = self._pick(locations, lambda loc: _looks_like_enum(_value_at(loc)))
             suffix = "".join(rng.choices(string.ascii_uppercase, k=rng.randrange(3)))
@@ -296,7 +304,7 @@ class Mutator:
             key = rng.choice(("ts_extra", "unknown_key", b"ts_extra", b"type", 5))
             if isinstance(key, int):
                 return f"{operation}:{key}", (("", "x"), b"")  # packed below as an int key
-            tree[key] = rng.choice(WRONG_VALUES)
+            tree[key] = _wrong_value(rng)
         elif operation == "deep_nesting":
             depth = rng.choice(DEEP_LEVELS)
             return f"{operation}_{depth}:{key}", (where, b"\x91" * depth + pack(rng.choice((1, "x", {}))))
@@ -427,6 +435,17 @@ def test_arbitrary_bytes_decode_to_a_message_or_a_payload_error(data: bytes) -> 
 @given(st.sampled_from(SEEDS), st.randoms(use_true_random=False))
 def test_mutated_vector_payloads_decode_to_a_message_or_a_payload_error(seed: bytes, rng: random.Random) -> None:
     decode_or_refuse(Mutator(rng).mutate(seed, SEEDS).data)
+
+
+def test_the_mutator_leaves_its_constants_and_seeds_as_they_were() -> None:
+    """Every example must start from the same inputs: a mutation made in place inside a shared
+    constant (a list or map of WRONG_VALUES put into a tree) would change all later examples."""
+    constants = (WRONG_VALUES, BAD_TIMESTAMPS, NUMBER_STRINGS, HUGE_INTS, SEEDS)
+    before = repr(constants)
+    mutator = Mutator(random.Random(20261206))
+    for index in range(5000):
+        mutator.mutate(SEEDS[index % len(SEEDS)], SEEDS)
+    assert repr(constants) == before
 
 
 MSGPACK_VALUES = st.recursive(
