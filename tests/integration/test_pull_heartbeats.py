@@ -3,7 +3,8 @@ accepted, the server's idle heartbeats keep a quiet pull alive (no pull is given
 pull ends with its expiry status, and what is published meanwhile is handed over in order.
 
 A small driver stands in for the ingest loop's (`Ingestor._next_batch`): it publishes the pulls
-the machine asks for, feeds it what arrives on the inbox, and records what it hands over.
+the machine asks for, feeds it what arrives on the inbox (subscribed as the daemon does, through
+`ingest/inbox.py`: the status messages take that path too), and records what it hands over.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
 from tests.lines import ServerLine
 from tradecache.dev.stack import NatsServer
-from tradecache.ingest.pull import DeliverBatch, Incoming, PullMachine, PullSettings, SendPull, Warn
+from tradecache.ingest.inbox import subscribe_inbox
+from tradecache.ingest.pull import DeliverBatch, PullMachine, PullSettings, SendPull, Warn
 
 pytestmark = pytest.mark.integration
 
@@ -38,10 +40,10 @@ class Driver:
         self.warnings: list[Warn] = []
         self.arrived = asyncio.Event()
 
-    async def on_message(self, msg: Any) -> None:
-        if msg.headers and "Status" in msg.headers and not msg.data:
-            self.statuses[msg.headers["Status"]] += 1
-        self.machine.arrived(Incoming(msg.subject, msg.reply, msg.data, msg.headers))
+    def on_message(self, subject: str, reply: str, data: bytes, headers: dict[str, str] | None) -> None:
+        if headers and "Status" in headers and not data:
+            self.statuses[headers["Status"]] += 1
+        self.machine.arrived_parts(subject, reply, data, headers)
         self.arrived.set()
 
     async def run_for(self, seconds: float) -> None:
@@ -80,7 +82,8 @@ async def test_heartbeats_keep_quiet_pulls_alive_until_they_expire_and_deliverie
         machine.restart(0)
         assert machine.settings.heartbeat == pytest.approx(0.1)
         driver = Driver(nc, machine)
-        subscription = await nc.subscribe(f"{inbox}.*", cb=driver.on_message)
+        subscription = await subscribe_inbox(nc, f"{inbox}.*", driver.on_message)  # as the daemon does
+        assert subscription.direct
         # Quiet: 1.3 s without messages is three pulls ending in 408, each kept alive by heartbeats.
         await driver.run_for(1.3)
         assert driver.statuses["100"] >= 6, driver.statuses

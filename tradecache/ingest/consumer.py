@@ -52,11 +52,12 @@ from tradecache.errors import BusUnavailable, LeaseLost, StoreRefused, StoreUnav
 from tradecache.ingest.batch import BatchResult, duplicates
 from tradecache.ingest.deadletter import DeadLetters
 from tradecache.ingest.hooks import IngestHooks
+from tradecache.ingest.inbox import InboxSubscription, subscribe_inbox
 from tradecache.ingest.intake import Delivery, Intake, Refused
 from tradecache.ingest.lease import Lease
 from tradecache.ingest.pipeline import Committed, NotPinned, Pipeline
 from tradecache.ingest.ports import IngestMetrics
-from tradecache.ingest.pull import DeliverBatch, Incoming, PullMachine, PullSettings, SendPull, Warn
+from tradecache.ingest.pull import DeliverBatch, PullMachine, PullSettings, SendPull, Warn
 from tradecache.ingest.watch import ConsumerView, StallWatch, StuckAcks
 from tradecache.model.ledger import Ledger
 from tradecache.serialization.msgpack import MsgPackSerializer
@@ -161,7 +162,7 @@ class Ingestor:
         # ... and once it is settled, applied ahead too (the pull machine is replaced on each start).
         self.pipeline.upcoming = lambda: self.pull.settled()
         self.pipeline.arrivals = self._arrived
-        self._subscription: Any = None
+        self._subscription: InboxSubscription | None = None
 
     @property
     def checkpoint(self) -> int:
@@ -271,7 +272,7 @@ class Ingestor:
         inbox = self.nc.new_inbox()
         self.pull = PullMachine(self._pull_settings(self._pull_bytes()), inbox)
         self._subscription = await self._retry_bus(
-            "subscribe", lambda: self.nc.subscribe(f"{inbox}.*", cb=self._on_message)
+            "subscribe", lambda: subscribe_inbox(self.nc, f"{inbox}.*", self._on_message)
         )
         keeper = asyncio.create_task(self._keep_lease(stopping))
         watcher = asyncio.create_task(self._watch_consumer(stopping))
@@ -297,8 +298,9 @@ class Ingestor:
             for task in (keeper, watcher):
                 task.cancel()
             await asyncio.gather(keeper, watcher, return_exceptions=True)
-            with contextlib.suppress(Exception):
-                await self._subscription.unsubscribe()
+            if self._subscription is not None:
+                with contextlib.suppress(Exception):
+                    await self._subscription.unsubscribe()
 
     def _settle_unconfirmed(self) -> None:
         """Count a commit whose answer was lost with the lease, if the checkpoint shows it made.
@@ -314,8 +316,8 @@ class Ingestor:
                       extra={"last_seq": unconfirmed.result.last_seq, "checkpoint": self.checkpoint})  # fmt: skip
         self._record(unconfirmed.result, unconfirmed.results, None)
 
-    async def _on_message(self, msg: Any) -> None:
-        self.pull.arrived(Incoming(msg.subject, msg.reply, msg.data, msg.headers))
+    def _on_message(self, subject: str, reply: str, data: bytes, headers: dict[str, str] | None) -> None:
+        self.pull.arrived_parts(subject, reply, data, headers)
         self._arrived.set()
 
     async def _keep_lease(self, stopping: asyncio.Event) -> None:

@@ -138,17 +138,20 @@ class PullMachine:
 
     def arrived(self, message: Incoming) -> None:
         """A message on the pull inbox (taken in order at the next `poll`)."""
-        headers = message.headers
-        if not (headers and not message.data and "Status" in headers):
+        self.arrived_parts(message.subject, message.reply, message.data, message.headers)
+
+    def arrived_parts(self, subject: str, reply: str, data: bytes, headers: dict[str, str] | None) -> None:
+        """`arrived`, given the message's parts (no `Incoming` built for a delivery)."""
+        if not (headers and not data and "Status" in headers):
             try:
-                seq, consumer_seq, timestamp, pending, delivered = ack_metadata(message.reply)
+                seq, consumer_seq, timestamp, pending, delivered = ack_metadata(reply)
             except ValueError:
                 pass
             else:
-                self._arrived.append(Delivery(message.subject, message.data, headers, seq, consumer_seq, timestamp,
-                                              pending, message.reply, delivered))  # fmt: skip
+                self._arrived.append(Delivery(subject, data, headers, seq, consumer_seq, timestamp,
+                                              pending, reply, delivered))  # fmt: skip
                 return
-        self._arrived.append(message)
+        self._arrived.append(Incoming(subject, reply, data, headers))
 
     def processed(self, now: float) -> None:
         """The batch handed over is committed and acknowledged: the next may come."""

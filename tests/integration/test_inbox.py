@@ -1,0 +1,146 @@
+"""`ingest/inbox.py` against a real nats-server: an inbox routed past nats-py's Msg objects hands
+over exactly what nats-py's own callback gets, in the same order; other subscriptions of the client
+are untouched; a handler's error costs that message only; the routing survives a reconnect and
+ends with `unsubscribe`; without the dispatch it routes through, the callback path does the same."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import nats
+import pytest
+
+from tests.backends import Server
+from tradecache.dev.stack import NatsServer
+from tradecache.ingest.inbox import subscribe_inbox
+
+pytestmark = pytest.mark.integration
+
+Parts = tuple[str, str, bytes, dict[str, str] | None]
+
+
+async def _until(condition: Any, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def _publish_mix(nc: Any, subject: str, count: int) -> None:
+    for index in range(count):
+        headers = {"Nats-Msg-Id": f"id-{index}", "X-Index": str(index)} if index % 3 == 0 else None
+        reply = f"reply.{index}.1764112094914872368" if index % 2 else ""
+        await nc.publish(subject, b"" if index % 7 == 0 else f"payload {index}".encode(), reply=reply, headers=headers)
+    await nc.flush()
+
+
+async def test_the_inbox_hands_over_what_the_nats_py_callback_gets_in_order(nats_server: Server) -> None:
+    nc = await nats.connect(nats_server.url)
+    try:
+        routed: list[Parts] = []
+        through_msg: list[Parts] = []
+
+        async def on_msg(msg: Any) -> None:
+            through_msg.append((msg.subject, msg.reply, msg.data, msg.headers))
+
+        inbox = nc.new_inbox()
+        subscription = await subscribe_inbox(nc, f"{inbox}.*", lambda *parts: routed.append(parts))
+        ordinary = await nc.subscribe(f"{inbox}.*", cb=on_msg)  # same client, nats-py's own path
+        assert subscription.direct
+        await _publish_mix(nc, f"{inbox}.a", 60)
+        # A status message as JetStream sends one (header line only, no body): parsed by nats-py.
+        await nc.publish(f"{inbox}.b", b"", headers={"Status": "408", "Description": "Request Timeout"})
+        await nc.flush()
+        await _until(lambda: len(routed) == 61 and len(through_msg) == 61)
+        assert routed == through_msg
+        assert routed[-1][3] == {"Status": "408", "Description": "Request Timeout"}
+        assert routed[3][3] == {"Nats-Msg-Id": "id-3", "X-Index": "3"}
+        await subscription.unsubscribe()
+        await _publish_mix(nc, f"{inbox}.a", 3)
+        await _until(lambda: len(through_msg) == 64)
+        assert len(routed) == 61  # nothing after unsubscribe
+        await ordinary.unsubscribe()
+    finally:
+        await nc.close()
+
+
+async def test_a_handler_that_raises_loses_that_message_only(
+    nats_server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    nc = await nats.connect(nats_server.url)
+    try:
+        kept: list[bytes] = []
+
+        def handler(_subject: str, _reply: str, data: bytes, _headers: dict[str, str] | None) -> None:
+            if data == b"boom":
+                raise RuntimeError("handler failed")
+            kept.append(data)
+
+        inbox = nc.new_inbox()
+        await subscribe_inbox(nc, inbox, handler)
+        with caplog.at_level(logging.ERROR, logger="tradecache.ingest.inbox"):
+            for data in (b"1", b"boom", b"2", b"3"):
+                await nc.publish(inbox, data)
+            await nc.flush()
+            await _until(lambda: len(kept) == 3)
+        assert kept == [b"1", b"2", b"3"]
+        assert nc.is_connected
+        assert any("could not be handled" in record.getMessage() for record in caplog.records)
+    finally:
+        await nc.close()
+
+
+async def test_the_inbox_still_receives_after_the_server_restarts(tmp_path: Any) -> None:
+    with NatsServer(data_dir=tmp_path / "nats") as server:
+        reconnected = asyncio.Event()
+
+        async def on_reconnect() -> None:
+            reconnected.set()
+
+        nc = await nats.connect(server.url, reconnected_cb=on_reconnect, reconnect_time_wait=0.1,
+                                max_reconnect_attempts=-1)  # fmt: skip
+        try:
+            received: list[bytes] = []
+            inbox = nc.new_inbox()
+            await subscribe_inbox(nc, inbox, lambda _s, _r, data, _h: received.append(data))
+            await nc.publish(inbox, b"before")
+            await nc.flush()
+            await _until(lambda: received == [b"before"])
+            server.stop()
+            server.start()
+            await asyncio.wait_for(reconnected.wait(), timeout=15)
+            await nc.publish(inbox, b"after")
+            await nc.flush()
+            await _until(lambda: received == [b"before", b"after"])
+        finally:
+            await nc.close()
+
+
+class _WithoutDispatch:
+    """A client as a nats-py without `_process_msg` would be: only what subscribing needs."""
+
+    def __init__(self, nc: Any) -> None:
+        self.subscribe = nc.subscribe
+
+
+async def test_without_the_dispatch_the_callback_path_hands_over_the_same(nats_server: Server) -> None:
+    nc = await nats.connect(nats_server.url)
+    try:
+        routed: list[Parts] = []
+        through_msg: list[Parts] = []
+
+        async def on_msg(msg: Any) -> None:
+            through_msg.append((msg.subject, msg.reply, msg.data, msg.headers))
+
+        inbox = nc.new_inbox()
+        subscription = await subscribe_inbox(_WithoutDispatch(nc), inbox, lambda *parts: routed.append(parts))
+        await nc.subscribe(inbox, cb=on_msg)
+        assert not subscription.direct
+        await _publish_mix(nc, inbox, 20)
+        await _until(lambda: len(routed) == 20 and len(through_msg) == 20)
+        assert routed == through_msg
+        await subscription.unsubscribe()
+    finally:
+        await nc.close()

@@ -1,0 +1,105 @@
+"""The pull inbox's messages handed to a plain function as nats-py parses them.
+
+nats-py hands a subscriber each message through a `Msg` object put on the subscription's queue,
+taken by the subscription's task, and given to an awaited callback: at tens of thousands of
+deliveries a second that is a sixth of the daemon's CPU (py-spy, `ingest_bench.py --profile`).
+The ingest loop only appends each delivery to `PullMachine`'s list, so here the client's
+per-message dispatch (`Client._process_msg`, the one place its parser hands a message over) is
+wrapped: a message for a routed subscription id goes to its handler at once, with the subject,
+the reply and the data, and the headers parsed by nats-py itself (status lines included); any
+other message takes nats-py's own path unchanged.
+
+The subscription is still an ordinary nats-py subscription (its id, SUB on reconnect, UNSUB),
+and it keeps a callback doing the same through a `Msg`: should a nats-py release no longer have
+these two methods, routing is not installed (logged once) and everything works as before, only
+slower. nats-py is pinned below 3 in pyproject.toml; the integration tests run this path.
+
+Bounds: nothing is queued here; the handler appends to the pull's list, which the pull's batch
+and byte limits bound. A handler that raises is logged and the message dropped, as nats-py does
+with a callback's error: the pull then misses a delivery, which it handles as a lost one (a
+consumer sequence gap, read from the stream), and the connection's read loop goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Final
+
+HeadersDict = dict[str, str] | None
+# (subject, reply, data, headers): called in the order nats-py parses the messages.
+RawHandler = Callable[[str, str, bytes, HeadersDict], None]
+
+_ROUTES_ATTRIBUTE: Final = "_tradecache_inbox_routes"
+log = logging.getLogger("tradecache.ingest.inbox")
+
+
+class _Routes:
+    """The subscription ids of one client whose messages go straight to a handler."""
+
+    def __init__(self, nc: Any) -> None:
+        self.handlers: dict[int, RawHandler] = {}
+        self._nc = nc
+        self._process_msg = nc._process_msg
+        self._process_headers = nc._process_headers
+        self._stats = nc.stats
+
+    async def process_msg(self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
+        handler = self.handlers.get(sid)
+        if handler is None:
+            await self._process_msg(sid, subject, reply, data, headers)
+            return
+        stats = self._stats
+        stats["in_msgs"] += 1
+        stats["in_bytes"] += len(data)
+        parsed = await self._process_headers(headers) if headers else None
+        try:
+            handler(subject.decode(), reply.decode(), data, parsed)
+        except Exception:  # never into nats-py's read loop, which would drop the connection
+            log.exception("an inbox message could not be handled; dropped", extra={"subject": subject[:200]})
+
+
+def _routes(nc: Any) -> _Routes | None:
+    routes: _Routes | None = nc.__dict__.get(_ROUTES_ATTRIBUTE)
+    if routes is not None:
+        return routes
+    if not all(callable(getattr(nc, name, None)) for name in ("_process_msg", "_process_headers")) or not isinstance(
+        getattr(nc, "stats", None), dict
+    ):
+        log.warning("this nats-py has no per-message dispatch to route: inbox messages take its callback path")
+        return None
+    routes = _Routes(nc)
+    setattr(nc, _ROUTES_ATTRIBUTE, routes)
+    nc._process_msg = routes.process_msg  # the parser looks it up on the client for each message
+    return routes
+
+
+class InboxSubscription:
+    """A subscription whose messages reach `handler` directly (or through nats-py's callback)."""
+
+    def __init__(self, subscription: Any, routes: _Routes | None) -> None:
+        self._subscription = subscription
+        self._routes = routes
+        self.direct = routes is not None
+
+    async def unsubscribe(self) -> None:
+        if self._routes is not None:
+            self._routes.handlers.pop(self._subscription._id, None)
+        await self._subscription.unsubscribe()
+
+
+async def subscribe_inbox(nc: Any, subject: str, handler: RawHandler) -> InboxSubscription:
+    """Subscribe `nc` to `subject`, each message given to `handler` as soon as it is parsed."""
+
+    async def through_msg(msg: Any) -> None:  # the path when routing is not installed
+        handler(msg.subject, msg.reply, msg.data, msg.headers)
+
+    subscription = await nc.subscribe(subject, cb=through_msg)
+    routes = _routes(nc)
+    sid = getattr(subscription, "_id", None)
+    if routes is None or not isinstance(sid, int):
+        return InboxSubscription(subscription, None)
+    # From here the parser hands this id's messages to `handler`. A fresh inbox gets nothing
+    # before its owner asks (a pull names it as the reply), so none went to the callback first.
+    routes.handlers[sid] = handler
+    return InboxSubscription(subscription, routes)
