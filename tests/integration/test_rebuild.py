@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import nats
+import nats.js.errors
 import pytest
 import redis
 import yaml
@@ -20,6 +23,18 @@ from tradecache.model.messages import Kind
 pytestmark = pytest.mark.integration
 
 TRADER = "REBUILD-001"
+
+
+async def fresh_stream(nats_url: str, stream: str = "TRADECACHE") -> None:
+    """The shared stream deleted (the daemon creates it again): a full rebuild needs a stream that
+    starts at sequence 1, and another test may have removed the first messages of the session's
+    stream (`tradecache dev --use-running` purges its trader's subjects when it cleans up)."""
+    nc = await nats.connect(nats_url)
+    try:
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await nc.jetstream().delete_stream(stream)
+    finally:
+        await nc.close()
 
 
 def dump(redis_url: str, trader_id: str) -> dict[str, Any]:
@@ -54,6 +69,7 @@ async def test_rebuild_recreates_exactly_what_the_daemon_had_written(
     redis_server: Any, nats_server: Any, tmp_path: Path, trader: str, batch_size: int | None
 ) -> None:
     database(redis_server.url, trader).flush()
+    await fresh_stream(nats_server.url)
     messages = demo_stream(trader, 15)
     bad = [(Kind.ORDER, b"\xc1 not msgpack")]  # dead-lettered when consumed; counted by the rebuild
     config = daemon_config(redis_server.url, nats_server.url, trader)
