@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 from tradecache.ingest.pull import (
+    ARRIVED_PULLS,
+    ARRIVED_STATUSES,
     LINGER_SECONDS,
     MAX_BATCH_WAIT,
     PULL_GRACE_SECONDS,
@@ -285,6 +287,40 @@ def test_a_delivery_without_jetstream_metadata_is_logged_and_skipped() -> None:
     actions = pull.poll(0.01)
     assert [w.message for w in warnings(actions)] == ["delivery without JetStream metadata ignored"]
     assert seqs(batches(actions)[0]) == [1, 2]
+
+
+def test_what_waits_on_the_inbox_is_bounded_in_count_and_drops_are_warned_once() -> None:
+    pull = machine(batch=4)  # at most 4 pulls of 4 plus 64 statuses: 80 messages
+    pull.poll(0.0)
+    for n in range(200):  # published to the inbox by someone else: no JetStream metadata
+        pull.arrived(Incoming(f"{INBOX}.x", f"junk.{n}", b"junk", None))
+    assert (pull.queued, pull.dropped) == (ARRIVED_PULLS * 4 + ARRIVED_STATUSES, 120)
+    warned = [w for w in warnings(pull.poll(0.01)) if w.message.startswith("pull inbox over its bound")]
+    assert [w.fields["dropped"] for w in warned] == [120]
+    assert not [w for w in warnings(pull.poll(0.02)) if w.message.startswith("pull inbox over its bound")]
+
+
+def test_what_waits_on_the_inbox_is_bounded_in_bytes_and_room_comes_back_as_it_is_taken() -> None:
+    pull = PullMachine(settings(batch=2, max_bytes=100), INBOX)  # 4 pulls' worth: 400 bytes
+    pull.restart(0)
+    pull.poll(0.0)
+
+    def big(seq: int) -> Incoming:
+        reply = f"$JS.ACK.S.C.1.{seq}.{seq}.{1_700_000_000_000_000_000 + seq}.0"
+        return Incoming("tradecache.in.T-1.order", reply, b"x" * 150, None)
+
+    for seq in (1, 2, 3):
+        pull.arrived(big(seq))
+    assert (pull.queued, pull.dropped) == (2, 1)  # 450 bytes would pass the bound
+    [batch] = batches(pull.poll(0.01))
+    assert seqs(batch) == [1, 2]
+    pull.arrived(big(4))  # what was taken no longer counts
+    pull.arrived(big(5))
+    assert (pull.queued, pull.dropped) == (2, 1)
+    pull.processed(0.02)
+    later = pull.poll(0.03)
+    assert [seqs(b) for b in batches(later)] == [[4, 5]]
+    assert [w.message for w in warnings(later)] == ["consumer sequence gap"]  # 3 was dropped: read from the stream
 
 
 def test_a_batch_says_how_many_redeliveries_it_holds_and_what_is_pending() -> None:

@@ -28,6 +28,11 @@ The rules:
   batch is handed over, so it arrives while the batch is processed.
 - One batch is in hand at a time: nothing else is handed over until `processed`.
 - Stopping: no new pull; the outstanding one is drained; `finished` once it is over.
+- What waits on the inbox is bounded: at most `ARRIVED_PULLS` pulls' worth of messages and of
+  bytes. Past that a message is dropped and counted (anyone allowed to publish to the inbox
+  could otherwise fill memory; the pulls alone never come near it); `poll` warns once per drop
+  burst. A dropped delivery is a consumer-sequence gap, read from the stream; a dropped end of
+  pull makes it lost, and another is asked for.
 """
 
 from __future__ import annotations
@@ -55,6 +60,10 @@ HEARTBEATS_MISSED: Final = 3
 # No heartbeat below this period: too many status messages for what it would win.
 MIN_HEARTBEAT_SECONDS: Final = 0.02
 HEARTBEAT_STATUS: Final = "100"
+# Messages waiting on the inbox are bounded at this many pulls' worth (count and bytes), plus a
+# few statuses. One pull is outstanding at a time, so the pulls themselves stay within two.
+ARRIVED_PULLS: Final = 4
+ARRIVED_STATUSES: Final = 64
 MAX_BYTES_DESCRIPTION: Final = "Message Size Exceeds MaxBytes"
 
 
@@ -126,6 +135,11 @@ class PullMachine:
         # Deliveries are read (their JetStream metadata parsed) once, as they arrive; statuses and
         # messages without metadata stay as they came, for `_take` to read or warn about.
         self._arrived: deque[Delivery | Incoming] = deque()
+        self._arrived_bytes = 0
+        self._max_arrived = ARRIVED_PULLS * settings.batch_size + ARRIVED_STATUSES
+        self._max_arrived_bytes = ARRIVED_PULLS * settings.max_bytes
+        self.dropped = 0  # inbox messages dropped over the bound, since the start
+        self._dropped_told = 0
         self._batch: list[Delivery] = []
         self._redelivered = 0
         self._first_at = 0.0
@@ -142,6 +156,10 @@ class PullMachine:
 
     def arrived_parts(self, subject: str, reply: str, data: bytes, headers: dict[str, str] | None) -> None:
         """`arrived`, given the message's parts (no `Incoming` built for a delivery)."""
+        if len(self._arrived) >= self._max_arrived or self._arrived_bytes + len(data) > self._max_arrived_bytes:
+            self.dropped += 1
+            return
+        self._arrived_bytes += len(data)
         if not (headers and not data and "Status" in headers):
             try:
                 seq, consumer_seq, timestamp, pending, delivered = ack_metadata(reply)
@@ -173,6 +191,7 @@ class PullMachine:
         """A fresh start (the lease taken again, the consumer re-created): nothing is outstanding,
         and consumer sequences continue after `last_cseq` (None: not known, no gap check)."""
         self._arrived.clear()
+        self._arrived_bytes = 0
         self._batch = []
         self._redelivered = 0
         self._first_at = 0.0
@@ -249,6 +268,11 @@ class PullMachine:
     def poll(self, now: float) -> list[Action]:
         """What to do now."""
         actions: list[Action] = []
+        if self.dropped > self._dropped_told:
+            actions.append(Warn("pull inbox over its bound: messages dropped",
+                                {"dropped": self.dropped - self._dropped_told, "waiting": len(self._arrived),
+                                 "waiting_bytes": self._arrived_bytes}))  # fmt: skip
+            self._dropped_told = self.dropped
         if self.in_hand:
             return actions
         self._pull_if_due(now, actions)
@@ -306,6 +330,7 @@ class PullMachine:
         current = f"{self.inbox}.{self.pulls}"
         while self._arrived and len(batch) < self.settings.batch_size:
             message = self._arrived.popleft()
+            self._arrived_bytes -= len(message.data)
             if isinstance(message, Delivery):
                 self.remaining -= 1
                 self._alive_until = now + self._silence_allowed()
