@@ -295,8 +295,12 @@ def test_what_waits_on_the_inbox_is_bounded_in_count_and_drops_are_warned_once()
     for n in range(200):  # published to the inbox by someone else: no JetStream metadata
         pull.arrived(Incoming(f"{INBOX}.x", f"junk.{n}", b"junk", None))
     assert (pull.queued, pull.dropped) == (ARRIVED_PULLS * 4 + ARRIVED_STATUSES, 120)
-    warned = [w for w in warnings(pull.poll(0.01)) if w.message.startswith("pull inbox over its bound")]
+    actions = pull.poll(0.01)
+    warned = [w for w in warnings(actions) if w.message.startswith("pull inbox over its bound")]
     assert [w.fields["dropped"] for w in warned] == [120]
+    # Those held are skipped with one warning for all of them, not one log line each.
+    ignored = [w.fields for w in warnings(actions) if w.message == "delivery without JetStream metadata ignored"]
+    assert ignored == [{"subject": f"{INBOX}.x", "count": 80}]
     assert not [w for w in warnings(pull.poll(0.02)) if w.message.startswith("pull inbox over its bound")]
 
 

@@ -327,6 +327,7 @@ class PullMachine:
         """Move arrived messages into the batch (up to its size), reading statuses on the way."""
         batch = self._batch
         took = False
+        unparsed: list[str] = []  # subjects of messages without JetStream metadata
         current = f"{self.inbox}.{self.pulls}"
         while self._arrived and len(batch) < self.settings.batch_size:
             message = self._arrived.popleft()
@@ -357,7 +358,10 @@ class PullMachine:
                     actions.append(Warn("pull conflict", {"description": description}))
                 continue
             # Neither a delivery nor a status: its JetStream metadata did not parse (`arrived`).
-            actions.append(Warn("delivery without JetStream metadata ignored", {"subject": message.subject}))
+            unparsed.append(message.subject)
+        if unparsed:  # one warning for all of them: a flood of them is not a flood of log lines
+            actions.append(Warn("delivery without JetStream metadata ignored",
+                                {"subject": unparsed[0], "count": len(unparsed)}))  # fmt: skip
         if took:
             if not self._first_at:
                 self._first_at = now
