@@ -28,7 +28,6 @@ from tests.cluster import RedisCluster
 from tests.lines import ServerLine, session_lines
 from tests.servers import BINARY_PACKAGE, BinaryNotFound, NatsServer, RedisServer, ServerName, find_binary
 from tradecache.model import values
-from tradecache.serialization import codecs
 
 
 def _in_ci() -> bool:
@@ -65,7 +64,8 @@ def currency_registry() -> Iterator[None]:
     if saved != values._CURRENCIES:  # by value: registering an equal currency again changes nothing
         values._CURRENCIES.clear()
         values._CURRENCIES.update(saved)
-        codecs._moneys.clear()
+        for listener in values._CURRENCY_LISTENERS:  # every cache of amounts (codecs, msgpack)
+            listener()
 
 
 @pytest.fixture(scope="session")

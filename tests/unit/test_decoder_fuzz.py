@@ -37,7 +37,7 @@ from tradecache.model.identifiers import TraderId
 from tradecache.model.ledger import Ledger
 from tradecache.model.messages import Kind, Message
 from tradecache.model.values import Currency
-from tradecache.serialization import MsgPackSerializer, codecs
+from tradecache.serialization import MsgPackSerializer
 from tradecache.serialization.schemas import (
     ACCOUNT_STATE_FIELDS,
     CURRENCY_FIELDS,
@@ -540,7 +540,8 @@ def _fresh_currencies() -> None:
     if values._CURRENCIES != _REGISTRY:
         values._CURRENCIES.clear()
         values._CURRENCIES.update(_REGISTRY)
-        codecs._moneys.clear()
+        for listener in values._CURRENCY_LISTENERS:  # every cache of amounts (codecs, msgpack)
+            listener()
 
 
 def _replay(scenario: Scenario) -> list[tuple[Any, ...]]:

@@ -40,7 +40,7 @@ from tradecache.model.instruments import Instrument
 from tradecache.model.key_parts import is_key_part
 from tradecache.model.values import Currency, Money, Price, Quantity, register_currency
 from tradecache.serialization import MsgPackSerializer
-from tradecache.serialization.msgpack import timestamps_are_strings
+from tradecache.serialization.msgpack import decode_common, timestamps_are_strings
 
 SERIALIZER = MsgPackSerializer(timestamps_as_str=True)
 # No deadline: the first examples pay for imports and caches, which would make timing flaky.
@@ -771,3 +771,36 @@ def test_an_amount_decoded_after_a_currency_message_changes_its_code_holds_the_n
     assert after.currency == zzq and after == before  # the same amount, now in the registered currency
     register_currency(Currency("ZZQ", 2, 999, "Zed Quid", CurrencyType.FIAT))  # the same again: nothing changes
     assert serializer.deserialize(payload).commission.currency == zzq
+
+
+def test_a_balance_decoded_after_a_currency_message_changes_its_code_holds_the_new_currency() -> None:
+    """Balances' and margins' amounts are remembered too (by amount and code), on the map path
+    (`deserialize`) and straight from the bytes (`decode_common`, what Intake tries first)."""
+    payload = pack({
+        "type": "AccountState", "account_id": "SIM-001", "account_type": "MARGIN", "base_currency": None,
+        "balances": [{"type": "AccountBalance", "total": "10.00", "locked": "0.00", "free": "10.00",
+                      "currency": "ZZQ"}],
+        "margins": [{"type": "MarginBalance", "initial": "1.00", "maintenance": "0.50", "currency": "ZZQ",
+                     "instrument_id": None}],
+        "reported": True, "info": {}, "event_id": "a5a5b71a-0dd9-4222-b1df-19fc0eb0427b",
+        "ts_event": "1", "ts_init": "1",
+    })  # fmt: skip
+
+    def both() -> list[AccountState]:
+        common = decode_common(payload)
+        assert common is not None
+        decoded = [SERIALIZER.deserialize(payload), common[0]]
+        assert all(isinstance(state, AccountState) for state in decoded)
+        return decoded  # type: ignore[return-value]
+
+    for state in both():
+        inferred = state.balances[0].total.currency
+        assert inferred.currency_type == CurrencyType.CRYPTO and inferred.name == "ZZQ"
+        assert state.margins[0].initial.currency == inferred
+    zzq = Currency("ZZQ", 2, 999, "Zed Quid", CurrencyType.FIAT)
+    register_currency(zzq)  # the autouse fixture in tests/conftest.py restores the registry after
+    for state in both():
+        balance, margin = state.balances[0], state.margins[0]
+        amounts = [balance.total, balance.locked, balance.free, margin.initial, margin.maintenance]
+        assert [money.currency for money in amounts] == [zzq] * 5
+        assert [money.amount_str() for money in amounts] == ["10.00", "0.00", "10.00", "1.00", "0.50"]

@@ -184,15 +184,15 @@ MAX_RAW = 2**127 - 1
 _MAX_EXPONENT = len(str(MAX_RAW // FIXED_SCALAR))  # a value of 10^23 or more is out of range
 
 
-def in_range(parse: Callable[[str], F]) -> Callable[[str], F]:
+def in_range(parse: Callable[..., F]) -> Callable[..., F]:
     """`parse`, refusing (ValueError) values outside NautilusTrader's 128-bit range, and digits
-    that are not ASCII.
+    that are not ASCII. Arguments after the text are handed to `parse` as they are.
 
     An exponent is looked at before `parse` expands it: "1e999900" would take half a minute of
     CPU to turn into an integer, and "1e9999999" raises decimal.Overflow.
     """
 
-    def parse_in_range(text: str) -> F:
+    def parse_in_range(text: str, *args: Any) -> F:
         amount = text.partition(" ")[0] if isinstance(text, str) else text
         if isinstance(amount, str) and not amount.isascii():
             # Python's Decimal reads other scripts' digits ("١٢" is 12); the bytes would be stored
@@ -205,7 +205,7 @@ def in_range(parse: Callable[[str], F]) -> Callable[[str], F]:
                 too_big = False
             if too_big:
                 raise ValueError(f"{shown(amount)} is out of range (at most 128-bit fixed point)")
-        value = parse(text)
+        value = parse(text, *args)
         if abs(value.raw) > MAX_RAW:
             raise ValueError(f"{shown(amount)} is out of range (at most 128-bit fixed point)")
         return value

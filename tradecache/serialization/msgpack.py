@@ -46,7 +46,7 @@ from tradecache.model.instruments import (
 )
 from tradecache.model.key_parts import key_part_problem
 from tradecache.model.messages import Message
-from tradecache.model.values import Currency, Money
+from tradecache.model.values import Currency, Money, on_currency_change
 from tradecache.serialization import codecs
 from tradecache.serialization.codecs import Field, invalid
 from tradecache.serialization.limits import DecodeLimits, unpack_limited, unpack_plain
@@ -468,13 +468,33 @@ def _amount(data: dict[str, Any], key: str, code: str, path: str) -> Money:
     return _money(data[key], code, _join(path, key))
 
 
+# Balances' and margins' amounts by (amount, currency code), as `codecs` keeps order events'
+# money: an account state repeats most of its amounts (a locked "0.00", a total that moves only
+# on fills). Only amounts parsed without error are kept, so a refusal is worded as before. Bounded
+# like `codecs`' caches, and emptied when a Currency message changes what a code names (the
+# amounts parsed before hold the old currency).
+_AMOUNTS: dict[tuple[str, str], Money] = {}
+_AMOUNTS_SIZE: Final = 16_384
+on_currency_change(_AMOUNTS.clear)
+_amount_in_range: Final = codecs.in_range(Money.from_amount_str)
+
+
 def _money(value: Any, code: str, where: str) -> Money:
+    if value.__class__ is str:  # a cache key: nothing else on the wire is known hashable
+        found = _AMOUNTS.get((value, code))
+        if found is not None:
+            return found
     try:
-        return codecs.in_range(lambda amount: Money.from_amount_str(amount, code))(value)
+        money: Money = _amount_in_range(value, code)
     except ValueError as exc:
         raise invalid(where, str(exc)) from None
     except ArithmeticError:  # decimal.Overflow, should a huge exponent get past `in_range`
         raise invalid(where, f"{codecs.shown(value)} is out of range") from None
+    if value.__class__ is str:
+        if len(_AMOUNTS) >= _AMOUNTS_SIZE:
+            _AMOUNTS.clear()
+        _AMOUNTS[(value, code)] = money
+    return money
 
 
 def _decode_balance(value: Any, path: str) -> AccountBalance:
