@@ -26,10 +26,19 @@ from tests.unit.test_decoder_fuzz import (
     pack,
 )
 from tradecache.errors import PayloadError
-from tradecache.model.values import FixedPoint, Money
-from tradecache.serialization import MsgPackSerializer
+from tradecache.model.enums import CurrencyType
+from tradecache.model.values import Currency, FixedPoint, Money, currency_registry, register_currency
+from tradecache.serialization import MsgPackSerializer, codecs
+from tradecache.serialization.codecs import MISS, Codec
+from tradecache.serialization.limits import PLAIN_MAP
 from tradecache.serialization.msgpack import unpack
-from tradecache.serialization.schemas import ORDER_SCHEMAS
+from tradecache.serialization.schemas import (
+    ACCOUNT_STATE_FIELDS,
+    ORDER_SCHEMAS,
+    POSITION_SCHEMAS,
+    SUBMIT_ORDER_FIELDS,
+    SUBMIT_ORDER_LIST_FIELDS,
+)
 from tradecache.serialization.structs import ORDER_STRUCTS, decode_struct
 
 SERIALIZER = MsgPackSerializer()
@@ -127,3 +136,63 @@ def test_order_events_with_keys_changed_or_removed_decode_alike_on_both_paths(
 ) -> None:
     data = {key: value for key, value in ORDER_MAPS[index].items() if key not in removed}
     assert_both_paths_agree(pack({**data, **changes}))
+
+
+# -- the codecs' `fast` and `fast_wire` expressions (inlined by `compile_decoder`) ----------------
+
+FAST_CODECS = {
+    id(codec): codec
+    for fields in (*(schema.fields for schema in (*ORDER_SCHEMAS.values(), *POSITION_SCHEMAS.values())),
+                   ACCOUNT_STATE_FIELDS, SUBMIT_ORDER_FIELDS, SUBMIT_ORDER_LIST_FIELDS)
+    for codec in (field.codec.inner or field.codec for field in fields)
+    if codec.fast is not None or codec.fast_wire is not None
+}  # fmt: skip
+# Values seen in the vectors (valid ones, so the expressions' hits are tried too) and oddities.
+SCALARS = sorted(
+    {value for data in VECTOR_MAPS for value in data.values() if isinstance(value, (str, int))}
+    | {"", " ", "USD ", "US D", "usd", "USDT", "0", "-1", "1e3", "2**64", "\u0661"},
+    key=repr,
+)
+
+
+def _fast(expression: str, codec: Codec, value: Any) -> Any:
+    return eval(expression.format(v="value", e="env"), {"MISS": MISS, "env": codec.env, "value": value})
+
+
+def assert_fast_gives_what_decode_gives(codec: Codec, value: Any) -> None:
+    """Each expression gives MISS, or what `decode` gives (which then refuses nothing); `fast_wire`
+    is tried on values of the codec's one wire class only, as msgspec hands it no other."""
+    try:
+        decoded: Any = codec.decode(value, "key")  # first: it fills the codec's cache, if any
+    except PayloadError:
+        decoded = MISS
+    wire_class = dict if codec.wire is PLAIN_MAP else codec.wire
+    expressions = [codec.fast] + ([codec.fast_wire] if value.__class__ is wire_class else [])
+    for expression in filter(None, expressions):
+        fast = _fast(expression, codec, value)
+        assert fast is MISS or (decoded is not MISS and _same(fast, decoded)), (expression, value, fast, decoded)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(sorted(FAST_CODECS)), st.one_of(MSGPACK_VALUES, st.sampled_from(SCALARS)))
+def test_every_codecs_fast_expressions_give_what_decode_gives(codec_id: int, value: Any) -> None:
+    assert_fast_gives_what_decode_gives(FAST_CODECS[codec_id], value)
+
+
+def test_every_fast_expression_meets_each_sample_value() -> None:
+    assert {codecs.CURRENCY.fast_wire, codecs.PRICE.fast_wire, codecs.TEXT.fast_wire} <= {
+        codec.fast_wire for codec in FAST_CODECS.values()
+    }
+    for codec in FAST_CODECS.values():
+        for value in SCALARS:
+            assert_fast_gives_what_decode_gives(codec, value)
+
+
+def test_a_registered_code_with_a_space_is_refused_by_the_fast_currency_expressions_too() -> None:
+    """`_decode_currency` refuses a code with a space whatever is registered: the registry lookup
+    must not take it (the autouse fixture in tests/conftest.py restores the registry after)."""
+    register_currency(Currency("ZZ Q", 2, 0, "spaced", CurrencyType.CRYPTO))
+    assert currency_registry()["ZZ Q"].name == "spaced"
+    assert_fast_gives_what_decode_gives(codecs.CURRENCY, "ZZ Q")
+    assert _fast(codecs.CURRENCY.fast_wire or "", codecs.CURRENCY, "ZZ Q") is MISS
+    assert _fast(codecs.CURRENCY.fast_wire or "", codecs.CURRENCY, "USD") is Currency.from_str("USD")

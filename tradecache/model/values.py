@@ -337,6 +337,11 @@ def register_currency(currency: Currency) -> None:
             listener()
 
 
+def currency_registry() -> dict[str, Currency]:
+    """The registry itself, by code (for lookups; `register_currency` changes it in place)."""
+    return _CURRENCIES
+
+
 def currency_or_inferred(code: str, precision: int) -> Currency:
     """The registered currency `code`, or an ad-hoc crypto currency of `precision` decimals.
 
@@ -439,6 +444,7 @@ __all__ = [
     "Price",
     "Quantity",
     "currency_or_inferred",
+    "currency_registry",
     "on_currency_change",
     "register_currency",
     "round_half_away_from_zero",

@@ -23,6 +23,7 @@ from tradecache.model.values import (
     Price,
     Quantity,
     currency_or_inferred,
+    currency_registry,
     on_currency_change,
 )
 from tradecache.serialization.limits import PLAIN_MAP
@@ -53,6 +54,10 @@ class Codec(NamedTuple):
     # codec may be handed; msgspec checks it in C, and a payload it refuses is decoded the usual
     # way (None: no such decoder for a schema with this codec).
     wire: Any = None
+    # For those decoders: `fast` for a value msgspec has already checked to be of `wire`'s one
+    # class (the class test `fast` starts with then always holds); None: `fast` itself. An
+    # expression that never gives MISS is used alone.
+    fast_wire: str | None = None
 
 
 # What a codec's `fast` expression gives when `decode` must decide.
@@ -224,6 +229,7 @@ _decode_money = _cached_parser(in_range(Money.parse), _moneys)
 on_currency_change(_moneys.clear)
 # A value already parsed (cache keys are strings only: an unhashable value never looks itself up).
 _SEEN = "{e}.get({v}, MISS) if {v}.__class__ is str else MISS"
+_SEEN_STR = "{e}.get({v}, MISS)"  # the same, for a value known to be a string
 
 
 def _decode_currency(value: Any, path: str) -> Currency:
@@ -254,11 +260,11 @@ def _encode_list(value: tuple[Any, ...], ts_as_str: bool) -> list[Any]:
     return list(value)
 
 
-TEXT = Codec(_decode_str, _same, fast="{v} if {v}.__class__ is str else MISS", wire=str)
-BOOL = Codec(_decode_bool, _same, fast="{v} if {v}.__class__ is bool else MISS", wire=bool)
-INT = Codec(_decode_int, _same, fast="{v} if {v}.__class__ is int else MISS", wire=int)
+TEXT = Codec(_decode_str, _same, fast="{v} if {v}.__class__ is str else MISS", wire=str, fast_wire="{v}")
+BOOL = Codec(_decode_bool, _same, fast="{v} if {v}.__class__ is bool else MISS", wire=bool, fast_wire="{v}")
+INT = Codec(_decode_int, _same, fast="{v} if {v}.__class__ is int else MISS", wire=int, fast_wire="{v}")
 FLOAT = Codec(_decode_float, _same)
-MAP = Codec(_decode_map, _same, fast="{v} if {v}.__class__ is dict else MISS", wire=PLAIN_MAP)
+MAP = Codec(_decode_map, _same, fast="{v} if {v}.__class__ is dict else MISS", wire=PLAIN_MAP, fast_wire="{v}")
 # An integer in range, or up to 19 ASCII digits (below 10^19 < 2^64: always in range).
 TIMESTAMP = Codec(
     _decode_timestamp,
@@ -270,11 +276,27 @@ TIMESTAMP = Codec(
     env=MAX_TIMESTAMP,
     wire=int | str,
 )
-UUID = Codec(_decode_uuid, _same, fast="{v} if {v}.__class__ is str and {e}({v}) else MISS", env=_UUID.match, wire=str)
-PRICE = Codec(_decode_price, _encode_str_form, fast=_SEEN, env=_prices, wire=str)
-QUANTITY = Codec(_decode_quantity, _encode_str_form, fast=_SEEN, env=_quantities, wire=str)
-MONEY = Codec(_decode_money, _encode_str_form, fast=_SEEN, env=_moneys, wire=str)
-CURRENCY = Codec(_decode_currency, _encode_currency, wire=str)
+UUID = Codec(
+    _decode_uuid,
+    _same,
+    fast="{v} if {v}.__class__ is str and {e}({v}) else MISS",
+    env=_UUID.match,
+    wire=str,
+    fast_wire="{v} if {e}({v}) else MISS",
+)
+PRICE = Codec(_decode_price, _encode_str_form, fast=_SEEN, env=_prices, wire=str, fast_wire=_SEEN_STR)
+QUANTITY = Codec(_decode_quantity, _encode_str_form, fast=_SEEN, env=_quantities, wire=str, fast_wire=_SEEN_STR)
+MONEY = Codec(_decode_money, _encode_str_form, fast=_SEEN, env=_moneys, wire=str, fast_wire=_SEEN_STR)
+# A registered code (the registry itself, changed in place: `values.register_currency`) is what
+# `_decode_currency` gives for it; the space is looked for as there, whatever was registered.
+CURRENCY = Codec(
+    _decode_currency,
+    _encode_currency,
+    fast="{e}.get({v}, MISS) if {v}.__class__ is str and ' ' not in {v} else MISS",
+    env=currency_registry(),
+    wire=str,
+    fast_wire="{e}.get({v}, MISS) if ' ' not in {v} else MISS",
+)
 STR_LIST = Codec(_decode_str_list, _encode_list, wire=str | list[str])
 
 
@@ -306,7 +328,7 @@ def identifier(kind: type[Identifier]) -> Codec:
         seen[value] = checked
         return checked
 
-    return Codec(decode, _encode_str_form, fast=_SEEN, env=seen, wire=str)
+    return Codec(decode, _encode_str_form, fast=_SEEN, env=seen, wire=str, fast_wire=_SEEN_STR)
 
 
 def identifier_list(kind: type[Identifier]) -> Codec:
@@ -327,7 +349,7 @@ def enum(kind: type[E]) -> Codec:
             raise invalid(path, f"{shown(value)} is not a {kind.__name__} (one of {', '.join(members)})")
         return member
 
-    return Codec(decode, lambda value, ts_as_str: value.name, fast=_SEEN, env=members, wire=str)
+    return Codec(decode, lambda value, ts_as_str: value.name, fast=_SEEN, env=members, wire=str, fast_wire=_SEEN_STR)
 
 
 def optional(codec: Codec) -> Codec:

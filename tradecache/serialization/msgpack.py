@@ -107,7 +107,8 @@ def compile_decoder(schema: Schema, *, nested: bool = False, from_struct: bool =
     case in place: its `decode` is called only for what that expression leaves (MISS), so errors
     are `decode`'s own. With `nested`, the decoder takes the map's path (`orders[1]`) as well.
     With `from_struct`, it takes the msgspec Struct `structs.py` decoded instead of a map: every
-    key is an attribute, present (an absent one holds its field's default).
+    key is an attribute, present (an absent one holds its field's default), its value of the
+    codec's `wire` type (so a codec's `fast_wire` expression, which skips the class test, is used).
     """
     env: dict[str, Any] = {"cls": schema.cls, "ABSENT": _ABSENT, "MISS": codecs.MISS, "missing": _missing,
                            "dict": dict, "join": _join}  # fmt: skip
@@ -120,10 +121,13 @@ def compile_decoder(schema: Schema, *, nested: bool = False, from_struct: bool =
         where = f"join(path, {key})" if nested else key
         value = f"v{n}"
         call = f"decode{n}({value}, {where})"
-        if codec.fast is not None:
+        expression = codec.fast_wire if from_struct and codec.fast_wire is not None else codec.fast
+        if expression is not None:
             env[f"env{n}"] = codec.env
-            fast = codec.fast.format(v=value, e=f"env{n}")
-            convert = [f"    x{n} = {fast}", f"    if x{n} is MISS:", f"        x{n} = {call}"]
+            fast = expression.format(v=value, e=f"env{n}")
+            convert = [f"    x{n} = {fast}"]
+            if "MISS" in expression:
+                convert += [f"    if x{n} is MISS:", f"        x{n} = {call}"]
         else:
             convert = [f"    x{n} = {call}"]
         if inner is not None:  # nil is allowed: decoded as None
