@@ -88,6 +88,37 @@ def test_bad_deliveries_are_refused_with_the_spec_reason(
     assert item.type_name == type_name
 
 
+@pytest.mark.parametrize(
+    "subject",
+    [
+        *(SUBJECTS.inbound_for(kind) for kind in Kind),
+        f"tradecache.in.{TRADER_ID}.gossip",
+        f"tradecache.in.{TRADER_ID}.ORDER",
+        f"tradecache.in.{TRADER_ID}.order.x",
+        f"tradecache.in.{TRADER_ID}.",
+        f"tradecache.in.{TRADER_ID}",
+        f"tradecache.in.{TRADER_ID}x.order",
+        f"xtradecache.in.{TRADER_ID}.order",
+        "tradecache.in.OTHER-1.order",
+        "order",
+        "",
+    ],
+)
+def test_intake_reads_a_subject_as_subjects_kind_of_does(subject: str) -> None:
+    """Intake looks each subject up whole: the same kind as `Subjects.kind_of`, and the same token
+    in a refusal (the kind's, else the subject's last token, else "unknown")."""
+    kind = SUBJECTS.kind_of(subject)
+    token = kind.value if kind is not None else subject.rpartition(".")[2] or "unknown"
+    init = SERIALIZER.serialize(OrderEvents("O-1").initialized())
+    item = INTAKE.check(delivery(subject, init))
+    if kind == Kind.ORDER:
+        assert isinstance(item, Accepted) and item.kind is Kind.ORDER
+    else:
+        assert isinstance(item, Refused) and item.error.reason.value == "wrong_subject" and item.kind == token
+    oversize = INTAKE.check(delivery(subject, b"\x80" * 3000))
+    assert isinstance(oversize, Refused) and oversize.error.reason.value == "oversize" and oversize.kind == token
+
+
 def test_a_batch_skips_what_the_checkpoint_covers_and_checkpoints_its_last_sequence() -> None:
     events = OrderEvents("O-1")
     messages = [events.initialized(), events.submitted(), events.accepted()]

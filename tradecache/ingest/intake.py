@@ -137,20 +137,25 @@ class Intake:
         # and elements take a byte or more each, and the Structs' nesting is within max_depth),
         # so a message the Structs take is one the map path takes, unchanged.
         self.struct_size = min(limits.plain_size, limits.below_every_cap) if limits.max_depth >= STRUCT_DEPTH else -1
+        # Each subject of ours and its kind: what `subjects.kind_of` says of every subject, looked
+        # up whole (kinds have no dot, so a subject is one of these exactly when kind_of names it).
+        self._kinds = {subjects.inbound_for(kind): kind for kind in Kind}
 
     def check(self, delivery: Delivery) -> Accepted | Refused:
-        kind = self.subjects.kind_of(delivery.subject)
-        kind_token = kind.value if kind is not None else delivery.subject.rpartition(".")[2] or "unknown"
-        if len(delivery.data) > self.max_payload_bytes:
-            problem = f"payload of {len(delivery.data)} bytes exceeds the limit of {self.max_payload_bytes}"
-            return Refused(delivery, kind_token, "unknown", EventRejected(RejectReason.OVERSIZE, problem))
+        kind = self._kinds.get(delivery.subject)
+        size = len(delivery.data)
+        if size > self.max_payload_bytes:
+            problem = f"payload of {size} bytes exceeds the limit of {self.max_payload_bytes}"
+            return Refused(delivery, _token(kind, delivery), "unknown", EventRejected(RejectReason.OVERSIZE, problem))
         if kind is None:
             problem = f"subject {delivery.subject!r} is not {self.subjects.inbound} with a known kind"
-            return Refused(delivery, kind_token, "unknown", EventRejected(RejectReason.WRONG_SUBJECT, problem))
-        if len(delivery.data) <= self.struct_size:  # the common messages, straight from their bytes
+            error = EventRejected(RejectReason.WRONG_SUBJECT, problem)
+            return Refused(delivery, _token(kind, delivery), "unknown", error)
+        if size <= self.struct_size:  # the common messages, straight from their bytes
             common = decode_common(delivery.data)
-            if common is not None and kind_of(common[0]) == kind:
+            if common is not None and _kind_of(common[0]) is kind:
                 return Accepted(delivery, kind, common[0], common[1])
+        kind_token = kind.value
         # Anything else, or refused above: the map path, which says what is wrong.
         try:
             data = unpack(delivery.data, self.limits)
@@ -171,6 +176,22 @@ class Intake:
     @staticmethod
     def _type_of(data: bytes, error: PayloadError) -> str:
         return "unknown" if error.reason == RejectReason.LIMIT_EXCEEDED else _peek_type(data)
+
+
+def _token(kind: Kind | None, delivery: Delivery) -> str:
+    """The subject's kind token, for a refusal."""
+    return kind.value if kind is not None else delivery.subject.rpartition(".")[2] or "unknown"
+
+
+# `kind_of` by the message's class, which alone decides it: the model's classes, a few dozen.
+_KIND_BY_CLASS: dict[type, Kind] = {}
+
+
+def _kind_of(message: Message) -> Kind:
+    found = _KIND_BY_CLASS.get(message.__class__)
+    if found is None:
+        found = _KIND_BY_CLASS[message.__class__] = kind_of(message)
+    return found
 
 
 __all__ = ["Accepted", "Delivery", "Intake", "Refused", "ack_metadata", "parse_ack_subject", "released"]
