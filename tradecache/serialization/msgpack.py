@@ -503,7 +503,9 @@ def _money(value: Any, code: str, where: str) -> Money:
 
 def _decode_balance(value: Any, path: str) -> AccountBalance:
     data, code = _map_with_currency(value, path)
-    total, locked, free = (_amount(data, key, code, path) for key in ("total", "locked", "free"))
+    total = _amount(data, "total", code, path)
+    locked = _amount(data, "locked", code, path)
+    free = _amount(data, "free", code, path)
     return _balance(total, locked, free, path)
 
 
@@ -532,7 +534,9 @@ def _balance_from_struct(wire: Any) -> AccountBalance:
     code = wire.currency
     if not code:
         raise invalid("currency", "expected a currency code")
-    total, locked, free = (_money(value, code, "") for value in (wire.total, wire.locked, wire.free))
+    total = _money(wire.total, code, "")
+    locked = _money(wire.locked, code, "")
+    free = _money(wire.free, code, "")
     return _balance(total, locked, free, "")
 
 
@@ -549,8 +553,8 @@ def _account_state_from_struct(wire: Any) -> AccountState:
     values = _ACCOUNT_STATE_FROM_STRUCT(wire)
     if not wire.balances:
         raise invalid("balances", "expected a non-empty list of AccountBalance maps")
-    values["balances"] = tuple(_balance_from_struct(item) for item in wire.balances)
-    values["margins"] = tuple(_margin_from_struct(item) for item in wire.margins)
+    values["balances"] = tuple(map(_balance_from_struct, wire.balances))
+    values["margins"] = tuple(map(_margin_from_struct, wire.margins)) if wire.margins else ()
     return AccountState(**values)
 
 
