@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal, localcontext
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tradecache.model.identifiers import (
     AccountId,
@@ -22,6 +25,7 @@ from tradecache.model.values import (
     Money,
     Price,
     Quantity,
+    currency_or_inferred,
     round_half_away_from_zero,
 )
 
@@ -144,6 +148,49 @@ def test_from_double_in_a_currency_uses_the_currency_precision() -> None:
     assert str(Money.from_double_in(2.5, Currency.from_str("JPY"))) == "3 JPY"
     assert str(Money.from_double_in(-0.575, Currency.from_str("USD"))) == "-0.57 USD"
     assert str(Money.from_double_in(1e-9, Currency.from_str("BTC"))) == "0.00000000 BTC"
+
+
+# What the parsers and `from_double_in` gave when they went through the checked constructors and
+# computed their powers of ten (they now build the value directly and look the powers up).
+def _reference_parse(text: str) -> tuple[int, int]:
+    with localcontext(prec=100):  # exact for these texts (the default rounds past 28 digits)
+        number = Decimal(text.replace("_", ""))
+        precision = max(0, -int(number.as_tuple().exponent))
+        return int(number.scaleb(16)), precision
+
+
+DECIMALS = st.one_of(
+    st.from_regex(r"-?[0-9]{1,20}(\.[0-9]{1,16})?", fullmatch=True),
+    st.sampled_from(["0", "-0", "0.0", "-0.000", "1e3", "1.5E-4", "1_000.25", "-2_0"]),
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(DECIMALS, st.sampled_from(["USD", "JPY", "BTC", "ZZQ"]))
+def test_the_parsers_give_what_the_checked_constructors_give(text: str, code: str) -> None:
+    raw, precision = _reference_parse(text)
+    price = Price.from_str(text)
+    assert (type(price), price.raw, price.precision) == (Price, raw, precision) and price == Price(raw, precision)
+    if raw >= 0:
+        quantity = Quantity.from_str(text)
+        assert (type(quantity), quantity.raw, quantity.precision) == (Quantity, raw, precision)
+    else:
+        with pytest.raises(ValueError, match="quantity must not be negative"):
+            Quantity.from_str(text)
+    currency = currency_or_inferred(code, precision)
+    for money in (Money.from_amount_str(text, code), Money.parse(f"{text} {code}")):
+        assert (type(money), money.raw, money.precision, money.currency) == (Money, raw, precision, currency)
+        assert str(money) == str(Money(raw, precision, currency))
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.floats(-1e12, 1e12, allow_nan=False), st.sampled_from(["USD", "JPY", "BTC", "XRP"]))
+def test_from_double_in_gives_what_the_computed_powers_of_ten_give(value: float, code: str) -> None:
+    currency = Currency.from_str(code)
+    precision = currency.precision
+    units = round_half_away_from_zero(value * 10.0**precision)
+    money = Money.from_double_in(value, currency)
+    assert (money.raw, money.precision, money.currency) == (units * 10 ** (16 - precision), precision, currency)
 
 
 @pytest.mark.parametrize(
