@@ -39,7 +39,7 @@ from tradecache.model.events import (
 from tradecache.model.instruments import Instrument
 from tradecache.model.key_parts import is_key_part
 from tradecache.model.values import Currency, Money, Price, Quantity, register_currency
-from tradecache.serialization import MsgPackSerializer
+from tradecache.serialization import MsgPackSerializer, codecs
 from tradecache.serialization.msgpack import decode_common, timestamps_are_strings
 
 SERIALIZER = MsgPackSerializer(timestamps_as_str=True)
@@ -726,6 +726,49 @@ def test_order_options_that_do_not_fit_the_order_type_are_invalid(
     data["options"] = options
     error = refused(pack(data), RejectReason.INVALID_FIELD)
     assert error.field == field
+
+
+OPTION_CODECS = {  # in the order the decoder checks them
+    **dict.fromkeys(("price", "trigger_price", "activation_price"), codecs.PRICE),
+    "display_qty": codecs.QUANTITY,
+    "trigger_type": codecs.enum(TriggerType),
+    "trailing_offset_type": codecs.enum(TrailingOffsetType),
+    "trailing_offset": codecs.PRICE,
+    "limit_offset": codecs.PRICE,
+    "expire_time_ns": codecs.INT,
+}
+OPTION_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**64), 2**64), st.floats(), st.binary(max_size=4),
+    st.sampled_from(["1.10000", "1.0", "-3", "100", "abc", "", "1e3", "DEFAULT", "LAST_PRICE", "PRICE", "0"]),
+    st.text(max_size=6), st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=2), st.integers()),
+)  # fmt: skip
+
+
+@settings(max_examples=800, deadline=None)
+@given(st.sampled_from(list(OrderType)), st.dictionaries(st.sampled_from(sorted(OPTION_CODECS)), OPTION_VALUES))
+def test_order_options_are_checked_as_by_each_options_codec_in_turn(
+    order_type: OrderType, options: dict[str, Any]
+) -> None:
+    """The decoder skips `decode` for values its codec already took (cached prices, enum names,
+    ints): the outcome is that of decoding every option present in the codecs' order."""
+    expected: Any = None
+    for key, codec in OPTION_CODECS.items():
+        if options.get(key) is not None and expected is None:
+            try:
+                codec.decode(options[key], f"options.{key}")
+            except PayloadError as error:
+                expected = (error.reason, error.field, str(error))
+    data = SERIALIZER.to_map(OrderEvents().initialized(order_type))
+    data["options"] = options
+    try:
+        SERIALIZER.from_map(data)
+        outcome: Any = None
+    except PayloadError as error:
+        outcome = (error.reason, error.field, str(error))
+    if expected is not None:
+        assert outcome == expected
+    else:
+        assert outcome is None or outcome[1] in ("options.price", "options.trigger_price")
 
 
 def test_a_contingent_order_without_linked_orders_is_invalid() -> None:

@@ -394,15 +394,22 @@ def check_order_initialized(init: OrderInitialized, path: str) -> None:
     _check_options(init.options, init.order_type, _join(path, "options"))
 
 
-# The options an order may carry, with the codec of each (nil is always allowed).
-_OPTION_CODECS: Final = (
-    *((key, codecs.PRICE.decode) for key in _PRICE_OPTIONS),
-    ("display_qty", codecs.QUANTITY.decode),
-    ("trigger_type", codecs.enum(TriggerType).decode),
-    ("trailing_offset_type", codecs.enum(TrailingOffsetType).decode),
-    ("trailing_offset", codecs.PRICE.decode),
-    ("limit_offset", codecs.PRICE.decode),
-    ("expire_time_ns", codecs.INT.decode),
+# The options an order may carry, with the codec of each (nil is always allowed) and the strings
+# it is known to take (its cache, or an enum's names): one of those, or for `INT` an int, needs
+# no call of `decode` (whose value `_check_options` drops: it only refuses).
+_TRIGGER_TYPE: Final = codecs.enum(TriggerType)
+_TRAILING_OFFSET_TYPE: Final = codecs.enum(TrailingOffsetType)
+_OPTION_CODECS: Final = tuple(
+    (key, codec.decode, codec.env if codec is not codecs.INT else None)
+    for key, codec in (
+        *((key, codecs.PRICE) for key in _PRICE_OPTIONS),
+        ("display_qty", codecs.QUANTITY),
+        ("trigger_type", _TRIGGER_TYPE),
+        ("trailing_offset_type", _TRAILING_OFFSET_TYPE),
+        ("trailing_offset", codecs.PRICE),
+        ("limit_offset", codecs.PRICE),
+        ("expire_time_ns", codecs.INT),
+    )
 )
 
 
@@ -412,10 +419,16 @@ def _check_options(options: dict[str, Any], order_type: OrderType, path: str) ->
             raise invalid(_join(path, "price"), f"a {order_type.name} order needs its options")
         return
     get = options.get
-    for key, decode in _OPTION_CODECS:
+    for key, decode, known in _OPTION_CODECS:
         value = get(key)
-        if value is not None:  # the path is only built for a value that is there to check
-            decode(value, _join(path, key))
+        if value is None:
+            continue
+        if value.__class__ is str:
+            if known is not None and value in known:
+                continue
+        elif value.__class__ is int and known is None:
+            continue
+        decode(value, _join(path, key))  # the path is only built for a value that is there to check
     if order_type in _NEEDS_PRICE and get("price") is None:
         raise invalid(_join(path, "price"), f"a {order_type.name} order needs a price")
     if order_type in _NEEDS_TRIGGER and get("trigger_price") is None:
