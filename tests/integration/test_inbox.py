@@ -14,7 +14,7 @@ import pytest
 
 from tests.backends import Server
 from tradecache.dev.stack import NatsServer
-from tradecache.ingest.inbox import subscribe_inbox
+from tradecache.ingest.inbox import InboxSubscription, subscribe_inbox
 
 pytestmark = pytest.mark.integration
 
@@ -36,18 +36,29 @@ async def _publish_mix(nc: Any, subject: str, count: int) -> None:
     await nc.flush()
 
 
+class SideBySide:
+    """An inbox subscription and an ordinary one (same client, nats-py's own path) on one subject,
+    each recording what it gets."""
+
+    def __init__(self) -> None:
+        self.routed: list[Parts] = []
+        self.through_msg: list[Parts] = []
+
+    async def subscribe(self, nc: Any, inbox_client: Any, subject: str) -> tuple[InboxSubscription, Any]:
+        async def on_msg(msg: Any) -> None:
+            self.through_msg.append((msg.subject, msg.reply, msg.data, msg.headers))
+
+        subscription = await subscribe_inbox(inbox_client, subject, lambda *parts: self.routed.append(parts))
+        return subscription, await nc.subscribe(subject, cb=on_msg)
+
+
 async def test_the_inbox_hands_over_what_the_nats_py_callback_gets_in_order(nats_server: Server) -> None:
     nc = await nats.connect(nats_server.url)
     try:
-        routed: list[Parts] = []
-        through_msg: list[Parts] = []
-
-        async def on_msg(msg: Any) -> None:
-            through_msg.append((msg.subject, msg.reply, msg.data, msg.headers))
-
+        both = SideBySide()
+        routed, through_msg = both.routed, both.through_msg
         inbox = nc.new_inbox()
-        subscription = await subscribe_inbox(nc, f"{inbox}.*", lambda *parts: routed.append(parts))
-        ordinary = await nc.subscribe(f"{inbox}.*", cb=on_msg)  # same client, nats-py's own path
+        subscription, ordinary = await both.subscribe(nc, nc, f"{inbox}.*")
         assert subscription.direct
         await _publish_mix(nc, f"{inbox}.a", 60)
         # A status message as JetStream sends one (header line only, no body): parsed by nats-py.
@@ -128,15 +139,10 @@ class _WithoutDispatch:
 async def test_without_the_dispatch_the_callback_path_hands_over_the_same(nats_server: Server) -> None:
     nc = await nats.connect(nats_server.url)
     try:
-        routed: list[Parts] = []
-        through_msg: list[Parts] = []
-
-        async def on_msg(msg: Any) -> None:
-            through_msg.append((msg.subject, msg.reply, msg.data, msg.headers))
-
+        both = SideBySide()
+        routed, through_msg = both.routed, both.through_msg
         inbox = nc.new_inbox()
-        subscription = await subscribe_inbox(_WithoutDispatch(nc), inbox, lambda *parts: routed.append(parts))
-        await nc.subscribe(inbox, cb=on_msg)
+        subscription, _ordinary = await both.subscribe(nc, _WithoutDispatch(nc), inbox)
         assert not subscription.direct
         await _publish_mix(nc, inbox, 20)
         await _until(lambda: len(routed) == 20 and len(through_msg) == 20)
