@@ -28,11 +28,12 @@ The rules:
   batch is handed over, so it arrives while the batch is processed.
 - One batch is in hand at a time: nothing else is handed over until `processed`.
 - Stopping: no new pull; the outstanding one is drained; `finished` once it is over.
-- What waits on the inbox is bounded: at most `ARRIVED_PULLS` pulls' worth of messages and of
-  bytes. Past that a message is dropped and counted (anyone allowed to publish to the inbox
-  could otherwise fill memory; the pulls alone never come near it); `poll` warns once per drop
-  burst. A dropped delivery is a consumer-sequence gap, read from the stream; a dropped end of
-  pull makes it lost, and another is asked for.
+- What waits on the inbox is bounded (`ARRIVED_PULLS` pulls' worth of messages and of bytes, at
+  least `MIN_ARRIVED` messages and `MIN_ARRIVED_BYTES`, as nats-py's subscription queue was).
+  Past that a message is dropped and counted (anyone allowed to publish to the inbox could
+  otherwise fill memory); `poll` warns once per drop burst. After a drop the next batch handed
+  over reads the stream first, up to its newest message (as after a consumer-sequence gap: a
+  dropped delivery may sit between two that did arrive); a dropped end of pull makes it lost.
 """
 
 from __future__ import annotations
@@ -61,9 +62,12 @@ HEARTBEATS_MISSED: Final = 3
 MIN_HEARTBEAT_SECONDS: Final = 0.02
 HEARTBEAT_STATUS: Final = "100"
 # Messages waiting on the inbox are bounded at this many pulls' worth (count and bytes), plus a
-# few statuses. One pull is outstanding at a time, so the pulls themselves stay within two.
+# few statuses, and never below the floors: after a NATS restart, redeliveries and re-asked pulls
+# came to 576 messages waiting (batch 128) in the chaos test, over a bound of 4 pulls alone.
 ARRIVED_PULLS: Final = 4
 ARRIVED_STATUSES: Final = 64
+MIN_ARRIVED: Final = 65_536
+MIN_ARRIVED_BYTES: Final = 64 << 20
 MAX_BYTES_DESCRIPTION: Final = "Message Size Exceeds MaxBytes"
 
 
@@ -123,7 +127,10 @@ Action = SendPull | DeliverBatch | Warn
 class PullMachine:
     """Pulls, batches and gaps of one consumer (see the module docstring)."""
 
-    def __init__(self, settings: PullSettings, inbox: str) -> None:
+    def __init__(
+        self, settings: PullSettings, inbox: str, *, min_arrived: int = MIN_ARRIVED,
+        min_arrived_bytes: int = MIN_ARRIVED_BYTES,
+    ) -> None:  # fmt: skip
         self.settings = settings
         self.inbox = inbox
         self.pulls = 0  # pull requests sent; the n-th replies on `<inbox>.<n>`
@@ -136,9 +143,10 @@ class PullMachine:
         # messages without metadata stay as they came, for `_take` to read or warn about.
         self._arrived: deque[Delivery | Incoming] = deque()
         self._arrived_bytes = 0
-        self._max_arrived = ARRIVED_PULLS * settings.batch_size + ARRIVED_STATUSES
-        self._max_arrived_bytes = ARRIVED_PULLS * settings.max_bytes
+        self._max_arrived = max(ARRIVED_PULLS * settings.batch_size + ARRIVED_STATUSES, min_arrived)
+        self._max_arrived_bytes = max(ARRIVED_PULLS * settings.max_bytes, min_arrived_bytes)
         self.dropped = 0  # inbox messages dropped over the bound, since the start
+        self._dropped_unread = False  # dropped since the last batch: the next one reads the stream first
         self._dropped_told = 0
         self._batch: list[Delivery] = []
         self._redelivered = 0
@@ -158,6 +166,7 @@ class PullMachine:
         """`arrived`, given the message's parts (no `Incoming` built for a delivery)."""
         if len(self._arrived) >= self._max_arrived or self._arrived_bytes + len(data) > self._max_arrived_bytes:
             self.dropped += 1
+            self._dropped_unread = True
             return
         self._arrived_bytes += len(data)
         if not (headers and not data and "Status" in headers):
@@ -192,6 +201,7 @@ class PullMachine:
         and consumer sequences continue after `last_cseq` (None: not known, no gap check)."""
         self._arrived.clear()
         self._arrived_bytes = 0
+        self._dropped_unread = False  # a restart reads from the checkpoint anyway
         self._batch = []
         self._redelivered = 0
         self._first_at = 0.0
@@ -384,6 +394,13 @@ class PullMachine:
             # What the batch holds below that is then at or below the checkpoint and skipped.
             gap_before = max(d.stream_seq for d in batch)
             actions.append(Warn("consumer sequence gap", {"after": self.last_cseq, "next": first_cseq}))
+        elif self._dropped_unread:
+            # A delivery dropped at the bound may lie between two of this batch (no sequence skips
+            # at its start then): the stream up to this batch's newest message is read first.
+            gap_before = max(d.stream_seq for d in batch)
+            actions.append(Warn("deliveries were dropped at the inbox bound: reading the stream first",
+                                {"up_to": gap_before}))  # fmt: skip
+        self._dropped_unread = False
         self.last_cseq = max(self.last_cseq or 0, max(d.consumer_seq for d in batch))
         self.in_hand = True
         actions.append(DeliverBatch(batch, gap_before, redelivered, batch[-1].pending))
