@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import reprlib
 from typing import Any
 
 import msgpack
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -46,21 +48,35 @@ ORDER_SEEDS = [seed for seed, data in zip(SEEDS, VECTOR_MAPS, strict=True) if da
 
 
 def _same(a: Any, b: Any) -> bool:
-    """Equal, with the same types all the way down (an identifier is a str subclass, 1 == True)."""
-    if type(a) is not type(b):
-        return False
-    if dataclasses.is_dataclass(a):
-        return all(_same(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a))
-    if isinstance(a, FixedPoint):
-        same_currency = not isinstance(a, Money) or a.currency == b.currency
-        return a.raw == b.raw and a.precision == b.precision and same_currency
-    if isinstance(a, dict):
-        return list(a) == list(b) and all(_same(a[key], b[key]) for key in a)
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, float) and a != a:
-        return b != b
-    return bool(a == b)
+    """Equal, with the same types all the way down (an identifier is a str subclass, 1 == True).
+
+    Walked with a stack, not recursion: both paths accept values nested ~1,000 deep inside
+    free-form fields (within the decode limits), deeper than Python's recursion limit."""
+    pending = [(a, b)]
+    while pending:
+        x, y = pending.pop()
+        if type(x) is not type(y):
+            return False
+        if dataclasses.is_dataclass(x):
+            pending.extend((getattr(x, f.name), getattr(y, f.name)) for f in dataclasses.fields(x))
+        elif isinstance(x, FixedPoint):
+            same_currency = not isinstance(x, Money) or x.currency == y.currency
+            if not (x.raw == y.raw and x.precision == y.precision and same_currency):
+                return False
+        elif isinstance(x, dict):
+            if list(x) != list(y):
+                return False
+            pending.extend((x[key], y[key]) for key in x)
+        elif isinstance(x, (list, tuple)):
+            if len(x) != len(y):
+                return False
+            pending.extend(zip(x, y, strict=True))
+        elif isinstance(x, float) and x != x:
+            if y == y:
+                return False
+        elif x != y:
+            return False
+    return True
 
 
 def _outcome(decode: Any, data: bytes) -> Any:
@@ -73,7 +89,7 @@ def _outcome(decode: Any, data: bytes) -> Any:
 def assert_both_paths_agree(data: bytes) -> None:
     by_struct = _outcome(SERIALIZER.deserialize, data)
     by_map = _outcome(lambda payload: SERIALIZER.from_map(unpack(payload)), data)
-    assert _same(by_struct, by_map), (by_struct, by_map)
+    assert _same(by_struct, by_map), (reprlib.repr(by_struct), reprlib.repr(by_map))
 
 
 def test_every_order_schema_has_a_struct() -> None:
@@ -196,3 +212,13 @@ def test_a_registered_code_with_a_space_is_refused_by_the_fast_currency_expressi
     assert_fast_gives_what_decode_gives(codecs.CURRENCY, "ZZ Q")
     assert _fast(codecs.CURRENCY.fast_wire or "", codecs.CURRENCY, "ZZ Q") is MISS
     assert _fast(codecs.CURRENCY.fast_wire or "", codecs.CURRENCY, "USD") is Currency.from_str("USD")
+
+
+@pytest.mark.parametrize("seed_index", [2073, 2099])
+def test_values_nested_near_the_depth_limit_decode_alike_on_both_paths(seed_index: int) -> None:
+    """Mutants a fresh-clone run drew (an `options` value and an `info` value ~1,000 arrays deep):
+    both paths accept them, and comparing them must not exhaust Python's recursion limit."""
+    mutant = Mutator(random.Random(seed_index)).apply("deep_nesting", seed=ORDER_SEEDS[seed_index % len(ORDER_SEEDS)])
+    assert mutant.how.startswith("deep_nesting_")
+    assert not isinstance(_outcome(SERIALIZER.deserialize, mutant.data), tuple)  # accepted, not refused
+    assert_both_paths_agree(mutant.data)
