@@ -67,7 +67,7 @@ DAEMON_COMMANDS = (
     "del",
     "pexpire",  # the lease renewed
     "hset",
-    "lrange",
+    "lrange",  # (also sent alone: the lists of a collection, pipelined)
     "hgetall",
 )
 

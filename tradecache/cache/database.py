@@ -21,6 +21,7 @@ import redis
 from tradecache.cache.adoption import INDEX_SCRIPT, SCAN_COUNT, IndexReport, foreign, plan_index
 from tradecache.cache.config import CacheDatabaseConfig
 from tradecache.cache.keys import Keys
+from tradecache.cache.lists import read_lists
 from tradecache.cache.plan import (
     APPLY_SCRIPT,
     READ_CHUNK,
@@ -320,7 +321,10 @@ class RedisCacheDatabase:
 
     def _read_chunk(self, collection: Collection, ids: Sequence[str]) -> list[Any]:
         command = READ_COMMANDS[collection]
-        values = self._read(keys=[self._keys.entity(collection, entity_id) for entity_id in ids], args=[command])
+        keys = [self._keys.entity(collection, entity_id) for entity_id in ids]
+        if command == "LRANGE" and isinstance(self._redis, redis.Redis):  # standalone: plain pipelined reads
+            return read_lists(self._redis, keys)
+        values = self._read(keys=keys, args=[command])
         return [read_result(command, value) for value in values]
 
     # -- retention (optional; see cache/retention.py) ----------------------------------------

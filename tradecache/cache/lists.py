@@ -1,0 +1,96 @@
+"""Many lists read in one round trip: one `LRANGE key 0 -1` per key, pipelined, no script.
+
+Loading a collection of orders, positions or accounts reads thousands of lists. Through the read
+script, Redis turns each list into a Lua table and back (~10 us an order of 4 events, 0.1 s of
+10,000 orders, and 0.12-0.15 s wall); as plain pipelined commands it answers the same lists in a
+third of that, and hiredis parses the answers in C: the client here writes the commands itself
+and reads the answers off the connection one by one, without redis-py's pipeline objects (which
+cost more in Python than the script did). Each list is read atomically (one command); a chunk of
+them is not, which the callers never relied on (a page or a load is read chunk by chunk anyway).
+
+Standalone Redis only (a cluster client has no single connection to pipeline on): the callers
+use the read script there. An error answer (WRONGTYPE: a key of another type) is raised once
+every answer has been read, so the connection goes back to the pool clean; a connection that
+failed half-way, or whose reading was cancelled, is closed rather than reused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+import redis.asyncio
+
+_RANGE_TAIL = b"\r\n$1\r\n0\r\n$2\r\n-1\r\n"
+
+
+def pipelined_lrange(keys: Sequence[str]) -> bytes:
+    """The RESP of `LRANGE key 0 -1` for each key, in order."""
+    parts = []
+    for key in keys:
+        name = key.encode()
+        parts.append(b"*4\r\n$6\r\nLRANGE\r\n$%d\r\n%s%s" % (len(name), name, _RANGE_TAIL))
+    return b"".join(parts)
+
+
+def read_lists(client: redis.Redis, keys: Sequence[str]) -> list[list[bytes]]:
+    """Every list `keys` name (an absent key: an empty list), in one round trip."""
+    if not keys:
+        return []
+    pool: Any = client.connection_pool  # redis-py leaves these untyped
+    connection = pool.get_connection()
+    clean = False
+    try:
+        connection.send_packed_command([pipelined_lrange(keys)])
+        answers, refused = _collect(connection.read_response, len(keys))
+        clean = True
+    finally:
+        if not clean:
+            connection.disconnect()
+        pool.release(connection)
+    if refused is not None:
+        raise refused
+    return answers
+
+
+async def read_lists_async(client: redis.asyncio.Redis, keys: Sequence[str]) -> list[list[bytes]]:
+    """`read_lists` on the asyncio client."""
+    if not keys:
+        return []
+    pool: Any = client.connection_pool
+    connection = await pool.get_connection()
+    clean = False
+    try:
+        await connection.send_packed_command([pipelined_lrange(keys)])
+        answers: list[list[bytes]] = []
+        refused: redis.exceptions.ResponseError | None = None
+        for _ in keys:
+            try:
+                answers.append(await connection.read_response())
+            except redis.exceptions.ResponseError as exc:
+                refused = refused or exc
+                answers.append([])
+        clean = True
+    finally:
+        if not clean:  # an error or a cancellation with answers left unread
+            await connection.disconnect()
+        await pool.release(connection)
+    if refused is not None:
+        raise refused
+    return answers
+
+
+def _collect(read: Any, count: int) -> tuple[list[list[bytes]], redis.exceptions.ResponseError | None]:
+    answers: list[list[bytes]] = []
+    refused: redis.exceptions.ResponseError | None = None
+    for _ in range(count):
+        try:
+            answers.append(read())
+        except redis.exceptions.ResponseError as exc:
+            refused = refused or exc
+            answers.append([])
+    return answers, refused
+
+
+__all__ = ["pipelined_lrange", "read_lists", "read_lists_async"]
