@@ -110,3 +110,23 @@ async def test_a_cancelled_async_read_closes_its_connection(client: redis.Redis,
         assert await aclient.get("no-such-key") is None
     finally:
         await aclient.aclose()
+
+
+async def test_a_redis_that_stops_answering_half_way_times_out_as_redis_py_would(
+    client: redis.Redis, redis_line_server: Any
+) -> None:
+    """One deadline (socket_timeout) for all the answers: a stalled Redis is redis-py's
+    TimeoutError (what `redis_errors.translate` calls unavailable), and the connection is dropped."""
+    aclient = redis.asyncio.Redis.from_url(redis_line_server.url, max_connections=1, socket_timeout=0.3)
+    try:
+        assert await aclient.ping()
+        client.execute_command("CLIENT", "PAUSE", 1500, "ALL")  # commands wait, answers stop
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(redis.exceptions.TimeoutError):
+            await read_lists_async(aclient, KEYS * 100)
+        assert asyncio.get_running_loop().time() - started < 1.2  # the deadline, not the pause
+        client.execute_command("CLIENT", "UNPAUSE")
+        assert await read_lists_async(aclient, KEYS) == _by_script(client, KEYS)
+    finally:
+        client.execute_command("CLIENT", "UNPAUSE")
+        await aclient.aclose()
