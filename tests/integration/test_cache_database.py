@@ -403,6 +403,43 @@ def test_packed_arguments_write_exactly_what_the_values_write(redis_server: Any)
     client.close()
 
 
+def test_load_orders_reads_at_most_two_chunks_ahead_of_the_decoding(
+    db: RedisCacheDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading is faster than decoding: with every read queued at once, only the GIL kept the
+    thread from reading the whole collection's bytes ahead. While a chunk is decoded, at most
+    AHEAD_CHUNKS more have been read (or are being read), however slow the decoding."""
+    import threading
+    import time
+
+    from tradecache.cache import database as database_module
+
+    monkeypatch.setattr(database_module, "READ_AHEAD_CHUNK", 3)
+    monkeypatch.setattr(database_module, "FIRST_READ_CHUNK", 2)
+    for n in range(20):  # chunks of 2, 3, 3, 3, 3, 3, 3
+        db.add_order(Order(OrderEvents(f"O-{n:02d}", trader_id=db.trader_id.value).initialized()))
+    started: list[int] = []
+    lock = threading.Lock()
+    read_chunk = database_module.RedisCacheDatabase._read_chunk
+
+    def counted(self: RedisCacheDatabase, collection: Collection, ids: Any) -> list[Any]:
+        with lock:
+            started.append(len(ids))
+        return read_chunk(self, collection, ids)
+
+    monkeypatch.setattr(database_module.RedisCacheDatabase, "_read_chunk", counted)
+    ahead = []
+    with database_module._ReadAhead(db, "load_orders", Collection.ORDERS) as chunks:
+        for taken, chunk in enumerate(chunks, start=1):
+            time.sleep(0.05)  # a slow decoding: the thread has all the time it wants to read on
+            with lock:
+                ahead.append(len(started) - taken)
+            assert chunk
+    assert started == [2, 3, 3, 3, 3, 3, 3]
+    assert max(ahead) == database_module.AHEAD_CHUNKS, ahead
+    assert ahead[-1] == 0
+
+
 def test_load_orders_reads_ahead_in_chunks_and_keeps_what_and_how_it_raises(
     db: RedisCacheDatabase, redis_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
