@@ -15,8 +15,9 @@ from tests.unit.factories import SERIALIZER, OrderEvents, account_state, currenc
 from tradecache.model import Collection
 from tradecache.model.enums import AccountType, OrderSide
 from tradecache.serialization.deep import json_bytes, json_value, msgpack_bytes
+from tradecache.service.endpoints import Built, next_chunk
 from tradecache.service.items import account_item, currency_item, order_item, position_item
-from tradecache.service.limits import SNAPSHOT_KEYS, min_entry_bytes
+from tradecache.service.limits import MIN_READ_CHUNK, READ_CHUNK, SNAPSHOT_KEYS, min_entry_bytes
 from tradecache.service.protocol import encode_entry, encode_reply, pack_with_raw_list
 
 CURRENCY_HASH = {"precision": b"0", "iso4217": b"0", "name": b"X", "currency_type": b"FIAT"}
@@ -96,3 +97,33 @@ def test_text_that_is_not_json_is_refused(text: str) -> None:
 
     with pytest.raises(ValueError):
         _parse_json(text)
+
+
+# -- how much a page reads next ----------------------------------------------------------------
+
+
+def _page_of(entries: int, size: int) -> Built:
+    built = Built()
+    for n in range(entries):
+        assert built.add(f"O-{n}", b"x" * size, True, budget=10**9)
+    return built
+
+
+def test_a_page_reads_full_chunks_until_its_entries_tell_their_size() -> None:
+    assert next_chunk(Built(), 200, budget=1_000_000) == READ_CHUNK
+
+
+def test_a_page_reads_about_what_its_room_holds_once_entries_tell_their_size() -> None:
+    built = _page_of(200, 1_000)
+    average = (built.size - Built().size) / 200
+    assert next_chunk(built, 200, budget=10_000_000) == READ_CHUNK  # room for thousands: a whole chunk
+    for budget in (420_000, 480_000, 560_000):
+        fits = (budget - built.size - 200 * average) / average  # after the 200 in hand
+        assert MIN_READ_CHUNK < fits < READ_CHUNK
+        assert fits <= next_chunk(built, 200, budget=budget) <= 1.25 * fits + 2, budget
+
+
+def test_a_nearly_full_page_reads_the_fewest_not_a_whole_chunk() -> None:
+    built = _page_of(590, 1_700)
+    assert next_chunk(built, 0, budget=1_000_000) == MIN_READ_CHUNK  # ~0 room left
+    assert next_chunk(built, 200, budget=1_000_000) == MIN_READ_CHUNK  # the chunk in hand fills it

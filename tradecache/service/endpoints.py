@@ -26,7 +26,7 @@ from tradecache.service.items import (
     stored_map_item,
     strategy_item,
 )
-from tradecache.service.limits import READ_CHUNK, SLICE_SECONDS
+from tradecache.service.limits import MIN_READ_CHUNK, READ_CHUNK, SLICE_SECONDS
 from tradecache.service.ports import LoadStore
 from tradecache.service.protocol import PageRequest, encode_entry, encode_reply, pack_with_raw_list
 from tradecache.service.reply_cache import ReplyCache, digest
@@ -104,9 +104,10 @@ class Loader:
         until `budget` bytes: read READ_CHUNK entities at a time, absent ones left out, the loop
         given back every SLICE_SECONDS of building.
 
-        The next chunk is read while this one is built (Redis runs the read script while the
-        replies are built here): a request holds at most two chunks, and reads one chunk it does
-        not use when its page fills up."""
+        The next chunk is read while this one is built (Redis answers while the replies are built
+        here): a request holds at most two chunks. Once the page's entries tell their size, the
+        next read takes about what the room left would hold (`next_chunk`): a full page leaves a
+        few entities read for nothing, not a whole chunk (a third of the reads, before)."""
         built = Built()
         remaining = request.limit
         slicer = Slicer()
@@ -119,7 +120,8 @@ class Loader:
                 left = None if remaining is None else remaining - len(ids)
                 ahead = None
                 if more and (left is None or left > 0):
-                    ahead = asyncio.ensure_future(self._read_chunk(collection, ids[-1], left))
+                    size = next_chunk(built, len(ids), budget)
+                    ahead = asyncio.ensure_future(self._read_chunk(collection, ids[-1], left, size))
                 slicer.restart()
                 for entity_id, raw in zip(ids, raws, strict=True):
                     encoded = self._encoded(collection, entity_id, raw, instruments, as_msgpack)
@@ -137,10 +139,12 @@ class Loader:
                 ahead.cancel()
                 ahead.add_done_callback(retrieved)
 
-    async def _read_chunk(self, collection: Collection, after: str | None, remaining: int | None) -> _Chunk:
-        """Up to READ_CHUNK entities after the id `after` (at most `remaining`): their ids, whether
+    async def _read_chunk(
+        self, collection: Collection, after: str | None, remaining: int | None, size: int = READ_CHUNK
+    ) -> _Chunk:
+        """Up to `size` entities after the id `after` (at most `remaining`): their ids, whether
         more follow, what is stored for each, and the instruments positions need."""
-        wanted = READ_CHUNK if remaining is None else min(READ_CHUNK, remaining)
+        wanted = size if remaining is None else min(size, remaining)
         ids = await self.store.read_ids(collection, after, wanted + 1)  # one more: is there a next?
         more = len(ids) > wanted
         ids = ids[:wanted]
@@ -192,6 +196,18 @@ class Loader:
         return stored_map_item(raw)
 
 
+def next_chunk(built: Built, in_hand: int, budget: int) -> int:
+    """How many entities a page's next read should take: READ_CHUNK until its entries tell their
+    size, then about as many as the room left after the `in_hand` entities (read, not built yet)
+    would hold, a quarter more, never fewer than MIN_READ_CHUNK."""
+    if not built.entries:
+        return READ_CHUNK
+    average = (built.size - Built().size) / len(built.entries)
+    room = budget - built.size - in_hand * average
+    wanted = int(room / average * 1.25) + 1 if room > 0 else 0
+    return max(MIN_READ_CHUNK, min(READ_CHUNK, wanted))
+
+
 StatsSource = Callable[[], Awaitable[dict[str, Any]]]
 # A chunk read for a page: ids, whether more follow, the stored values, the instruments needed.
 _Chunk = tuple[list[str], bool, list[Any], dict[str, bytes]]
@@ -212,5 +228,6 @@ __all__ = [
     "Loader",
     "Slicer",
     "StatsSource",
+    "next_chunk",
     "retrieved",
 ]

@@ -42,6 +42,8 @@ class ServiceLimits:
 # Entities read from Redis per round trip while a page is built: small enough that one read
 # holds little memory and blocks Redis for well under a millisecond.
 READ_CHUNK: Final = 200
+# The fewest a read takes near a page's end (`endpoints.next_chunk`): a short read is a round trip.
+MIN_READ_CHUNK: Final = 16
 # The longest stretch of building between two yields to the event loop: an event waits a few
 # loop turns on its way to Redis, and at most `max_page_builds` slices run in each turn.
 SLICE_SECONDS: Final = 0.002
@@ -98,6 +100,7 @@ __all__ = [
     "CERTAIN_MAPS",
     "COUNT_TTL_SECONDS",
     "MAX_ERROR_CHARS",
+    "MIN_READ_CHUNK",
     "READ_CHUNK",
     "SLICE_SECONDS",
     "SNAPSHOT_KEYS",
