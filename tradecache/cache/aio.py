@@ -23,7 +23,7 @@ from redis.backoff import NoBackoff
 
 from tradecache.cache.adoption import INDEX_SCRIPT, SCAN_COUNT, IndexReport, plan_index
 from tradecache.cache.keys import COUNTED, Keys
-from tradecache.cache.lists import read_lists_async
+from tradecache.cache.lists import pipelines, read_lists_async
 from tradecache.cache.plan import (
     APPLY_SCRIPT,
     READ_CHUNK,
@@ -262,10 +262,9 @@ class Store:
             return []
         command = READ_COMMANDS[collection]
         keys = [self.keys.entity(collection, entity_id) for entity_id in ids]
-        if command == "LRANGE" and isinstance(self.client, redis.asyncio.Redis):  # standalone: plain pipelined reads
-            with translated(f"load {collection.value}"):
-                return await read_lists_async(self.client, keys)
         with translated(f"load {collection.value}"):
+            if pipelines(command, self.client):
+                return await read_lists_async(self.client, keys)
             values = await self._read(keys=keys, args=[command])
         return [read_result(command, value) for value in values]
 

@@ -22,7 +22,7 @@ import redis
 from tradecache.cache.adoption import INDEX_SCRIPT, SCAN_COUNT, IndexReport, foreign, plan_index
 from tradecache.cache.config import CacheDatabaseConfig
 from tradecache.cache.keys import Keys
-from tradecache.cache.lists import read_lists
+from tradecache.cache.lists import pipelines, read_lists
 from tradecache.cache.plan import (
     APPLY_SCRIPT,
     READ_CHUNK,
@@ -118,17 +118,16 @@ class _ReadAhead:
         # The first chunk is small: its read is the one nothing overlaps.
         ids = self._ids
         bounds = [0, *range(FIRST_READ_CHUNK, len(ids), READ_AHEAD_CHUNK), len(ids)] if ids else []
-        self._spans = list(itertools.pairwise(bounds))
-        self._next = 0
+        self._spans = itertools.pairwise(bounds)  # those not read yet
         self._reads: collections.deque[Future[list[Any]]] = collections.deque()
         for _ in range(AHEAD_CHUNKS + 1):  # the chunk the caller takes first, and those read ahead of it
             self._read_next()
         self._read_failed = False
 
     def _read_next(self) -> None:
-        if self._next < len(self._spans):
-            start, end = self._spans[self._next]
-            self._next += 1
+        span = next(self._spans, None)
+        if span is not None:
+            start, end = span
             self._reads.append(self._pool.submit(self._db._read_chunk, self._collection, self._ids[start:end]))
 
     def __enter__(self) -> Iterator[list[Any]]:
@@ -346,7 +345,7 @@ class RedisCacheDatabase:
     def _read_chunk(self, collection: Collection, ids: Sequence[str]) -> list[Any]:
         command = READ_COMMANDS[collection]
         keys = [self._keys.entity(collection, entity_id) for entity_id in ids]
-        if command == "LRANGE" and isinstance(self._redis, redis.Redis):  # standalone: plain pipelined reads
+        if pipelines(command, self._redis):
             return read_lists(self._redis, keys)
         values = self._read(keys=keys, args=[command])
         return [read_result(command, value) for value in values]
