@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import bisect
 import json
+import os
 import re
 import shutil
 import signal
@@ -210,6 +211,20 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def cpu_budget(cores: int, rate_naive: float, cpu_per_event: float) -> str:
+    """What the ingest goal asks of this machine's CPU: at 8x the naive sink, the three processes
+    (tradecache, redis-server, nats-server) share `cores` seconds of CPU per second, so together
+    they may spend at most cores / rate per event; and the rate that this run's CPU per event
+    would reach with every core busy all the time (a ceiling: nothing else running, no waits)."""
+    goal_rate = 8 * rate_naive
+    budget = cores / goal_rate
+    ceiling = cores / cpu_per_event
+    return (f"CPU budget of the goal on {cores} cores: 8x the naive sink is {goal_rate:,.0f} events/s, "
+            f"{budget * 1e6:.1f} us of CPU per event for the three processes together; they used "
+            f"{cpu_per_event * 1e6:.1f} us ({cpu_per_event / budget:.0%} of it): with every core busy, at most "
+            f"{ceiling:,.0f} events/s = {ceiling / rate_naive:.1f}x the naive sink")  # fmt: skip
+
+
 def rebuild(folder: Path, config: dict[str, Any], profile: Path | None = None) -> tuple[int, float, float]:
     """`tradecache rebuild` (a process of its own, under py-spy when `profile` names its output):
     messages, its own seconds, wall seconds."""
@@ -299,9 +314,11 @@ def main() -> None:
         print(f"tradecache end to end{note}: {count:,} events in {seconds:.2f} s = {rate:,.0f} events/s "
               f"({rate / rate_naive:.1f}x the naive sink, "
               f"{rate / bare_all:.0%} of the bare AckPolicy.ALL consumer)")  # fmt: skip
-        print("CPU per event during the backlog (where the wall time goes; 2 cores): "
+        cores = len(os.sched_getaffinity(0))
+        print(f"CPU per event during the backlog (where the wall time goes; {cores} cores): "
               + ", ".join(f"{name} {used / count * 1e6:.1f} us ({used / seconds:.0%} of a core)"
                           for name, used in cpu_used.items()))  # fmt: skip
+        print(cpu_budget(cores, rate_naive, sum(cpu_used.values()) / count))
         rss_backlog = rss_mb(daemon.pid)
         if profile is not None:
             print(profile.table())

@@ -53,6 +53,13 @@ def test_ingest_bench_prints_the_baselines_the_profile_and_its_goals() -> None:
     one(lines, rf"^naive sink .*: {NUMBER} events/s$")
     end_to_end = rf"^tradecache end to end \(under py-spy\): 3,000 events in .* = {NUMBER} events/s"
     one(lines, rf"{end_to_end} \({NUMBER}x the naive sink")
+    budget = one(
+        lines,
+        rf"^CPU budget of the goal on \d+ cores: 8x the naive sink is {NUMBER} events/s, ({NUMBER}) us"
+        rf" .* they used ({NUMBER}) us \((\d+)% of it\): .* at most {NUMBER} events/s = {NUMBER}x",
+    )
+    allowed, used = (float(budget[n].replace(",", "")) for n in (1, 2))
+    assert allowed > 0 and abs(used / allowed * 100 - int(budget[3])) <= 2, budget.string
     samples = int(one(lines, r"^profile of the daemon: ([\d,]+) samples$")[1].replace(",", ""))
     assert samples > 0
     shares = [int(one(lines, rf"^\| {re.escape(stage)} \| (\d+)% \|$")[1]) for stage in STAGES]
