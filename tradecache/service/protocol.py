@@ -124,7 +124,7 @@ def encode_reply(value: Any, as_msgpack: bool) -> bytes:
 
 def encode_entry(key: str, item: bytes, as_msgpack: bool) -> bytes:
     """One `id: item` pair of a collection reply (the item already encoded), so a page can be
-    measured and cut to fit the max payload before it is joined (`join_entries` makes the reply)."""
+    measured and cut to fit the max payload before it is joined (`reply_parts`, `join_entries`)."""
     if as_msgpack:
         return _packed(key) + item
     return encode_reply(key, False) + b":" + item
@@ -143,10 +143,15 @@ def _packed(value: Any) -> bytes:
         return encode_reply(value, True)
 
 
-def join_entries(parts: list[bytes], as_msgpack: bool) -> bytes:
+def reply_parts(entries: list[bytes], as_msgpack: bool) -> list[bytes]:
+    """A collection reply as the parts that, joined, make it (sent as one frame: `egress.py`)."""
     if not as_msgpack:
-        return b"{" + b",".join(parts) + b"}"
-    return map_header(len(parts)) + b"".join(parts)
+        return [b"{", b",".join(entries), b"}"]
+    return [map_header(len(entries)), *entries]
+
+
+def join_entries(entries: list[bytes], as_msgpack: bool) -> bytes:
+    return b"".join(reply_parts(entries, as_msgpack))
 
 
 def pack_with_raw_list(item: Mapping[str, Any], key: str, raw: list[bytes]) -> bytes:
@@ -187,5 +192,6 @@ __all__ = [
     "pack_with_raw_list",
     "page_request",
     "parse_body",
+    "reply_parts",
     "wants_msgpack",
 ]

@@ -26,6 +26,7 @@ from tradecache import __version__
 from tradecache.errors import StoreUnavailable
 from tradecache.model.ledger import Collection
 from tradecache.serialization.codecs import shown
+from tradecache.service import egress
 from tradecache.service.ahead import PageKey, PagesAhead
 from tradecache.service.endpoints import ENDPOINTS, Built, Endpoint, Loader, StatsSource
 from tradecache.service.limits import (
@@ -47,8 +48,8 @@ from tradecache.service.protocol import (
     encode_reply,
     error_body,
     id_request,
-    join_entries,
     page_request,
+    reply_parts,
     wants_msgpack,
 )
 from tradecache.service.tally import EndpointTally, has_reply
@@ -187,9 +188,9 @@ class LoadService:
         started = time.perf_counter()
         outcome: LoadOutcome = "ok"
         try:
-            body, headers, found = await self._reply(endpoint, request.data, as_msgpack)
+            parts, headers, found = await self._reply(endpoint, request.data, as_msgpack)
             outcome = "ok" if found else "not_found"
-            await self._respond(request, body, headers)
+            await self._respond(request, parts, headers)
         except RequestRefused as exc:
             outcome = "error"
             await self._refuse(endpoint, request, exc, as_msgpack)
@@ -208,15 +209,15 @@ class LoadService:
 
     async def _reply(
         self, endpoint: Endpoint, data: bytes, as_msgpack: bool
-    ) -> tuple[bytes, dict[str, str] | None, bool]:
-        """The reply body, its headers, and whether something was found."""
+    ) -> tuple[list[bytes], dict[str, str] | None, bool]:
+        """The reply body (as parts to join), its headers, and whether something was found."""
         collection = endpoint.collection
         if collection is None:
             page_request(data)  # `stats` takes no parameters, but refuses junk like the others
-            return self._fit(encode_reply(await self.stats(), as_msgpack)), None, True
+            return [self._fit(encode_reply(await self.stats(), as_msgpack))], None, True
         if endpoint.id_field is not None:
             body, found = await self.loader.one(collection, id_request(data, endpoint.id_field), as_msgpack)
-            return self._fit(body), None, found
+            return [self._fit(body)], None, found
         page = page_request(data)
         if page.limit is None:  # refused from the index's size alone, before anything is read
             count = await self.loader.store.count(collection)
@@ -228,7 +229,7 @@ class LoadService:
 
     async def _page(
         self, endpoint: Endpoint, page: PageRequest, as_msgpack: bool
-    ) -> tuple[bytes, dict[str, str] | None, bool]:
+    ) -> tuple[list[bytes], dict[str, str] | None, bool]:
         collection = endpoint.collection
         assert collection is not None
         budget = self._room()
@@ -244,11 +245,11 @@ class LoadService:
             raise ReplyTooLarge(f"item {shown(built.overflow)} alone exceeds the NATS max payload of {budget} bytes")
         if built.last is not None and page.limit is not None and self.loader.store.commits == commits:
             self._build_next(collection, PageRequest(after=built.last, limit=page.limit), as_msgpack, budget)
-        body = join_entries(built.entries, as_msgpack)
+        parts = reply_parts(built.entries, as_msgpack)
         # A page holds at most `limit` items: fewer when they do not all fit, and the cursor
         # continues after the last one sent.
         headers = None if built.last is None else {CURSOR_HEADER: encode_cursor(built.last)}
-        return body, headers, True
+        return parts, headers, True
 
     async def _build(self, collection: Collection, page: PageRequest, as_msgpack: bool, budget: int) -> Built:
         async with self._page_builds:  # CPU and memory: a few pages at a time, the rest wait
@@ -278,11 +279,12 @@ class LoadService:
             f'{{"limit": 1000}}, then pass each {CURSOR_HEADER} header back as "cursor"'
         )
 
-    async def _respond(self, request: Request, body: bytes, headers: dict[str, str] | None) -> None:
-        try:
-            await request.respond(body, headers=headers)
-        except ValueError:
+    async def _respond(self, request: Request, parts: list[bytes], headers: dict[str, str] | None) -> None:
+        reply = request._msg.reply  # as `Request.respond` reads it (`has_reply` admitted only those with one)
+        if not reply:
             self.log.debug("a load request without a reply subject was ignored")
+            return
+        await egress.send(self.nc, reply, parts, headers)
 
     async def _refuse(self, endpoint: Endpoint, request: Request, refused: RequestRefused, as_msgpack: bool) -> None:
         # A header value holds no line breaks; and an error never echoes much of what it was sent.
