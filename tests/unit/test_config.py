@@ -90,6 +90,7 @@ def a_file(tmp_path: Path) -> str:
         ("load.max_page_builds", 1),
         ("load.max_request_bytes", 16384),
         ("load.reply_cache_bytes", 33554432),
+        ("load.build_worker", True),
         ("http.listen", "0.0.0.0:9464"),
         ("http.host", "0.0.0.0"),
         ("http.port", 9464),

@@ -244,6 +244,7 @@ class LoadConfig(Section):
     max_page_builds: int = 1
     max_request_bytes: int = 16384
     reply_cache_bytes: int = 33554432
+    build_worker: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_in_flight <= 10000:

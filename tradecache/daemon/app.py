@@ -47,6 +47,7 @@ from tradecache.model.identifiers import TraderId
 from tradecache.model.ledger import Ledger
 from tradecache.serialization.limits import DecodeLimits
 from tradecache.serialization.msgpack import MsgPackSerializer
+from tradecache.service.build_worker import MIN_CPUS, BuildWorker, usable_cpus
 from tradecache.service.endpoints import Loader
 from tradecache.service.limits import ServiceLimits
 from tradecache.service.reply_cache import ReplyCache
@@ -115,6 +116,7 @@ class Daemon:
         self.store: Store | None = None
         self.ingestor: Ingestor | None = None
         self.service: LoadService | None = None
+        self.build_worker: BuildWorker | None = None
         self.health = HealthServer(self.metrics, self.is_ready, config.http.host, config.http.port)
         self.metrics.follow_readiness(self.is_ready)
         self.metrics.follow_stall(self.is_stalled)
@@ -209,17 +211,24 @@ class Daemon:
             log.error("cannot connect to NATS", extra={"error": str(exc)})
             return 1
         load = self.config.load
+        cpus = usable_cpus()
+        if load.build_worker and cpus >= MIN_CPUS:
+            self.build_worker = BuildWorker()
+        log.info("load build worker " + ("on" if self.build_worker else "off"),
+                 extra={"build_worker": load.build_worker, "usable_cpus": round(cpus, 2)})  # fmt: skip
         self.service = LoadService(
             self.service_nc,
             self.subjects,
             self.config.trader_id,
-            Loader(self.store, self.serializer, ReplyCache(max_bytes=load.reply_cache_bytes)),
+            Loader(self.store, self.serializer, ReplyCache(max_bytes=load.reply_cache_bytes), self.build_worker),
             self.load_stats,
             self.metrics,
             log,
             ServiceLimits(load.max_in_flight, load.max_page_builds, load.max_request_bytes),
         )
         await self.service.start()
+        if self.build_worker is not None:
+            await self.build_worker.start()  # ready a moment later; until then the loop builds alone
         js = self.nc.jetstream()
         plan = StreamPlan(
             stream=self.config.nats.stream,
@@ -370,6 +379,9 @@ class Daemon:
         self._start_deadline()  # also when stopping without a request (an error, a refused config)
         if self.service is not None:
             await self.service.stop(self.drain_left())
+        if self.build_worker is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.build_worker.stop(), timeout=self.drain_left())
         for nc in (self.service_nc, self.nc):
             if nc is not None:
                 with contextlib.suppress(Exception):

@@ -13,27 +13,32 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from tradecache.model.ledger import Collection
 from tradecache.serialization.msgpack import MsgPackSerializer
 from tradecache.service.items import (
-    account_item,
     currency_item,
     first_fill_instrument,
-    order_item,
-    position_item,
+    rebuilt_entry,
     stored_map_item,
     strategy_item,
 )
 from tradecache.service.limits import MIN_READ_CHUNK, READ_CHUNK, SLICE_SECONDS
 from tradecache.service.ports import LoadStore
-from tradecache.service.protocol import PageRequest, encode_entry, encode_reply, pack_with_raw_list
-from tradecache.service.reply_cache import ReplyCache, digest
+from tradecache.service.protocol import PageRequest, encode_entry, encode_reply
+from tradecache.service.reply_cache import CacheKey, ReplyCache, digest
 from tradecache.wire import ENDPOINTS, ENDPOINTS_BY_NAME, Endpoint
+
+if TYPE_CHECKING:
+    from tradecache.service.build_worker import BuildWorker
 
 # Entities rebuilt by replaying events: worth caching (see reply_cache.py).
 REBUILT: Final = frozenset({Collection.ORDERS, Collection.POSITIONS, Collection.ACCOUNTS})
+# A chunk's cache misses below this are all rebuilt on the loop: a job would cost more than it saves.
+MIN_SHARED: Final = 8
+# An item left for `Loader.build` to rebuild itself, in order (its rebuild failed, or the worker did).
+_BUILD_HERE: Final = object()
 
 
 @dataclass(slots=True)
@@ -85,10 +90,17 @@ class Slicer:
 class Loader:
     """Answers load endpoints from one trader's Redis, as encoded items (JSON or msgpack)."""
 
-    def __init__(self, store: LoadStore, serializer: MsgPackSerializer, cache: ReplyCache | None = None) -> None:
+    def __init__(
+        self,
+        store: LoadStore,
+        serializer: MsgPackSerializer,
+        cache: ReplyCache | None = None,
+        worker: BuildWorker | None = None,
+    ) -> None:
         self.store = store
         self.serializer = serializer
         self.cache = cache if cache is not None else ReplyCache()
+        self.worker = worker  # rebuilds half of each chunk's misses beside the loop (`build_worker.py`)
 
     async def one(self, collection: Collection, entity_id: str, as_msgpack: bool) -> tuple[bytes, bool]:
         """One entity's encoded reply, and whether it exists (absent: `null`; a strategy: `{}`)."""
@@ -123,11 +135,18 @@ class Loader:
                     size = next_chunk(built, len(ids), budget)
                     ahead = asyncio.ensure_future(self._read_chunk(collection, ids[-1], left, size))
                 slicer.restart()
-                for entity_id, raw in zip(ids, raws, strict=True):
-                    encoded = self._encoded(collection, entity_id, raw, instruments, as_msgpack)
+                beside = None
+                if self.worker is not None and self.worker.available and collection in REBUILT:
+                    beside = await self._encoded_beside(self.worker, collection, ids, raws, instruments, as_msgpack)
+                for n, (entity_id, raw) in enumerate(zip(ids, raws, strict=True)):
+                    encoded: bytes | None
+                    if beside is None or beside[n] is _BUILD_HERE:
+                        encoded = self._encoded(collection, entity_id, raw, instruments, as_msgpack)
+                        await slicer.tick()
+                    else:
+                        encoded = beside[n]
                     if encoded is not None and not built.add(entity_id, encoded, as_msgpack, budget):
                         return built  # full: `built.last` is the last entry that fit
-                    await slicer.tick()
                 if not more:
                     built.last = None
                     return built
@@ -138,6 +157,60 @@ class Loader:
             if ahead is not None:  # a read not needed after all
                 ahead.cancel()
                 ahead.add_done_callback(retrieved)
+
+    async def _encoded_beside(
+        self,
+        worker: BuildWorker,
+        collection: Collection,
+        ids: list[str],
+        raws: list[Any],
+        instruments: dict[str, bytes],
+        as_msgpack: bool,
+    ) -> list[Any]:
+        """A chunk's items (bytes, None when absent, or `_BUILD_HERE`), its cache misses rebuilt
+        half here and half by the worker at once. What this half fails to rebuild is left to the
+        caller (`_BUILD_HERE`), which rebuilds it in order and so raises only if the page gets
+        that far, as it always did; so is the worker's half when it failed."""
+        items: list[Any] = [None] * len(ids)
+        misses: list[tuple[int, CacheKey, bytes, Any, bytes | None]] = []
+        for n, (entity_id, raw) in enumerate(zip(ids, raws, strict=True)):
+            if not raw:
+                continue
+            instrument = (
+                instruments.get(first_fill_instrument(raw) or "") if collection == Collection.POSITIONS else None
+            )
+            key = (collection.value, entity_id, as_msgpack)
+            fingerprint = digest([*raw, instrument])
+            cached = self.cache.get(key, fingerprint)
+            if cached is not None:
+                items[n] = cached
+            else:
+                misses.append((n, key, fingerprint, raw, instrument))
+        theirs = misses[len(misses) // 2 :] if len(misses) >= MIN_SHARED else []
+        mine = misses[: len(misses) - len(theirs)]
+        slicer = Slicer()
+
+        async def build_mine() -> None:
+            for n, _key, _fingerprint, raw, instrument in mine:
+                try:
+                    items[n] = rebuilt_entry(self.serializer, collection, raw, instrument, as_msgpack)
+                except Exception:  # rebuilt again by the caller, if the page gets that far
+                    items[n] = _BUILD_HERE
+                await slicer.tick()
+
+        if not theirs:
+            await build_mine()
+            built_there: list[Any] | None = []
+        else:
+            jobs = [(raw, instrument) for _n, _key, _fingerprint, raw, instrument in theirs]
+            built_there = await worker.build_beside(collection, as_msgpack, jobs, build_mine)
+        for index, (n, _key, _fingerprint, _raw, _instrument) in enumerate(theirs):
+            item = None if built_there is None else built_there[index]
+            items[n] = _BUILD_HERE if built_there is None or item is False else item  # False: it could not
+        for n, key, fingerprint, _raw, _instrument in misses:
+            if type(items[n]) is bytes:
+                self.cache.put(key, fingerprint, items[n])
+        return items
 
     async def _read_chunk(
         self, collection: Collection, after: str | None, remaining: int | None, size: int = READ_CHUNK
@@ -162,7 +235,7 @@ class Loader:
         self, collection: Collection, entity_id: str, raw: Any, instruments: dict[str, bytes], as_msgpack: bool
     ) -> bytes | None:
         if collection not in REBUILT:
-            item = self._item(collection, entity_id, raw, None)
+            item = self._item(collection, entity_id, raw)
             return None if item is None else encode_reply(item, as_msgpack)
         if not raw:
             return None
@@ -172,23 +245,14 @@ class Loader:
         cached = self.cache.get(key, fingerprint)
         if cached is not None:
             return cached
-        # msgpack: the events as stored, not unpacked nor packed again (`raw` is the list they came from)
-        item = self._item(collection, entity_id, raw, instrument, with_events=not as_msgpack)
-        if item is None:
-            return None
-        encoded = pack_with_raw_list(item, "events", list(raw)) if as_msgpack else encode_reply(item, False)
-        self.cache.put(key, fingerprint, encoded)
+        encoded = rebuilt_entry(self.serializer, collection, raw, instrument, as_msgpack)
+        if encoded is not None:
+            self.cache.put(key, fingerprint, encoded)
         return encoded
 
-    def _item(
-        self, collection: Collection, entity_id: str, raw: Any, instrument: bytes | None, *, with_events: bool = True
-    ) -> Any:
-        if collection == Collection.ORDERS:
-            return order_item(self.serializer, raw, with_events=with_events)
-        if collection == Collection.POSITIONS:
-            return position_item(self.serializer, raw, instrument, with_events=with_events)
-        if collection == Collection.ACCOUNTS:
-            return account_item(self.serializer, raw, with_events=with_events)
+    @staticmethod
+    def _item(collection: Collection, entity_id: str, raw: Any) -> Any:
+        """The item of an entity answered as stored (not in `REBUILT`)."""
         if collection == Collection.CURRENCIES:
             return currency_item(entity_id, raw)
         if collection == Collection.STRATEGIES:

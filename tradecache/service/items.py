@@ -15,10 +15,12 @@ from typing import Any, TypeVar
 from tradecache.cache.replay import currency_from_hash, decode_events, events_from_maps, strategy_state_from
 from tradecache.model.accounts import replay_account
 from tradecache.model.events import AccountState, OrderEvent, OrderFilled
+from tradecache.model.ledger import Collection
 from tradecache.model.orders import replay_order
 from tradecache.model.positions import replay_position
 from tradecache.serialization.msgpack import MsgPackSerializer, encode_currency, unpack
 from tradecache.serialization.snapshots import account_snapshot, order_snapshot, position_snapshot
+from tradecache.service.protocol import encode_reply, pack_with_raw_list
 
 T = TypeVar("T")
 Item = dict[str, Any]
@@ -43,6 +45,24 @@ def order_item(serializer: MsgPackSerializer, raw: Sequence[bytes], *, with_even
     snapshot = order_snapshot(replay_order(events))
     snapshot["events"] = maps
     return snapshot
+
+
+def rebuilt_entry(
+    serializer: MsgPackSerializer, collection: Collection, raw: Any, instrument: bytes | None, as_msgpack: bool
+) -> bytes | None:
+    """The encoded reply item of a rebuilt entity (`orders, positions, accounts), None when absent: pure, what both
+    the loop and the build worker run. In msgpack the events go as stored, not unpacked nor packed
+    again (`raw` is the list they came from); in JSON they are maps."""
+    with_events = not as_msgpack
+    if collection == Collection.ORDERS:
+        item = order_item(serializer, raw, with_events=with_events)
+    elif collection == Collection.POSITIONS:
+        item = position_item(serializer, raw, instrument, with_events=with_events)
+    else:
+        item = account_item(serializer, raw, with_events=with_events)
+    if item is None:
+        return None
+    return pack_with_raw_list(item, "events", list(raw)) if as_msgpack else encode_reply(item, False)
 
 
 def first_fill_instrument(raw: Sequence[bytes]) -> str | None:
@@ -105,6 +125,7 @@ __all__ = [
     "first_fill_instrument",
     "order_item",
     "position_item",
+    "rebuilt_entry",
     "stored_map_item",
     "strategy_item",
 ]

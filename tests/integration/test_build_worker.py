@@ -1,0 +1,225 @@
+"""`service/build_worker.py`: pages rebuilt half by a helper process are the loop's pages byte for
+byte, and nothing the worker does (dying, hanging, failing on an entity) changes a page or its
+error; the daemon starts it only when asked and usable CPUs allow, and stops it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import os
+import signal
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgpack
+import pytest
+import redis
+import redis.asyncio
+
+from tests.integration.daemon_harness import daemon_config, database, running_daemon
+from tests.unit.factories import OrderEvents
+from tradecache.cache.aio import Store
+from tradecache.cache.keys import Keys
+from tradecache.model import values
+from tradecache.model.enums import CurrencyType, OrderType
+from tradecache.model.ledger import Collection
+from tradecache.model.orders import Order
+from tradecache.model.values import Currency
+from tradecache.serialization.msgpack import MsgPackSerializer
+from tradecache.service import build_worker
+from tradecache.service.build_worker import COULD_NOT_BUILD, BuildWorker, serve, usable_cpus
+from tradecache.service.endpoints import Built, Loader
+from tradecache.service.items import rebuilt_entry
+from tradecache.service.protocol import PageRequest
+from tradecache.service.reply_cache import ReplyCache
+
+pytestmark = pytest.mark.integration
+
+TRADER = "WORKER-001"
+SERIALIZER = MsgPackSerializer()
+PAGE_BYTES = 200_000  # several pages, each of several chunks
+
+
+def order_events(client_order_id: str, fills: int) -> list[Any]:
+    make = OrderEvents(client_order_id, trader_id=TRADER)
+    events = [make.initialized(OrderType.LIMIT, quantity="1000", options={"price": "1.10000", "display_qty": None,
+                                                                           "expire_time_ns": 0}),
+              make.submitted(), make.accepted()]  # fmt: skip
+    events += [make.filled("100", order_type=OrderType.LIMIT) for _ in range(fills)]
+    return events
+
+
+@pytest.fixture(scope="module")
+def stored(redis_server: Any) -> Any:
+    """400 orders of 3 to 7 events."""
+    db = database(redis_server.url, TRADER)
+    db.flush()
+    with db.batch():
+        for n in range(400):
+            events = order_events(f"O-{n:05d}", n % 5)
+            order = Order(events[0])
+            db.add_order(order)
+            for event in events[1:]:
+                order.apply(event)
+                db.update_order(order)
+    yield redis_server
+    db.flush()
+
+
+@pytest.fixture
+async def store(stored: Any) -> AsyncIterator[Store]:
+    client = redis.asyncio.Redis.from_url(stored.url)
+    yield Store(client, Keys(TRADER), SERIALIZER)
+    await client.aclose()
+
+
+@pytest.fixture
+async def worker() -> AsyncIterator[BuildWorker]:
+    started = BuildWorker(restart_seconds=0.05)
+    await started.start()
+    await until(lambda: started.available)
+    yield started
+    await started.stop()
+
+
+async def until(condition: Any, timeout: float = 30.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def pages(loader: Loader, as_msgpack: bool = True, budget: int = PAGE_BYTES) -> list[bytes]:
+    after, found = None, []
+    while True:
+        built: Built = await loader.build(Collection.ORDERS, PageRequest(after=after, limit=1000), as_msgpack, budget)
+        found.append(b"".join(built.entries))
+        if built.last is None:
+            return found
+        after = built.last
+
+
+@pytest.mark.parametrize("as_msgpack", [True, False], ids=["msgpack", "json"])
+async def test_pages_built_beside_the_worker_are_the_loops(store: Store, worker: BuildWorker, as_msgpack: bool) -> None:
+    alone = await pages(Loader(store, SERIALIZER, ReplyCache()), as_msgpack)
+    beside = await pages(Loader(store, SERIALIZER, ReplyCache(), worker), as_msgpack)
+    assert len(alone) > 2
+    assert beside == alone
+    assert worker.jobs > 0  # chunks were shared (not all: a page's overflow is cached for the next)
+    assert worker.failures == 0
+
+
+async def test_a_worker_killed_or_hung_changes_no_page_and_another_starts(store: Store, worker: BuildWorker) -> None:
+    alone = await pages(Loader(store, SERIALIZER, ReplyCache()))
+    loader = Loader(store, SERIALIZER, ReplyCache(max_bytes=0), worker)  # no cache: every page rebuilt
+    for stop in (signal.SIGKILL, signal.SIGSTOP):
+        process = worker._process
+        assert process is not None
+        os.kill(process.pid, stop)
+        assert await pages(loader) == alone  # its half rebuilt by the loop (a hung one after its timeout)
+        assert worker._process is not process and process.returncode is not None  # killed, not left behind
+        await until(lambda: worker.available)  # another started
+        jobs = worker.jobs
+        assert await pages(loader) == alone
+        assert worker.jobs > jobs
+    assert worker.failures == 2 and worker.starts == 3
+
+
+async def test_after_its_last_start_the_loop_builds_alone(store: Store) -> None:
+    worker = BuildWorker(restart_seconds=0.01, max_starts=1)
+    await worker.start()
+    await until(lambda: worker.available)
+    assert worker._process is not None
+    os.kill(worker._process.pid, signal.SIGKILL)
+    loader = Loader(store, SERIALIZER, ReplyCache(), worker)
+    assert await pages(loader) == await pages(Loader(store, SERIALIZER, ReplyCache()))
+    await asyncio.sleep(0.1)
+    assert not worker.available and worker.starts == 1 and worker._process is None
+    await worker.stop()
+
+
+@pytest.mark.parametrize(("first_page_bytes", "half"), [(150_000, range(100)), (300_000, range(100, 200))],
+                         ids=["in the loop's half", "in the worker's half"])  # fmt: skip
+async def test_an_entity_that_cannot_be_rebuilt_fails_a_page_only_as_it_does_without_the_worker(
+    stored: Any, store: Store, worker: BuildWorker, first_page_bytes: int, half: range
+) -> None:
+    first = await Loader(store, SERIALIZER, ReplyCache()).build(
+        Collection.ORDERS, PageRequest(after=None, limit=1000), True, first_page_bytes
+    )
+    assert first.last is not None
+    bad = f"O-{int(first.last[2:]) + 2:05d}"  # past the first page's cut: the first chunk's misses are 0-199
+    assert int(bad[2:]) in half
+    client = redis.Redis.from_url(stored.url)
+    key = Keys(TRADER).entity(Collection.ORDERS, bad)
+    saved = client.lrange(key, 0, -1)
+    client.rpush(key, b"\x81\xa4type\xa8Nonsense")
+    try:
+        # The first page never reaches it: answered the same with the worker, which failed on it.
+        beside = await Loader(store, SERIALIZER, ReplyCache(), worker).build(
+            Collection.ORDERS, PageRequest(after=None, limit=1000), True, first_page_bytes
+        )
+        assert (beside.entries, beside.last) == (first.entries, first.last)
+        # A page that reaches it fails with the same error either way: the next one, or one page
+        # of all the orders (then the worker's own try at it is what the page reaches).
+        for budget in (PAGE_BYTES, 4 * 1024 * 1024):
+            errors = []
+            for loader in (Loader(store, SERIALIZER, ReplyCache()), Loader(store, SERIALIZER, ReplyCache(), worker)):
+                with pytest.raises(Exception) as raised:
+                    await pages(loader, budget=budget)
+                errors.append((type(raised.value), str(raised.value)))
+            assert errors[0] == errors[1]
+        assert worker.failures == 0  # an entity it cannot build is not the worker failing
+    finally:
+        client.delete(key)
+        client.rpush(key, *saved)
+        client.close()
+
+
+def test_the_worker_registers_the_currencies_sent_and_marks_what_it_cannot_build() -> None:
+    raw = [SERIALIZER.serialize(event) for event in order_events("O-1", 2)]
+    job = [7, Collection.ORDERS.value, True, [["XYZ", 3, 0, "Xyz coin", CurrencyType.CRYPTO.value]],
+           [[raw, None], [[b"\xc1"], None], [[], None]]]  # fmt: skip
+    body = msgpack.packb(job, use_bin_type=True)
+    answers = io.BytesIO()
+    assert serve(io.BytesIO(len(body).to_bytes(4, "big") + body), answers) == 0  # stops at the end of its input
+    frames = answers.getvalue()
+    ready_size = int.from_bytes(frames[:4], "big")
+    assert msgpack.unpackb(frames[4 : 4 + ready_size]) == [0, build_worker.READY]
+    job_id, items = msgpack.unpackb(frames[8 + ready_size :], raw=False)
+    assert job_id == 7
+    assert items == [rebuilt_entry(SERIALIZER, Collection.ORDERS, raw, None, True), COULD_NOT_BUILD, None]
+    assert values.currency_registry()["XYZ"] == Currency("XYZ", 3, 0, "Xyz coin", CurrencyType.CRYPTO)
+
+
+def test_usable_cpus_are_at_most_the_affinity() -> None:
+    assert 0 < usable_cpus() <= len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize("enabled", [True, False], ids=["on", "off"])
+async def test_the_daemon_starts_the_worker_when_asked_and_stops_it(
+    redis_server: Any, nats_server: Any, enabled: bool
+) -> None:
+    config = daemon_config(redis_server.url, nats_server.url, "WORKER-002", load={"build_worker": enabled})
+    async with running_daemon(config) as daemon:
+        if not enabled or usable_cpus() < build_worker.MIN_CPUS:
+            assert daemon.build_worker is None
+            return
+        worker = daemon.build_worker
+        assert worker is not None
+        await until(lambda: worker.available)
+        process = worker._process
+        assert process is not None
+    assert process.returncode is not None  # ended with the daemon
+
+
+async def test_a_cancelled_build_leaves_the_worker_answering_the_next(store: Store, worker: BuildWorker) -> None:
+    alone = await pages(Loader(store, SERIALIZER, ReplyCache()))
+    for delay in (0.0, 0.001, 0.003, 0.006, 0.01):  # cancelled at different points of a job
+        loader = Loader(store, SERIALIZER, ReplyCache(max_bytes=0), worker)
+        task = asyncio.ensure_future(pages(loader))
+        await asyncio.sleep(delay)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert await pages(loader) == alone
+    assert worker.failures == 0 and worker.starts == 1
