@@ -39,10 +39,11 @@ from tradecache.config import Config
 from tradecache.daemon.app import GC_YOUNG_THRESHOLD, decode_limits, nats_options, redis_client
 from tradecache.errors import LeaseLost, RebuildRefused, TradecacheError
 from tradecache.ingest.batch import duplicates
+from tradecache.ingest.inbox import subscribe_inbox
 from tradecache.ingest.intake import Intake
 from tradecache.ingest.lease import Lease, holder_name
 from tradecache.ingest.pipeline import Committed, Pipeline
-from tradecache.ingest.pull import DeliverBatch, Incoming, PullMachine, PullSettings, SendPull
+from tradecache.ingest.pull import DeliverBatch, PullMachine, PullSettings, SendPull
 from tradecache.model.identifiers import TraderId
 from tradecache.model.ledger import Ledger
 from tradecache.serialization.msgpack import MsgPackSerializer
@@ -254,11 +255,12 @@ async def _replay_all(
     machine = PullMachine(settings, inbox)
     arrived = asyncio.Event()
 
-    async def on_message(msg: Any) -> None:
-        machine.arrived(Incoming(msg.subject, msg.reply, msg.data, msg.headers))
+    def on_message(subject: str, reply: str, data: bytes, headers: dict[str, str] | None) -> None:
+        machine.arrived_parts(subject, reply, data, headers)
         arrived.set()
 
-    subscription = await nc.subscribe(f"{inbox}.*", cb=on_message)
+    # Each delivery handed over as nats-py parses it, as the daemon's inbox (`ingest/inbox.py`).
+    subscription = await subscribe_inbox(nc, f"{inbox}.*", on_message)
     batch_size = config.ingest.batch_size
     # As the daemon does: while a commit is in flight, the next batch (arrived) is checked ahead,
     # and once it is settled, applied ahead too (`Pipeline.upcoming`, see `ingest/pipeline.py`).
