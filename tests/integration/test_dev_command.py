@@ -131,6 +131,8 @@ def test_the_commands_dev_prints_work_when_pasted_and_ctrl_c_stops_everything(tm
             process.kill()
     assert process.returncode == 0, out + rest
     assert "Stopped redis-server and nats-server and removed their data" in rest
+    # Ctrl-C reached every process of the group: none of them (the build worker included) complains.
+    assert "Traceback" not in rest and "WARNING" not in rest and "ERROR" not in rest, rest
     assert not (tmp_path / ".tradecache-dev").exists()
     assert not redis_answers(HOST, server_ports(out)["redis"])
 

@@ -32,6 +32,7 @@ import fcntl
 import gc
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -336,6 +337,9 @@ def _item(serializer: MsgPackSerializer, collection: Collection, raw: Any, iid: 
 
 
 def main() -> int:
+    # A terminal's Ctrl-C reaches the whole process group: the daemon stops the worker itself
+    # (closing its stdin) once it has stopped asking, and a daemon gone leaves it at end of input.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     gc.disable()  # a job's objects are freed by reference counting; none are in cycles
     protocol_out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything printed goes to stderr, never into the frames
