@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import os
 import signal
@@ -223,3 +224,32 @@ async def test_a_cancelled_build_leaves_the_worker_answering_the_next(store: Sto
             await task
         assert await pages(loader) == alone
     assert worker.failures == 0 and worker.starts == 1
+
+
+async def test_items_far_larger_in_json_than_stored_come_back_from_the_worker(
+    redis_server: Any, worker: BuildWorker
+) -> None:
+    """A stored string of control characters is six times its size in JSON (`\\u0001`): the
+    answer's bound leaves room for that, so the worker is not taken for a broken one."""
+    trader = "WORKER-003"
+    db = database(redis_server.url, trader)
+    db.flush()
+    with db.batch():
+        for n in range(40):
+            make = OrderEvents(f"T-{n:03d}", trader_id=trader)
+            order = Order(dataclasses.replace(make.initialized(OrderType.MARKET, options={}), tags=("\x01" * 60_000,)))
+            db.add_order(order)
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    try:
+        store = Store(client, Keys(trader), SERIALIZER)
+        loaders = [Loader(store, SERIALIZER, ReplyCache()), Loader(store, SERIALIZER, ReplyCache(), worker)]
+        alone, beside = [
+            await loader.build(Collection.ORDERS, PageRequest(after=None, limit=1000), False, 16 * 1024 * 1024)
+            for loader in loaders
+        ]
+        assert beside.entries == alone.entries and len(alone.entries) == 40
+        assert len(b"".join(alone.entries)) > 6 * 40 * 60_000  # JSON: six bytes a character
+        assert worker.jobs == 1 and worker.failures == 0
+    finally:
+        await client.aclose()
+        db.flush()

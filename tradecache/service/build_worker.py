@@ -20,7 +20,7 @@ answered out of shape or later than `TIMEOUT_FACTOR` times the loop's own half (
 `MIN_TIMEOUT`) is killed, its half rebuilt on the loop, and another started `RESTART_SECONDS`
 later (at most `MAX_STARTS` in all; then the loop builds alone, logged once). Bounds: one job at a
 time (a second build meanwhile builds alone), one chunk per job (`READ_CHUNK` entities), an answer
-of at most `MAX_ANSWER_FACTOR` times the job's bytes plus a megabyte; a job left unanswered (its
+of at most `MAX_ANSWER_FACTOR` (8) times the job's bytes plus a megabyte; a job left unanswered (its
 request cancelled) is skipped by id.
 """
 
@@ -55,7 +55,7 @@ MIN_TIMEOUT: Final = 1.0
 TIMEOUT_FACTOR: Final = 10.0
 RESTART_SECONDS: Final = 10.0
 MAX_STARTS: Final = 5
-MAX_ANSWER_FACTOR: Final = 4
+MAX_ANSWER_FACTOR: Final = 8  # JSON writes a control character of a stored string as six
 PIPE_BYTES: Final = 1 << 20
 MIN_CPUS: Final = 1.5
 Job = tuple[Sequence[bytes], bytes | None]  # a stored list, and the instrument a position needs
