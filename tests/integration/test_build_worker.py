@@ -196,6 +196,14 @@ def test_usable_cpus_are_at_most_the_affinity() -> None:
     assert 0 < usable_cpus() <= len(os.sched_getaffinity(0))
 
 
+def metric(daemon: Any, name: str) -> float:
+    """The value of an unlabelled metric in the daemon's /metrics text."""
+    for line in daemon.metrics.render().decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not exported")
+
+
 @pytest.mark.parametrize("enabled", [True, False], ids=["on", "off"])
 async def test_the_daemon_starts_the_worker_when_asked_and_stops_it(
     redis_server: Any, nats_server: Any, enabled: bool
@@ -204,12 +212,21 @@ async def test_the_daemon_starts_the_worker_when_asked_and_stops_it(
     async with running_daemon(config) as daemon:
         if not enabled or usable_cpus() < build_worker.MIN_CPUS:
             assert daemon.build_worker is None
+            assert metric(daemon, "tradecache_load_build_worker_up") == 0.0
             return
         worker = daemon.build_worker
         assert worker is not None
         await until(lambda: worker.available)
+        assert metric(daemon, "tradecache_load_build_worker_up") == 1.0
+        assert metric(daemon, "tradecache_load_build_worker_failures_total") == 0.0
         process = worker._process
         assert process is not None
+        os.kill(process.pid, signal.SIGKILL)  # seen by its reader at once; another starts 10 s later
+        await until(lambda: metric(daemon, "tradecache_load_build_worker_failures_total") == 1.0)
+        assert metric(daemon, "tradecache_load_build_worker_up") == 0.0
+        await until(lambda: worker.available)  # the next one
+        process = worker._process
+        assert process is not None and metric(daemon, "tradecache_load_build_worker_up") == 1.0
     assert process.returncode is not None  # ended with the daemon
 
 

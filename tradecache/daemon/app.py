@@ -213,7 +213,9 @@ class Daemon:
         load = self.config.load
         cpus = usable_cpus()
         if load.build_worker and cpus >= MIN_CPUS:
-            self.build_worker = BuildWorker()
+            self.build_worker = BuildWorker(on_failure=self.metrics.build_worker_failed)
+            worker = self.build_worker
+            self.metrics.follow_build_worker(lambda: worker.ready)
         log.info("load build worker " + ("on" if self.build_worker else "off"),
                  extra={"build_worker": load.build_worker, "usable_cpus": round(cpus, 2)})  # fmt: skip
         self.service = LoadService(

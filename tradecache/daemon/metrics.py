@@ -195,6 +195,16 @@ class Metrics:
             "tradecache_load_shed", "Load requests not served: busy (answered 429) or without a reply subject",
             ["endpoint", "reason"], registry=r,
         )  # fmt: skip
+        # Not in SPEC section 4: the load build worker (service/build_worker.py).
+        self.build_worker_up = Gauge(
+            "tradecache_load_build_worker_up", "1 while the load build worker is ready (0: off, starting or failed)",
+            registry=r,
+        )  # fmt: skip
+        self.build_worker_failures = Counter(
+            "tradecache_load_build_worker_failures",
+            "Load build workers killed (died, hung or answered out of shape): their share rebuilt on the loop",
+            registry=r,
+        )  # fmt: skip
         # Retention (issue 12): what sweeps removed, by kind, and how long each took.
         self.retention_removed = Counter(
             "tradecache_retention_removed", "Entities retention removed from Redis, by kind", ["kind"], registry=r
@@ -385,6 +395,13 @@ class Metrics:
     def follow_stall(self, is_stalled: Callable[[], bool]) -> None:
         """`tradecache_ingest_stalled` is read from `is_stalled` at each scrape."""
         self.ingest_stalled.set_function(lambda: 1.0 if is_stalled() else 0.0)
+
+    def follow_build_worker(self, is_up: Callable[[], bool]) -> None:
+        """`tradecache_load_build_worker_up` is read from `is_up` at each scrape."""
+        self.build_worker_up.set_function(lambda: 1.0 if is_up() else 0.0)
+
+    def build_worker_failed(self) -> None:
+        self.build_worker_failures.inc()
 
     def follow_readiness(self, is_ready: Callable[[], bool]) -> None:
         """`tradecache_ready` is read from `is_ready` at each scrape."""

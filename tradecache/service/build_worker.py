@@ -126,8 +126,15 @@ class BuildWorker:
     it (a job given up, its request cancelled or timed out, leaves its answer to be dropped): a
     cancelled request never leaves the pipe half-read."""
 
-    def __init__(self, *, restart_seconds: float = RESTART_SECONDS, max_starts: int = MAX_STARTS) -> None:
+    def __init__(
+        self,
+        *,
+        restart_seconds: float = RESTART_SECONDS,
+        max_starts: int = MAX_STARTS,
+        on_failure: Callable[[], None] = lambda: None,
+    ) -> None:
         self.restart_seconds = restart_seconds
+        self.on_failure = on_failure  # the daemon counts them (tradecache_load_build_worker_failures_total)
         self.max_starts = max_starts
         self.starts = 0
         self.failures = 0
@@ -145,6 +152,11 @@ class BuildWorker:
     def available(self) -> bool:
         """Started, and no other build is using it."""
         return self._ready and not self._lock.locked()
+
+    @property
+    def ready(self) -> bool:
+        """Started and answering (busy or not)."""
+        return self._ready
 
     async def start(self) -> None:
         """Start the process; it becomes `available` once it says it is ready."""
@@ -274,6 +286,7 @@ class BuildWorker:
         if process is not None and process is not self._process:
             return  # an earlier worker, already replaced or stopped
         self.failures += 1
+        self.on_failure()
         self._ready = False
         self._process = None
         last = self.starts >= self.max_starts
