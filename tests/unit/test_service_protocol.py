@@ -18,8 +18,8 @@ from tradecache.service.protocol import (
     encode_reply,
     error_body,
     id_request,
-    join_entries,
     page_request,
+    reply_parts,
     wants_msgpack,
 )
 from tradecache.service.reply_cache import ReplyCache, digest
@@ -63,7 +63,7 @@ def test_built_entries_join_into_the_encoded_map_and_their_size_is_bounded_befor
     built = Built()
     for key, value in items.items():
         assert built.add(key, encode_reply(value, as_msgpack), as_msgpack, budget=1 << 30)
-    body = join_entries(built.entries, as_msgpack)
+    body = b"".join(reply_parts(built.entries, as_msgpack))
     assert len(body) <= built.size
     if as_msgpack:
         assert msgpack.unpackb(body, raw=False) == items
@@ -78,7 +78,7 @@ def test_a_built_reply_stops_at_its_budget_and_names_the_item_that_did_not_fit()
     assert added == [True] * added.count(True) + [False] * added.count(False) and added.count(True) >= 8
     kept = added.count(True)
     assert built.last == f"O-{kept - 1}" and built.overflow == f"O-{kept}" and built.full
-    assert len(join_entries(built.entries, False)) <= 1000
+    assert len(b"".join(reply_parts(built.entries, False))) <= 1000
 
 
 def test_json_replies_carry_bytes_as_base64_and_msgpack_replies_as_bytes() -> None:

@@ -41,6 +41,16 @@ MIN_SHARED: Final = 8
 _BUILD_HERE: Final = object()
 
 
+@dataclass(frozen=True, slots=True)
+class _Rebuild:
+    """A rebuilt entity whose reply is not cached: what rebuilding it needs, and its cache entry."""
+
+    key: CacheKey
+    fingerprint: bytes
+    raw: Any
+    instrument: bytes | None
+
+
 @dataclass(slots=True)
 class Built:
     """A collection reply being built: its encoded `id: item` entries, an upper bound of the bytes
@@ -172,44 +182,37 @@ class Loader:
         caller (`_BUILD_HERE`), which rebuilds it in order and so raises only if the page gets
         that far, as it always did; so is the worker's half when it failed."""
         items: list[Any] = [None] * len(ids)
-        misses: list[tuple[int, CacheKey, bytes, Any, bytes | None]] = []
+        misses: list[tuple[int, _Rebuild]] = []
         for n, (entity_id, raw) in enumerate(zip(ids, raws, strict=True)):
-            if not raw:
-                continue
-            instrument = (
-                instruments.get(first_fill_instrument(raw) or "") if collection == Collection.POSITIONS else None
-            )
-            key = (collection.value, entity_id, as_msgpack)
-            fingerprint = digest([*raw, instrument])
-            cached = self.cache.get(key, fingerprint)
-            if cached is not None:
-                items[n] = cached
-            else:
-                misses.append((n, key, fingerprint, raw, instrument))
+            if raw:
+                found = self._cached(collection, entity_id, raw, instruments, as_msgpack)
+                if isinstance(found, _Rebuild):
+                    misses.append((n, found))
+                else:
+                    items[n] = found
         theirs = misses[len(misses) // 2 :] if len(misses) >= MIN_SHARED else []
         mine = misses[: len(misses) - len(theirs)]
         slicer = Slicer()
 
         async def build_mine() -> None:
-            for n, _key, _fingerprint, raw, instrument in mine:
+            for n, miss in mine:
                 try:
-                    items[n] = rebuilt_entry(self.serializer, collection, raw, instrument, as_msgpack)
+                    items[n] = self._rebuilt(collection, miss, as_msgpack)
                 except Exception:  # rebuilt again by the caller, if the page gets that far
                     items[n] = _BUILD_HERE
                 await slicer.tick()
 
         if not theirs:
             await build_mine()
-            built_there: list[Any] | None = []
-        else:
-            jobs = [(raw, instrument) for _n, _key, _fingerprint, raw, instrument in theirs]
-            built_there = await worker.build_beside(collection, as_msgpack, jobs, build_mine)
-        for index, (n, _key, _fingerprint, _raw, _instrument) in enumerate(theirs):
-            item = None if built_there is None else built_there[index]
-            items[n] = _BUILD_HERE if built_there is None or item is False else item  # False: it could not
-        for n, key, fingerprint, _raw, _instrument in misses:
-            if type(items[n]) is bytes:
-                self.cache.put(key, fingerprint, items[n])
+            return items
+        built_there = await worker.build_beside(
+            collection, as_msgpack, [(miss.raw, miss.instrument) for _, miss in theirs], build_mine
+        )
+        for index, (n, miss) in enumerate(theirs):
+            item = _BUILD_HERE if built_there is None or built_there[index] is False else built_there[index]
+            if type(item) is bytes:  # False: the worker could not rebuild it; None: absent
+                self.cache.put(miss.key, miss.fingerprint, item)
+            items[n] = item
         return items
 
     async def _read_chunk(
@@ -239,15 +242,23 @@ class Loader:
             return None if item is None else encode_reply(item, as_msgpack)
         if not raw:
             return None
+        found = self._cached(collection, entity_id, raw, instruments, as_msgpack)
+        return self._rebuilt(collection, found, as_msgpack) if isinstance(found, _Rebuild) else found
+
+    def _cached(
+        self, collection: Collection, entity_id: str, raw: Any, instruments: dict[str, bytes], as_msgpack: bool
+    ) -> bytes | _Rebuild:
+        """A rebuilt entity's cached reply, or what rebuilding it takes (`_rebuilt`)."""
         instrument = instruments.get(first_fill_instrument(raw) or "") if collection == Collection.POSITIONS else None
         key = (collection.value, entity_id, as_msgpack)
         fingerprint = digest([*raw, instrument])
         cached = self.cache.get(key, fingerprint)
-        if cached is not None:
-            return cached
-        encoded = rebuilt_entry(self.serializer, collection, raw, instrument, as_msgpack)
+        return _Rebuild(key, fingerprint, raw, instrument) if cached is None else cached
+
+    def _rebuilt(self, collection: Collection, miss: _Rebuild, as_msgpack: bool) -> bytes | None:
+        encoded = rebuilt_entry(self.serializer, collection, miss.raw, miss.instrument, as_msgpack)
         if encoded is not None:
-            self.cache.put(key, fingerprint, encoded)
+            self.cache.put(miss.key, miss.fingerprint, encoded)
         return encoded
 
     @staticmethod

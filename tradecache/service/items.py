@@ -50,9 +50,9 @@ def order_item(serializer: MsgPackSerializer, raw: Sequence[bytes], *, with_even
 def rebuilt_entry(
     serializer: MsgPackSerializer, collection: Collection, raw: Any, instrument: bytes | None, as_msgpack: bool
 ) -> bytes | None:
-    """The encoded reply item of a rebuilt entity (`orders, positions, accounts), None when absent: pure, what both
-    the loop and the build worker run. In msgpack the events go as stored, not unpacked nor packed
-    again (`raw` is the list they came from); in JSON they are maps."""
+    """The encoded reply item of a rebuilt entity (an order, position or account), None when
+    absent: pure, what both the loop and the build worker run. In msgpack the events go as stored,
+    not unpacked nor packed again (`raw` is the list they came from); in JSON they are maps."""
     with_events = not as_msgpack
     if collection == Collection.ORDERS:
         item = order_item(serializer, raw, with_events=with_events)

@@ -124,7 +124,7 @@ def encode_reply(value: Any, as_msgpack: bool) -> bytes:
 
 def encode_entry(key: str, item: bytes, as_msgpack: bool) -> bytes:
     """One `id: item` pair of a collection reply (the item already encoded), so a page can be
-    measured and cut to fit the max payload before it is joined (`reply_parts`, `join_entries`)."""
+    measured and cut to fit the max payload before it is joined (`reply_parts`)."""
     if as_msgpack:
         return _packed(key) + item
     return encode_reply(key, False) + b":" + item
@@ -148,10 +148,6 @@ def reply_parts(entries: list[bytes], as_msgpack: bool) -> list[bytes]:
     if not as_msgpack:
         return [b"{", b",".join(entries), b"}"]
     return [map_header(len(entries)), *entries]
-
-
-def join_entries(entries: list[bytes], as_msgpack: bool) -> bytes:
-    return b"".join(reply_parts(entries, as_msgpack))
 
 
 def pack_with_raw_list(item: Mapping[str, Any], key: str, raw: list[bytes]) -> bytes:
@@ -188,7 +184,6 @@ __all__ = [
     "encode_reply",
     "error_body",
     "id_request",
-    "join_entries",
     "pack_with_raw_list",
     "page_request",
     "parse_body",
