@@ -239,6 +239,7 @@ async def test_a_cancelled_build_leaves_the_worker_answering_the_next(store: Sto
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        await until(lambda: worker.available and not worker._waiting)  # its jobs answered and dropped
         assert await pages(loader) == alone
     assert worker.failures == 0 and worker.starts == 1
 
@@ -270,3 +271,109 @@ async def test_items_far_larger_in_json_than_stored_come_back_from_the_worker(
     finally:
         await client.aclose()
         db.flush()
+
+
+def jobs_of(raws: list[list[bytes]]) -> list[tuple[list[bytes], None]]:
+    return [(raw, None) for raw in raws]
+
+
+async def test_two_jobs_may_be_out_at_once_a_third_is_refused_and_each_comes_back_whole(
+    worker: BuildWorker,
+) -> None:
+    raws = [[SERIALIZER.serialize(event) for event in order_events(f"S-{n}", n % 3)] for n in range(60)]
+    expected = [rebuilt_entry(SERIALIZER, Collection.ORDERS, raw, None, True) for raw in raws]
+    first = worker.submit(Collection.ORDERS, True, jobs_of(raws[:30]))
+    second = worker.submit(Collection.ORDERS, True, jobs_of(raws[30:]))
+    assert first is not None and second is not None
+    assert not worker.available and build_worker.MAX_OUTSTANDING == 2
+    assert worker.submit(Collection.ORDERS, True, jobs_of(raws[:1])) is None  # the caller builds it
+    assert await worker.collect(second) == expected[30:]  # in any order
+    assert await worker.collect(first) == expected[:30]
+    assert worker.available and worker.jobs == 2 and worker.failures == 0
+
+
+async def test_the_workers_share_grows_while_it_is_ahead_and_shrinks_when_the_loop_waits(
+    worker: BuildWorker,
+) -> None:
+    raws = [[SERIALIZER.serialize(event) for event in order_events(f"S-{n}", 2)] for n in range(200)]
+    assert worker.share == build_worker.FIRST_SHARE
+    for _ in range(12):  # answered before it is asked for: up, to its bound
+        submitted = worker.submit(Collection.ORDERS, True, jobs_of(raws[:2]))
+        assert submitted is not None
+        await until(submitted.answer.done)
+        await worker.collect(submitted)
+    assert worker.share == pytest.approx(build_worker.MAX_SHARE)
+    for _ in range(16):  # asked for at once, 200 orders out: the loop waits, down to its bound
+        submitted = worker.submit(Collection.ORDERS, True, jobs_of(raws))
+        assert submitted is not None and not submitted.answer.done()
+        await worker.collect(submitted)
+    assert worker.share == pytest.approx(build_worker.MIN_SHARE)
+
+
+@pytest.mark.parametrize("share", [0.2, 0.9])
+async def test_a_chunk_is_shared_as_the_worker_share_says(
+    store: Store, worker: BuildWorker, share: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent: list[int] = []
+    submit = worker.submit
+
+    def counted(collection: Collection, as_msgpack: bool, jobs: Any) -> Any:
+        sent.append(len(jobs))
+        worker.share = share  # held where the test put it, whatever the answers say
+        return submit(collection, as_msgpack, jobs)
+
+    monkeypatch.setattr(worker, "submit", counted)
+    worker.share = share
+    built = await Loader(store, SERIALIZER, ReplyCache(), worker).build(
+        Collection.ORDERS, PageRequest(after=None, limit=200), True, 16 * 1024 * 1024
+    )
+    assert len(built.entries) == 200
+    assert sent == [round(200 * share)]
+
+
+async def test_a_page_reads_its_ids_once_and_each_chunk_in_one_round_trip(stored: Any, store: Store) -> None:
+    client = redis.Redis.from_url(stored.url)
+
+    def calls(command: str) -> int:
+        return int(client.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0))
+
+    try:
+        await store.ensure_indexes()
+        before = calls("zrangebylex"), calls("lrange")
+        built = await Loader(store, SERIALIZER, ReplyCache()).build(
+            Collection.ORDERS, PageRequest(after=None, limit=1000), True, 16 * 1024 * 1024
+        )
+        assert len(built.entries) == 400 and built.last is None
+        assert (calls("zrangebylex") - before[0], calls("lrange") - before[1]) == (1, 400)  # 2 chunks, 1 index read
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("id_batch", [1, 7, 199, 1000])
+async def test_pages_of_ids_read_in_batches_hold_every_entity_once_in_order(
+    stored: Any, store: Store, worker: BuildWorker, id_batch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever the batch, the limit and the budget: the pages, joined, are every order's entry in
+    index order, each page within its limit and budget, its cursor its last entry's id."""
+    from tradecache.service import endpoints
+    from tradecache.service.protocol import encode_entry
+
+    client = redis.Redis.from_url(stored.url)
+    ids = [raw.decode() for raw in client.zrange(Keys(TRADER).index(Collection.ORDERS), 0, -1)]
+    client.close()
+    assert len(ids) == 400 and ids == sorted(ids)
+    reference = Loader(store, SERIALIZER, ReplyCache())
+    entries = [encode_entry(oid, (await reference.one(Collection.ORDERS, oid, True))[0], True) for oid in ids]
+    monkeypatch.setattr(endpoints, "ID_BATCH", id_batch)
+    for limit, budget in [(1, PAGE_BYTES), (5, PAGE_BYTES), (199, PAGE_BYTES), (201, 60_000), (1000, PAGE_BYTES)]:
+        for loader in (Loader(store, SERIALIZER, ReplyCache()), Loader(store, SERIALIZER, ReplyCache(), worker)):
+            after, found = None, []
+            while True:
+                built = await loader.build(Collection.ORDERS, PageRequest(after=after, limit=limit), True, budget)
+                assert 0 < len(built.entries) <= limit and built.size <= budget
+                found += built.entries
+                if built.last is None:
+                    break
+                assert built.entries[-1] == entries[ids.index(built.last)]
+                after = built.last
+            assert found == entries

@@ -1,27 +1,29 @@
 """A helper process that rebuilds reply items beside the event loop, on a second core.
 
 Rebuilding orders, positions and accounts for a page is CPU-bound Python (decode, replay,
-snapshot, pack: ~30 us an order of 4 events), and the event loop is one thread: a first
-`load.orders` kept one core busy while the other idled. `Loader.build` hands half of each
-chunk's cache misses to this worker and rebuilds the other half itself meanwhile; the worker runs
-the very function the loop runs (`items.rebuilt_entry`), so its items are the loop's byte for
-byte.
+snapshot, pack: ~25 us an order of 4 events), and the event loop is one thread: a first
+`load.orders` kept one core busy while the other idled. `Loader.build` hands a share of each
+chunk's cache misses to this worker (`BuildWorker.share`, following the balance between the two)
+and rebuilds the rest itself meanwhile; the worker runs the very function the loop runs
+(`items.rebuilt_entry`), so its items are the loop's byte for byte.
 
 The worker is `python -m tradecache.service.build_worker`, the daemon's own package first on its
 path, speaking length-prefixed msgpack frames on its stdin and stdout (its stray prints go to
 stderr). A job is `[id, collection, msgpack?, currencies or nil, [[stored list, instrument or
 nil], ...]]`; its answer `[id, [item bytes, nil (absent) or false (could not build), ...]]`.
 Currencies are sent again whenever a `Currency` message changed the registry since the worker last
-heard: rebuilding money needs them.
+heard: rebuilding money needs them. Jobs are `submit`ted without waiting and `collect`ed later, so
+the loop can hand over the next chunk's share before it waits for this one's.
 
 Nothing the worker does can fail a request: an item it could not build is rebuilt on the loop
 (which raises what it always raised, and only if the page gets that far), and a worker that died,
-answered out of shape or later than `TIMEOUT_FACTOR` times the loop's own half (at least
-`MIN_TIMEOUT`) is killed, its half rebuilt on the loop, and another started `RESTART_SECONDS`
-later (at most `MAX_STARTS` in all; then the loop builds alone, logged once). Bounds: one job at a
-time (a second build meanwhile builds alone), one chunk per job (`READ_CHUNK` entities), an answer
-of at most `MAX_ANSWER_FACTOR` (8) times the job's bytes plus a megabyte; a job left unanswered (its
-request cancelled) is skipped by id.
+answered out of shape or later than `TIMEOUT_FACTOR` times the time since its job was sent (at
+least `MIN_TIMEOUT`) is killed, its share rebuilt on the loop, and another started
+`RESTART_SECONDS` later (at most `MAX_STARTS` in all; then the loop builds alone, logged once).
+Bounds: at most `MAX_OUTSTANDING` (2) jobs sent and not answered, all requests together (a chunk
+meanwhile is built on the loop alone), one chunk per job (`READ_CHUNK` entities), an answer of at
+most `MAX_ANSWER_FACTOR` (8) times the job's bytes plus a megabyte; a job given up (its request
+cancelled) is still read when answered, and skipped by id.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
@@ -55,6 +58,14 @@ MIN_TIMEOUT: Final = 1.0
 TIMEOUT_FACTOR: Final = 10.0
 RESTART_SECONDS: Final = 10.0
 MAX_STARTS: Final = 5
+# Jobs sent and not yet answered, all requests together: one being built, the next in hand.
+MAX_OUTSTANDING: Final = 2
+# The worker's share of a chunk's cache misses (`BuildWorker.share`): where it starts, its bounds,
+# and how far one collected job moves it.
+FIRST_SHARE: Final = 0.5
+MIN_SHARE: Final = 0.2
+MAX_SHARE: Final = 0.9
+SHARE_STEP: Final = 0.05
 MAX_ANSWER_FACTOR: Final = 8  # JSON writes a control character of a stored string as six
 PIPE_BYTES: Final = 1 << 20
 MIN_CPUS: Final = 1.5
@@ -119,6 +130,23 @@ class WorkerGone(Exception):
     """The worker's pipe ended or carried something out of shape: its answers will not come."""
 
 
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """A job sent to the worker: the process it went to, its answer to come, how many items it
+    asked for, and when it was sent (`time.perf_counter`)."""
+
+    process: asyncio.subprocess.Process
+    answer: asyncio.Future[Any]
+    count: int
+    at: float
+
+
+def retrieved(work: asyncio.Future[Any]) -> None:
+    """Take the outcome of a future no one waits for (asyncio would log it as never retrieved)."""
+    if not work.cancelled():
+        work.exception()
+
+
 class BuildWorker:
     """The daemon's side of the worker process (see the module docstring).
 
@@ -142,16 +170,20 @@ class BuildWorker:
         self._process: asyncio.subprocess.Process | None = None
         self._ready = False
         self._stopped = False
-        self._lock = asyncio.Lock()
         self._job = 0
+        # The loop has the rest of the page to do besides its share (reads, cache, framing), so an
+        # even split left the worker idle; where the balance lies depends on the machine and the
+        # load, so the share follows it: up when the answer was in before the loop asked for it,
+        # down when the loop had to wait.
+        self.share = FIRST_SHARE
         self._heard = -1  # the registry generation the worker last heard
         self._waiting: dict[int, tuple[asyncio.Future[Any], int]] = {}  # job -> (its answer, its size bound)
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def available(self) -> bool:
-        """Started, and no other build is using it."""
-        return self._ready and not self._lock.locked()
+        """Started, and fewer than `MAX_OUTSTANDING` jobs sent and not yet answered."""
+        return self._ready and len(self._waiting) < MAX_OUTSTANDING
 
     @property
     def ready(self) -> bool:
@@ -189,51 +221,61 @@ class BuildWorker:
         for task in list(self._tasks):
             task.cancel()
 
-    async def build_beside(
-        self, collection: Collection, as_msgpack: bool, jobs: Sequence[Job], mine: Callable[[], Awaitable[None]]
-    ) -> list[Any] | None:
-        """Send `jobs` to the worker, run `mine` (the loop's share), then return the worker's items
-        in order: bytes, None (absent) or COULD_NOT_BUILD. None when the worker failed: the
-        caller builds them all. What `mine` raises is raised (the worker's answer is dropped)."""
-        async with self._lock:
-            process = self._process
-            if not self._ready or process is None or process.stdin is None:
-                await mine()
-                return None
-            self._job += 1
-            job = self._job
-            currencies = None
-            if self._heard != _generation:
-                currencies, self._heard = _currencies(), _generation
-            frame = _frame([job, collection.value, as_msgpack, currencies, [[list(raw), iid] for raw, iid in jobs]])
-            # Kept until its answer is read, even when given up: its bound stays known to the reader.
-            answer = asyncio.get_running_loop().create_future()
-            self._waiting[job] = (answer, MAX_ANSWER_FACTOR * len(frame) + (1 << 20))
-            try:
-                process.stdin.write(frame)
-            except (OSError, RuntimeError) as exc:  # its pipe closed: it died
-                await self._fail(process, f"could not be written to: {exc}")
-                await mine()
-                return None
-            started = time.perf_counter()
-            try:
-                await mine()
-            except BaseException:
-                answer.cancel()  # given up (an error or a cancelled request): its answer is dropped
-                raise
-            timeout = max(MIN_TIMEOUT, TIMEOUT_FACTOR * (time.perf_counter() - started))
-            try:
-                items = await asyncio.wait_for(answer, timeout)
-            except TimeoutError:
-                await self._fail(process, f"gave no answer within {timeout:.1f} s")
-                return None
-            except WorkerGone:
-                return None  # the reader failed it
-            if not isinstance(items, list) or len(items) != len(jobs) or not all(map(_is_item, items)):
-                await self._fail(process, "answered out of shape")
-                return None
-            self.jobs += 1
-            return items
+    def submit(self, collection: Collection, as_msgpack: bool, jobs: Sequence[Job]) -> Submitted | None:
+        """Send `jobs` to the worker at once, to be `collect`ed (or `drop`ped) later: the loop builds
+        its own share meanwhile, and may submit the next chunk's before collecting this one, so the
+        worker always has the next job in hand. None when it is not ready, already has
+        `MAX_OUTSTANDING` jobs, or cannot be written to: the caller builds them all."""
+        process = self._process
+        if not self.available or process is None or process.stdin is None:
+            return None
+        self._job += 1
+        job = self._job
+        currencies = None
+        if self._heard != _generation:
+            currencies, self._heard = _currencies(), _generation
+        frame = _frame([job, collection.value, as_msgpack, currencies, [[list(raw), iid] for raw, iid in jobs]])
+        try:
+            process.stdin.write(frame)
+        except (OSError, RuntimeError) as exc:  # its pipe closed: it died
+            self._heard = -1
+            self._spawn(self._fail(process, f"could not be written to: {exc}"))
+            return None
+        # Kept until its answer is read, even when dropped: its bound stays known to the reader,
+        # and it counts as outstanding while the worker is busy with it.
+        answer = asyncio.get_running_loop().create_future()
+        self._waiting[job] = (answer, MAX_ANSWER_FACTOR * len(frame) + (1 << 20))
+        return Submitted(process, answer, len(jobs), time.perf_counter())
+
+    async def collect(self, submitted: Submitted) -> list[Any] | None:
+        """A submitted job's items in order: bytes, None (absent) or COULD_NOT_BUILD. None when the
+        worker failed, or gave no answer within `TIMEOUT_FACTOR` times the time since the job was
+        sent (the loop's own work meanwhile; at least `MIN_TIMEOUT`): it is then killed. Cancelled
+        (its request was): the job is dropped."""
+        timeout = max(MIN_TIMEOUT, TIMEOUT_FACTOR * (time.perf_counter() - submitted.at))
+        ahead = submitted.answer.done()
+        try:  # cancelled or timed out, `wait_for` cancels the answer: the reader drops it when it comes
+            items = submitted.answer.result() if ahead else await asyncio.wait_for(submitted.answer, timeout)
+        except TimeoutError:
+            await self._fail(submitted.process, f"gave no answer within {timeout:.1f} s")
+            return None
+        except WorkerGone:
+            return None  # the reader failed it
+        if not isinstance(items, list) or len(items) != submitted.count or not all(map(_is_item, items)):
+            await self._fail(submitted.process, "answered out of shape")
+            return None
+        self.jobs += 1
+        step = SHARE_STEP if ahead else -SHARE_STEP
+        self.share = min(MAX_SHARE, max(MIN_SHARE, self.share + step))
+        return items
+
+    @staticmethod
+    def drop(submitted: Submitted) -> None:
+        """Give a submitted job up: its answer, when it comes, is read and thrown away."""
+        if not submitted.answer.done():
+            submitted.answer.cancel()
+        else:
+            retrieved(submitted.answer)
 
     # -- inside -----------------------------------------------------------------------------
 
@@ -361,7 +403,18 @@ def main() -> int:
     return serve(sys.stdin.buffer, protocol_out)
 
 
-__all__ = ["COULD_NOT_BUILD", "MIN_CPUS", "BuildWorker", "serve", "usable_cpus"]
+__all__ = [
+    "COULD_NOT_BUILD",
+    "FIRST_SHARE",
+    "MAX_OUTSTANDING",
+    "MAX_SHARE",
+    "MIN_CPUS",
+    "MIN_SHARE",
+    "BuildWorker",
+    "Submitted",
+    "serve",
+    "usable_cpus",
+]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -13,7 +13,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from tradecache.model.ledger import Collection
 from tradecache.serialization.msgpack import MsgPackSerializer
@@ -24,14 +24,14 @@ from tradecache.service.items import (
     stored_map_item,
     strategy_item,
 )
-from tradecache.service.limits import MIN_READ_CHUNK, READ_CHUNK, SLICE_SECONDS
+from tradecache.service.limits import ID_BATCH, MIN_READ_CHUNK, READ_CHUNK, SLICE_SECONDS
 from tradecache.service.ports import LoadStore
 from tradecache.service.protocol import PageRequest, encode_entry, encode_reply
 from tradecache.service.reply_cache import CacheKey, ReplyCache, digest
 from tradecache.wire import ENDPOINTS, ENDPOINTS_BY_NAME, Endpoint
 
 if TYPE_CHECKING:
-    from tradecache.service.build_worker import BuildWorker
+    from tradecache.service.build_worker import BuildWorker, Submitted
 
 # Entities rebuilt by replaying events: worth caching (see reply_cache.py).
 REBUILT: Final = frozenset({Collection.ORDERS, Collection.POSITIONS, Collection.ACCOUNTS})
@@ -41,9 +41,9 @@ MIN_SHARED: Final = 8
 _BUILD_HERE: Final = object()
 
 
-@dataclass(frozen=True, slots=True)
-class _Rebuild:
-    """A rebuilt entity whose reply is not cached: what rebuilding it needs, and its cache entry."""
+class _Rebuild(NamedTuple):
+    """A rebuilt entity whose reply is not cached: what rebuilding it needs, and its cache entry.
+    (A tuple: one is made per cache miss, and a frozen dataclass took 1 us to make.)"""
 
     key: CacheKey
     fingerprint: bytes
@@ -127,103 +127,149 @@ class Loader:
         given back every SLICE_SECONDS of building.
 
         The next chunk is read while this one is built (Redis answers while the replies are built
-        here): a request holds at most two chunks. Once the page's entries tell their size, the
-        next read takes about what the room left would hold (`next_chunk`): a full page leaves a
-        few entities read for nothing, not a whole chunk (a third of the reads, before)."""
+        here): a request holds at most three chunks (one read, two built). Once the page's entries
+        tell their size, the next read takes about what the room left would hold (`next_chunk`):
+        a full page leaves a few entities read for nothing, not a whole chunk.
+
+        With the build worker, a chunk's cache misses are rebuilt partly here, partly there
+        (`_split`, `_build_own`), and a chunk is added to the page only once the next one is under way: the
+        worker gets the next chunk's share before the loop waits for this one's, so it is never
+        idle between two chunks and the loop rarely waits. Without it (or for a collection not
+        rebuilt) each chunk is added as it is read, each item built when the page reaches it."""
         built = Built()
-        remaining = request.limit
         slicer = Slicer()
-        ahead: asyncio.Future[_Chunk] | None = asyncio.ensure_future(
-            self._read_chunk(collection, request.after, remaining)
-        )
+        index = _IdsAfter(self.store, collection, request.after, request.limit)
+        ahead: asyncio.Future[_Read] | None = asyncio.ensure_future(self._read_chunk(collection, index))
+        held: _Chunk | None = None  # built, not added yet: its worker share may still be out
+        chunk: _Chunk | None = None
         try:
             while ahead is not None:
                 ids, more, raws, instruments = await ahead
-                left = None if remaining is None else remaining - len(ids)
                 ahead = None
-                if more and (left is None or left > 0):
-                    size = next_chunk(built, len(ids), budget)
-                    ahead = asyncio.ensure_future(self._read_chunk(collection, ids[-1], left, size))
+                if more and not index.limit_reached:
+                    in_hand = len(ids) + (len(held.ids) if held is not None else 0)
+                    size = next_chunk(built, in_hand, budget)
+                    ahead = asyncio.ensure_future(self._read_chunk(collection, index, size))
+                    # Let the read go out now: else it is only sent at the building's first
+                    # yield (SLICE_SECONDS on), and its answer read at the next one.
+                    await asyncio.sleep(0)
                 slicer.restart()
-                beside = None
-                if self.worker is not None and self.worker.available and collection in REBUILT:
-                    beside = await self._encoded_beside(self.worker, collection, ids, raws, instruments, as_msgpack)
-                for n, (entity_id, raw) in enumerate(zip(ids, raws, strict=True)):
-                    encoded: bytes | None
-                    if beside is None or beside[n] is _BUILD_HERE:
-                        encoded = self._encoded(collection, entity_id, raw, instruments, as_msgpack)
-                        await slicer.tick()
-                    else:
-                        encoded = beside[n]
-                    if encoded is not None and not built.add(entity_id, encoded, as_msgpack, budget):
-                        return built  # full: `built.last` is the last entry that fit
-                if not more:
-                    built.last = None
-                    return built
-                built.last = ids[-1]
-                remaining = left
+                chunk = self._split(collection, ids, more, raws, instruments, as_msgpack)
+                await self._build_own(collection, chunk, as_msgpack, slicer)
+                if held is not None:
+                    added = await self._add(collection, held, built, as_msgpack, budget, slicer)
+                    held = None
+                    if not added:
+                        await self._collected(chunk)  # no room for it: the worker's share is cached for the next page
+                        return built
+                if chunk.submitted is None:
+                    added = await self._add(collection, chunk, built, as_msgpack, budget, slicer)
+                    if not added:
+                        return built
+                else:
+                    held = chunk
+                chunk = None
+            if held is not None:
+                await self._add(collection, held, built, as_msgpack, budget, slicer)
             return built
         finally:
             if ahead is not None:  # a read not needed after all
                 ahead.cancel()
                 ahead.add_done_callback(retrieved)
+            for left_out in (held, chunk):  # an error or a cancellation: their worker jobs are given up
+                if left_out is not None and left_out.submitted is not None and self.worker is not None:
+                    self.worker.drop(left_out.submitted)
 
-    async def _encoded_beside(
+    def _split(
         self,
-        worker: BuildWorker,
         collection: Collection,
         ids: list[str],
+        more: bool,
         raws: list[Any],
         instruments: dict[str, bytes],
         as_msgpack: bool,
-    ) -> list[Any]:
-        """A chunk's items (bytes, None when absent, or `_BUILD_HERE`), its cache misses rebuilt
-        half here and half by the worker at once. What this half fails to rebuild is left to the
-        caller (`_BUILD_HERE`), which rebuilds it in order and so raises only if the page gets
-        that far, as it always did; so is the worker's half when it failed."""
-        items: list[Any] = [None] * len(ids)
+    ) -> _Chunk:
+        """A chunk read, with the worker: its cached replies looked up, and the worker's share
+        (`BuildWorker.share`) of its cache misses, the last ones, sent to it (collected by
+        `_add`), the first ones left to `_build_own`. Without the worker, or with fewer than MIN_SHARED misses, everything is left
+        to `_add`, built when the page reaches it."""
+        chunk = _Chunk(ids, more, raws, instruments, [_BUILD_HERE] * len(ids))
+        if collection not in REBUILT or self.worker is None or not self.worker.available:
+            return chunk
         misses: list[tuple[int, _Rebuild]] = []
         for n, (entity_id, raw) in enumerate(zip(ids, raws, strict=True)):
-            if raw:
-                found = self._cached(collection, entity_id, raw, instruments, as_msgpack)
-                if isinstance(found, _Rebuild):
-                    misses.append((n, found))
-                else:
-                    items[n] = found
-        theirs = misses[len(misses) // 2 :] if len(misses) >= MIN_SHARED else []
-        mine = misses[: len(misses) - len(theirs)]
-        slicer = Slicer()
-
-        async def build_mine() -> None:
-            for n, miss in mine:
-                try:
-                    items[n] = self._rebuilt(collection, miss, as_msgpack)
-                except Exception:  # rebuilt again by the caller, if the page gets that far
-                    items[n] = _BUILD_HERE
-                await slicer.tick()
-
-        if not theirs:
-            await build_mine()
-            return items
-        built_there = await worker.build_beside(
-            collection, as_msgpack, [(miss.raw, miss.instrument) for _, miss in theirs], build_mine
+            if not raw:
+                chunk.items[n] = None
+                continue
+            found = self._cached(collection, entity_id, raw, instruments, as_msgpack)
+            if isinstance(found, _Rebuild):
+                misses.append((n, found))
+            else:
+                chunk.items[n] = found
+        if len(misses) < MIN_SHARED:
+            chunk.misses = misses  # built in order by `_add`
+            return chunk
+        theirs = misses[round(len(misses) * (1 - self.worker.share)) :]
+        chunk.submitted = self.worker.submit(
+            collection, as_msgpack, [(miss.raw, miss.instrument) for _, miss in theirs]
         )
-        for index, (n, miss) in enumerate(theirs):
+        if chunk.submitted is None:  # the worker could not take it: all built in order by `_add`
+            chunk.misses = misses
+            return chunk
+        chunk.theirs = theirs
+        chunk.mine = misses[: len(misses) - len(theirs)]
+        return chunk
+
+    async def _build_own(self, collection: Collection, chunk: _Chunk, as_msgpack: bool, slicer: Slicer) -> None:
+        """The loop's share of a chunk's misses, while the worker builds its own. What fails here
+        is left to `_add`, which rebuilds it in order and so raises only if the page gets that
+        far, as it always did."""
+        for n, miss in chunk.mine:
+            try:
+                chunk.items[n] = self._rebuilt(collection, miss, as_msgpack)
+            except Exception:
+                chunk.items[n] = _BUILD_HERE
+            await slicer.tick()
+
+    async def _collected(self, chunk: _Chunk) -> None:
+        """The worker's share of `chunk` in its items (and the reply cache); what it could not
+        build, or all of it when it failed, left for `_add` to rebuild in order."""
+        submitted, chunk.submitted = chunk.submitted, None
+        if submitted is None or self.worker is None:
+            return
+        built_there = await self.worker.collect(submitted)
+        for index, (n, miss) in enumerate(chunk.theirs):
             item = _BUILD_HERE if built_there is None or built_there[index] is False else built_there[index]
             if type(item) is bytes:  # False: the worker could not rebuild it; None: absent
                 self.cache.put(miss.key, miss.fingerprint, item)
-            items[n] = item
-        return items
+            chunk.items[n] = item
 
-    async def _read_chunk(
-        self, collection: Collection, after: str | None, remaining: int | None, size: int = READ_CHUNK
-    ) -> _Chunk:
-        """Up to `size` entities after the id `after` (at most `remaining`): their ids, whether
-        more follow, what is stored for each, and the instruments positions need."""
-        wanted = size if remaining is None else min(size, remaining)
-        ids = await self.store.read_ids(collection, after, wanted + 1)  # one more: is there a next?
-        more = len(ids) > wanted
-        ids = ids[:wanted]
+    async def _add(
+        self, collection: Collection, chunk: _Chunk, built: Built, as_msgpack: bool, budget: int, slicer: Slicer
+    ) -> bool:
+        """Add a chunk's entries to the page in order, building what is left to build; False when
+        the page is full (`built.last` is the last entry that fit), else True with `built.last`
+        the chunk's last id, or None when no entity follows it."""
+        await self._collected(chunk)
+        missing = dict(chunk.misses)
+        for n, (entity_id, raw) in enumerate(zip(chunk.ids, chunk.raws, strict=True)):
+            encoded = chunk.items[n]
+            if encoded is _BUILD_HERE:
+                miss = missing.get(n)
+                if miss is not None:
+                    encoded = self._rebuilt(collection, miss, as_msgpack)
+                else:
+                    encoded = self._encoded(collection, entity_id, raw, chunk.instruments, as_msgpack)
+                await slicer.tick()
+            if encoded is not None and not built.add(entity_id, encoded, as_msgpack, budget):
+                return False
+        built.last = chunk.ids[-1] if chunk.more else None
+        return True
+
+    async def _read_chunk(self, collection: Collection, index: _IdsAfter, size: int = READ_CHUNK) -> _Read:
+        """The next `size` entities of the page (`index`): their ids, whether more follow, what is
+        stored for each, and the instruments positions need."""
+        ids, more = await index.take(size)
         raws = await self.store.read_entities(collection, ids)
         return ids, more, raws, await self._instruments_for(collection, raws)
 
@@ -271,6 +317,43 @@ class Loader:
         return stored_map_item(raw)
 
 
+class _IdsAfter:
+    """A page's ids, in index order after the request's cursor, up to its limit: taken from the
+    index ID_BATCH at a time (one more than asked: is there a next?), handed out a chunk at a
+    time. A page's reads are chunk by chunk anyway (never one snapshot), so ids read a batch
+    ahead answer as they always did: an id removed since is an absent entity, left out."""
+
+    def __init__(self, store: LoadStore, collection: Collection, after: str | None, limit: int | None) -> None:
+        self._store = store
+        self._collection = collection
+        self._after = after  # the last id read from the index
+        self._left = limit  # ids the page may still hand out (None: no limit)
+        self._read: list[str] = []
+        self._exhausted = False  # the index has no id after `_read`
+
+    @property
+    def limit_reached(self) -> bool:
+        return self._left is not None and self._left <= 0
+
+    async def take(self, size: int) -> tuple[list[str], bool]:
+        """Up to `size` ids (fewer at the limit or the index's end), and whether more follow."""
+        wanted = size if self._left is None else min(size, self._left)
+        if len(self._read) <= wanted and not self._exhausted:
+            batch = max(ID_BATCH, wanted + 1)
+            if self._left is not None:
+                batch = min(batch, self._left + 1)
+            batch = max(batch - len(self._read), 1)
+            found = await self._store.read_ids(self._collection, self._after, batch)
+            self._exhausted = len(found) < batch
+            if found:
+                self._after = found[-1]
+                self._read += found
+        ids, self._read = self._read[:wanted], self._read[wanted:]
+        if self._left is not None:
+            self._left -= len(ids)
+        return ids, bool(self._read)
+
+
 def next_chunk(built: Built, in_hand: int, budget: int) -> int:
     """How many entities a page's next read should take: READ_CHUNK until its entries tell their
     size, then about as many as the room left after the `in_hand` entities (read, not built yet)
@@ -285,7 +368,23 @@ def next_chunk(built: Built, in_hand: int, budget: int) -> int:
 
 StatsSource = Callable[[], Awaitable[dict[str, Any]]]
 # A chunk read for a page: ids, whether more follow, the stored values, the instruments needed.
-_Chunk = tuple[list[str], bool, list[Any], dict[str, bytes]]
+_Read = tuple[list[str], bool, list[Any], dict[str, bytes]]
+
+
+@dataclass(slots=True)
+class _Chunk:
+    """A chunk of a page being built (`Loader._start`, `Loader._add`): what was read, and its
+    items so far (encoded bytes, None when absent, `_BUILD_HERE` when still to build)."""
+
+    ids: list[str]
+    more: bool  # whether entities follow the chunk's last
+    raws: list[Any]
+    instruments: dict[str, bytes]
+    items: list[Any]
+    misses: list[tuple[int, _Rebuild]] = field(default_factory=list)  # to rebuild in order, by `_add`
+    mine: list[tuple[int, _Rebuild]] = field(default_factory=list)  # to rebuild now, by `_build_own`
+    theirs: list[tuple[int, _Rebuild]] = field(default_factory=list)  # sent to the worker
+    submitted: Submitted | None = None  # the worker's job, until collected
 
 
 def retrieved(work: asyncio.Future[Any]) -> None:

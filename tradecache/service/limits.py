@@ -44,6 +44,9 @@ class ServiceLimits:
 READ_CHUNK: Final = 200
 # The fewest a read takes near a page's end (`endpoints.next_chunk`): a short read is a round trip.
 MIN_READ_CHUNK: Final = 16
+# Ids a page takes from its collection's index at a time (`ZRANGE BYLEX`; ~50 KB): then each
+# chunk is one round trip (its lists), not two (its ids, then its lists).
+ID_BATCH: Final = 1000
 # The longest stretch of building between two yields to the event loop: an event waits a few
 # loop turns on its way to Redis, and at most `max_page_builds` slices run in each turn.
 SLICE_SECONDS: Final = 0.002
@@ -99,6 +102,7 @@ __all__ = [
     "ADMIT_BATCH",
     "CERTAIN_MAPS",
     "COUNT_TTL_SECONDS",
+    "ID_BATCH",
     "MAX_ERROR_CHARS",
     "MIN_READ_CHUNK",
     "READ_CHUNK",
