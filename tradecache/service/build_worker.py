@@ -66,6 +66,7 @@ FIRST_SHARE: Final = 0.5
 MIN_SHARE: Final = 0.2
 MAX_SHARE: Final = 0.9
 SHARE_STEP: Final = 0.05
+AHEAD_WAIT: Final = 0.0003  # seconds
 MAX_ANSWER_FACTOR: Final = 8  # JSON writes a control character of a stored string as six
 PIPE_BYTES: Final = 1 << 20
 MIN_CPUS: Final = 1.5
@@ -253,9 +254,12 @@ class BuildWorker:
         sent (the loop's own work meanwhile; at least `MIN_TIMEOUT`): it is then killed. Cancelled
         (its request was): the job is dropped."""
         timeout = max(MIN_TIMEOUT, TIMEOUT_FACTOR * (time.perf_counter() - submitted.at))
-        ahead = submitted.answer.done()
+        asked = time.perf_counter()
         try:  # cancelled or timed out, `wait_for` cancels the answer: the reader drops it when it comes
-            items = submitted.answer.result() if ahead else await asyncio.wait_for(submitted.answer, timeout)
+            if submitted.answer.done():
+                items = submitted.answer.result()
+            else:
+                items = await asyncio.wait_for(submitted.answer, timeout)
         except TimeoutError:
             await self._fail(submitted.process, f"gave no answer within {timeout:.1f} s")
             return None
@@ -265,7 +269,9 @@ class BuildWorker:
             await self._fail(submitted.process, "answered out of shape")
             return None
         self.jobs += 1
-        step = SHARE_STEP if ahead else -SHARE_STEP
+        # An answer already in the pipe is read only once the loop turns: a wait that short means
+        # the worker was ahead too.
+        step = SHARE_STEP if time.perf_counter() - asked <= AHEAD_WAIT else -SHARE_STEP
         self.share = min(MAX_SHARE, max(MIN_SHARE, self.share + step))
         return items
 

@@ -191,8 +191,8 @@ class Loader:
     ) -> _Chunk:
         """A chunk read, with the worker: its cached replies looked up, and the worker's share
         (`BuildWorker.share`) of its cache misses, the last ones, sent to it (collected by
-        `_add`), the first ones left to `_build_own`. Without the worker, or with fewer than MIN_SHARED misses, everything is left
-        to `_add`, built when the page reaches it."""
+        `_add`), the first ones left to `_build_own`. Without the worker, or with fewer than
+        MIN_SHARED misses, everything is left to `_add`, built when the page reaches it."""
         chunk = _Chunk(ids, more, raws, instruments, [_BUILD_HERE] * len(ids))
         if collection not in REBUILT or self.worker is None or not self.worker.available:
             return chunk
