@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 import msgpack
+import msgspec
 
 from tradecache.errors import PayloadError, RejectReason
 from tradecache.model.enums import (
@@ -64,8 +65,8 @@ from tradecache.serialization.structs import (
     ACCOUNT_STATE_STRUCT,
     COMMON_STRUCTS,
     ORDER_STRUCTS,
+    STRUCT_DECODE,
     SUBMIT_ORDER_STRUCT,
-    decode_struct,
 )
 from tradecache.serialization.structs import decode_common as struct_of_common
 
@@ -98,7 +99,9 @@ def decode_fields(fields: tuple[Field, ...], data: dict[str, Any], path: str = "
 _ABSENT = object()
 
 
-def compile_decoder(schema: Schema, *, nested: bool = False, from_struct: bool = False) -> Callable[..., Any]:
+def compile_decoder(
+    schema: Schema, *, nested: bool = False, from_struct: bool = False, then: Callable[[Any], Any] | None = None
+) -> Callable[..., Any]:
     """A decoder specialised to one schema: `decode_fields` + the constructor, unrolled.
 
     The generic loop costs a call, a lookup and a branch per field; on the hot path (every message
@@ -109,6 +112,7 @@ def compile_decoder(schema: Schema, *, nested: bool = False, from_struct: bool =
     With `from_struct`, it takes the msgspec Struct `structs.py` decoded instead of a map: every
     key is an attribute, present (an absent one holds its field's default), its value of the
     codec's `wire` type (so a codec's `fast_wire` expression, which skips the class test, is used).
+    With `then`, the result is handed to it and what it returns is returned (a check that raises).
     """
     env: dict[str, Any] = {"cls": schema.cls, "ABSENT": _ABSENT, "MISS": codecs.MISS, "missing": _missing,
                            "dict": dict, "join": _join}  # fmt: skip
@@ -148,6 +152,9 @@ def compile_decoder(schema: Schema, *, nested: bool = False, from_struct: bool =
             body.append(f"    {value} = data[{key}] if {key} in data else missing({where})")
             body.extend(convert)
     body.extend(_construct(schema, env))
+    if then is not None:  # the check the result goes through, called from here rather than wrapped
+        env["then"] = then
+        body[-1] = body[-1].replace("    return ", "    return then(", 1) + ")"
     exec("\n".join(body), env)
     decoder: Callable[..., Any] = env["decode"]
     return decoder
@@ -217,8 +224,11 @@ class MsgPackSerializer:
             PayloadError: the bytes are not a valid message; `.reason` and `.field` say why and where.
         """
         if data.__class__ is bytes:  # an order event of the usual shape: straight from the bytes
-            wire = decode_struct(data)
-            if wire is not None:
+            try:
+                wire = STRUCT_DECODE(data)  # `structs.decode_struct`, without its call
+            except (msgspec.DecodeError, RecursionError):
+                pass  # decoded the usual way below, which says why
+            else:
                 try:
                     return _FROM_STRUCT[wire.__class__](wire)
                 except PayloadError:
@@ -364,12 +374,8 @@ _DECODE_FILLED = compile_decoder(ORDER_SCHEMAS["OrderFilled"])
 
 def _from_struct(name: str) -> Callable[[Any], Message]:
     """The decoder of `name`'s Struct (`structs.py`), with the checks its map decoder makes."""
-    decode = compile_decoder(ORDER_SCHEMAS[name], from_struct=True)
-    if name == "OrderInitialized":
-        return lambda wire: _checked_initialized(decode(wire))
-    if name == "OrderFilled":
-        return lambda wire: _checked_fill(decode(wire))
-    return decode
+    checks: dict[str, Callable[[Any], Any]] = {"OrderInitialized": _checked_initialized, "OrderFilled": _checked_fill}
+    return compile_decoder(ORDER_SCHEMAS[name], from_struct=True, then=checks.get(name))
 
 
 # Struct class -> its decoder (`deserialize`'s path for order events).

@@ -21,10 +21,10 @@ def _or_none(value: object | None) -> str | None:
 
 def order_snapshot(order: Order, serializer: MsgPackSerializer | None = None) -> dict[str, Any]:
     """The order's state; with a serializer, also `events` as maps."""
-    snapshot: dict[str, Any] = {
-        "status": order.status.name,
-        "order_type": order.order_type.name,
-        "side": order.side.name,
+    snapshot: dict[str, Any] = {  # `_name_`: the member's name, without `name`'s property (0.1 us each)
+        "status": order.status._name_,
+        "order_type": order.order_type._name_,
+        "side": order.side._name_,
         "quantity": str(order.quantity),
         "filled_qty": str(order.filled_qty),
         "leaves_qty": str(order.leaves_qty),

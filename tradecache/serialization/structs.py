@@ -48,6 +48,9 @@ def wire_struct(name: str, schema: Schema, extra: tuple[tuple[Any, ...], ...] = 
 # The order events' Structs by schema name (every order schema has wire types).
 ORDER_STRUCTS: Final[dict[str, Any]] = {name: wire_struct(name, schema) for name, schema in ORDER_SCHEMAS.items()}
 _DECODER: Final = msgspec.msgpack.Decoder(Union[tuple(ORDER_STRUCTS.values())])  # noqa: UP007  # a runtime union of types
+# `decode_struct` without the call around it, for the hot path (`MsgPackSerializer.deserialize`):
+# raises msgspec.DecodeError or RecursionError where `decode_struct` returns None.
+STRUCT_DECODE: Final = _DECODER.decode
 
 
 # The composite messages ingest takes most often (`Intake.check`), with their nested maps as Structs
@@ -108,6 +111,7 @@ __all__ = [
     "ACCOUNT_STATE_STRUCT",
     "COMMON_STRUCTS",
     "ORDER_STRUCTS",
+    "STRUCT_DECODE",
     "STRUCT_DEPTH",
     "SUBMIT_ORDER_STRUCT",
     "decode_common",

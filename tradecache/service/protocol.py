@@ -159,8 +159,7 @@ def pack_with_raw_list(item: Mapping[str, Any], key: str, raw: list[bytes]) -> b
     # A map packs as its header then each key and value in order: the entries are kept as they
     # are and the header is made again for one more (its size is told by its first byte).
     entries = packed[_MAP_HEADER_SIZE.get(packed[0], 1) :]
-    tail = encode_reply(key, True) + array_header(len(raw)) + b"".join(raw)
-    return map_header(len(item) + 1) + entries + tail
+    return b"".join((map_header(len(item) + 1), entries, _packed(key), array_header(len(raw)), *raw))
 
 
 # The size of a msgpack map header by its first byte (a fixmap's is 1).
