@@ -12,7 +12,8 @@
    events with the model, its snapshot plus the events, in JSON (the default) and in msgpack.
 3. `load.orders` of the 10,000 orders, paged (pages of up to 1,000, which the service cuts to
    fit the 1 MB max payload): the service's time to send them all (msgpack, not unpacked), the
-   first time (replies built) and again (replies cached), and `CacheClient` fetching and
+   first time (replies built) and again (replies cached), the first time again on `--attempts`
+   - 1 more fresh daemons (best of them, as for load_orders()), and `CacheClient` fetching and
    unpacking them, then rebuilding `Order` objects.
 4. On the same Redis contents (the second trader's 10,000 orders of 4 events): tradecache's
    `RedisCacheDatabase.load_orders()` and NautilusTrader's own `CacheDatabaseAdapter.load_orders()`
@@ -35,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -146,8 +148,11 @@ def describe(name: str, latencies: list[float]) -> str:
             f"p99 {percentile(latencies, 0.99) * 1000:6.3f} ms")  # fmt: skip
 
 
-async def measure(nats_url: str, args: argparse.Namespace) -> dict[str, float]:
-    """The service's figures; returns those the goals need."""
+async def measure(
+    nats_url: str, args: argparse.Namespace, fresh_bulk_daemon: Callable[[], None]
+) -> dict[str, float]:
+    """The service's figures; returns those the goals need. `fresh_bulk_daemon` replaces the bulk
+    trader's daemon by a new one, ready (for first builds)."""
     nc = await nats.connect(nats_url)
     order_subject = f"tradecache.load.{TRADER}.order"
     order_body = b'{"client_order_id": "%s"}' % ORDER_ID.encode()
@@ -199,6 +204,16 @@ async def measure(nats_url: str, args: argparse.Namespace) -> dict[str, float]:
             print(f"  {what:<30} {attempt:<24} {pages} pages, {size / 1e6:.1f} MB in {seconds:.3f} s")
             if trader == BULK_TRADER:
                 figures["orders_first" if attempt.startswith("first") else "orders_again"] = seconds
+    # The first build once more on each of `attempts - 1` fresh daemons (a first build happens once
+    # a daemon): the best of them counts, as for both load_orders() figures.
+    firsts = [figures["orders_first"]]
+    for _ in range(args.attempts - 1):
+        fresh_bulk_daemon()
+        started = time.perf_counter()
+        await raw_pages(nc, f"tradecache.load.{BULK_TRADER}.orders")
+        firsts.append(time.perf_counter() - started)
+    figures["orders_first"] = min(firsts)
+    print(f"  of 4 events, first build on {len(firsts)} fresh daemons: best {min(firsts):.3f} s (runs: {runs(firsts)})")
     started = time.perf_counter()
     snapshots = await cache.collection("orders")
     seconds = time.perf_counter() - started
@@ -241,13 +256,24 @@ def runs(timings: list[float]) -> str:
     return ", ".join(f"{seconds:.3f}" for seconds in timings)
 
 
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--orders", type=int, default=10_000)
     parser.add_argument("--cold", type=int, default=2000, help="10-event orders each asked once")
-    parser.add_argument("--attempts", type=int, default=3, help="load_orders() runs of each side (the best counts)")
+    parser.add_argument("--attempts", type=int, default=3,
+                        help="load_orders() runs of each side; fresh daemons' first load.orders (the best counts)")
     parser.add_argument("--quick", action="store_true", help="a tiny run that checks the benchmark still works")
     parser.add_argument("--serve-bare", nargs=2, metavar=("NATS", "REDIS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -255,7 +281,7 @@ def main() -> None:
         asyncio.run(serve_bare(*args.serve_bare))
         return
     if args.quick:
-        args.requests, args.concurrency, args.orders, args.cold, args.attempts = 200, 8, 300, 20, 1
+        args.requests, args.concurrency, args.orders, args.cold, args.attempts = 200, 8, 300, 20, 2
     folder = Path(tempfile.mkdtemp(prefix="tc-load-bench-"))
     redis_server = RedisServer(data_dir=folder / "redis", appendonly=False)
     nats_server = NatsServer(data_dir=folder / "nats")
@@ -285,6 +311,16 @@ def main() -> None:
         bulk_port = free_port()
         bulk_config = {**config, "trader_id": BULK_TRADER, "http": {"listen": f"127.0.0.1:{bulk_port}"}}
         processes.append(start_daemon(folder, "bulk", bulk_config))
+        bulk = [processes[-1]]
+
+        def fresh_bulk_daemon() -> None:
+            stop(bulk[0])
+            port = free_port()
+            bulk[0] = start_daemon(folder, f"bulk-{port}", {**bulk_config, "http": {"listen": f"127.0.0.1:{port}"}})
+            processes.append(bulk[0])
+            wait_ready(port)
+            time.sleep(1.0)  # its build worker started (it starts with the service), as for the first one
+
         bare = subprocess.Popen(
             [sys.executable, __file__, "--serve-bare", nats_server.url, redis_server.url], stdout=subprocess.PIPE
         )
@@ -292,10 +328,11 @@ def main() -> None:
         assert bare.stdout is not None and bare.stdout.readline().strip() == b"ready"
         wait_ready(port)
         wait_ready(bulk_port)
-        figures = asyncio.run(measure(nats_server.url, args))
+        figures = asyncio.run(measure(nats_server.url, args, fresh_bulk_daemon))
         first, again, ratio = figures["orders_first"], figures["orders_again"], figures["order_p99_ratio"]
         n = f"{args.orders:,}"
-        print(f"GOAL load.orders first build of {n} orders <= 0.5 s: {first:.3f} s (again {again:.3f} s): "
+        print(f"GOAL load.orders first build of {n} orders <= 0.5 s: {first:.3f} s, best of {args.attempts} "
+              f"fresh daemons (again {again:.3f} s): "
               f"{verdict(first <= 0.5)}")  # fmt: skip
         print(f"GOAL load.orders first build >= 10x NautilusTrader's load_orders(): {theirs / first:.1f}x "
               f"({theirs:.3f} s vs {first:.3f} s): {verdict(theirs / first >= 10)}")  # fmt: skip
@@ -306,11 +343,7 @@ def main() -> None:
               f"{verdict(ratio <= 1.25)}")  # fmt: skip
     finally:
         for process in processes:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop(process)
         nats_server.stop()
         redis_server.stop()
         shutil.rmtree(folder, ignore_errors=True)

@@ -440,6 +440,36 @@ def test_load_orders_reads_at_most_two_chunks_ahead_of_the_decoding(
     assert ahead[-1] == 0
 
 
+def test_a_read_error_past_a_payload_that_cannot_be_decoded_is_what_load_orders_raises(
+    db: RedisCacheDatabase, redis_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As if every chunk were read before any was decoded: a key of another type in a later chunk
+    (StoreRefused) wins over a bad payload in the first one (PayloadError); and the connections
+    are left clean for what follows."""
+    from tradecache.cache import database as database_module
+    from tradecache.errors import PayloadError, StoreRefused
+
+    monkeypatch.setattr(database_module, "READ_AHEAD_CHUNK", 3)
+    monkeypatch.setattr(database_module, "FIRST_READ_CHUNK", 2)
+    for n in range(12):
+        db.add_order(Order(OrderEvents(f"O-{n:02d}", trader_id=db.trader_id.value).initialized()))
+    client = redis.Redis.from_url(redis_server.url)
+    keys = Keys(db.trader_id.value)
+    try:
+        client.rpush(keys.entity(Collection.ORDERS, "O-00"), b"\x81\xa4type\xa3Bad")
+        with pytest.raises(PayloadError, match="unknown message type 'Bad'"):
+            db.load_orders()
+        client.delete(keys.entity(Collection.ORDERS, "O-10"))
+        client.set(keys.entity(Collection.ORDERS, "O-10"), b"a string, not a list")  # in the last chunk
+        with pytest.raises(StoreRefused, match="WRONGTYPE"):
+            db.load_orders()
+        client.delete(keys.entity(Collection.ORDERS, "O-00"), keys.entity(Collection.ORDERS, "O-10"))
+        assert db.load_order(ClientOrderId("O-01")) is not None  # the next command gets its own answer
+        assert len(db.load_orders()) == 10
+    finally:
+        client.close()
+
+
 def test_load_orders_reads_ahead_in_chunks_and_keeps_what_and_how_it_raises(
     db: RedisCacheDatabase, redis_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
