@@ -377,3 +377,30 @@ async def test_pages_of_ids_read_in_batches_hold_every_entity_once_in_order(
                 assert built.entries[-1] == entries[ids.index(built.last)]
                 after = built.last
             assert found == entries
+
+
+async def test_a_worker_hung_on_jobs_their_requests_gave_up_is_replaced(
+    store: Store, worker: BuildWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No one awaits a dropped job, so no timeout catches a worker hung on it; two of them would
+    keep it unavailable for good. Past STALE_SECONDS the next page gives it up and another starts."""
+    monkeypatch.setattr(build_worker, "STALE_SECONDS", 0.3)
+    raws = [[SERIALIZER.serialize(event) for event in order_events(f"H-{n}", 1)] for n in range(10)]
+    process = worker._process
+    assert process is not None
+    os.kill(process.pid, signal.SIGSTOP)
+    for _ in range(build_worker.MAX_OUTSTANDING):
+        submitted = worker.submit(Collection.ORDERS, True, jobs_of(raws))
+        assert submitted is not None
+        worker.drop(submitted)  # its request went away
+    assert not worker.available and worker.usable() is False  # not stale yet: only busy
+    assert worker.failures == 0
+    await asyncio.sleep(0.4)
+    alone = await pages(Loader(store, SERIALIZER, ReplyCache()))
+    assert await pages(Loader(store, SERIALIZER, ReplyCache(), worker)) == alone  # given up on the way
+    assert worker.failures == 1 and worker._process is not process
+    await until(lambda: worker.available)  # another started, answering
+    jobs = worker.jobs
+    assert await pages(Loader(store, SERIALIZER, ReplyCache(max_bytes=0), worker)) == alone
+    assert worker.jobs > jobs
+    await until(lambda: process.returncode is not None)  # the hung one was killed, not left behind

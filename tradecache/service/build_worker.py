@@ -18,8 +18,9 @@ the loop can hand over the next chunk's share before it waits for this one's.
 Nothing the worker does can fail a request: an item it could not build is rebuilt on the loop
 (which raises what it always raised, and only if the page gets that far), and a worker that died,
 answered out of shape or later than `TIMEOUT_FACTOR` times the time since its job was sent (at
-least `MIN_TIMEOUT`) is killed, its share rebuilt on the loop, and another started
-`RESTART_SECONDS` later (at most `MAX_STARTS` in all; then the loop builds alone, logged once).
+least `MIN_TIMEOUT`) or left any job, even one given up, unanswered for `STALE_SECONDS` is killed,
+its share rebuilt on the loop, and another started `RESTART_SECONDS` later (at most `MAX_STARTS` in
+all; then the loop builds alone, logged once).
 Bounds: at most `MAX_OUTSTANDING` (2) jobs sent and not answered, all requests together (a chunk
 meanwhile is built on the loop alone), one chunk per job (`READ_CHUNK` entities), an answer of at
 most `MAX_ANSWER_FACTOR` (8) times the job's bytes plus a megabyte; a job given up (its request
@@ -60,6 +61,8 @@ RESTART_SECONDS: Final = 10.0
 MAX_STARTS: Final = 5
 # Jobs sent and not yet answered, all requests together: one being built, the next in hand.
 MAX_OUTSTANDING: Final = 2
+# A job unanswered this long means a hung worker, even one its request gave up (`usable`).
+STALE_SECONDS: Final = 30.0
 # The worker's share of a chunk's cache misses (`BuildWorker.share`): where it starts, its bounds,
 # and how far one collected job moves it.
 FIRST_SHARE: Final = 0.5
@@ -178,13 +181,27 @@ class BuildWorker:
         # down when the loop had to wait.
         self.share = FIRST_SHARE
         self._heard = -1  # the registry generation the worker last heard
-        self._waiting: dict[int, tuple[asyncio.Future[Any], int]] = {}  # job -> (its answer, its size bound)
+        # job -> (its answer, its size bound, when it was sent)
+        self._waiting: dict[int, tuple[asyncio.Future[Any], int, float]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def available(self) -> bool:
         """Started, and fewer than `MAX_OUTSTANDING` jobs sent and not yet answered."""
         return self._ready and len(self._waiting) < MAX_OUTSTANDING
+
+    def usable(self) -> bool:
+        """`available`, once a worker that left a job unanswered for STALE_SECONDS is given up
+        (killed, another started later): a job dropped by its request is awaited by no one, so no
+        timeout would catch a worker hung on it, and two such jobs would keep it unavailable."""
+        process = self._process
+        if self._ready and process is not None and self._waiting:
+            oldest = min(sent for _, _, sent in self._waiting.values())
+            if time.perf_counter() - oldest > STALE_SECONDS:
+                self._ready = False  # at once: nothing more is sent to it
+                self._spawn(self._fail(process, f"left a job unanswered for over {STALE_SECONDS:.0f} s"))
+                return False
+        return self.available
 
     @property
     def ready(self) -> bool:
@@ -209,7 +226,7 @@ class BuildWorker:
             return
         self._process = process
         ready = asyncio.get_running_loop().create_future()
-        self._waiting[0] = (ready, 1 << 10)
+        self._waiting[0] = (ready, 1 << 10, time.perf_counter())
         self._spawn(self._read(process))
         self._spawn(self._await_ready(process, ready))
 
@@ -245,8 +262,9 @@ class BuildWorker:
         # Kept until its answer is read, even when dropped: its bound stays known to the reader,
         # and it counts as outstanding while the worker is busy with it.
         answer = asyncio.get_running_loop().create_future()
-        self._waiting[job] = (answer, MAX_ANSWER_FACTOR * len(frame) + (1 << 20))
-        return Submitted(process, answer, len(jobs), time.perf_counter())
+        sent = time.perf_counter()
+        self._waiting[job] = (answer, MAX_ANSWER_FACTOR * len(frame) + (1 << 20), sent)
+        return Submitted(process, answer, len(jobs), sent)
 
     async def collect(self, submitted: Submitted) -> list[Any] | None:
         """A submitted job's items in order: bytes, None (absent) or COULD_NOT_BUILD. None when the
@@ -312,7 +330,7 @@ class BuildWorker:
             while True:
                 size = int.from_bytes(await stdout.readexactly(4), "big")
                 # Answers come in the order of the jobs: the oldest outstanding sets the bound.
-                limit = max((bound for _, bound in self._waiting.values()), default=1 << 20)
+                limit = max((bound for _, bound, _ in self._waiting.values()), default=1 << 20)
                 if size > limit:
                     raise WorkerGone(f"an answer of {size} bytes, over its bound of {limit}")
                 answer = msgpack.unpackb(await stdout.readexactly(size), raw=False)
@@ -323,7 +341,7 @@ class BuildWorker:
                     waiting[0].set_result(answer[1])
         except (asyncio.IncompleteReadError, OSError, ValueError, WorkerGone) as exc:
             reason = "its output ended" if isinstance(exc, asyncio.IncompleteReadError) else str(exc)
-            for future, _ in self._waiting.values():
+            for future, _, _ in self._waiting.values():
                 if not future.done():
                     future.set_exception(WorkerGone(reason))
             self._waiting.clear()

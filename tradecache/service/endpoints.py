@@ -194,7 +194,7 @@ class Loader:
         `_add`), the first ones left to `_build_own`. Without the worker, or with fewer than
         MIN_SHARED misses, everything is left to `_add`, built when the page reaches it."""
         chunk = _Chunk(ids, more, raws, instruments, [_BUILD_HERE] * len(ids))
-        if collection not in REBUILT or self.worker is None or not self.worker.available:
+        if collection not in REBUILT or self.worker is None or not self.worker.usable():
             return chunk
         misses: list[tuple[int, _Rebuild]] = []
         for n, (entity_id, raw) in enumerate(zip(ids, raws, strict=True)):
