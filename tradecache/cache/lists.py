@@ -25,7 +25,7 @@ import asyncio
 import inspect
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from typing import Any
 
 import redis
@@ -170,43 +170,54 @@ class _HiredisAnswers:
         answers.append(answer)
         return refused
 
-    def read_sync(self, count: int) -> tuple[list[Any], ResponseError | None]:
+    def _answers(self, count: int) -> Generator[Any, None, tuple[list[Any], ResponseError | None]]:
+        """`count` answers and the first error answer among them; yields None when the reader holds
+        no whole answer (the caller reads the socket) and each push (the caller hands it to
+        redis-py), so that one loop serves the sync and the asyncio reads."""
         answers: list[Any] = []
         refused: ResponseError | None = None
-        gets, more, not_enough, push, append = self._gets, self._more, self._not_enough, self._push, answers.append
-        try:
-            while len(answers) < count:
-                answer = gets()
-                if answer.__class__ is list:  # the usual answer, looked at first
-                    append(answer)
-                elif answer is not_enough:
-                    more()
-                elif push is not None and answer.__class__ is push:
-                    self._parser.handle_push_response(answer)
-                else:
-                    refused = self._taken(answer, answers, refused)
-        except OSError as exc:  # as redis-py's read_response says it
-            raise RedisConnectionError(f"Error while reading from Redis: {exc}") from exc
+        gets, not_enough, push, append = self._gets, self._not_enough, self._push, answers.append
+        while len(answers) < count:
+            answer = gets()
+            if answer.__class__ is list:  # the usual answer, looked at first
+                append(answer)
+            elif answer is not_enough:
+                yield None
+            elif push is not None and answer.__class__ is push:
+                yield answer
+            else:
+                refused = self._taken(answer, answers, refused)
         return answers, refused
 
-    async def read_async(self, count: int) -> tuple[list[Any], ResponseError | None]:
-        answers: list[Any] = []
-        refused: ResponseError | None = None
-        gets, more, not_enough, push, append = self._gets, self._more, self._not_enough, self._push, answers.append
+    def read_sync(self, count: int) -> tuple[list[Any], ResponseError | None]:
+        steps = self._answers(count)
         try:
-            while len(answers) < count:
-                answer = gets()
-                if answer.__class__ is list:  # the usual answer, looked at first
-                    append(answer)
-                elif answer is not_enough:
-                    await more()
-                elif push is not None and answer.__class__ is push:
-                    await self._parser.handle_push_response(answer)
+            while True:
+                push = next(steps)
+                if push is None:
+                    self._more()
                 else:
-                    refused = self._taken(answer, answers, refused)
+                    self._parser.handle_push_response(push)
+        except StopIteration as done:
+            result: tuple[list[Any], ResponseError | None] = done.value
+            return result
+        except OSError as exc:  # as redis-py's read_response says it
+            raise RedisConnectionError(f"Error while reading from Redis: {exc}") from exc
+
+    async def read_async(self, count: int) -> tuple[list[Any], ResponseError | None]:
+        steps = self._answers(count)
+        try:
+            while True:
+                push = next(steps)
+                if push is None:
+                    await self._more()
+                else:
+                    await self._parser.handle_push_response(push)
+        except StopIteration as done:
+            result: tuple[list[Any], ResponseError | None] = done.value
+            return result
         except OSError as exc:
             raise RedisConnectionError(f"Error while reading from Redis: {exc}") from exc
-        return answers, refused
 
 
 __all__ = ["pipelined_lrange", "pipelines", "read_lists", "read_lists_async"]
