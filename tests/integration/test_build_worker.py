@@ -213,12 +213,16 @@ async def test_the_daemon_starts_the_worker_when_asked_and_stops_it(
         if not enabled or usable_cpus() < build_worker.MIN_CPUS:
             assert daemon.build_worker is None
             assert metric(daemon, "tradecache_load_build_worker_up") == 0.0
+            assert metric(daemon, "tradecache_load_build_worker_share") == 0.0
             return
         worker = daemon.build_worker
         assert worker is not None
         await until(lambda: worker.available)
         assert metric(daemon, "tradecache_load_build_worker_up") == 1.0
         assert metric(daemon, "tradecache_load_build_worker_failures_total") == 0.0
+        assert metric(daemon, "tradecache_load_build_worker_share") == build_worker.FIRST_SHARE
+        worker.share = 0.75  # read at each scrape
+        assert metric(daemon, "tradecache_load_build_worker_share") == 0.75
         process = worker._process
         assert process is not None
         os.kill(process.pid, signal.SIGKILL)  # seen by its reader at once; another starts 10 s later

@@ -215,7 +215,7 @@ class Daemon:
         if load.build_worker and cpus >= MIN_CPUS:
             self.build_worker = BuildWorker(on_failure=self.metrics.build_worker_failed)
             worker = self.build_worker
-            self.metrics.follow_build_worker(lambda: worker.ready)
+            self.metrics.follow_build_worker(lambda: worker.ready, lambda: worker.share)
         log.info("load build worker " + ("on" if self.build_worker else "off"),
                  extra={"build_worker": load.build_worker, "usable_cpus": round(cpus, 2)})  # fmt: skip
         self.service = LoadService(

@@ -200,6 +200,11 @@ class Metrics:
             "tradecache_load_build_worker_up", "1 while the load build worker is ready (0: off, starting or failed)",
             registry=r,
         )  # fmt: skip
+        self.build_worker_share = Gauge(
+            "tradecache_load_build_worker_share",
+            "The share of each page's rebuilds the load build worker takes (it follows the balance; 0: off)",
+            registry=r,
+        )  # fmt: skip
         self.build_worker_failures = Counter(
             "tradecache_load_build_worker_failures",
             "Load build workers killed (died, hung or answered out of shape): their share rebuilt on the loop",
@@ -396,9 +401,10 @@ class Metrics:
         """`tradecache_ingest_stalled` is read from `is_stalled` at each scrape."""
         self.ingest_stalled.set_function(lambda: 1.0 if is_stalled() else 0.0)
 
-    def follow_build_worker(self, is_up: Callable[[], bool]) -> None:
-        """`tradecache_load_build_worker_up` is read from `is_up` at each scrape."""
+    def follow_build_worker(self, is_up: Callable[[], bool], share: Callable[[], float]) -> None:
+        """`tradecache_load_build_worker_up` and `_share` are read from `is_up` and `share` at each scrape."""
         self.build_worker_up.set_function(lambda: 1.0 if is_up() else 0.0)
+        self.build_worker_share.set_function(share)
 
     def build_worker_failed(self) -> None:
         self.build_worker_failures.inc()

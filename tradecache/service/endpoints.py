@@ -110,7 +110,7 @@ class Loader:
         self.store = store
         self.serializer = serializer
         self.cache = cache if cache is not None else ReplyCache()
-        self.worker = worker  # rebuilds half of each chunk's misses beside the loop (`build_worker.py`)
+        self.worker = worker  # rebuilds a share of each chunk's misses beside the loop (`build_worker.py`)
 
     async def one(self, collection: Collection, entity_id: str, as_msgpack: bool) -> tuple[bytes, bool]:
         """One entity's encoded reply, and whether it exists (absent: `null`; a strategy: `{}`)."""
