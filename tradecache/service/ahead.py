@@ -23,7 +23,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Final, Generic, TypeVar
 
 from tradecache.model.ledger import Collection
-from tradecache.service.endpoints import retrieved
+from tradecache.service.futures import retrieved
 
 # Long enough for a client that asks for the next page at once (milliseconds), short enough
 # that a page held for a client that went away frees its memory (up to one reply) soon.

@@ -50,6 +50,7 @@ from tradecache.model.enums import CurrencyType
 from tradecache.model.ledger import Collection
 from tradecache.model.values import Currency, currency_registry, on_currency_change, register_currency
 from tradecache.serialization.msgpack import MsgPackSerializer
+from tradecache.service.futures import retrieved
 from tradecache.service.items import rebuilt_entry
 
 READY: Final = "ready"
@@ -143,12 +144,6 @@ class Submitted:
     answer: asyncio.Future[Any]
     count: int
     at: float
-
-
-def retrieved(work: asyncio.Future[Any]) -> None:
-    """Take the outcome of a future no one waits for (asyncio would log it as never retrieved)."""
-    if not work.cancelled():
-        work.exception()
 
 
 class BuildWorker:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from tradecache.model.ledger import Collection
 from tradecache.serialization.msgpack import MsgPackSerializer
+from tradecache.service.futures import retrieved
 from tradecache.service.items import (
     currency_item,
     first_fill_instrument,
@@ -387,12 +388,6 @@ class _Chunk:
     submitted: Submitted | None = None  # the worker's job, until collected
 
 
-def retrieved(work: asyncio.Future[Any]) -> None:
-    """Take the outcome of work no one waits for (asyncio would log its error as never retrieved)."""
-    if not work.cancelled():
-        work.exception()
-
-
 __all__ = [
     "ENDPOINTS",
     "ENDPOINTS_BY_NAME",
@@ -403,5 +398,4 @@ __all__ = [
     "Slicer",
     "StatsSource",
     "next_chunk",
-    "retrieved",
 ]
