@@ -177,16 +177,23 @@ def wait_checkpoint(client: redis.Redis, sequence: int, timeout: float = 3600) -
 
 
 async def paced_with_lag(nats_url: str, redis_url: str, feed: Feed, rate: int, seconds: float) -> list[float]:
-    """Publish at `rate` for `seconds` while polling the checkpoint; each message's lag from just
-    before its publish to the first poll that shows the checkpoint at or past its sequence."""
+    """Publish at `rate` for `seconds`; each message's lag from just before its publish to the
+    moment the checkpoint is seen at or past its sequence. Redis tells when the checkpoint is
+    written (a keyspace notification), and only then is it read: a poll every 0.2 ms, as this
+    measure did before, cost 20 points of a core on this 2-core machine and, in the same window,
+    two to three times as many events over 10 ms in the daemon's own histogram."""
     import redis.asyncio as aioredis
 
     client = aioredis.Redis.from_url(redis_url)
     key = Keys(TRADER).checkpoint()
+    await client.config_set("notify-keyspace-events", "K$")  # string commands: the checkpoint's SET
+    pubsub = client.pubsub()
+    await pubsub.subscribe(f"__keyspace@0__:{key}")
     seen: list[tuple[int, float]] = []  # (checkpoint, when first seen), increasing
     publishing = asyncio.create_task(publish_at(nats_url, feed, rate, seconds))
     last_wanted = None
     while True:
+        await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.05)
         raw = await client.get(key)
         now = time.perf_counter()
         value = int(raw) if raw else 0
@@ -196,7 +203,8 @@ async def paced_with_lag(nats_url: str, redis_url: str, feed: Feed, rate: int, s
             last_wanted = last_wanted or publishing.result()[-1][0]
             if value >= last_wanted:
                 break
-        await asyncio.sleep(0.0002)
+    await pubsub.aclose()
+    await client.config_set("notify-keyspace-events", "")
     await client.aclose()
     checkpoints = [value for value, _ in seen]
     lags = []
