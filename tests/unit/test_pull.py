@@ -14,8 +14,6 @@ import pytest
 from tradecache.ingest.pull import (
     ARRIVED_PULLS,
     ARRIVED_STATUSES,
-    LINGER_SECONDS,
-    MAX_BATCH_WAIT,
     PULL_GRACE_SECONDS,
     PULL_RETRY_SECONDS,
     Action,
@@ -31,12 +29,20 @@ INBOX = "_INBOX.abc"
 NEXT = "$JS.API.CONSUMER.MSG.NEXT.S.C"
 
 
-def settings(batch: int = 4, expires: float = 0.5, max_bytes: int = 1 << 20) -> PullSettings:
-    return PullSettings("S", "C", batch, expires, max_bytes)
+LINGER = 0.001  # for the tests of a machine asked to linger (the default is not to)
+MAX_WAIT = 0.002
 
 
-def machine(batch: int = 4, expires: float = 0.5, last_cseq: int | None = 0) -> PullMachine:
-    pull = PullMachine(settings(batch, expires), INBOX)
+def settings(
+    batch: int = 4, expires: float = 0.5, max_bytes: int = 1 << 20, *, linger: float = 0.0, max_wait: float = 0.0
+) -> PullSettings:
+    return PullSettings("S", "C", batch, expires, max_bytes, linger, max_wait)
+
+
+def machine(
+    batch: int = 4, expires: float = 0.5, last_cseq: int | None = 0, *, linger: float = 0.0, max_wait: float = 0.0
+) -> PullMachine:
+    pull = PullMachine(settings(batch, expires, linger=linger, max_wait=max_wait), INBOX)
     pull.restart(last_cseq)
     return pull
 
@@ -202,8 +208,7 @@ def test_a_long_batch_in_hand_does_not_make_the_pull_look_lost() -> None:
     pull = machine(batch=4, expires=5.0)  # heartbeat 1.25 s: lost after 3.75 s without a sign
     pull.poll(0.0)
     pull.arrived(delivery(1))
-    pull.poll(0.01)
-    assert batches(pull.poll(0.01 + LINGER_SECONDS))
+    assert batches(pull.poll(0.01))
     pull.processed(5.0)  # the commit took 5 s; the heartbeats wait behind it
     assert pull.poll(5.0) == []
     assert pull.wake_at() == pytest.approx(6.0)  # the pull's own expiry and grace still count
@@ -222,28 +227,43 @@ def test_a_full_batch_is_handed_over_at_once_with_the_next_pull_asked_for_first(
     assert seqs(batches(actions)[0]) == [1, 2, 3]
 
 
-def test_a_trickle_waits_the_linger_then_goes() -> None:
+def test_by_default_what_has_arrived_goes_at_once_and_what_arrives_meanwhile_makes_the_next_batch() -> None:
     pull = machine(batch=10)
+    assert pull.settings.linger == 0.0 and pull.settings.max_wait == 0.0
+    pull.poll(0.0)
+    pull.arrived(delivery(1))
+    [first] = batches(pull.poll(0.1))
+    assert seqs(first) == [1]
+    for seq in (2, 3, 4):  # while the first batch is in hand
+        pull.arrived(delivery(seq))
+    assert pull.poll(0.101) == []
+    pull.processed(0.102)
+    [second] = batches(pull.poll(0.102))
+    assert seqs(second) == [2, 3, 4]
+
+
+def test_a_trickle_waits_the_linger_then_goes() -> None:
+    pull = machine(batch=10, linger=LINGER, max_wait=MAX_WAIT)
     pull.poll(0.0)
     pull.arrived(delivery(1))
     assert pull.poll(0.1) == []
-    assert pull.wake_at() == pytest.approx(0.1 + LINGER_SECONDS)
-    [batch] = batches(pull.poll(0.1 + LINGER_SECONDS))
+    assert pull.wake_at() == pytest.approx(0.1 + LINGER)
+    [batch] = batches(pull.poll(0.1 + LINGER))
     assert seqs(batch) == [1]
 
 
 def test_a_steady_stream_is_held_no_longer_than_the_max_wait() -> None:
-    pull = machine(batch=100)
+    pull = machine(batch=100, linger=LINGER, max_wait=MAX_WAIT)
     pull.poll(0.0)
     now, seq = 0.1, 1
     handed: list[DeliverBatch] = []
     while not handed:
         pull.arrived(delivery(seq))
         handed = batches(pull.poll(now))
-        now += LINGER_SECONDS / 2
+        now += LINGER / 2
         seq += 1
-    assert now - LINGER_SECONDS / 2 >= 0.1 + MAX_BATCH_WAIT
-    assert now - LINGER_SECONDS / 2 < 0.1 + MAX_BATCH_WAIT + LINGER_SECONDS
+    assert now - LINGER / 2 >= 0.1 + MAX_WAIT
+    assert now - LINGER / 2 < 0.1 + MAX_WAIT + LINGER
 
 
 def test_a_partial_batch_whose_pull_ended_goes_without_lingering_and_no_pull_is_asked_first() -> None:
@@ -330,7 +350,8 @@ def test_what_waits_on_the_inbox_is_bounded_in_bytes_and_room_comes_back_as_it_i
 
 
 def test_a_delivery_dropped_between_two_that_arrived_makes_the_next_batch_read_the_stream_first() -> None:
-    pull = PullMachine(settings(batch=3, max_bytes=100), INBOX, min_arrived_bytes=0)  # 400 bytes
+    # Lingering, so that 4 joins the batch holding 1 and 2 (400 bytes waiting at most).
+    pull = PullMachine(settings(batch=3, max_bytes=100, linger=LINGER, max_wait=MAX_WAIT), INBOX, min_arrived_bytes=0)
 
     def sized(seq: int, size: int) -> Incoming:
         reply = f"$JS.ACK.S.C.1.{seq}.{seq}.{1_700_000_000_000_000_000 + seq}.0"
@@ -473,8 +494,7 @@ def test_peek_shows_the_waiting_deliveries_as_they_will_be_handed_over_and_takes
     pull = machine(batch=2)
     pull.poll(0.0)
     pull.arrived(delivery(1))
-    pull.poll(0.01)
-    assert batches(pull.poll(0.01 + LINGER_SECONDS))
+    assert batches(pull.poll(0.01))
     for message in (delivery(2), status("100", "Idle Heartbeat"), delivery(3), delivery(4)):
         pull.arrived(message)
     peeked = pull.peek(2)
