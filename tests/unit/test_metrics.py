@@ -238,11 +238,15 @@ def test_a_commit_is_observed_once_under_its_single_kind_or_mixed(
 def test_event_lag_is_observed_by_kind(registry: CollectorRegistry, metrics: Metrics) -> None:
     metrics.event_lag("account", 0.3)
     metrics.event_lag("account", 7.0)
+    metrics.event_lags("account", [0.009, 0.012])  # either side of 10 ms, in buckets of their own
     bucket = "tradecache_event_lag_seconds_bucket"
-    assert registry.get_sample_value(bucket, {"kind": "account", "le": "0.25"}) == 0
-    assert registry.get_sample_value(bucket, {"kind": "account", "le": "0.5"}) == 1
-    assert registry.get_sample_value(bucket, {"kind": "account", "le": "5.0"}) == 1
-    assert registry.get_sample_value(bucket, {"kind": "account", "le": "+Inf"}) == 2
+    assert registry.get_sample_value(bucket, {"kind": "account", "le": "0.0075"}) == 0
+    assert registry.get_sample_value(bucket, {"kind": "account", "le": "0.01"}) == 1
+    assert registry.get_sample_value(bucket, {"kind": "account", "le": "0.015"}) == 2
+    assert registry.get_sample_value(bucket, {"kind": "account", "le": "0.25"}) == 2
+    assert registry.get_sample_value(bucket, {"kind": "account", "le": "0.5"}) == 3
+    assert registry.get_sample_value(bucket, {"kind": "account", "le": "5.0"}) == 3
+    assert registry.get_sample_value(bucket, {"kind": "account", "le": "+Inf"}) == 4
 
 
 def bucket_bounds(text: str, name: str, labels: dict[str, str]) -> list[str]:
@@ -261,7 +265,8 @@ def test_histogram_buckets_are_the_documented_ones(metrics: Metrics) -> None:
     latency = ["5e-05", "0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1"]
     latency += ["0.25", "0.5", "1.0", "2.5", "5.0", "+Inf"]
     assert bucket_bounds(text, "tradecache_write_duration_seconds", {"kind": "order"}) == latency
-    assert bucket_bounds(text, "tradecache_event_lag_seconds", {"kind": "order"}) == latency
+    lag = [*latency[:7], "0.0075", "0.01", "0.015", "0.02", *latency[8:]]  # finer around 10 ms
+    assert bucket_bounds(text, "tradecache_event_lag_seconds", {"kind": "order"}) == lag
     assert bucket_bounds(text, "tradecache_load_duration_seconds", {"endpoint": "order"}) == latency
     assert bucket_bounds(text, "tradecache_batch_size", {}) == [str(float(2**n)) for n in range(14)] + ["+Inf"]
 
