@@ -374,7 +374,7 @@ _Read = tuple[list[str], bool, list[Any], dict[str, bytes]]
 
 @dataclass(slots=True)
 class _Chunk:
-    """A chunk of a page being built (`Loader._start`, `Loader._add`): what was read, and its
+    """A chunk of a page being built (`Loader._split`, `Loader._build_own`, `Loader._add`): what was read, and its
     items so far (encoded bytes, None when absent, `_BUILD_HERE` when still to build)."""
 
     ids: list[str]
