@@ -5,6 +5,8 @@ Each lifecycle: a LIMIT order (a third of them first sent as a SubmitOrder comma
 accepted, most of them modified once, filled in one trade that opens or adds to a position on one
 of 20 instruments, and two of three followed by an account state. Over 100k messages: order events
 ~70%, fills ~15%, account states ~10%, commands ~5%. Deterministic but for the uuids and `run`.
+Published as SPEC's producers publish (`tradecache.client.Publisher`): with `Nats-Msg-Id` = the event's
+or command's id, so every delivery carries headers, as a real node's do.
 """
 
 from __future__ import annotations
@@ -138,6 +140,14 @@ class Feed:
         return out[:count] if len(out) > count else out
 
 
+def headers_of(payload: bytes) -> dict[str, str] | None:
+    """The headers a producer sends with `payload` (SPEC section 1, `tradecache.client.Publisher`):
+    `Nats-Msg-Id` = its event or command id; none for reference data (instruments)."""
+    data = msgpack.unpackb(payload, raw=False)
+    msg_id = data.get("event_id") or data.get("command_id")
+    return {"Nats-Msg-Id": str(msg_id)} if msg_id else None
+
+
 def mix(messages: list[tuple[str, bytes]]) -> str:
     counts: dict[str, int] = {}
     for kind, payload in messages:
@@ -166,7 +176,7 @@ async def prefill_windows(nats_url: str, windows: Iterable[list[tuple[str, bytes
     # unacknowledged publishes drops some, and the benchmark would wait for them for ever.
     for messages in windows:
         for kind, payload in messages:
-            await nc.publish(f"{PREFIX}.{kind}", payload)
+            await nc.publish(f"{PREFIX}.{kind}", payload, headers=headers_of(payload))
         await nc.flush(timeout=60)
         target += len(messages)
         for _ in range(1000):
@@ -195,7 +205,7 @@ async def publish_at(nats_url: str, feed: Feed, rate: int, seconds: float) -> li
                 pending = feed.lifecycle()
             kind, payload = pending.pop(0)
             published = time.perf_counter()
-            ack = await js.publish(f"{PREFIX}.{kind}", payload, stream="TRADECACHE")
+            ack = await js.publish(f"{PREFIX}.{kind}", payload, stream="TRADECACHE", headers=headers_of(payload))
             sent.append((ack.seq, published))
         await asyncio.sleep(0.0005)
     await nc.close()
@@ -215,7 +225,7 @@ async def paced(nats_url: str, feed: Feed, rate: int, seconds: float) -> int:
             if not pending:
                 pending = feed.lifecycle()
             kind, payload = pending.pop(0)
-            await nc.publish(f"{PREFIX}.{kind}", payload)
+            await nc.publish(f"{PREFIX}.{kind}", payload, headers=headers_of(payload))
             sent += 1
         await asyncio.sleep(0.001)
     await nc.flush()

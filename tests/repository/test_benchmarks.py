@@ -158,3 +158,15 @@ def test_a_rebuild_profile_counts_its_start_apart() -> None:
         START: 40,
     }
     assert START not in parse(raw).shares  # a daemon's profile has no start stage
+
+
+def test_the_feed_is_published_as_producers_publish_it() -> None:
+    """SPEC section 1: `Nats-Msg-Id` = the event's or command's id, none for reference data; so the
+    benchmarks' deliveries carry the headers a real node's do, and the daemon parses them."""
+    from benchmarks.feed import Feed, headers_of, instruments
+
+    messages = Feed("ids").lifecycle()
+    ids = [headers_of(payload) for _, payload in messages]
+    assert all(found is not None and len(found["Nats-Msg-Id"]) == 36 for found in ids)
+    assert len({found["Nats-Msg-Id"] for found in ids if found}) == len(messages)  # never dropped as duplicates
+    assert headers_of(instruments()[0][1]) is None
