@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import nats
@@ -14,11 +15,11 @@ import pytest
 
 from tests.backends import Server
 from tradecache.dev.stack import NatsServer
-from tradecache.ingest.inbox import InboxSubscription, subscribe_inbox
+from tradecache.ingest.inbox import InboxSubscription, LazyHeaders, subscribe_inbox
 
 pytestmark = pytest.mark.integration
 
-Parts = tuple[str, str, bytes, dict[str, str] | None]
+Parts = tuple[str, str, bytes, Mapping[str, str] | None]
 
 
 async def _until(condition: Any, timeout: float = 5.0) -> None:
@@ -68,6 +69,11 @@ async def test_the_inbox_hands_over_what_the_nats_py_callback_gets_in_order(nats
         assert routed == through_msg
         assert routed[-1][3] == {"Status": "408", "Description": "Request Timeout"}
         assert routed[3][3] == {"Nats-Msg-Id": "id-3", "X-Index": "3"}
+        # A body with headers: they are parsed when read (LazyHeaders, equal to nats-py's dict);
+        # a status line or an empty body: parsed at once, as nats-py does.
+        assert isinstance(routed[3][3], LazyHeaders) and not isinstance(through_msg[3][3], LazyHeaders)
+        assert isinstance(routed[0][3], dict) and routed[0][2] == b""
+        assert isinstance(routed[-1][3], dict)
         await subscription.unsubscribe()
         await _publish_mix(nc, f"{inbox}.a", 3)
         await _until(lambda: len(through_msg) == 64)

@@ -25,7 +25,7 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -255,7 +255,7 @@ async def _replay_all(
     machine = PullMachine(settings, inbox)
     arrived = asyncio.Event()
 
-    def on_message(subject: str, reply: str, data: bytes, headers: dict[str, str] | None) -> None:
+    def on_message(subject: str, reply: str, data: bytes, headers: Mapping[str, str] | None) -> None:
         machine.arrived_parts(subject, reply, data, headers)
         arrived.set()
 

@@ -38,7 +38,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -316,7 +316,7 @@ class Ingestor:
                       extra={"last_seq": unconfirmed.result.last_seq, "checkpoint": self.checkpoint})  # fmt: skip
         self._record(unconfirmed.result, unconfirmed.results, None)
 
-    def _on_message(self, subject: str, reply: str, data: bytes, headers: dict[str, str] | None) -> None:
+    def _on_message(self, subject: str, reply: str, data: bytes, headers: Mapping[str, str] | None) -> None:
         self.pull.arrived_parts(subject, reply, data, headers)
         self._arrived.set()
 

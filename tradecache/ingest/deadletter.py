@@ -29,7 +29,7 @@ import hashlib
 import logging
 import re
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Final
@@ -75,7 +75,7 @@ def header_bytes(headers: dict[str, str]) -> int:
     return len(b"NATS/1.0\r\n\r\n") + lines
 
 
-def sanitized(original: dict[str, str] | None) -> tuple[dict[str, str], list[str]]:
+def sanitized(original: Mapping[str, str] | None) -> tuple[dict[str, str], list[str]]:
     """The producer's headers safe to publish again, and the names dropped (percent-encoded)."""
     kept: dict[str, str] = {}
     dropped: list[str] = []

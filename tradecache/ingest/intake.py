@@ -14,6 +14,7 @@ batch ends, is dropped (`released`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import msgpack
@@ -41,7 +42,7 @@ class Delivery:
 
     subject: str
     data: bytes
-    headers: dict[str, str] | None
+    headers: Mapping[str, str] | None  # a LazyHeaders as the inbox gives them (`ingest/inbox.py`)
     stream_seq: int
     consumer_seq: int
     timestamp_ns: int

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -100,7 +101,7 @@ class Incoming:
     subject: str
     reply: str
     data: bytes
-    headers: dict[str, str] | None
+    headers: Mapping[str, str] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,14 +167,14 @@ class PullMachine:
         """A message on the pull inbox (taken in order at the next `poll`)."""
         self.arrived_parts(message.subject, message.reply, message.data, message.headers)
 
-    def arrived_parts(self, subject: str, reply: str, data: bytes, headers: dict[str, str] | None) -> None:
+    def arrived_parts(self, subject: str, reply: str, data: bytes, headers: Mapping[str, str] | None) -> None:
         """`arrived`, given the message's parts (no `Incoming` built for a delivery)."""
         if len(self._arrived) >= self._max_arrived or self._arrived_bytes + len(data) > self._max_arrived_bytes:
             self.dropped += 1
             self._dropped_unread = True
             return
         self._arrived_bytes += len(data)
-        if not (headers and not data and "Status" in headers):
+        if data or not headers or "Status" not in headers:  # a body first: a delivery's headers stay unread
             try:
                 seq, consumer_seq, timestamp, pending, delivered = ack_metadata(reply)
             except ValueError:
