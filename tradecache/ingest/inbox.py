@@ -107,9 +107,10 @@ class _Routes:
         stats["in_bytes"] += len(data)
         parsed: Headers = None
         if headers:
-            lazy = self._parse_lines is not None and data and headers.startswith(_PLAIN_HEADER_LINE)
-            if lazy and len(headers) > len(_PLAIN_HEADER_LINE) + 2:  # ... and some header in the block
-                parsed = LazyHeaders(headers, self._parse_lines)  # type: ignore[arg-type]  # not None here
+            parse_lines = self._parse_lines
+            plain = headers.startswith(_PLAIN_HEADER_LINE) and len(headers) > len(_PLAIN_HEADER_LINE) + 2
+            if parse_lines is not None and data and plain:  # a body, and a block of headers, no status
+                parsed = LazyHeaders(headers, parse_lines)
             else:  # a status line, an empty body or an empty block: as nats-py gives them, now
                 parsed = await self._process_headers(headers)
         try:
