@@ -21,6 +21,9 @@ from typing import Any
 import msgpack
 import nats
 
+from tradecache.client import producer_headers
+from tradecache.serialization.msgpack import MsgPackSerializer
+
 TRADER = "BENCH-001"
 PREFIX = f"tradecache.in.{TRADER}"
 BASE_TS = 1_764_000_000_000_000_000
@@ -140,12 +143,13 @@ class Feed:
         return out[:count] if len(out) > count else out
 
 
+_SERIALIZER = MsgPackSerializer()
+
+
 def headers_of(payload: bytes) -> dict[str, str] | None:
-    """The headers a producer sends with `payload` (SPEC section 1, `tradecache.client.Publisher`):
-    `Nats-Msg-Id` = its event or command id; none for reference data (instruments)."""
-    data = msgpack.unpackb(payload, raw=False)
-    msg_id = data.get("event_id") or data.get("command_id")
-    return {"Nats-Msg-Id": str(msg_id)} if msg_id else None
+    """The headers `Publisher` sends with `payload` (`Nats-Msg-Id` = its event or command id; none for
+    reference data such as instruments)."""
+    return producer_headers(_SERIALIZER.deserialize(payload))
 
 
 def mix(messages: list[tuple[str, bytes]]) -> str:
@@ -204,8 +208,9 @@ async def publish_at(nats_url: str, feed: Feed, rate: int, seconds: float) -> li
             if not pending:
                 pending = feed.lifecycle()
             kind, payload = pending.pop(0)
+            headers = headers_of(payload)  # before the clock starts: a producer has them at hand
             published = time.perf_counter()
-            ack = await js.publish(f"{PREFIX}.{kind}", payload, stream="TRADECACHE", headers=headers_of(payload))
+            ack = await js.publish(f"{PREFIX}.{kind}", payload, stream="TRADECACHE", headers=headers)
             sent.append((ack.seq, published))
         await asyncio.sleep(0.0005)
     await nc.close()

@@ -64,6 +64,12 @@ def message_id(message: Message) -> str | None:
     return None
 
 
+def producer_headers(message: Message) -> dict[str, str] | None:
+    """The headers a producer publishes `message` with (SPEC section 1): its `Nats-Msg-Id`, if it has one."""
+    msg_id = message_id(message)
+    return {MSG_ID_HEADER: msg_id} if msg_id else None
+
+
 class Publisher:
     """Publishes a trading node's messages on the subjects the sidecar consumes (SPEC section 1)."""
 
@@ -89,8 +95,7 @@ class Publisher:
             nats.js.errors.APIError: JetStream refused the message (too large for the stream, ...).
             TypeError: `message` is not a message of the model.
         """
-        msg_id = message_id(message)
-        headers = {MSG_ID_HEADER: msg_id} if msg_id else None
+        headers = producer_headers(message)
         return await self.js.publish(self.subject_of(message), self.serializer.serialize(message), headers=headers)
 
     async def publish_many(self, messages: Iterable[Message]) -> int:
@@ -104,10 +109,10 @@ class Publisher:
         """
         futures = []
         for message in messages:
-            msg_id = message_id(message)
-            headers = {MSG_ID_HEADER: msg_id} if msg_id else None
             payload = self.serializer.serialize(message)
-            futures.append(await self.js.publish_async(self.subject_of(message), payload, headers=headers))
+            futures.append(
+                await self.js.publish_async(self.subject_of(message), payload, headers=producer_headers(message))
+            )
         await asyncio.gather(*futures)
         return len(futures)
 
@@ -441,4 +446,4 @@ def _decode(data: bytes, as_msgpack: bool) -> Any:
     return msgpack.unpackb(data, raw=False) if as_msgpack else json_value(data)  # JSON at any depth
 
 
-__all__ = ["CacheClient", "LoadError", "Publisher", "message_id"]
+__all__ = ["CacheClient", "LoadError", "Publisher", "message_id", "producer_headers"]
