@@ -69,6 +69,9 @@ DAEMON_COMMANDS = (
     "hset",
     "lrange",  # (also sent alone: the lists of a collection, pipelined)
     "hgetall",
+    # with retention of closed orders only (not run here): a purged order's tombstone, read with
+    # the stored state and checked by APPLY_SCRIPT's E
+    "zmscore",
 )
 
 

@@ -106,6 +106,7 @@ def _every_operation() -> ScriptCall:
     call.closed(Mark(Collection.POSITIONS, "P-1", closed=True, event_id="e-2", later=1), keys)
     call.hold_opening(keys, "O-2", b"opening half")
     call.release_opening(keys, "O-2")
+    call.expect_new(keys, "O-3")
     call.checkpoint(keys, 42)
     return call
 

@@ -383,3 +383,31 @@ def test_a_ledger_that_knows_the_store_empty_asks_only_for_what_it_wrote_and_dro
     assert request.positions == {NETTING_ID}
     ledger.reset()
     assert ledger.missing([fresh.initialized(OrderType.MARKET, OrderSide.BUY, "100")]).orders == {"O-NEW"}
+
+
+def test_an_order_first_seen_by_its_initialized_event_is_taken_for_new_only_when_asked() -> None:
+    """`missing(assume_new=True)`: an order memory lacks whose first event in the batch is its
+    OrderInitialized is not read but taken for new (the caller's call checks it); one first seen by
+    any other event is read, even if its OrderInitialized follows; one memory holds, or that
+    retention purged, is not taken for new. Without `assume_new`, every one is read as before."""
+    ledger = new_ledger()
+    new, late, held, purged = (OrderEvents(coid) for coid in ("O-NEW", "O-LATE", "O-HELD", "O-PURGED"))
+    working_order(ledger, "O-HELD", OrderSide.BUY, "100")
+    ledger.hydrate(StoredState(purged_orders={"O-PURGED": 1}))
+    batch = [
+        new.initialized(OrderType.MARKET, OrderSide.BUY, "100"),
+        new.submitted(),
+        late.submitted(),
+        late.initialized(OrderType.MARKET, OrderSide.BUY, "100"),
+        held.canceled(),
+        purged.initialized(OrderType.MARKET, OrderSide.BUY, "100"),
+    ]
+    request = ledger.missing(batch, assume_new=True)
+    assert request.assumed_orders == {"O-NEW"}
+    assert request.orders == {"O-LATE", "O-PURGED"}
+    only_new = ledger.missing(batch[:2], assume_new=True)
+    assert only_new.assumed_orders == {"O-NEW"}
+    assert not only_new  # nothing to read
+    plain = ledger.missing(batch)
+    assert plain.orders == {"O-NEW", "O-LATE", "O-PURGED"}
+    assert not plain.assumed_orders

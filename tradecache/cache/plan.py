@@ -51,6 +51,11 @@ Operations (KEYS are consumed in order, ARGV[1] is the number of operations):
 - `Y` a position went flat: KEYS the positions' closed set, the position's list, the trimmed
   counts; ARGV position id, the fill's event id, fills of the same call after it. Adds a
   `cycle_member` scored by Redis' clock.
+- `E` an order the writer took for new without reading it (its OrderInitialized, and memory
+  lacks it): KEYS the order's list, the orders' purged set; ARGV the order id. Unless the list is
+  absent and retention never purged that id, the whole call fails with `ASSUMED tradecache: ...`
+  before writing anything; the writer then reads the order and applies the batch again. Writes
+  nothing.
 - `P` hold the opening half of a flip until the node's PositionOpened names its position: KEYS the
   trader's pending-openings hash; ARGV the opening order id, the half's payload. `Q` let it go:
   KEYS the same hash; ARGV the opening order id.
@@ -104,6 +109,7 @@ OPERATIONS: Final[dict[str, Operation]] = {
     "Z": Operation("zset", (), 1),
     "U": Operation("zset", (), 1),
     "Y": Operation("zset", ("list", "hash"), 3),
+    "E": Operation(None, ("zset",), 1),
     "P": Operation("hash", (), 2),
     "Q": Operation("hash", (), 1),
 }
@@ -215,6 +221,16 @@ local function check_seen(i, seen_key, entity, id, payload)
   return nil
 end
 local argc = #ARGV
+-- For E: whether retention purged `id` (its purged set looked up only once it exists).
+local purged_kind = {}
+local function purged(key, id)
+  local kind = purged_kind[key]
+  if kind == nil then
+    kind = redis.call('TYPE', key)['ok']
+    purged_kind[key] = kind
+  end
+  return kind == 'zset' and redis.call('ZMSCORE', key, id)[1] ~= false
+end
 -- A key that R (kind 'string'), H ('hash') or D (nil: any) replaces or deletes, whatever it held.
 local function replaces(key, kind)
   if key == nil then
@@ -274,6 +290,9 @@ for i = 1, n do
     if problem then
       return problem
     end
+  end
+  if op == 'E' and (redis.call('TYPE', KEYS[k])['ok'] ~= 'none' or purged(KEYS[k + 1], ARGV[a + 1])) then
+    return redis.error_reply('ASSUMED tradecache: order ' .. ARGV[a + 1] .. ' was taken for new and is stored')
   end
   if op == 'A' or op == 'N' or op == 'K' then
     local seen_key = op == 'K' and KEYS[k] or KEYS[k + 1]
@@ -737,6 +756,11 @@ class ScriptCall:
     def delete(self, write: Write, keys: Keys) -> None:
         self._add(write, (keys.entity(write.collection, write.key), keys.index(write.collection)), "D", write.key)
 
+    def expect_new(self, keys: Keys, order_id: str) -> None:
+        """The call fails (ASSUMED) unless the order `order_id` is not stored and was never purged."""
+        names = (keys.entity(Collection.ORDERS, order_id), keys.purged(Collection.ORDERS))
+        self._add(None, names, "E", order_id)
+
     def hold_opening(self, keys: Keys, opening_order_id: str, payload: bytes) -> None:
         self._add(None, (keys.pending_openings(),), "P", opening_order_id, payload)
 
@@ -846,6 +870,14 @@ def cycle_member(position_id: str, index: int, event_id: str) -> str:
 _CONFLICT: Final = re.compile(r"^CONFLICT tradecache: operation (\d+): (.*)$", re.DOTALL)
 
 
+ASSUMED_MARK: Final = "ASSUMED tradecache:"
+
+
+def assumption_failed(cause: str) -> bool:
+    """Whether a refusal says an order taken for new (`E`) is stored: nothing was written."""
+    return cause.startswith(ASSUMED_MARK)
+
+
 def conflict_operation(cause: str) -> tuple[int, str] | None:
     """For a CONFLICT refusal: the index (from 0) in `ScriptCall.operations` of the operation it
     names, and what it says about it; None for any other refusal."""
@@ -917,12 +949,14 @@ def plan_writes(writes: Sequence[Write], keys: Keys, encode: Encoder, call: Scri
 
 __all__ = [
     "APPLY_SCRIPT",
+    "ASSUMED_MARK",
     "OPERATIONS",
     "READ_CHUNK",
     "READ_SCRIPT",
     "Encoder",
     "Operation",
     "ScriptCall",
+    "assumption_failed",
     "conflict_operation",
     "currency_fields",
     "cycle_member",

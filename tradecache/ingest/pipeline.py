@@ -7,7 +7,11 @@ in stream order, in chunks of at most `chunk_bytes` of payload, each chunk check
 and `run`, then the acknowledgement (the caller's: `ack`) once every chunk is committed.
 
 For a run of items (`Accepted` / `Refused`, stream order) the pipeline:
-1. reads the stored state the items need and memory lacks (one READ_SCRIPT call);
+1. reads the stored state the items need and memory lacks (one READ_SCRIPT call), except the
+   orders first seen by their OrderInitialized: those are taken for new, and the call fails
+   (ASSUMED, nothing written) if one is stored after all; the run is then applied again with every
+   order read (`assume_new`). A backlog's runs are mostly new orders, and their read, queued
+   behind the commit in flight, kept the next run from being applied ahead of it;
 2. applies them on the ledger (`apply_batch`, pure) and hands each refusal to `dead_letter`;
 3. commits all writes plus the checkpoint in one APPLY_SCRIPT call, fenced by the lease token.
 
@@ -42,13 +46,17 @@ from typing import Any, Protocol, TypeVar
 
 from tradecache.cache.aio import Store
 from tradecache.cache.keys import Keys
-from tradecache.cache.plan import Encoder, conflict_operation
+from tradecache.cache.plan import Encoder, assumption_failed, conflict_operation
 from tradecache.errors import EventRejected, LeaseLost, RejectReason, StoreRefused
 from tradecache.ingest.batch import BatchResult, apply_batch, owner_of
 from tradecache.ingest.intake import Accepted, Delivery, Intake, Refused
 from tradecache.model.ledger import Ledger
 
 T = TypeVar("T")
+# After a call refused because an order taken for new was stored (a restart, a producer publishing
+# orders again), this many more stream sequences read every order as before: a run of such orders
+# costs one refused call, not one per batch.
+READ_AFTER_REFUSED = 1000
 Item = Accepted | Refused
 OWN_KEYS_MARK = ":tradecache:"
 
@@ -71,6 +79,10 @@ class _Pinnable(Exception):
     def __init__(self, cause: str) -> None:
         self.cause = cause
         super().__init__(cause)
+
+
+class _Assumed(Exception):
+    """An order taken for new without a read is stored after all: nothing was written."""
 
 
 class _Conflict(Exception):
@@ -159,6 +171,7 @@ class Pipeline:
         intake: Intake | None = None,
         chunk_bytes: int = 2 * 1024 * 1024,
         after_commit: Callable[[], Awaitable[None]] | None = None,
+        assume_new: bool = True,
     ) -> None:
         self.ledger = ledger
         self.store = store
@@ -172,6 +185,12 @@ class Pipeline:
         self.intake = intake
         self.chunk_bytes = chunk_bytes
         self.after_commit = after_commit
+        # Orders first seen by their OrderInitialized are taken for new, not read (the script
+        # checks it: `ScriptCall.expect_new`); up to this stream sequence, after a call refused for
+        # that, everything is read as before.
+        self.assume_new = assume_new
+        self._read_all_through = 0
+        self.assumptions_failed = 0  # calls refused because an order taken for new was stored
         # Work to do while a commit is in flight (the daemon: check the next batch ahead, `check_ahead`).
         self.while_committing: Callable[[], None] | None = None
         # The next batch once it is settled (None: not yet), and a signal that more has arrived:
@@ -269,6 +288,15 @@ class Pipeline:
                 self.ledger.reset()
                 pieces.extendleft(reversed(self._split(piece, failure.cause)))
                 continue
+            except _Assumed:
+                # Nothing was written; memory holds the order as new. Read everything this time.
+                self.ledger.reset()
+                self.assumptions_failed += 1
+                self._read_all_through = max(self._read_all_through, piece[-1].delivery.stream_seq + READ_AFTER_REFUSED)
+                self.log.info("an order taken for new is stored: reading every order again for a while",
+                              extra={"through": self._read_all_through})  # fmt: skip
+                pieces.appendleft(piece)
+                continue
             except _Conflict as conflict:
                 # Nothing was written; memory may hold what the refused message did.
                 self.ledger.reset()
@@ -281,7 +309,7 @@ class Pipeline:
         result = self._take_prepared(piece)
         if result is None:
             fresh = [item.message for item in piece if isinstance(item, Accepted) and self._ahead(item)]
-            request = self.ledger.missing(fresh)
+            request = self.ledger.missing(fresh, assume_new=self._assumes(piece))
             if request:
                 try:
                     stored = await self.call("read state", lambda: self.store.read_state(request))
@@ -291,6 +319,7 @@ class Pipeline:
                 except (ValueError, TypeError, KeyError, ArithmeticError, EventRejected) as exc:
                     raise _Pinnable(f"its stored state cannot be read back: {type(exc).__name__}: {exc}") from exc
             result = apply_batch(self.ledger, piece, checkpoint=self.checkpoint, keys=self.keys, encode=self.encode)
+            self._expect_new(result, request.assumed_orders)
         if self.dead_letter is not None:
             for refused in result.refused:
                 if refused.delivery.stream_seq not in published:
@@ -306,6 +335,8 @@ class Pipeline:
             # one may depend on what they did (a Currency message registers its currency).
             results = await self._send(result, overlap=last and not result.rest)
         except StoreRefused as exc:
+            if assumption_failed(exc.cause):
+                raise _Assumed(exc.cause) from exc
             raise self._conflict(result, exc.cause) or _Pinnable(exc.cause) from exc
         seconds = time.perf_counter() - started
         self.checkpoint = max(self.checkpoint, result.last_seq)
@@ -398,7 +429,8 @@ class Pipeline:
             items.append(item)
         ledger = self.ledger
         generation = ledger.generation
-        request = ledger.missing([item.message for item in items if isinstance(item, Accepted)])
+        request = ledger.missing([item.message for item in items if isinstance(item, Accepted)],
+                                 assume_new=self._assumes(items))  # fmt: skip
         if request:
             if not self.store.keys_read(request).isdisjoint(behind.call.keys):
                 return  # it would read what the call in flight writes: after its answer, then
@@ -407,9 +439,20 @@ class Pipeline:
                 return
             ledger.hydrate(stored)
         result = apply_batch(ledger, items, checkpoint=behind.last_seq, keys=self.keys, encode=self.encode)
+        self._expect_new(result, request.assumed_orders)
         self._prepared = _Prepared(items, result, generation, behind.last_seq)
         if result.rest:  # a message failed unexpectedly: the main path handles that
             self.discard_prepared()
+
+    def _assumes(self, items: Sequence[Item]) -> bool:
+        """Whether orders first seen by their OrderInitialized may be taken for new in `items`."""
+        return self.assume_new and bool(items) and items[0].delivery.stream_seq > self._read_all_through
+
+    def _expect_new(self, result: BatchResult, orders: set[str]) -> None:
+        """Make `result`'s call conditional on the orders taken for new not being stored."""
+        if orders and result.call.count:
+            for order_id in sorted(orders):
+                result.call.expect_new(self.keys, order_id)
 
     def _is_prepared(self, piece: Sequence[Item]) -> bool:
         prepared = self._prepared

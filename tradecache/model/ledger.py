@@ -496,14 +496,29 @@ class Ledger:
 
     # -- state kept in memory, and state brought back from the store ------------------------
 
-    def missing(self, messages: Iterable[Message]) -> StateRequest:
-        """The stored entities `messages` refer to that are not in memory (to read before applying)."""
+    def missing(self, messages: Iterable[Message], *, assume_new: bool = False) -> StateRequest:
+        """The stored entities `messages` refer to that are not in memory (to read before applying).
+
+        With `assume_new`, an order memory lacks whose first event among `messages` is its
+        OrderInitialized is taken for new instead of read (`StateRequest.assumed_orders`): the
+        caller must make its writes conditional on that (`ScriptCall.expect_new`), since the
+        store may still hold it (a restart, an eviction, another writer before this one).
+        """
         request = StateRequest()
+        assumed = request.assumed_orders
         for message in messages:
             if isinstance(message, OrderEvent):
                 key = message.client_order_id.value
-                if key not in self.orders and self._maybe_stored(Collection.ORDERS, key):
-                    request.orders.add(key)
+                if key not in self.orders and key not in assumed and self._maybe_stored(Collection.ORDERS, key):
+                    if (
+                        assume_new
+                        and message.__class__ is OrderInitialized
+                        and key not in request.orders
+                        and key not in self._purged_orders
+                    ):
+                        assumed.add(key)
+                    else:
+                        request.orders.add(key)
                 if isinstance(message, OrderFilled) and message.position_id is not None:
                     self._request_position(request, message.position_id.value, message.instrument_id.value)
             elif isinstance(message, PositionEvent):
@@ -714,6 +729,8 @@ class StateRequest:
     instruments: set[str] = field(default_factory=set)
     # The opening halves waiting for their PositionOpened (once after a start).
     pending_openings: bool = False
+    # Orders taken for new without a read (`Ledger.missing(assume_new=True)`): nothing to read.
+    assumed_orders: set[str] = field(default_factory=set)
 
     def __bool__(self) -> bool:
         return bool(self.orders or self.positions or self.accounts or self.instruments or self.pending_openings)
