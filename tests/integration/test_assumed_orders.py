@@ -109,14 +109,22 @@ async def replay(client: Any, trader: str, feed: list[tuple[Any, bytes]], *, ass
     return await trader_contents(client, trader), store, pipelines
 
 
-async def test_new_orders_need_no_read_and_are_stored_as_when_read(redis_server: Any) -> None:
-    client = redis.asyncio.Redis.from_url(redis_server.url)
-    feed = build_demo_feed("ASSUME-002").payloads(SERIALIZER)
+async def read_then_assumed(url: str, trader: str, *, again: bool) -> tuple[Replayed, Replayed]:
+    """One demo feed replayed with every order read, then with new orders taken for new."""
+    client = redis.asyncio.Redis.from_url(url)
+    feed = build_demo_feed(trader).payloads(SERIALIZER)
     try:
-        read, read_store, _ = await replay(client, "ASSUME-002", feed, assume_new=False, again=False)
-        assumed, assumed_store, pipelines = await replay(client, "ASSUME-002", feed, assume_new=True, again=False)
+        read = await replay(client, trader, feed, assume_new=False, again=again)
+        assumed = await replay(client, trader, feed, assume_new=True, again=again)
     finally:
         await client.aclose()
+    return read, assumed
+
+
+async def test_new_orders_need_no_read_and_are_stored_as_when_read(redis_server: Any) -> None:
+    (read, read_store, _), (assumed, assumed_store, pipelines) = await read_then_assumed(
+        redis_server.url, "ASSUME-002", again=False
+    )
     assert assumed == read
     assert pipelines[0].assumptions_failed == 0
     # Every batch of the demo's opening orders read them before; now only what is not new is read.
@@ -124,13 +132,7 @@ async def test_new_orders_need_no_read_and_are_stored_as_when_read(redis_server:
 
 
 async def test_a_feed_published_again_after_a_restart_is_read_when_its_orders_are_stored(redis_server: Any) -> None:
-    client = redis.asyncio.Redis.from_url(redis_server.url)
-    feed = build_demo_feed("ASSUME-003").payloads(SERIALIZER)
-    try:
-        read, _, _ = await replay(client, "ASSUME-003", feed, assume_new=False, again=True)
-        assumed, _, pipelines = await replay(client, "ASSUME-003", feed, assume_new=True, again=True)
-    finally:
-        await client.aclose()
+    (read, _, _), (assumed, _, pipelines) = await read_then_assumed(redis_server.url, "ASSUME-003", again=True)
     assert assumed == read
     first, restarted = pipelines
     assert first.assumptions_failed == 0

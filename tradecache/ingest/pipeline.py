@@ -318,8 +318,7 @@ class Pipeline:
                     raise _Pinnable(f"Redis refused to read the state it needs: {exc.cause}") from exc
                 except (ValueError, TypeError, KeyError, ArithmeticError, EventRejected) as exc:
                     raise _Pinnable(f"its stored state cannot be read back: {type(exc).__name__}: {exc}") from exc
-            result = apply_batch(self.ledger, piece, checkpoint=self.checkpoint, keys=self.keys, encode=self.encode)
-            self._expect_new(result, request.assumed_orders)
+            result = self._applied(piece, self.checkpoint, request.assumed_orders)
         if self.dead_letter is not None:
             for refused in result.refused:
                 if refused.delivery.stream_seq not in published:
@@ -438,8 +437,7 @@ class Pipeline:
             if ledger.generation != generation:
                 return
             ledger.hydrate(stored)
-        result = apply_batch(ledger, items, checkpoint=behind.last_seq, keys=self.keys, encode=self.encode)
-        self._expect_new(result, request.assumed_orders)
+        result = self._applied(items, behind.last_seq, request.assumed_orders)
         self._prepared = _Prepared(items, result, generation, behind.last_seq)
         if result.rest:  # a message failed unexpectedly: the main path handles that
             self.discard_prepared()
@@ -448,11 +446,14 @@ class Pipeline:
         """Whether orders first seen by their OrderInitialized may be taken for new in `items`."""
         return self.assume_new and bool(items) and items[0].delivery.stream_seq > self._read_all_through
 
-    def _expect_new(self, result: BatchResult, orders: set[str]) -> None:
-        """Make `result`'s call conditional on the orders taken for new not being stored."""
-        if orders and result.call.count:
-            for order_id in sorted(orders):
+    def _applied(self, items: Sequence[Item], checkpoint: int, assumed_orders: set[str]) -> BatchResult:
+        """`items` applied on the ledger and planned, the call conditional on the orders taken for
+        new (`assumed_orders`) not being stored."""
+        result = apply_batch(self.ledger, items, checkpoint=checkpoint, keys=self.keys, encode=self.encode)
+        if assumed_orders and result.call.count:
+            for order_id in sorted(assumed_orders):
                 result.call.expect_new(self.keys, order_id)
+        return result
 
     def _is_prepared(self, piece: Sequence[Item]) -> bool:
         prepared = self._prepared
