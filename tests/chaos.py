@@ -490,7 +490,10 @@ def _compare_internal(
         closed_members: list[bytes] = client.zrange(closed, 0, -1)  # type: ignore[assignment]
         stored_ids = {_text(m) for m in closed_members}
         if stored_ids != ids:
-            result.internal.append(f"{closed}: {len(stored_ids ^ ids)} ids differ")
+            # The members themselves (a few), so that a mismatch says which cycle and which index.
+            extra, missing = sorted(stored_ids - ids)[:3], sorted(ids - stored_ids)[:3]
+            result.internal.append(f"{closed}: {len(stored_ids ^ ids)} ids differ (stored, not expected: "
+                                   f"{extra!r}; expected, not stored: {missing!r})")  # fmt: skip
     for name in sorted(found - wanted):
         result.internal.append(f"unexpected {name}")
 
