@@ -50,6 +50,9 @@ end
 -- For A, N and K: the digest of each operation's payload, whether its id is new for its entity,
 -- and the digests of the ids this call stores (a second copy in the same call is compared too).
 local digests, fresh, pending = {}, {}, {}
+-- (Since a retried call no longer marks a closed cycle twice, Y's rule is here too: a mark only
+-- with its fill, appended by this call.)
+local appended_now = {}
 local function check_seen(i, seen_key, entity, id, payload)
   local field = seen_field(entity, id)
   local mine = digest(payload)
@@ -92,6 +95,9 @@ for i = 1, n do
     end
     if fresh[i] and op ~= 'K' then
       pending[seen_key .. '\0' .. seen_field(ARGV[a + 1], ARGV[a + 2])] = digests[i]
+      if op == 'A' then
+        appended_now[KEYS[k] .. '\0' .. ARGV[a + 2]] = true
+      end
     end
   end
   k = k + nkeys[op]
@@ -164,18 +170,21 @@ for i = 1, n do
       local time = redis.call('TIME')
       now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
     end
+    results[i] = 1
     if op == 'Z' then
       redis.call('ZADD', KEYS[k], now_ms, ARGV[a])
       a = a + 1
-    else
+    elseif appended_now[KEYS[k + 1] .. '\0' .. ARGV[a + 1]] then
       -- The fill's place in the position's list since it began (what retention trimmed, plus
       -- the list's length now, minus the fills this call appended after it).
       local trimmed = tonumber(redis.call('HGET', KEYS[k + 2], ARGV[a]) or '0')
       local index = trimmed + redis.call('LLEN', KEYS[k + 1]) - tonumber(ARGV[a + 2])
       redis.call('ZADD', KEYS[k], now_ms, ARGV[a] .. '\n' .. index .. '\n' .. ARGV[a + 1])
       a = a + 3
+    else
+      results[i] = 0
+      a = a + 3
     end
-    results[i] = 1
   elseif op == 'U' then
     redis.call('ZREM', KEYS[k], ARGV[a])
     results[i] = 1

@@ -50,7 +50,8 @@ Operations (KEYS are consumed in order, ARGV[1] is the number of operations):
 - `U` an order reopened: KEYS the orders' closed set; ARGV the order id (removed from it).
 - `Y` a position went flat: KEYS the positions' closed set, the position's list, the trimmed
   counts; ARGV position id, the fill's event id, fills of the same call after it. Adds a
-  `cycle_member` scored by Redis' clock.
+  `cycle_member` scored by Redis' clock, only when an `A` of the same call appends that fill (a
+  call run again after its answer was lost appends nothing and marks nothing; reply 0).
 - `E` an order the writer took for new without reading it (its OrderInitialized, and memory
   lacks it): KEYS the order's list, the orders' purged set; ARGV the order id. Unless the list is
   absent and retention never purged that id, the whole call fails with `ASSUMED tradecache: ...`
@@ -207,6 +208,10 @@ end
 -- For A, N and K: the digest of each operation's payload, whether its id is new for its entity,
 -- and the digests of the ids this call stores (a second copy in the same call is compared too).
 local digests, fresh, pending, fields = {}, {}, {}, {}
+-- For Y: the events this call appends (list key, then the event id). A closed cycle is marked only
+-- with its fill: when the call runs again (retried, its answer lost), its fills are not appended
+-- again, and the list's length no longer gives the fill's place.
+local appended_now = {}
 local function check_seen(i, seen_key, entity, id, payload)
   local field = seen_field(entity, id)
   fields[i] = field
@@ -302,6 +307,9 @@ for i = 1, n do
     end
     if fresh[i] and op ~= 'K' then
       pending[seen_key .. '\\0' .. seen_field(ARGV[a + 1], ARGV[a + 2])] = digests[i]
+      if op == 'A' then
+        appended_now[KEYS[k] .. '\\0' .. ARGV[a + 2]] = true
+      end
     end
   end
   if op == 'A' then
@@ -389,18 +397,21 @@ local function write_in_order()
         local time = redis.call('TIME')
         now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
       end
+      results[i] = 1
       if op == 'Z' then
         redis.call('ZADD', KEYS[k], now_ms, ARGV[a])
         a = a + 1
-      else
+      elseif appended_now[KEYS[k + 1] .. '\\0' .. ARGV[a + 1]] then
         -- The fill's place in the position's list since it began (what retention trimmed, plus
         -- the list's length now, minus the fills this call appended after it).
         local trimmed = tonumber(redis.call('HGET', KEYS[k + 2], ARGV[a]) or '0')
         local index = trimmed + redis.call('LLEN', KEYS[k + 1]) - tonumber(ARGV[a + 2])
         redis.call('ZADD', KEYS[k], now_ms, ARGV[a] .. '\\n' .. index .. '\\n' .. ARGV[a + 1])
         a = a + 3
+      else
+        results[i] = 0  -- its fill was stored before this call (a retry): so was this mark
+        a = a + 3
       end
-      results[i] = 1
     elseif op == 'U' then
       redis.call('ZREM', KEYS[k], ARGV[a])
       results[i] = 1
@@ -579,10 +590,11 @@ local function write_gathered()
         local time = redis.call('TIME')
         now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
       end
+      results[i] = 1
       if op == 'Z' then
         gather_score(KEYS[k], now_ms, ARGV[a])
         a = a + 1
-      else
+      elseif appended_now[KEYS[k + 1] .. '\\0' .. ARGV[a + 1]] then
         -- The fill's place in the position's list since it began (what retention trimmed, plus
         -- the list's length now, minus the fills this call appended after it).
         flush(KEYS[k + 1])
@@ -595,8 +607,10 @@ local function write_gathered()
         local index = trimmed + redis.call('LLEN', KEYS[k + 1]) - tonumber(ARGV[a + 2])
         gather_score(KEYS[k], now_ms, ARGV[a] .. '\\n' .. index .. '\\n' .. ARGV[a + 1])
         a = a + 3
+      else
+        results[i] = 0  -- its fill was stored before this call (a retry): so was this mark
+        a = a + 3
       end
-      results[i] = 1
     elseif op == 'U' then
       gather('ZREM', KEYS[k], ARGV[a])
       results[i] = 1
