@@ -4,8 +4,8 @@ local expected = {A = 'list', S = 'string', N = 'string', R = false, H = false, 
                   F = 'string', K = 'hash', Z = 'zset', U = 'zset', Y = 'zset', P = 'hash', Q = 'hash'}
 -- The types of an operation's other keys: a dedupe hash and an index, or nothing.
 local others = {A = {'hash', 'zset'}, S = {'zset'}, N = {'hash', 'zset'}, R = {'zset'}, H = {'zset'}, M = {'zset'},
-                D = {'zset'}, Y = {'list', 'hash'}}
-local nkeys = {A = 3, S = 2, N = 3, R = 2, H = 2, M = 2, D = 2, C = 1, F = 1, K = 1, Z = 1, U = 1, Y = 3, P = 1, Q = 1}
+                D = {'zset'}, Y = {'list', 'hash', 'hash'}}
+local nkeys = {A = 3, S = 2, N = 3, R = 2, H = 2, M = 2, D = 2, C = 1, F = 1, K = 1, Z = 1, U = 1, Y = 4, P = 1, Q = 1}
 local nargs = {A = 3, S = 2, N = 3, R = 2, D = 1, C = 1, F = 1, K = 3, Z = 1, U = 1, Y = 3, P = 2, Q = 1}
 -- The values packed (a msgpack array: its first byte is 0x90..0x9f, 0xdc or 0xdd), and then maybe
 -- where each operation's key is among KEYS, each named once; or the values themselves.
@@ -50,9 +50,8 @@ end
 -- For A, N and K: the digest of each operation's payload, whether its id is new for its entity,
 -- and the digests of the ids this call stores (a second copy in the same call is compared too).
 local digests, fresh, pending = {}, {}, {}
--- (Since a retried call no longer marks a closed cycle twice, Y's rule is here too: a mark only
--- with its fill, appended by this call.)
-local appended_now = {}
+-- (Since a retried call no longer marks a closed cycle twice, Y's rule and its fourth key, the
+-- seen hash, are here too: a mark only with its fill, appended by this call.)
 local function check_seen(i, seen_key, entity, id, payload)
   local field = seen_field(entity, id)
   local mine = digest(payload)
@@ -95,9 +94,6 @@ for i = 1, n do
     end
     if fresh[i] and op ~= 'K' then
       pending[seen_key .. '\0' .. seen_field(ARGV[a + 1], ARGV[a + 2])] = digests[i]
-      if op == 'A' then
-        appended_now[KEYS[k] .. '\0' .. ARGV[a + 2]] = true
-      end
     end
   end
   k = k + nkeys[op]
@@ -174,7 +170,7 @@ for i = 1, n do
     if op == 'Z' then
       redis.call('ZADD', KEYS[k], now_ms, ARGV[a])
       a = a + 1
-    elseif appended_now[KEYS[k + 1] .. '\0' .. ARGV[a + 1]] then
+    elseif pending[KEYS[k + 3] .. '\0' .. seen_field(ARGV[a], ARGV[a + 1])] then
       -- The fill's place in the position's list since it began (what retention trimmed, plus
       -- the list's length now, minus the fills this call appended after it).
       local trimmed = tonumber(redis.call('HGET', KEYS[k + 2], ARGV[a]) or '0')

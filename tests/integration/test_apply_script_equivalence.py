@@ -67,7 +67,7 @@ class Call:
     args: list[str] = field(default_factory=list)
     count: int = 0
     ops: list[str] = field(default_factory=list)
-    appended: list[tuple[str, str, str]] = field(default_factory=list)  # A's list, entity and event
+    appended: list[tuple[str, str, str, str]] = field(default_factory=list)  # A's list, seen, entity, event
 
     def add(self, op: str, keys: list[str], *args: str) -> None:
         self.keys.extend(keys)
@@ -119,7 +119,7 @@ class Generator:
         if op == "A":
             names = [key(LISTS), key(SEENS), key(INDEXES)]
             call.add("A", names, entity, event, self.payload(entity, event))
-            call.appended.append((names[0], entity, event))
+            call.appended.append((names[0], names[1], entity, event))
         elif op == "K":
             call.add("K", [key(SEENS)], entity, event, self.payload(entity, event))
         elif op == "S":
@@ -140,10 +140,10 @@ class Generator:
             call.add(op, [key(CLOSED)], entity)
         elif op == "Y":
             # Mostly the mark of a fill this call appends (a fill already stored marks nothing).
-            listed = key(LISTS)
+            listed, seen = key(LISTS), key(SEENS)
             if call.appended and rng.random() < 0.8:
-                listed, entity, event = rng.choice(call.appended)
-            call.add("Y", [key(CLOSED), listed, key(TRIMMED)], entity, event, self.number()[:1])
+                listed, seen, entity, event = rng.choice(call.appended)
+            call.add("Y", [key(CLOSED), listed, key(TRIMMED), seen], entity, event, self.number()[:1])
         elif op == "P":
             call.add("P", [key(PENDING)], entity, self.payload(entity, event))
         elif op == "Q":
@@ -297,7 +297,7 @@ def test_big_calls_are_sent_in_chunks_with_the_same_outcome(two_servers: tuple[r
     for n in range(5000):
         call.add("A", [LISTS[0], SEENS[0], INDEXES[0]], ENTITIES[0], f"ev-{n}", f"payload {n}")
         if n == 2500:  # a position flat after its 2,501st fill
-            call.add("Y", [CLOSED[0], LISTS[0], TRIMMED[0]], ENTITIES[0], f"ev-{n}", "0")
+            call.add("Y", [CLOSED[0], LISTS[0], TRIMMED[0], SEENS[0]], ENTITIES[0], f"ev-{n}", "0")
     fields = [value for n in range(3000) for value in (f"f{n}", f"v{n}")]
     call.add("M", [HASHES[0], INDEXES[1]], ENTITIES[1], "3000", *fields)
     for n in range(1200):

@@ -88,6 +88,7 @@ def test_marks_become_script_ops_on_the_closed_sets() -> None:
         KEYS.closed(Collection.POSITIONS),
         KEYS.entity(Collection.POSITIONS, "P-1"),
         KEYS.trimmed(Collection.POSITIONS),
+        KEYS.seen(Collection.POSITIONS),  # only a fill this call appends is marked (not on a retry)
     ]
     assert call.writes == 0  # marks change no entity
 

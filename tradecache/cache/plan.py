@@ -49,9 +49,10 @@ Operations (KEYS are consumed in order, ARGV[1] is the number of operations):
   becomes Redis' clock in milliseconds (`cache/retention.py` purges by it).
 - `U` an order reopened: KEYS the orders' closed set; ARGV the order id (removed from it).
 - `Y` a position went flat: KEYS the positions' closed set, the position's list, the trimmed
-  counts; ARGV position id, the fill's event id, fills of the same call after it. Adds a
-  `cycle_member` scored by Redis' clock, only when an `A` of the same call appends that fill (a
-  call run again after its answer was lost appends nothing and marks nothing; reply 0).
+  counts, the positions' seen hash; ARGV position id, the fill's event id, fills of the same call
+  after it. Adds a `cycle_member` scored by Redis' clock, only when an `A` of the same call
+  appends that fill (a call run again after its answer was lost appends nothing and marks
+  nothing; reply 0).
 - `E` an order the writer took for new without reading it (its OrderInitialized, and memory
   lacks it): KEYS the order's list, the orders' purged set; ARGV the order id. Unless the list is
   absent and retention never purged that id, the whole call fails with `ASSUMED tradecache: ...`
@@ -109,7 +110,7 @@ OPERATIONS: Final[dict[str, Operation]] = {
     "K": Operation("hash", (), 3),
     "Z": Operation("zset", (), 1),
     "U": Operation("zset", (), 1),
-    "Y": Operation("zset", ("list", "hash"), 3),
+    "Y": Operation("zset", ("list", "hash", "hash"), 3),
     "E": Operation(None, ("zset",), 1),
     "P": Operation("hash", (), 2),
     "Q": Operation("hash", (), 1),
@@ -208,10 +209,6 @@ end
 -- For A, N and K: the digest of each operation's payload, whether its id is new for its entity,
 -- and the digests of the ids this call stores (a second copy in the same call is compared too).
 local digests, fresh, pending, fields = {}, {}, {}, {}
--- For Y: the events this call appends (list key, then the event id). A closed cycle is marked only
--- with its fill: when the call runs again (retried, its answer lost), its fills are not appended
--- again, and the list's length no longer gives the fill's place.
-local appended_now = {}
 local function check_seen(i, seen_key, entity, id, payload)
   local field = seen_field(entity, id)
   fields[i] = field
@@ -307,9 +304,6 @@ for i = 1, n do
     end
     if fresh[i] and op ~= 'K' then
       pending[seen_key .. '\\0' .. seen_field(ARGV[a + 1], ARGV[a + 2])] = digests[i]
-      if op == 'A' then
-        appended_now[KEYS[k] .. '\\0' .. ARGV[a + 2]] = true
-      end
     end
   end
   if op == 'A' then
@@ -334,6 +328,12 @@ end
 -- not depend on each other's order. Only when pass 1 left `gather_ok` true: then no command can
 -- fail half-way (each key has one kind; every value is a string), the one exception being a Y
 -- whose trimmed count is not a number, which first sends everything gathered, then fails as before.
+-- For Y: whether this call appends the event `id` to `entity` (a fresh A; its seen hash given).
+-- A closed cycle is marked only with its fill: a call run again (retried, its answer lost)
+-- appends nothing, and the list's length would no longer give the fill's place.
+local function appends(seen_key, entity, id)
+  return pending[seen_key .. '\\0' .. seen_field(entity, id)] ~= nil
+end
 local function write_in_order()
   local results = {}
   local now_ms = nil
@@ -401,7 +401,7 @@ local function write_in_order()
       if op == 'Z' then
         redis.call('ZADD', KEYS[k], now_ms, ARGV[a])
         a = a + 1
-      elseif appended_now[KEYS[k + 1] .. '\\0' .. ARGV[a + 1]] then
+      elseif appends(KEYS[k + 3], ARGV[a], ARGV[a + 1]) then
         -- The fill's place in the position's list since it began (what retention trimmed, plus
         -- the list's length now, minus the fills this call appended after it).
         local trimmed = tonumber(redis.call('HGET', KEYS[k + 2], ARGV[a]) or '0')
@@ -594,7 +594,7 @@ local function write_gathered()
       if op == 'Z' then
         gather_score(KEYS[k], now_ms, ARGV[a])
         a = a + 1
-      elseif appended_now[KEYS[k + 1] .. '\\0' .. ARGV[a + 1]] then
+      elseif appends(KEYS[k + 3], ARGV[a], ARGV[a + 1]) then
         -- The fill's place in the position's list since it began (what retention trimmed, plus
         -- the list's length now, minus the fills this call appended after it).
         flush(KEYS[k + 1])
@@ -740,7 +740,10 @@ class ScriptCall:
     def closed(self, mark: Mark, keys: Keys) -> None:
         if mark.event_id:  # a position's closed cycle
             collection = mark.collection
-            names = (keys.closed(collection), keys.entity(collection, mark.key), keys.trimmed(collection))
+            names = (
+                keys.closed(collection), keys.entity(collection, mark.key), keys.trimmed(collection),
+                keys.seen(collection),
+            )  # fmt: skip
             self._add(None, names, "Y", mark.key, mark.event_id, mark.later)
         else:
             self._add(None, (keys.closed(mark.collection),), "Z" if mark.closed else "U", mark.key)
