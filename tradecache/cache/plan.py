@@ -209,17 +209,21 @@ end
 -- For A, N and K: the digest of each operation's payload, whether its id is new for its entity,
 -- and the digests of the ids this call stores (a second copy in the same call is compared too).
 local digests, fresh, pending, fields = {}, {}, {}, {}
-local function check_seen(i, seen_key, entity, id, payload)
+local function check_seen(i, seen_key, entity, id, payload, stores)
   local field = seen_field(entity, id)
   fields[i] = field
   local mine = digest(payload)
-  local stored = pending[seen_key .. '\\0' .. field] or redis.call('HGET', seen_key, field)
+  local where = seen_key .. '\\0' .. field
+  local stored = pending[where] or redis.call('HGET', seen_key, field)
   if stored and stored ~= '1' and stored ~= mine then
     return redis.error_reply('CONFLICT tradecache: operation ' .. i .. ': id ' .. id ..
       ' is already stored with other content (stored digest ' .. stored .. ', this one ' .. mine .. ')')
   end
   digests[i] = mine
   fresh[i] = not stored
+  if stores and not stored then
+    pending[where] = mine
+  end
   return nil
 end
 local argc = #ARGV
@@ -298,12 +302,9 @@ for i = 1, n do
   end
   if op == 'A' or op == 'N' or op == 'K' then
     local seen_key = op == 'K' and KEYS[k] or KEYS[k + 1]
-    problem = check_seen(i, seen_key, ARGV[a + 1], ARGV[a + 2], ARGV[a + 3])
+    problem = check_seen(i, seen_key, ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], op ~= 'K')
     if problem then
       return problem
-    end
-    if fresh[i] and op ~= 'K' then
-      pending[seen_key .. '\\0' .. seen_field(ARGV[a + 1], ARGV[a + 2])] = digests[i]
     end
   end
   if op == 'A' then
