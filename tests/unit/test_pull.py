@@ -14,7 +14,6 @@ import pytest
 from tradecache.ingest.pull import (
     ARRIVED_PULLS,
     ARRIVED_STATUSES,
-    PULL_GRACE_SECONDS,
     PULL_RETRY_SECONDS,
     Action,
     DeliverBatch,
@@ -158,11 +157,31 @@ def test_a_conflict_other_than_the_byte_limit_is_logged() -> None:
 
 def test_a_pull_whose_end_never_came_is_lost_after_its_expiry_and_grace() -> None:
     pull = machine(expires=0.05)  # no heartbeat: only the expiry tells
+    assert pull.settings.grace == pytest.approx(0.02)  # the floor
     pull.poll(0.0)
-    assert pull.wake_at() == pytest.approx(0.05 + PULL_GRACE_SECONDS)
-    assert pull.poll(1.0) == []
-    [again] = pulls(pull.poll(0.05 + PULL_GRACE_SECONDS))
+    assert pull.wake_at() == pytest.approx(0.07)
+    assert pull.poll(0.069) == []
+    [again] = pulls(pull.poll(0.07))
     assert again.reply == f"{INBOX}.2"
+
+
+def test_a_pull_that_delivered_part_of_its_batch_is_over_at_its_expiry_without_its_408() -> None:
+    """nats-server 2.9 may drop a part-filled pull at its expiry without a 408: the next pull
+    goes a grace (a tenth of the expiry) after it, not three heartbeat periods after the last
+    delivery."""
+    pull = machine(batch=512, expires=0.5)  # heartbeat 0.125 s, grace 0.05 s
+    assert pull.settings.grace == pytest.approx(0.05)
+    pull.poll(0.0)
+    for seq, now in enumerate((0.1, 0.2, 0.3, 0.4, 0.499), start=1):
+        pull.arrived(delivery(seq))
+        assert batches(pull.poll(now))
+        pull.processed(now)
+    assert pull.wake_at() == pytest.approx(0.55)  # not 0.499 + 0.375
+    assert pull.poll(0.549) == []
+    [again] = pulls(pull.poll(0.55))
+    assert again.reply == f"{INBOX}.2"
+    pull.arrived(status("408", "Request Timeout", pull=1))  # late after all: an earlier pull's end
+    assert pull.poll(0.56) == [] and pull.remaining == 512
 
 
 # -- heartbeats ----------------------------------------------------------------------------------
@@ -211,7 +230,7 @@ def test_a_long_batch_in_hand_does_not_make_the_pull_look_lost() -> None:
     assert batches(pull.poll(0.01))
     pull.processed(5.0)  # the commit took 5 s; the heartbeats wait behind it
     assert pull.poll(5.0) == []
-    assert pull.wake_at() == pytest.approx(6.0)  # the pull's own expiry and grace still count
+    assert pull.wake_at() == pytest.approx(5.5)  # the pull's own expiry and grace (0.5 s) still count
 
 
 # -- batching ------------------------------------------------------------------------------------

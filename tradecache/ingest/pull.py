@@ -20,8 +20,12 @@ The rules:
   when the expiry allows one: JetStream refuses a heartbeat over half the expiry). A status
   message on the current pull's reply subject ends it (404 no messages, 408 expired, 409
   conflict or byte limit), except a heartbeat (100), which says the pull is alive.
-- A pull is lost when neither its end nor a heartbeat (nor a delivery) came in time: past its
-  expiry plus a second, or three heartbeat periods without a sign. Then another is asked for.
+- A pull is over at its expiry, said or not: past its expiry plus a short grace (a tenth of the
+  expiry, at least 20 ms) it is taken for over and another is asked for. nats-server 2.9 ends a
+  pull at its expiry without a 408 now and then once it has delivered part of its batch (a
+  steady flow slower than a batch per expiry); waiting for a sign then stalled ingest for three
+  heartbeat periods (375 ms by default). A pull is also lost after three heartbeat periods
+  without a sign (nor a delivery).
 - A batch is handed over when it is full, when its pull is over, after `linger` without a new
   arrival, or `max_wait` after its first delivery, whichever comes first (both 0 by default:
   at once, whatever has arrived). A full batch, or one
@@ -55,8 +59,12 @@ from tradecache.ingest.intake import Delivery, ack_metadata
 LINGER_SECONDS: Final = 0.0
 # ... and never hold the first delivery of a batch longer than this (a steady stream has no gaps).
 MAX_BATCH_WAIT: Final = 0.0
-# A pull whose end never came is given up this long after its expiry.
-PULL_GRACE_SECONDS: Final = 1.0
+# A pull whose end never came is over this long after its expiry (this share of the expiry, and
+# never less than the floor): JetStream ended it then, whether or not it said so. The grace covers
+# the request's way to the server and the 408's way back; a pull taken for over too early only
+# overlaps the next one for a moment (its late end is an earlier pull's, ignored).
+PULL_GRACE_SHARE: Final = 0.1
+MIN_PULL_GRACE_SECONDS: Final = 0.02
 # After a failed pull request (disconnected), ask again after this long.
 PULL_RETRY_SECONDS: Final = 0.2
 # The heartbeat asked for is this share of the expiry (JetStream allows at most a half) ...
@@ -85,6 +93,11 @@ class PullSettings:
     max_bytes: int
     linger: float = LINGER_SECONDS
     max_wait: float = MAX_BATCH_WAIT
+
+    @property
+    def grace(self) -> float:
+        """How long after its expiry a pull whose end did not come is taken for over."""
+        return max(self.expires * PULL_GRACE_SHARE, MIN_PULL_GRACE_SECONDS)
 
     @property
     def heartbeat(self) -> float:
@@ -331,7 +344,7 @@ class PullMachine:
             self._alive_until = now + self._silence_allowed()
         self.remaining = settings.batch_size
         self.cut = False
-        self._pull_deadline = now + settings.expires + PULL_GRACE_SECONDS
+        self._pull_deadline = now + settings.expires + settings.grace
         return SendPull(
             f"$JS.API.CONSUMER.MSG.NEXT.{settings.stream}.{settings.consumer}",
             json.dumps(request).encode(),
