@@ -382,10 +382,12 @@ def test_packed_arguments_write_exactly_what_the_values_write(redis_server: Any)
             call.append_event(write, keys, f"e-{n}", payload)
             writes.append(write)
         call.append_event(writes[0], keys, "e-0", payloads[0])  # a repeat: 0
+        # A position's fill, flat: its closed cycle is marked with it (only with a fill this call appends).
+        call.append_event(Write(WriteOp.APPEND, Collection.POSITIONS, "P-1", None), keys, "e-1", payloads[1])
         fields: dict[str, bytes | str] = {f"f{n}": f"v{n}".encode() for n in range(2500)}
         call.set_hash(Write(WriteOp.MERGE, Collection.STRATEGIES, "S-1", None), keys, fields, replace=False)
         call.set_value(Write(WriteOp.SET, Collection.INSTRUMENTS, "EUR/USD.SIM", None), keys, b"\x00instrument")
-        call.closed(Mark(Collection.POSITIONS, "O-1", closed=True, event_id="e-1", later=2), keys)
+        call.closed(Mark(Collection.POSITIONS, "P-1", closed=True, event_id="e-1", later=0), keys)
         call.closed(Mark(Collection.ORDERS, "O-2", closed=True), keys)
         call.checkpoint(keys, 9_999_999_999_999_999_999)
         if form == "packed":
@@ -394,11 +396,12 @@ def test_packed_arguments_write_exactly_what_the_values_write(redis_server: Any)
             results[name] = apply(keys=unique, args=argv)
         else:
             results[name] = apply(keys=call.keys, args=call.argv if form == "argv" else call.args)
-    assert results["PACKED-001"] == results["ARGV-001"] == results["VALUES-001"] == [1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1]
+    assert results["PACKED-001"] == results["ARGV-001"] == results["VALUES-001"] == [1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1]
     packed_state, values_state = _contents(client, "trader-PACKED-001"), _contents(client, "trader-VALUES-001")
     assert packed_state == values_state == _contents(client, "trader-ARGV-001")
     assert packed_state[":tradecache:checkpoint"] == b"9999999999999999999"
     assert len(packed_state[":strategies:S-1:State"]) == 2500
+    assert packed_state[":tradecache:closed:positions"] == [[b"P-1", b"1"]]
     client.delete(*(key for name in results for key in client.keys(f"trader-{name}:*")))
     client.close()
 
