@@ -321,6 +321,12 @@ for i = 1, n do
     a = a + 1 + nargs[op]
   end
 end
+-- For Y: whether this call appends the event `id` to `entity` (a fresh A; its seen hash given).
+-- A closed cycle is marked only with its fill: a call run again (retried, its answer lost)
+-- appends nothing, and the list's length would no longer give the fill's place.
+local function appends(seen_key, entity, id)
+  return pending[seen_key .. '\\0' .. seen_field(entity, id)] ~= nil
+end
 -- Pass 2: write. Either one command per write, in the order of the operations (write_in_order), or
 -- the same writes gathered per key (write_gathered): one RPUSH / HSET / ZADD / ZREM / HDEL per key
 -- and run of the same command, in the order they came, then one SET per string. A key's
@@ -329,12 +335,6 @@ end
 -- not depend on each other's order. Only when pass 1 left `gather_ok` true: then no command can
 -- fail half-way (each key has one kind; every value is a string), the one exception being a Y
 -- whose trimmed count is not a number, which first sends everything gathered, then fails as before.
--- For Y: whether this call appends the event `id` to `entity` (a fresh A; its seen hash given).
--- A closed cycle is marked only with its fill: a call run again (retried, its answer lost)
--- appends nothing, and the list's length would no longer give the fill's place.
-local function appends(seen_key, entity, id)
-  return pending[seen_key .. '\\0' .. seen_field(entity, id)] ~= nil
-end
 local function write_in_order()
   local results = {}
   local now_ms = nil

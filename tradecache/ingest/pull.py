@@ -21,9 +21,9 @@ The rules:
   message on the current pull's reply subject ends it (404 no messages, 408 expired, 409
   conflict or byte limit), except a heartbeat (100), which says the pull is alive.
 - A pull is over at its expiry, said or not: past its expiry plus a short grace (a tenth of the
-  expiry, at least 20 ms) it is taken for over and another is asked for. nats-server 2.9 ends a
-  pull at its expiry without a 408 now and then once it has delivered part of its batch (a
-  steady flow slower than a batch per expiry); waiting for a sign then stalled ingest for three
+  expiry, at least 20 ms) it is taken for over and another is asked for. nats-server 2.9 drops a
+  part-filled pull without its 408 when a message arrives at the moment it expires (a steady
+  flow slower than a batch per expiry); waiting for a sign then stalled ingest for three
   heartbeat periods (375 ms by default). A pull is also lost after three heartbeat periods
   without a sign (nor a delivery).
 - A batch is handed over when it is full, when its pull is over, after `linger` without a new
