@@ -14,6 +14,8 @@ import contextlib
 import time
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import nats
@@ -69,22 +71,45 @@ class Driver:
                     await asyncio.wait_for(self.arrived.wait(), timeout=timeout)
 
 
-async def test_heartbeats_keep_quiet_pulls_alive_until_they_expire_and_deliveries_come_in_order(
-    nats_line: ServerLine, nats_line_server: NatsServer
-) -> None:
+@dataclass
+class Pulling:
+    """A stream with one message subject, its AckPolicy.ALL consumer and a driven pull machine."""
+
+    js: Any
+    stream: str
+    consumer: str
+    subject: str
+    driver: Driver
+    direct: bool  # the inbox is subscribed the daemon's way (`ingest/inbox.py`)
+
+
+@contextlib.asynccontextmanager
+async def pulling(url: str, batch: int, max_bytes: int) -> AsyncIterator[Pulling]:
     stream, consumer, subject = f"HB{uuid.uuid4().hex[:8]}", "hb", f"hb.{uuid.uuid4().hex[:8]}"
-    nc = await nats.connect(nats_line_server.url)
+    nc = await nats.connect(url)
     try:
         js = nc.jetstream()
         await js.add_stream(StreamConfig(name=stream, subjects=[subject]))
         await js.add_consumer(stream, ConsumerConfig(durable_name=consumer, ack_policy=AckPolicy.ALL))
         inbox = nc.new_inbox()
-        machine = PullMachine(PullSettings(stream, consumer, 16, EXPIRES, 1 << 20), inbox)
+        machine = PullMachine(PullSettings(stream, consumer, batch, EXPIRES, max_bytes), inbox)
         machine.restart(0)
-        assert machine.settings.heartbeat == pytest.approx(0.1)
         driver = Driver(nc, machine)
         subscription = await subscribe_inbox(nc, f"{inbox}.*", driver.on_message)  # as the daemon does
-        assert subscription.direct
+        yield Pulling(js, stream, consumer, subject, driver, subscription.direct)
+        await subscription.unsubscribe()
+        await js.delete_stream(stream)
+    finally:
+        await nc.close()
+
+
+async def test_heartbeats_keep_quiet_pulls_alive_until_they_expire_and_deliveries_come_in_order(
+    nats_line: ServerLine, nats_line_server: NatsServer
+) -> None:
+    async with pulling(nats_line_server.url, 16, 1 << 20) as setup:
+        driver, js = setup.driver, setup.js
+        assert driver.machine.settings.heartbeat == pytest.approx(0.1)
+        assert setup.direct
         # Quiet: 1.3 s without messages is three pulls ending in 408, each kept alive by heartbeats.
         await driver.run_for(1.3)
         assert driver.statuses["100"] >= 6, driver.statuses
@@ -94,17 +119,13 @@ async def test_heartbeats_keep_quiet_pulls_alive_until_they_expire_and_deliverie
         assert driver.warnings == []
         # Messages published now are handed over, in order, within the linger.
         for n in range(40):
-            await js.publish(subject, str(n).encode())
+            await js.publish(setup.subject, str(n).encode())
         await driver.run_for(0.5)
         handed = [d.stream_seq for batch in driver.handed for d in batch.deliveries]
         assert handed == list(range(1, 41))
         assert all(batch.gap_before is None for batch in driver.handed)
-        info = await js.consumer_info(stream, consumer)
+        info = await js.consumer_info(setup.stream, setup.consumer)
         assert info.ack_floor.stream_seq == 40
-        await subscription.unsubscribe()
-        await js.delete_stream(stream)
-    finally:
-        await nc.close()
 
 
 async def test_a_steady_flow_slower_than_a_batch_per_expiry_is_never_held_up_by_an_unsaid_expiry(
@@ -115,22 +136,13 @@ async def test_a_steady_flow_slower_than_a_batch_per_expiry_is_never_held_up_by_
     (3 or 4 of ~15 pulls here). Taken for over at its expiry + grace, the next pull follows within
     ~40 ms; waiting for a sign held the flow up for three heartbeat periods (0.3 s here, 375 ms
     with the defaults): this test failed on 2.9 in 2 runs of 3 so."""
-    stream, consumer, subject = f"HB{uuid.uuid4().hex[:8]}", "hb", f"hb.{uuid.uuid4().hex[:8]}"
-    nc = await nats.connect(nats_line_server.url)
-    try:
-        js = nc.jetstream()
-        await js.add_stream(StreamConfig(name=stream, subjects=[subject]))
-        await js.add_consumer(stream, ConsumerConfig(durable_name=consumer, ack_policy=AckPolicy.ALL))
-        inbox = nc.new_inbox()
-        machine = PullMachine(PullSettings(stream, consumer, 10_000, EXPIRES, 1 << 24), inbox)
-        machine.restart(0)
-        driver = Driver(nc, machine)
-        subscription = await subscribe_inbox(nc, f"{inbox}.*", driver.on_message)
+    async with pulling(nats_line_server.url, 10_000, 1 << 24) as setup:
+        driver, js = setup.driver, setup.js
         published: list[float] = []
 
         async def publish_steadily(count: int) -> None:
             for n in range(count):
-                await js.publish(subject, str(n).encode())
+                await js.publish(setup.subject, str(n).encode())
                 published.append(time.monotonic())
                 await asyncio.sleep(0.0005)
 
@@ -149,7 +161,3 @@ async def test_a_steady_flow_slower_than_a_batch_per_expiry_is_never_held_up_by_
         # Pulls ended by expiry (with or without their 408), about one per 0.4 s of the flow.
         assert len(driver.sent) >= 6, len(driver.sent)
         assert delays[-1] < 0.2, (delays[-5:], dict(driver.statuses), len(driver.sent))
-        await subscription.unsubscribe()
-        await js.delete_stream(stream)
-    finally:
-        await nc.close()
