@@ -65,7 +65,6 @@ def payload_of(entity: str, event: str) -> str:
 class Call:
     keys: list[str] = field(default_factory=list)
     args: list[str] = field(default_factory=list)
-    count: int = 0
     ops: list[str] = field(default_factory=list)
     appended: list[tuple[str, str, str, str]] = field(default_factory=list)  # A's list, seen, entity, event
 
@@ -73,7 +72,10 @@ class Call:
         self.keys.extend(keys)
         self.args.extend([op, *args])
         self.ops.append(op)
-        self.count += 1
+
+    @property
+    def count(self) -> int:
+        return len(self.ops)
 
     def unpacked(self) -> tuple[list[str], list[Any]]:
         return self.keys, [str(self.count), *self.args]
