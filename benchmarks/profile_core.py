@@ -25,10 +25,16 @@ Loads (`--loads`): 10,000 orders x 4 events (as `cache_bench.py` stores them), c
 - with `--redis`: `load_orders()` from a private redis-server (wall clock), beside a loop of one
   LRANGE per order (bytes only).
 
+Large entities (`--large`): one order filled in N parts, N = 1,000, 10,000 and 40,000 (the
+ingest mix's order lifecycle with its quantity raised), cost per fill of
+- ledger + plan, as for ingest (the same order and position growing with each fill);
+- decode + replay: `order_from_events` on the stored order (what a load of it does).
+A cost that grows with N is a per-event cost proportional to what the entity holds already.
+
 `--before REV` runs the same measures on the package at git revision REV (exported to a
 temporary folder, run in a child process) and prints both columns and their ratio.
 
-Usage: python benchmarks/profile_core.py [--messages 20000] [--redis [--redis-server PATH]] [--loads]
+Usage: python benchmarks/profile_core.py [--messages 20000] [--redis [--redis-server PATH]] [--loads] [--large]
        [--orders 10000] [--repeat 3] [--before main] [--no-freeze]
 """
 
@@ -310,7 +316,78 @@ def redis_loads(stored: list[list[bytes]], repeat: int) -> dict[str, float]:
         server.close()
 
 
+LARGE_SIZES = (1_000, 10_000, 40_000)
+
+
+def order_in_parts(fills: int) -> list[tuple[str, bytes]]:
+    """The instruments, then one order lifecycle of the ingest mix whose fill comes in `fills` parts."""
+    import uuid
+
+    from benchmarks.feed import Feed, instruments
+
+    out = instruments()
+    for kind, payload in Feed("large").lifecycle():
+        fields = msgpack.unpackb(payload, raw=False)
+        if fields["type"] in ("OrderInitialized", "OrderUpdated"):
+            fields["quantity"] = str(10 * fills)
+        elif fields["type"] == "OrderFilled":
+            for n in range(fills):
+                part = {**fields, "last_qty": "10", "trade_id": f"T-large-{n}", "event_id": str(uuid.uuid4())}
+                out.append((kind, msgpack.packb(part, use_bin_type=True)))
+            continue
+        elif fields["type"] == "AccountState":
+            continue
+        out.append((kind, msgpack.packb(fields, use_bin_type=True)))
+    return out
+
+
+def large_measures(repeat: int) -> dict[str, float]:
+    from benchmarks.ingest_bench import PREFIX, TRADER
+    from tradecache.cache.keys import Keys
+    from tradecache.cache.replay import gc_paused, order_from_events
+    from tradecache.ingest.batch import apply_batch
+    from tradecache.ingest.intake import Accepted, Delivery, Intake
+    from tradecache.model.identifiers import TraderId
+    from tradecache.model.ledger import Ledger
+    from tradecache.serialization.msgpack import MsgPackSerializer
+    from tradecache.wire import Subjects
+
+    serializer = MsgPackSerializer()
+    intake = Intake(Subjects("tradecache", TRADER), serializer, 1 << 20)
+    keys = Keys(TRADER)
+    results: dict[str, float] = {}
+    for fills in LARGE_SIZES:
+        messages = order_in_parts(fills)
+        checked = [intake.check(Delivery(f"{PREFIX}.{kind}", payload, None, seq, seq, 0, 0, ""))
+                   for seq, (kind, payload) in enumerate(messages, start=1)]  # fmt: skip
+        if not all(isinstance(item, Accepted) for item in checked):
+            raise SystemExit("a message of the large order was refused")
+        kept: list[Any] = []
+
+        def apply_all(checked: list[Any] = checked, kept: list[Any] = kept) -> None:
+            ledger = Ledger(TraderId(TRADER))
+            for start in range(0, len(checked), BATCH):
+                result = apply_batch(ledger, checked[start : start + BATCH], checkpoint=0, keys=keys,
+                                     encode=serializer.serialize)  # fmt: skip
+                if result.refused:
+                    raise SystemExit(f"refused by the ledger: {result.refused[0].error}")
+            kept[:] = list(ledger.orders.values())
+
+        results[f"{fills:,} fills: ledger + plan"] = best_of(repeat, apply_all) / fills * 1e6
+        stored = [serializer.serialize(event) for event in kept[0].events]
+
+        def replay(stored: list[bytes] = stored) -> None:
+            with gc_paused():
+                order = order_from_events(serializer, stored)
+            assert order is not None and len(order.events) == len(stored)
+
+        results[f"{fills:,} fills: decode + replay"] = best_of(repeat, replay) / fills * 1e6
+    return results
+
+
 def measure(args: argparse.Namespace) -> dict[str, float]:
+    if args.large:
+        return large_measures(args.repeat)
     if args.loads:
         return load_measures(args.orders, args.repeat, args.redis)
     return ingest_measures(args.messages, args.repeat, args.redis, args.redis_server)
@@ -334,6 +411,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--orders", type=int, default=10_000)
     parser.add_argument("--loads", action="store_true")
+    parser.add_argument("--large", action="store_true", help="cost per fill of one order filled in many parts")
     parser.add_argument("--redis", action="store_true", help="also measure a private redis-server (see above)")
     parser.add_argument("--redis-server", metavar="PATH", help="with --redis: this redis-server binary")
     parser.add_argument("--repeat", type=int, default=3)
@@ -349,6 +427,7 @@ def main() -> None:
     argv = [f"--messages={args.messages}", f"--orders={args.orders}", f"--repeat={args.repeat}"]
     argv += ["--no-freeze"] if args.no_freeze else []
     argv += ["--loads"] if args.loads else []
+    argv += ["--large"] if args.large else []
     argv += ["--redis"] if args.redis else []
     argv += [f"--redis-server={args.redis_server}"] if args.redis_server else []
     before = run_before(args.before, argv) if args.before else None
@@ -358,7 +437,11 @@ def main() -> None:
             raise SystemExit(f"measured {tradecache.__file__}, not the revision asked for")
         print(json.dumps(now))
         return
-    unit = f"ms for {args.orders:,} orders x 4 events" if args.loads else f"us per message ({args.messages:,})"
+    unit = (
+        "us per fill" if args.large
+        else f"ms for {args.orders:,} orders x 4 events" if args.loads
+        else f"us per message ({args.messages:,})"
+    )  # fmt: skip
     print(f"profile_core: {unit}")
     if before is None:
         for name, value in now.items():

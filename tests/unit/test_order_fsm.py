@@ -332,6 +332,23 @@ def test_a_repeated_trade_id_is_refused_when_the_order_has_a_venue_order_id() ->
     assert str(order.filled_qty) == "20"
 
 
+def test_an_order_filled_in_many_parts_still_refuses_each_repeated_trade_id() -> None:
+    # Past a few fills the order looks trade ids up in a set (`Order._holds_trade`): the same
+    # answers as the list, for the first trade, the latest, and one never seen.
+    events = OrderEvents()
+    order = Order(events.initialized(OrderType.LIMIT, quantity="1000"))
+    order.apply(events.submitted())
+    order.apply(events.accepted())
+    for n in range(40):
+        order.apply(events.filled("1", trade_id=f"T-{n}"))
+    for repeated in ("T-0", "T-20", "T-39"):
+        assert_refused(order, events.filled("1", trade_id=repeated), RejectReason.INVALID_TRANSITION)
+    order.apply(events.filled("1", trade_id="T-40"))
+    assert_refused(order, events.filled("1", trade_id="T-40"), RejectReason.INVALID_TRANSITION)
+    assert str(order.filled_qty) == "41"
+    assert len(order.trade_ids) == 41
+
+
 def test_a_first_fill_on_an_order_without_venue_order_id_takes_the_fills_venue_order_id() -> None:
     order, events = order_in(S.SUBMITTED)
     assert order.venue_order_id is None
