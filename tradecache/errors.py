@@ -173,9 +173,14 @@ class BadRequest(RequestRefused):
 
 
 class ReplyTooLarge(RequestRefused):
-    """The reply would not fit in NATS's max payload: the caller should ask in pages."""
+    """The reply would not fit in NATS's max payload: the caller should ask in pages. `cursor`:
+    where a paging caller goes on when the page's first item alone does not fit (after it)."""
 
     code = "413"
+
+    def __init__(self, message: str, cursor: str | None = None) -> None:
+        super().__init__(message)
+        self.cursor = cursor
 
 
 class Busy(RequestRefused):

@@ -206,6 +206,46 @@ async def test_an_unpaged_collection_is_built_within_one_reply_and_refused_when_
         assert sorted(pages) == ids
 
 
+def store_order_of(redis_url: str, client_order_id: str, updates: int) -> None:
+    """An accepted order, then `updates` OrderUpdated events (allowed in every status)."""
+    db = database(redis_url, TRADER)
+    make = OrderEvents(client_order_id=client_order_id, trader_id=TRADER)
+    order = Order(make.initialized())
+    with db.batch():
+        db.add_order(order)
+        for event in (make.submitted(), make.accepted(), *(make.updated(str(100 + n)) for n in range(updates))):
+            order.apply(event)
+            db.update_order(order)
+    db.close()
+
+
+async def test_a_page_whose_first_item_alone_is_too_large_says_which_and_how_to_go_on(
+    redis_server: Any, nats_server: Any, nc: Any
+) -> None:
+    # O-1 holds 4,000 events (~1.6 MB of JSON): no reply can carry it. A paging client used to
+    # be answered 413 at it, again and again; the error now carries the cursor after it.
+    store_order_of(redis_server.url, "O-0", 0)
+    store_order_of(redis_server.url, "O-1", 4000)
+    store_order_of(redis_server.url, "O-2", 0)
+    async with running_daemon(daemon_config(redis_server.url, nats_server.url, TRADER)):
+        first = await ask(nc, SUBJECTS.load("orders"), {"limit": 10})
+        assert list(first.value) == ["O-0"] and first.cursor is not None  # cut before O-1
+        stuck = await ask(nc, SUBJECTS.load("orders"), {"limit": 10, "cursor": first.cursor})
+        assert stuck.error_code == 413
+        message = stuck.value["error"]["message"]
+        assert "O-1" in message and "alone exceeds the NATS max payload" in message, message
+        assert "continues after it" in message and "max_payload" in message and len(message) <= MAX_ERROR_CHARS
+        assert stuck.cursor is not None
+        after = await ask(nc, SUBJECTS.load("orders"), {"limit": 10, "cursor": stuck.cursor})
+        assert list(after.value) == ["O-2"] and after.cursor is None
+        single = await ask(nc, SUBJECTS.load("order"), {"client_order_id": "O-1"})
+        assert single.error_code == 413 and single.cursor is None
+        assert "max_payload" in single.value["error"]["message"]
+        # Unpaged: the cut collection is refused whole, with no cursor to follow.
+        unpaged = await ask(nc, SUBJECTS.load("orders"))
+        assert unpaged.error_code == 413 and unpaged.cursor is None
+
+
 # -- formats ------------------------------------------------------------------------------------------
 
 

@@ -58,6 +58,9 @@ from tradecache.wire import CURSOR_HEADER, Subjects
 SERVICE_NAME: Final = "tradecache"
 # Room left in NATS's max payload for the reply's headers.
 HEADER_ROOM: Final = 1024
+# What makes an entity too large for one reply fit (an account's states, a position's fills
+# accumulate: ~2,800 account states make 1 MB of JSON); the Python API reads it from Redis.
+_TOO_LARGE_HINT: Final = "a larger NATS max_payload makes it fit, or retention of its history (PROTOCOL.md section 9)"
 # Bytes of requests waiting in one endpoint's subscription before nats-py drops more (its
 # default is 128 MB per subscription): requests are small, and the handler drains them at once.
 PENDING_BYTES: Final = 8 * 1024 * 1024
@@ -242,7 +245,15 @@ class LoadService:
         if built.full and page.limit is None:
             raise ReplyTooLarge(self._page_hint(f"more than {budget} bytes of items"))
         if built.overflow is not None and not built.entries:
-            raise ReplyTooLarge(f"item {shown(built.overflow)} alone exceeds the NATS max payload of {budget} bytes")
+            # The page cannot hold it: a paging client would ask for it again and again. The
+            # error's cursor goes on after it (the client decides whether to; `CacheClient` does not).
+            paged = page.limit is not None
+            raise ReplyTooLarge(
+                f"item {shown(built.overflow)} alone exceeds the NATS max payload of {budget} bytes"
+                + (f"; this error's {CURSOR_HEADER} header continues after it" if paged else "")
+                + f"; {_TOO_LARGE_HINT}",
+                cursor=encode_cursor(built.overflow) if paged else None,
+            )
         if built.last is not None and page.limit is not None and self.loader.store.commits == commits:
             self._build_next(collection, PageRequest(after=built.last, limit=page.limit), as_msgpack, budget)
         parts = reply_parts(built.entries, as_msgpack)
@@ -267,7 +278,9 @@ class LoadService:
 
     def _fit(self, body: bytes) -> bytes:
         if len(body) > self._room():
-            raise ReplyTooLarge(f"a reply of {len(body)} bytes exceeds the NATS max payload of {self._room()} bytes")
+            raise ReplyTooLarge(
+                f"a reply of {len(body)} bytes exceeds the NATS max payload of {self._room()} bytes; {_TOO_LARGE_HINT}"
+            )
         return body
 
     def _room(self) -> int:
@@ -293,8 +306,10 @@ class LoadService:
         if len(one_line) > MAX_ERROR_CHARS:
             one_line = one_line[: MAX_ERROR_CHARS - 3] + "..."
         self._tally.error(endpoint.name, f"{code}: {one_line}")
+        cursor = getattr(refused, "cursor", None)
+        headers = {CURSOR_HEADER: cursor} if cursor else None
         with contextlib.suppress(Exception):
-            await request.respond_error(code, one_line, data=error_body(code, one_line, as_msgpack))
+            await request.respond_error(code, one_line, data=error_body(code, one_line, as_msgpack), headers=headers)
 
 
 __all__ = ["HEADER_ROOM", "SERVICE_NAME", "LoadService"]
