@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import msgpack
@@ -51,13 +51,17 @@ def _instrument(n: int) -> dict[str, Any]:
 
 
 class Feed:
-    """Generates the message mix, order lifecycle by order lifecycle."""
+    """Generates the message mix, order lifecycle by order lifecycle; with `fills_per_order`, each
+    order is filled in that many equal trades (a divisor of its quantity, 100,000)."""
 
-    def __init__(self, run: str) -> None:
+    def __init__(self, run: str, fills_per_order: int = 1) -> None:
+        if fills_per_order < 1 or 100_000 % fills_per_order:
+            raise ValueError(f"fills_per_order must divide 100,000, not {fills_per_order}")
         self.run = run
         self.ts = BASE_TS
         self.order = 0
         self.trade = 0
+        self.fills_per_order = fills_per_order
 
     def _tick(self) -> str:
         self.ts += 1000
@@ -104,16 +108,17 @@ class Feed:
             event("OrderPendingUpdate", venue_order_id=venue, account_id="SIM-001", reconciliation=False)
             event("OrderUpdated", venue_order_id=venue, account_id="SIM-001", quantity="100000", price="1.10001",
                   trigger_price=None, reconciliation=False)  # fmt: skip
-        self.trade += 1
-        t = self._tick()
-        fill = {
-            "type": "OrderFilled", **head, "venue_order_id": venue, "account_id": "SIM-001",
-            "trade_id": f"T-{self.run}-{self.trade}", "position_id": f"{instrument}-Bench-001", "order_side": side,
-            "order_type": "LIMIT", "last_qty": "100000", "last_px": "1.10001", "currency": "USD",
-            "commission": "2.20 USD", "liquidity_side": "MAKER", "event_id": str(uuid.uuid4()), "ts_event": t,
-            "ts_init": t, "info": {}, "reconciliation": False,
-        }  # fmt: skip
-        out.append(("order", _pack(fill)))
+        for _ in range(self.fills_per_order):
+            self.trade += 1
+            t = self._tick()
+            fill = {
+                "type": "OrderFilled", **head, "venue_order_id": venue, "account_id": "SIM-001",
+                "trade_id": f"T-{self.run}-{self.trade}", "position_id": f"{instrument}-Bench-001",
+                "order_side": side, "order_type": "LIMIT", "last_qty": str(100_000 // self.fills_per_order),
+                "last_px": "1.10001", "currency": "USD", "commission": "2.20 USD", "liquidity_side": "MAKER",
+                "event_id": str(uuid.uuid4()), "ts_event": t, "ts_init": t, "info": {}, "reconciliation": False,
+            }  # fmt: skip
+            out.append(("order", _pack(fill)))
         if n % 3 != 2:
             state = {
                 "type": "AccountState", "account_id": "SIM-001", "account_type": "MARGIN", "base_currency": "USD",
@@ -141,6 +146,43 @@ class Feed:
         while len(out) < count:
             out.extend(self.lifecycle())
         return out[:count] if len(out) > count else out
+
+
+class OneOrder(Feed):
+    """One order filled in as many trades as the stream has room for (an entity that keeps
+    growing: every fill adds to it and to its position). Paced publishing (`lifecycle`) goes on
+    with the mix."""
+
+    def messages(self, count: int) -> list[tuple[str, bytes]]:
+        head = instruments()
+        return (head + one_order_in_parts(self.run, max(count - len(head) - 4, 1)))[:count]
+
+
+def one_order_in_parts(run: str, fills: int) -> list[tuple[str, bytes]]:
+    """One order lifecycle of the mix (without its account state) whose fill comes in `fills`
+    trades of 10 each (its quantity raised to match)."""
+    out: list[tuple[str, bytes]] = []
+    for kind, payload in Feed(run).lifecycle():
+        fields = msgpack.unpackb(payload, raw=False)
+        if fields["type"] in ("OrderInitialized", "OrderUpdated"):
+            fields["quantity"] = str(10 * fills)
+        elif fields["type"] == "OrderFilled":
+            for n in range(fills):
+                part = {**fields, "last_qty": "10", "trade_id": f"T-{run}-part-{n}", "event_id": str(uuid.uuid4())}
+                out.append((kind, _pack(part)))
+            continue
+        elif fields["type"] == "AccountState":
+            continue
+        out.append((kind, _pack(fields)))
+    return out
+
+
+# `ingest_bench.py --workload`: the feeds a benchmark can publish.
+WORKLOADS: dict[str, Callable[[str], Feed]] = {
+    "mix": Feed,
+    "partial-fills": lambda run: Feed(run, fills_per_order=10),
+    "one-order": OneOrder,
+}
 
 
 _SERIALIZER = MsgPackSerializer()

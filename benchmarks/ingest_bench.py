@@ -1,6 +1,8 @@
 """Ingest throughput, lag, memory and rebuild rate, beside bare consumers and a naive sink of the same run.
 
-1. Pre-fills JetStream with N messages (default 100k) of `benchmarks/feed.py`'s workload.
+1. Pre-fills JetStream with N messages (default 100k) of `benchmarks/feed.py`'s workload: `--workload
+   mix` (the default: one fill per order), `partial-fills` (each order filled in 10 trades) or
+   `one-order` (a single order filled in as many trades as the stream holds, with its position).
 2. Bare JetStream consumers that do nothing else, each reading all N messages: a hand-made pull
    (requests to `$JS.API.CONSUMER.MSG.NEXT`) with AckPolicy.ALL (one ack per pull), the same with
    an ack per message, and nats-py's `fetch()` with an ack per message. They bound what the
@@ -50,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import profiler
 from benchmarks.daemon_runner import cpu_seconds, quantile, rss_mb, server_versions, start_daemon, wait_ready
-from benchmarks.feed import PREFIX, TRADER, Feed, mix, prefill, publish_at
+from benchmarks.feed import PREFIX, TRADER, WORKLOADS, Feed, mix, prefill, publish_at
 from tradecache.cache.keys import Keys
 from tradecache.dev.stack import NatsServer, RedisServer, free_port
 
@@ -264,6 +266,7 @@ def main() -> None:
     parser.add_argument("--paced-seconds", type=float, default=10.0)
     parser.add_argument("--rate", type=int, default=1000, help="events/s of the paced phase")
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--workload", choices=sorted(WORKLOADS), default="mix", help="see 1. above")
     parser.add_argument("--profile", action="store_true", help="sample the daemon with py-spy during the backlog")
     parser.add_argument("--profile-raw", type=Path,
                         help="also keep py-spy's raw stacks in this file (the rebuild's: <file>.rebuild)")  # fmt: skip
@@ -280,9 +283,9 @@ def main() -> None:
     nats_server.start()
     daemon: subprocess.Popen[bytes] | None = None
     try:
-        feed = Feed(uuid.uuid4().hex[:6])
+        feed = WORKLOADS[args.workload](uuid.uuid4().hex[:6])
         messages = feed.messages(args.events)
-        print(f"stream: {len(messages):,} messages ({mix(messages)})")
+        print(f"stream: {len(messages):,} messages of workload {args.workload} ({mix(messages)})")
         print(f"servers: {server_versions(redis_server.binary, nats_server.binary)}")
         last = asyncio.run(prefill(nats_server.url, messages))
         count = len(messages)

@@ -319,29 +319,8 @@ def redis_loads(stored: list[list[bytes]], repeat: int) -> dict[str, float]:
 LARGE_SIZES = (1_000, 10_000, 40_000)
 
 
-def order_in_parts(fills: int) -> list[tuple[str, bytes]]:
-    """The instruments, then one order lifecycle of the ingest mix whose fill comes in `fills` parts."""
-    import uuid
-
-    from benchmarks.feed import Feed, instruments
-
-    out = instruments()
-    for kind, payload in Feed("large").lifecycle():
-        fields = msgpack.unpackb(payload, raw=False)
-        if fields["type"] in ("OrderInitialized", "OrderUpdated"):
-            fields["quantity"] = str(10 * fills)
-        elif fields["type"] == "OrderFilled":
-            for n in range(fills):
-                part = {**fields, "last_qty": "10", "trade_id": f"T-large-{n}", "event_id": str(uuid.uuid4())}
-                out.append((kind, msgpack.packb(part, use_bin_type=True)))
-            continue
-        elif fields["type"] == "AccountState":
-            continue
-        out.append((kind, msgpack.packb(fields, use_bin_type=True)))
-    return out
-
-
 def large_measures(repeat: int) -> dict[str, float]:
+    from benchmarks.feed import instruments, one_order_in_parts
     from benchmarks.ingest_bench import PREFIX, TRADER
     from tradecache.cache.keys import Keys
     from tradecache.cache.replay import gc_paused, order_from_events
@@ -357,7 +336,7 @@ def large_measures(repeat: int) -> dict[str, float]:
     keys = Keys(TRADER)
     results: dict[str, float] = {}
     for fills in LARGE_SIZES:
-        messages = order_in_parts(fills)
+        messages = instruments() + one_order_in_parts("large", fills)
         checked = [intake.check(Delivery(f"{PREFIX}.{kind}", payload, None, seq, seq, 0, 0, ""))
                    for seq, (kind, payload) in enumerate(messages, start=1)]  # fmt: skip
         if not all(isinstance(item, Accepted) for item in checked):

@@ -170,3 +170,27 @@ def test_the_feed_is_published_as_producers_publish_it() -> None:
     assert all(found is not None and len(found["Nats-Msg-Id"]) == 36 for found in ids)
     assert len({found["Nats-Msg-Id"] for found in ids if found}) == len(messages)  # never dropped as duplicates
     assert headers_of(instruments()[0][1]) is None
+
+
+def test_each_workload_is_what_it_says() -> None:
+    """`ingest_bench.py --workload`: partial fills fill every order in 10 trades, one order grows
+    with every fill; each fill's trade id is new, and an order is never filled beyond its quantity."""
+    import msgpack
+
+    from benchmarks.feed import WORKLOADS
+
+    for name, fills_per_order in (("mix", 1), ("partial-fills", 10), ("one-order", None)):
+        maps = [msgpack.unpackb(payload, raw=False) for _, payload in WORKLOADS[name]("w").messages(2000)]
+        quantities = {m["client_order_id"]: int(m["quantity"]) for m in maps if m["type"] == "OrderInitialized"}
+        filled: dict[str, list[int]] = {}
+        for m in maps:
+            if m["type"] == "OrderFilled":
+                filled.setdefault(m["client_order_id"], []).append(int(m["last_qty"]))
+        trade_ids = [m["trade_id"] for m in maps if m["type"] == "OrderFilled"]
+        assert len(set(trade_ids)) == len(trade_ids) > 100, name
+        assert all(sum(parts) <= quantities[coid] for coid, parts in filled.items()), name
+        if fills_per_order is None:
+            assert len(quantities) == 1 and len(trade_ids) > 1900
+        else:  # every order filled whole, in that many trades (but the last, cut by the count)
+            complete = [parts for coid, parts in filled.items() if sum(parts) == quantities[coid]]
+            assert len(complete) >= len(filled) - 1 and all(len(parts) == fills_per_order for parts in complete)
