@@ -162,7 +162,7 @@ def one_order_in_parts(run: str, fills: int) -> list[tuple[str, bytes]]:
     """One order lifecycle of the mix (without its account state) whose fill comes in `fills`
     trades of 10 each (its quantity raised to match)."""
     out: list[tuple[str, bytes]] = []
-    for kind, payload in Feed(run).lifecycle():
+    for kind, payload in Feed(f"{run}-one").lifecycle():  # not an id `Feed(run)` gives its orders
         fields = msgpack.unpackb(payload, raw=False)
         if fields["type"] in ("OrderInitialized", "OrderUpdated"):
             fields["quantity"] = str(10 * fills)
