@@ -306,7 +306,7 @@ class LoadService:
         if len(one_line) > MAX_ERROR_CHARS:
             one_line = one_line[: MAX_ERROR_CHARS - 3] + "..."
         self._tally.error(endpoint.name, f"{code}: {one_line}")
-        cursor = getattr(refused, "cursor", None)
+        cursor = refused.cursor if isinstance(refused, ReplyTooLarge) else None
         headers = {CURSOR_HEADER: cursor} if cursor else None
         with contextlib.suppress(Exception):
             await request.respond_error(code, one_line, data=error_body(code, one_line, as_msgpack), headers=headers)
