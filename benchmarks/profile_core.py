@@ -61,6 +61,7 @@ sys.path.insert(1, str(ROOT))
 import msgpack  # noqa: E402
 
 import tradecache  # noqa: E402  # first: the benchmarks imported below put this checkout first on the path
+from benchmarks.feed import WORKLOADS  # noqa: E402
 
 BATCH = 256
 
@@ -84,8 +85,10 @@ def best_of(repeat: int, func: Callable[[], Any]) -> float:
     return min(times)
 
 
-def ingest_measures(count: int, repeat: int, with_redis: bool = False, binary: str | None = None) -> dict[str, float]:
-    from benchmarks.ingest_bench import PREFIX, TRADER, Feed
+def ingest_measures(
+    count: int, repeat: int, with_redis: bool = False, binary: str | None = None, workload: str = "mix"
+) -> dict[str, float]:
+    from benchmarks.ingest_bench import PREFIX, TRADER
     from tradecache.cache.keys import Keys
     from tradecache.ingest.batch import apply_batch
     from tradecache.ingest.intake import Accepted, Delivery, Intake, Refused
@@ -94,7 +97,7 @@ def ingest_measures(count: int, repeat: int, with_redis: bool = False, binary: s
     from tradecache.serialization.msgpack import MsgPackSerializer
     from tradecache.wire import Subjects
 
-    messages = Feed("profile").messages(count)
+    messages = WORKLOADS[workload]("profile").messages(count)
     deliveries = [
         Delivery(f"{PREFIX}.{kind}", payload, None, seq, seq, 0, 0, "")
         for seq, (kind, payload) in enumerate(messages, start=1)
@@ -369,7 +372,7 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
         return large_measures(args.repeat)
     if args.loads:
         return load_measures(args.orders, args.repeat, args.redis)
-    return ingest_measures(args.messages, args.repeat, args.redis, args.redis_server)
+    return ingest_measures(args.messages, args.repeat, args.redis, args.redis_server, args.workload)
 
 
 def run_before(rev: str, argv: list[str]) -> dict[str, float]:
@@ -390,6 +393,8 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--orders", type=int, default=10_000)
     parser.add_argument("--loads", action="store_true")
+    parser.add_argument("--workload", choices=sorted(WORKLOADS), default="mix",
+                        help="the ingest mix, as `ingest_bench.py --workload`")  # fmt: skip
     parser.add_argument("--large", action="store_true", help="cost per fill of one order filled in many parts")
     parser.add_argument("--redis", action="store_true", help="also measure a private redis-server (see above)")
     parser.add_argument("--redis-server", metavar="PATH", help="with --redis: this redis-server binary")
@@ -404,6 +409,7 @@ def main() -> None:
     if args.redis_server:  # the child of --before runs elsewhere
         args.redis_server = str(Path(args.redis_server).absolute())
     argv = [f"--messages={args.messages}", f"--orders={args.orders}", f"--repeat={args.repeat}"]
+    argv += [f"--workload={args.workload}"]
     argv += ["--no-freeze"] if args.no_freeze else []
     argv += ["--loads"] if args.loads else []
     argv += ["--large"] if args.large else []
