@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import uuid
 from typing import Any
 
@@ -103,3 +104,36 @@ def _submitted_b64(init: dict[str, Any]) -> str:
         "ts_init": str(int(init["ts_event"]) + 2),
     }
     return base64.b64encode(pack(submitted)).decode()
+
+
+async def test_a_run_of_bad_messages_is_dead_lettered_once_each_in_stream_order(
+    redis_server: Any, nats_server: Any
+) -> None:
+    # 300 refusals in one stream run: their letters go out 64 at a time (acks awaited together,
+    # `Pipeline._dead_letters`), each once, in the order of the stream.
+    trader = f"DEADRUN-{uuid.uuid4().hex[:6]}"
+    subjects = Subjects("tradecache", trader)
+    database(redis_server.url, trader).flush()
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    async with running_daemon(daemon_config(redis_server.url, nats_server.url, trader)) as daemon:
+        for n in range(300):
+            await nc.publish(subjects.inbound_for_name("order"), b"\xc1 bad %d" % n)
+        _, init, _ = _scenario_payloads()
+        last = await js.publish(subjects.inbound_for_name("order"), pack({**init, "trader_id": trader}))
+        await wait_for_checkpoint(redis_server.url, trader, last.seq)
+        reason = {"reason": "malformed"}
+        assert daemon.metrics.registry.get_sample_value("tradecache_dead_letters_total", reason) == 300
+    dead = await js.pull_subscribe(subjects.dead, durable=None, stream="TRADECACHE_DEAD")
+    letters = []
+    while len(letters) < 300:
+        letters += await dead.fetch(300 - len(letters), timeout=5)
+    extra: list[Any] = []
+    with contextlib.suppress(nats.errors.TimeoutError):
+        extra = await dead.fetch(1, timeout=0.5)
+    await nc.close()
+    assert extra == []
+    assert [m.data for m in letters] == [b"\xc1 bad %d" % n for n in range(300)]
+    sequences = [int(m.headers["Tradecache-Stream-Seq"]) for m in letters]
+    assert sequences == sorted(sequences) and len(set(sequences)) == 300
+    database(redis_server.url, trader).flush()

@@ -57,6 +57,9 @@ T = TypeVar("T")
 # orders again), this many more stream sequences read every order as before: a run of such orders
 # costs one refused call, not one per batch.
 READ_AFTER_REFUSED = 1000
+# Dead letters published together, their acks awaited together (`Pipeline._dead_letters`): the
+# letters of a chunk are bounded by its bytes, and this bounds the requests in flight.
+DEAD_LETTERS_AT_ONCE = 64
 Item = Accepted | Refused
 OWN_KEYS_MARK = ":tradecache:"
 
@@ -320,10 +323,7 @@ class Pipeline:
                     raise _Pinnable(f"its stored state cannot be read back: {type(exc).__name__}: {exc}") from exc
             result = self._applied(piece, self.checkpoint, request.assumed_orders)
         if self.dead_letter is not None:
-            for refused in result.refused:
-                if refused.delivery.stream_seq not in published:
-                    await self.dead_letter(refused)
-                    published.add(refused.delivery.stream_seq)
+            await self._dead_letters([r for r in result.refused if r.delivery.stream_seq not in published], published)
         call = result.call
         token = self.fence()
         if call.count and token is not None:
@@ -346,6 +346,25 @@ class Pipeline:
         # After a message that failed unexpectedly, the ones after it are applied now that the
         # ones before it are committed.
         return result.rest
+
+    async def _dead_letters(self, refused: list[Refused], published: set[int]) -> None:
+        """Publish the letters of `refused`, DEAD_LETTERS_AT_ONCE at a time: their publishes sent
+        together and their acks awaited together (one after the other, each cost a round trip and
+        ~300 us of the loop's CPU: a stream half malformed was ingested at 4,700 messages/s). Each
+        published letter is recorded in `published` (not sent again when the batch is retried),
+        even when another fails; then the first failure is raised."""
+        assert self.dead_letter is not None
+        for start in range(0, len(refused), DEAD_LETTERS_AT_ONCE):
+            group = refused[start : start + DEAD_LETTERS_AT_ONCE]
+            outcomes = await asyncio.gather(*(self.dead_letter(r) for r in group), return_exceptions=True)
+            failure: BaseException | None = None
+            for item, outcome in zip(group, outcomes, strict=True):
+                if isinstance(outcome, BaseException):
+                    failure = failure or outcome
+                else:
+                    published.add(item.delivery.stream_seq)
+            if failure is not None:
+                raise failure
 
     async def _send(self, result: BatchResult, *, overlap: bool = False) -> list[int]:
         """The commit call, through `call`. An attempt that failed as unavailable (a timeout) may
