@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import logging
 import uuid
 from typing import Any
 
@@ -107,10 +108,12 @@ def _submitted_b64(init: dict[str, Any]) -> str:
 
 
 async def test_a_run_of_bad_messages_is_dead_lettered_once_each_in_stream_order(
-    redis_server: Any, nats_server: Any
+    redis_server: Any, nats_server: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     # 300 refusals in one stream run: their letters go out 64 at a time (acks awaited together,
-    # `Pipeline._dead_letters`), each once, in the order of the stream.
+    # `Pipeline._dead_letters`), each once, in the order of the stream; 20 of them are logged
+    # one by one (`LineBudget`: the rest are told in a summary once its 10 s window is over).
+    caplog.set_level(logging.WARNING, logger="tradecache")
     trader = f"DEADRUN-{uuid.uuid4().hex[:6]}"
     subjects = Subjects("tradecache", trader)
     database(redis_server.url, trader).flush()
@@ -136,4 +139,5 @@ async def test_a_run_of_bad_messages_is_dead_lettered_once_each_in_stream_order(
     assert [m.data for m in letters] == [b"\xc1 bad %d" % n for n in range(300)]
     sequences = [int(m.headers["Tradecache-Stream-Seq"]) for m in letters]
     assert sequences == sorted(sequences) and len(set(sequences)) == 300
+    assert sum(1 for record in caplog.records if record.getMessage() == "dead-lettered") == 20
     database(redis_server.url, trader).flush()

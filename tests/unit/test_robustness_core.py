@@ -21,6 +21,7 @@ from tradecache.ingest.deadletter import Form, build_letter, header_bytes, sanit
 from tradecache.ingest.intake import Accepted, Delivery, Intake, Refused
 from tradecache.ingest.pipeline import chunks_by_size
 from tradecache.ingest.watch import ConsumerView, StallWatch, StuckAcks
+from tradecache.logs import LineBudget
 from tradecache.model.budget import MemoryBudget
 from tradecache.model.enums import OrderSide
 from tradecache.model.events import OrderFilled, PositionClosed
@@ -341,3 +342,18 @@ def test_chunks_keep_order_and_stay_within_their_bytes() -> None:
     deliveries = [Delivery("s", b"x" * size, None, seq, seq, 0, 0, "") for seq, size in enumerate([5, 5, 20, 1, 1], 1)]
     chunks = list(chunks_by_size(deliveries, 10))
     assert [[d.stream_seq for d in chunk] for chunk in chunks] == [[1, 2], [3], [4, 5]]
+
+
+# -- logs under a flood ---------------------------------------------------------------------------
+
+
+def test_a_line_budget_logs_so_many_lines_a_window_then_tells_how_many_it_held_back() -> None:
+    lines = LineBudget(lines=3, window=10.0)
+    assert [lines.allow(100.0 + n, "malformed") for n in range(3)] == [True, True, True]
+    assert not lines.allow(103.0, "malformed") and not lines.allow(104.0, "unknown_type")
+    assert not lines.allow(105.0, "malformed")
+    assert lines.due(109.9) == {}  # the window is not over
+    assert lines.due(110.0) == {"malformed": 2, "unknown_type": 1}
+    assert lines.due(110.0) == {}  # told once
+    assert lines.allow(110.0, "malformed")  # a new window: lines again
+    assert lines.due(200.0) == {}  # nothing held back in it

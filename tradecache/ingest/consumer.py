@@ -59,6 +59,7 @@ from tradecache.ingest.pipeline import Committed, NotPinned, Pipeline
 from tradecache.ingest.ports import IngestMetrics
 from tradecache.ingest.pull import DeliverBatch, PullMachine, PullSettings, SendPull, Warn
 from tradecache.ingest.watch import ConsumerView, StallWatch, StuckAcks
+from tradecache.logs import LineBudget
 from tradecache.model.ledger import Ledger
 from tradecache.serialization.msgpack import MsgPackSerializer
 
@@ -120,6 +121,7 @@ class Ingestor:
         self.metrics = metrics
         self.serializer = serializer
         self.log = log
+        self._dead_letter_lines = LineBudget()  # "dead-lettered" lines: 20 per 10 s, then a summary
         self.lease = lease
         self.trader_id = trader_id
         self.keys: Keys = store.keys
@@ -604,17 +606,27 @@ class Ingestor:
             metrics.event_lags(kind, values)
         if seconds is not None:  # not known for a commit whose answer was lost
             metrics.commit_duration(lags.keys(), seconds)  # once per commit, not once per kind
-        for refused in result.refused:
-            metrics.dead_letter(refused.error.reason.value)
+        now = time.monotonic()
+        lines = self._dead_letter_lines
+        held = lines.due(now)
+        if held:  # past `lines.lines` a window: the metric and the dead-letter stream have each one
             self.log.warning(
-                "dead-lettered",
-                extra={
-                    "reason": refused.error.reason.value,
-                    "error": str(refused.error),
-                    "subject": refused.delivery.subject,
-                    "stream_seq": refused.delivery.stream_seq,
-                },
+                "more messages dead-lettered than logged one by one",
+                extra={"count": sum(held.values()), "by_reason": held, "window_seconds": lines.window},
             )
+        for refused in result.refused:
+            reason = refused.error.reason.value
+            metrics.dead_letter(reason)
+            if lines.allow(now, reason):
+                self.log.warning(
+                    "dead-lettered",
+                    extra={
+                        "reason": reason,
+                        "error": str(refused.error),
+                        "subject": refused.delivery.subject,
+                        "stream_seq": refused.delivery.stream_seq,
+                    },
+                )
         for divergence in result.divergences:
             metrics.divergence()
             self.log.warning(
