@@ -121,7 +121,9 @@ class Ingestor:
         self.metrics = metrics
         self.serializer = serializer
         self.log = log
-        self._dead_letter_lines = LineBudget()  # "dead-lettered" lines: 20 per 10 s, then a summary
+        # "dead-lettered" and "position divergence" lines: 20 of each per 10 s, then a summary
+        self._dead_letter_lines = LineBudget()
+        self._divergence_lines = LineBudget()
         self.lease = lease
         self.trader_id = trader_id
         self.keys: Keys = store.keys
@@ -627,16 +629,24 @@ class Ingestor:
                         "stream_seq": refused.delivery.stream_seq,
                     },
                 )
+        divergences = self._divergence_lines
+        held = divergences.due(now)
+        if held:
+            self.log.warning(
+                "more position divergences than logged one by one",
+                extra={"count": sum(held.values()), "by_event": held, "window_seconds": divergences.window},
+            )
         for divergence in result.divergences:
             metrics.divergence()
-            self.log.warning(
-                "position divergence",
-                extra={
-                    "position_id": divergence.position_id,
-                    "event": divergence.event_type,
-                    "differences": list(divergence.differences),
-                },
-            )
+            if divergences.allow(now, divergence.event_type):
+                self.log.warning(
+                    "position divergence",
+                    extra={
+                        "position_id": divergence.position_id,
+                        "event": divergence.event_type,
+                        "differences": list(divergence.differences),
+                    },
+                )
 
     # -- retries ---------------------------------------------------------------------------
 
