@@ -609,17 +609,13 @@ class Ingestor:
         if seconds is not None:  # not known for a commit whose answer was lost
             metrics.commit_duration(lags.keys(), seconds)  # once per commit, not once per kind
         now = time.monotonic()
-        lines = self._dead_letter_lines
-        held = lines.due(now)
-        if held:  # past `lines.lines` a window: the metric and the dead-letter stream have each one
-            self.log.warning(
-                "more messages dead-lettered than logged one by one",
-                extra={"count": sum(held.values()), "by_reason": held, "window_seconds": lines.window},
-            )
+        # Past a budget's lines the metrics (and the dead-letter stream) still have each one.
+        self._tell_held(self._dead_letter_lines, now, "more messages dead-lettered than logged one by one", "by_reason")
+        self._tell_held(self._divergence_lines, now, "more position divergences than logged one by one", "by_event")
         for refused in result.refused:
             reason = refused.error.reason.value
             metrics.dead_letter(reason)
-            if lines.allow(now, reason):
+            if self._dead_letter_lines.allow(now, reason):
                 self.log.warning(
                     "dead-lettered",
                     extra={
@@ -629,16 +625,9 @@ class Ingestor:
                         "stream_seq": refused.delivery.stream_seq,
                     },
                 )
-        divergences = self._divergence_lines
-        held = divergences.due(now)
-        if held:
-            self.log.warning(
-                "more position divergences than logged one by one",
-                extra={"count": sum(held.values()), "by_event": held, "window_seconds": divergences.window},
-            )
         for divergence in result.divergences:
             metrics.divergence()
-            if divergences.allow(now, divergence.event_type):
+            if self._divergence_lines.allow(now, divergence.event_type):
                 self.log.warning(
                     "position divergence",
                     extra={
@@ -647,6 +636,12 @@ class Ingestor:
                         "differences": list(divergence.differences),
                     },
                 )
+
+    def _tell_held(self, lines: LineBudget, now: float, message: str, by: str) -> None:
+        """One line for the lines `lines` held back in its window that is over, if any."""
+        held = lines.due(now)
+        if held:
+            self.log.warning(message, extra={"count": sum(held.values()), by: held, "window_seconds": lines.window})
 
     # -- retries ---------------------------------------------------------------------------
 
