@@ -90,10 +90,7 @@ def ingest_measures(
 ) -> dict[str, float]:
     from benchmarks.ingest_bench import PREFIX, TRADER
     from tradecache.cache.keys import Keys
-    from tradecache.ingest.batch import apply_batch
     from tradecache.ingest.intake import Accepted, Delivery, Intake, Refused
-    from tradecache.model.identifiers import TraderId
-    from tradecache.model.ledger import Ledger
     from tradecache.serialization.msgpack import MsgPackSerializer
     from tradecache.wire import Subjects
 
@@ -127,14 +124,7 @@ def ingest_measures(
     def apply_all(keep: bool = False) -> None:
         # Each batch's result is dropped once the next one is planned, as the daemon drops it once
         # committed (`keep`: the calls are kept, for the pack measure, when not measuring this).
-        ledger = Ledger(TraderId(TRADER))
-        for start in range(0, len(checked), BATCH):
-            result = apply_batch(ledger, checked[start : start + BATCH], checkpoint=0, keys=keys,
-                                 encode=serializer.serialize)  # fmt: skip
-            if result.refused:
-                raise SystemExit(f"refused by the ledger: {result.refused[0].error}")
-            if keep:
-                calls.append(result.call)
+        apply_in_batches(checked, keys, serializer.serialize, calls if keep else None)
 
     results["ledger + plan"] = best_of(repeat, apply_all)
     apply_all(keep=True)
@@ -144,6 +134,26 @@ def ingest_measures(
     if with_redis:
         per_message.update(redis_ingest(calls, len(deliveries), repeat, binary))
     return per_message
+
+
+def apply_in_batches(
+    checked: list[Any], keys: Any, encode: Callable[[Any], bytes], calls: list[Any] | None = None
+) -> Any:
+    """A ledger that applied `checked` in batches of BATCH, as the daemon does (a refusal ends the
+    benchmark); each batch's script call appended to `calls` if given, else dropped at once."""
+    from benchmarks.ingest_bench import TRADER
+    from tradecache.ingest.batch import apply_batch
+    from tradecache.model.identifiers import TraderId
+    from tradecache.model.ledger import Ledger
+
+    ledger = Ledger(TraderId(TRADER))
+    for start in range(0, len(checked), BATCH):
+        result = apply_batch(ledger, checked[start : start + BATCH], checkpoint=0, keys=keys, encode=encode)
+        if result.refused:
+            raise SystemExit(f"refused by the ledger: {result.refused[0].error}")
+        if calls is not None:
+            calls.append(result.call)
+    return ledger
 
 
 def redis_ingest(calls: list[Any], messages: int, repeat: int, binary: str | None) -> dict[str, float]:
@@ -327,10 +337,7 @@ def large_measures(repeat: int) -> dict[str, float]:
     from benchmarks.ingest_bench import PREFIX, TRADER
     from tradecache.cache.keys import Keys
     from tradecache.cache.replay import gc_paused, order_from_events
-    from tradecache.ingest.batch import apply_batch
     from tradecache.ingest.intake import Accepted, Delivery, Intake
-    from tradecache.model.identifiers import TraderId
-    from tradecache.model.ledger import Ledger
     from tradecache.serialization.msgpack import MsgPackSerializer
     from tradecache.wire import Subjects
 
@@ -347,13 +354,7 @@ def large_measures(repeat: int) -> dict[str, float]:
         kept: list[Any] = []
 
         def apply_all(checked: list[Any] = checked, kept: list[Any] = kept) -> None:
-            ledger = Ledger(TraderId(TRADER))
-            for start in range(0, len(checked), BATCH):
-                result = apply_batch(ledger, checked[start : start + BATCH], checkpoint=0, keys=keys,
-                                     encode=serializer.serialize)  # fmt: skip
-                if result.refused:
-                    raise SystemExit(f"refused by the ledger: {result.refused[0].error}")
-            kept[:] = list(ledger.orders.values())
+            kept[:] = list(apply_in_batches(checked, keys, serializer.serialize).orders.values())
 
         results[f"{fills:,} fills: ledger + plan"] = best_of(repeat, apply_all) / fills * 1e6
         stored = [serializer.serialize(event) for event in kept[0].events]
