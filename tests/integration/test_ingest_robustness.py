@@ -196,6 +196,33 @@ async def test_a_strategy_state_of_100000_fields_is_written(redis_line: ServerLi
         assert len(stored) == 100_000 and stored == state
 
 
+async def test_an_order_larger_than_the_memory_budget_is_stored_whole_and_the_log_says_so(
+    redis_server: Any, nats_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 300 partial fills make the order ~120 KB estimated, six times a 20 KB budget: it is kept while
+    # batches use it (`MemoryBudget`), and one line says the budget is too small, naming it.
+    caplog.set_level(logging.WARNING, logger="tradecache")
+    trader = f"BUDGET-{uuid.uuid4().hex[:6]}"
+    subjects = Subjects("tradecache", trader)
+    make = OrderEvents("O-BIG", trader_id=trader)
+    events = [make.initialized(quantity="300"), make.submitted(), make.accepted()]
+    events += [make.filled("1", trade_id=f"T-{n}", position_id="P-BIG") for n in range(300)]
+    config = daemon_config(redis_server.url, nats_server.url, trader, ingest={"memory_budget_bytes": 20_000})
+    async with running_daemon(config) as daemon:
+        nc = await nats.connect(nats_server.url)
+        for event in events[:-1]:
+            await nc.publish(subjects.inbound_for_name("order"), SERIALIZER.serialize(event))
+        ack = await nc.jetstream().publish(subjects.inbound_for_name("order"), SERIALIZER.serialize(events[-1]))
+        await nc.close()
+        await wait_for_checkpoint(redis_server.url, trader, ack.seq, timeout=30)
+        assert sample(daemon, "tradecache_dead_letters_total", {"reason": "invalid_transition"}) == 0
+    order = database(redis_server.url, trader).load_order(ClientOrderId("O-BIG"))
+    assert order is not None and order.event_count == 303 and str(order.filled_qty) == "300"
+    said = [r for r in caplog.records if r.getMessage().startswith("entities in use exceed ingest.memory_budget_bytes")]
+    assert len(said) == 1 and said[0].largest == "orders:O-BIG"  # type: ignore[attr-defined]
+    database(redis_server.url, trader).flush()
+
+
 async def test_a_message_redis_refuses_is_pinned_and_dead_lettered_and_the_rest_of_its_batch_written(
     redis_line: ServerLine, nats_server: Any
 ) -> None:

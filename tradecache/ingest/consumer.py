@@ -124,6 +124,7 @@ class Ingestor:
         # "dead-lettered" and "position divergence" lines: 20 of each per 10 s, then a summary
         self._dead_letter_lines = LineBudget()
         self._divergence_lines = LineBudget()
+        self._over_budget_lines = LineBudget(lines=1, window=60.0)  # memory over its budget
         self.lease = lease
         self.trader_id = trader_id
         self.keys: Keys = store.keys
@@ -543,7 +544,17 @@ class Ingestor:
         self.activity = "applying and committing a batch"
         await self.pipeline.run_deliveries(deliveries, ack=self._ack if ack else None)
         self.ledger.evict(self.settings.open_orders_limit)
-        self.metrics.set_memory(self.ledger.budget.total)
+        budget = self.ledger.budget
+        self.metrics.set_memory(budget.total)
+        if budget.excess and self._over_budget_lines.allow(time.monotonic(), "over"):
+            largest = budget.largest()
+            self.log.warning(
+                "entities in use exceed ingest.memory_budget_bytes: they are kept while batches use them, "
+                "then evicted and read back whole when needed again (ingest waits meanwhile); raise the budget",
+                extra={"estimated_bytes": budget.total, "budget_bytes": budget.limit,
+                       "largest": None if largest is None else ":".join(largest[0]),
+                       "largest_bytes": None if largest is None else largest[1]},
+            )  # fmt: skip
         self.metrics.batch(len(deliveries))
         self.stall.in_hand(False, time.monotonic())
         self.stall.committed(time.monotonic())

@@ -112,6 +112,14 @@ class MemoryBudget:
         """Bytes over the limit (0 when within it)."""
         return max(0, self.total - self.limit)
 
+    def largest(self) -> tuple[Key, int] | None:
+        """The entity estimated largest, and its bytes (a walk of every entity: for a log line).
+
+        Raises:
+            Nothing.
+        """
+        return max(self._costs.items(), key=lambda item: item[1], default=None)
+
     def evict(self) -> list[Key]:
         """Drop least recently used keys until within the limit or only keys used since the call
         before the last are left; the keys dropped, oldest first."""
