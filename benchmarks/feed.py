@@ -158,6 +158,22 @@ class OneOrder(Feed):
         return (head + one_order_in_parts(self.run, max(count - len(head) - 4, 1)))[:count]
 
 
+# How a malformed payload of `HalfMalformed` starts: 0xc1 is never used in msgpack.
+MALFORMED = b"\xc1 not msgpack "
+
+
+class HalfMalformed(Feed):
+    """The mix, every other message (but the instruments) replaced by bytes that are not msgpack:
+    a broken producer. Each is refused and dead-lettered, and the good ones must not wait for them."""
+
+    def messages(self, count: int) -> list[tuple[str, bytes]]:
+        good = super().messages(count)
+        return [
+            (kind, MALFORMED + str(n).encode()) if n % 2 and kind != "instrument" else (kind, payload)
+            for n, (kind, payload) in enumerate(good)
+        ]
+
+
 def one_order_in_parts(run: str, fills: int) -> list[tuple[str, bytes]]:
     """One order lifecycle of the mix (without its account state) whose fill comes in `fills`
     trades of 10 each (its quantity raised to match)."""
@@ -182,6 +198,7 @@ WORKLOADS: dict[str, Callable[[str], Feed]] = {
     "mix": Feed,
     "partial-fills": lambda run: Feed(run, fills_per_order=10),
     "one-order": OneOrder,
+    "half-malformed": HalfMalformed,
 }
 
 
@@ -190,15 +207,17 @@ _SERIALIZER = MsgPackSerializer()
 
 def headers_of(payload: bytes) -> dict[str, str] | None:
     """The headers `Publisher` sends with `payload` (`Nats-Msg-Id` = its event or command id; none for
-    reference data such as instruments)."""
+    reference data such as instruments, nor for a payload that is not a message at all)."""
+    if payload.startswith(MALFORMED):
+        return None
     return producer_headers(_SERIALIZER.deserialize(payload))
 
 
 def mix(messages: list[tuple[str, bytes]]) -> str:
     counts: dict[str, int] = {}
     for kind, payload in messages:
-        name = msgpack.unpackb(payload, raw=False)["type"]
-        label = "fills" if name == "OrderFilled" else kind
+        name = "" if payload.startswith(MALFORMED) else msgpack.unpackb(payload, raw=False)["type"]
+        label = "fills" if name == "OrderFilled" else "malformed" if not name else kind
         counts[label] = counts.get(label, 0) + 1
     return ", ".join(f"{k} {v / len(messages):.0%}" for k, v in sorted(counts.items()))
 

@@ -2,7 +2,8 @@
 
 1. Pre-fills JetStream with N messages (default 100k) of `benchmarks/feed.py`'s workload: `--workload
    mix` (the default: one fill per order), `partial-fills` (each order filled in 10 trades) or
-   `one-order` (a single order filled in as many trades as the stream holds, with its position).
+   `one-order` (a single order filled in as many trades as the stream holds, with its position),
+   `half-malformed` (the mix with every other message not msgpack: each one dead-lettered).
 2. Bare JetStream consumers that do nothing else, each reading all N messages: a hand-made pull
    (requests to `$JS.API.CONSUMER.MSG.NEXT`) with AckPolicy.ALL (one ack per pull), the same with
    an ack per message, and nats-py's `fetch()` with an ack per message. They bound what the

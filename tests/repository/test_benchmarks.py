@@ -194,3 +194,19 @@ def test_each_workload_is_what_it_says() -> None:
         else:  # every order filled whole, in that many trades (but the last, cut by the count)
             complete = [parts for coid, parts in filled.items() if sum(parts) == quantities[coid]]
             assert len(complete) >= len(filled) - 1 and all(len(parts) == fills_per_order for parts in complete)
+
+
+def test_the_half_malformed_workload_is_half_not_msgpack_and_published_without_headers() -> None:
+    import msgpack
+
+    from benchmarks.feed import MALFORMED, WORKLOADS, headers_of
+
+    messages = WORKLOADS["half-malformed"]("w").messages(2000)
+    bad = [payload for _, payload in messages if payload.startswith(MALFORMED)]
+    good = [payload for _, payload in messages if not payload.startswith(MALFORMED)]
+    assert 950 <= len(bad) <= 1000  # every other message but the 20 instruments
+    assert all(headers_of(payload) is None for payload in bad)
+    for payload in bad:
+        with pytest.raises(ValueError):  # msgpack's errors are ValueErrors
+            msgpack.unpackb(payload, raw=False)
+    assert all(isinstance(msgpack.unpackb(payload, raw=False), dict) for payload in good)
