@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import redis.asyncio
 
+from tests.chaos import ChaosFeed
 from tests.integration.redis_contents import trader_contents
 from tradecache.cache.aio import Store
 from tradecache.cache.keys import Keys
@@ -85,8 +86,10 @@ class CountingStore(Store):
 Replayed = tuple[dict[bytes, Any], CountingStore, list[Pipeline]]
 
 
-async def replay(client: Any, trader: str, feed: list[tuple[Any, bytes]], *, assume_new: bool, again: bool) -> Replayed:
-    """`feed` through a pipeline in batches of 10; with `again`, a second pipeline with an empty
+async def replay(
+    client: Any, trader: str, feed: list[tuple[Any, bytes]], *, assume_new: bool, again: bool, batch: int = 10
+) -> Replayed:
+    """`feed` through a pipeline in batches of `batch`; with `again`, a second pipeline with an empty
     memory (a restart) takes the whole feed once more, published anew after it."""
     keys, subjects = Keys(trader), Subjects("tradecache", trader)
     await client.delete(*[key async for key in client.scan_iter(match=f"trader-{trader}:*")] or ["none"])
@@ -102,8 +105,8 @@ async def replay(client: Any, trader: str, feed: list[tuple[Any, bytes]], *, ass
             Delivery(subjects.inbound_for(kind), payload, None, seq, seq, 0, 0, f"r{seq}")
             for seq, (kind, payload) in enumerate(feed, start=first)
         ]
-        for start in range(0, len(deliveries), 10):
-            await pipeline.run_deliveries(deliveries[start : start + 10])
+        for start in range(0, len(deliveries), batch):
+            await pipeline.run_deliveries(deliveries[start : start + batch])
         assert pipeline.checkpoint == first + len(feed) - 1
         pipelines.append(pipeline)
     return await trader_contents(client, trader), store, pipelines
@@ -137,3 +140,22 @@ async def test_a_feed_published_again_after_a_restart_is_read_when_its_orders_ar
     first, restarted = pipelines
     assert first.assumptions_failed == 0
     assert restarted.assumptions_failed >= 1  # its "new" orders were stored: read, applied again
+
+
+async def test_a_long_history_published_again_costs_a_few_refused_calls_not_one_per_thousand(
+    redis_server: Any,
+) -> None:
+    # 6,000 messages published again after a restart. After a refused assumption every order is
+    # read for a while; refused again soon after, that while doubles (1,000, 2,000, 4,000
+    # sequences): 3 refused calls, each resetting the ledger's memory, where a fixed 1,000 made 6.
+    trader = "ASSUME-004"
+    feed = [(message.kind, message.payload) for message in ChaosFeed(11, trader).messages(6000)]
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    try:
+        read, _, _ = await replay(client, trader, feed, assume_new=False, again=True, batch=50)
+        assumed, _, (first, restarted) = await replay(client, trader, feed, assume_new=True, again=True, batch=50)
+    finally:
+        await client.aclose()
+    assert assumed == read
+    assert first.assumptions_failed == 0
+    assert restarted.assumptions_failed == 3

@@ -55,8 +55,11 @@ from tradecache.model.ledger import Ledger
 T = TypeVar("T")
 # After a call refused because an order taken for new was stored (a restart, a producer publishing
 # orders again), this many more stream sequences read every order as before: a run of such orders
-# costs one refused call, not one per batch.
+# costs one refused call, not one per batch. Refused again soon after such a window, the next one
+# is twice as long, up to MAX_READ_AFTER_REFUSED: a producer publishing its whole history again
+# cost a refused call (and a reset of the ledger's memory) every thousand messages.
 READ_AFTER_REFUSED = 1000
+MAX_READ_AFTER_REFUSED = 64_000
 # Dead letters published together, their acks awaited together (`Pipeline._dead_letters`): the
 # letters of a chunk are bounded by its bytes, and this bounds the requests in flight.
 DEAD_LETTERS_AT_ONCE = 64
@@ -193,6 +196,7 @@ class Pipeline:
         # that, everything is read as before.
         self.assume_new = assume_new
         self._read_all_through = 0
+        self._read_after = READ_AFTER_REFUSED  # the window after the last refusal (see READ_AFTER_REFUSED)
         self.assumptions_failed = 0  # calls refused because an order taken for new was stored
         # Work to do while a commit is in flight (the daemon: check the next batch ahead, `check_ahead`).
         self.while_committing: Callable[[], None] | None = None
@@ -295,7 +299,11 @@ class Pipeline:
                 # Nothing was written; memory holds the order as new. Read everything this time.
                 self.ledger.reset()
                 self.assumptions_failed += 1
-                self._read_all_through = max(self._read_all_through, piece[-1].delivery.stream_seq + READ_AFTER_REFUSED)
+                again = self._read_all_through > 0 and (
+                    piece[0].delivery.stream_seq <= self._read_all_through + self._read_after
+                )
+                self._read_after = min(2 * self._read_after, MAX_READ_AFTER_REFUSED) if again else READ_AFTER_REFUSED
+                self._read_all_through = max(self._read_all_through, piece[-1].delivery.stream_seq + self._read_after)
                 self.log.info("an order taken for new is stored: reading every order again for a while",
                               extra={"through": self._read_all_through})  # fmt: skip
                 pieces.appendleft(piece)
