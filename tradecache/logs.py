@@ -61,15 +61,17 @@ class LineBudget:
         self._used = 0
         self._held: dict[str, int] = {}
 
-    def allow(self, now: float, key: str) -> bool:
-        """Whether a line may be logged now; if not, it is counted under `key`."""
+    def allow(self, now: float, key: str | None = None) -> bool:
+        """Whether a line may be logged now; if not, it is counted under `key` (None: not counted,
+        for lines whose summary would say nothing more)."""
         if now >= self._ends:
             self._ends = now + self.window
             self._used = 0
         if self._used < self.lines:
             self._used += 1
             return True
-        self._held[key] = self._held.get(key, 0) + 1
+        if key is not None:
+            self._held[key] = self._held.get(key, 0) + 1
         return False
 
     def due(self, now: float) -> dict[str, int]:

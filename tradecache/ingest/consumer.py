@@ -124,7 +124,7 @@ class Ingestor:
         # "dead-lettered" and "position divergence" lines: 20 of each per 10 s, then a summary
         self._dead_letter_lines = LineBudget()
         self._divergence_lines = LineBudget()
-        self._over_budget_lines = LineBudget(lines=1, window=60.0)  # memory over its budget
+        self._over_budget_lines = LineBudget(lines=1, window=60.0)  # memory over its budget: no summary
         self.lease = lease
         self.trader_id = trader_id
         self.keys: Keys = store.keys
@@ -546,7 +546,7 @@ class Ingestor:
         self.ledger.evict(self.settings.open_orders_limit)
         budget = self.ledger.budget
         self.metrics.set_memory(budget.total)
-        if budget.excess and self._over_budget_lines.allow(time.monotonic(), "over"):
+        if budget.excess and self._over_budget_lines.allow(time.monotonic()):
             largest = budget.largest()
             self.log.warning(
                 "entities in use exceed ingest.memory_budget_bytes: they are kept while batches use them, "
