@@ -1,14 +1,19 @@
 # syntax=docker/dockerfile:1
 # tradecache image: `docker build -t tradecache:0.1.0 .` (BuildKit, Docker >= 23).
-# Stage 1 builds the wheels (tradecache's and its dependencies'); the final stage installs them
-# from a bind mount, so neither the wheels, a compiler nor a pip cache ends up in the image.
+# Stage 1 builds the wheels (tradecache's, with its compiled frame reader, and its dependencies');
+# the final stage installs them from a bind mount, so neither the wheels, a compiler nor a pip
+# cache ends up in the image.
 ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+COPY pyproject.toml setup.py README.md ./
 COPY tradecache ./tradecache
 RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels .
 

@@ -16,10 +16,12 @@ import yaml
 
 def start_daemon(folder: Path, name: str, config: dict[str, Any]) -> subprocess.Popen[bytes]:
     """`python -m tradecache run` with `config` (written to <folder>/<name>.yaml, log beside it),
-    without the caller's TRADECACHE_* variables."""
+    without the caller's TRADECACHE_* variables (config overrides), but for TRADECACHE_PURE_PYTHON
+    (the compiled frame reader off, to measure it)."""
     config_path = folder / f"{name}.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    env = {key: value for key, value in os.environ.items() if not key.startswith("TRADECACHE_")}
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith("TRADECACHE_") or key == "TRADECACHE_PURE_PYTHON"}  # fmt: skip
     with open(folder / f"{name}.log", "wb") as log:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(
             [sys.executable, "-m", "tradecache", "run", "--config", str(config_path)], stdout=log, stderr=log, env=env

@@ -2,11 +2,12 @@
 
 A private nats-server holds a stream of N messages (the ingest benchmark's workload). Each round
 reads all of them by hand-made pulls (256 per pull, AckPolicy.ALL) into a list, as the daemon's
-`PullMachine.arrived_parts` does, once through an ordinary nats-py subscription with an awaited
-callback (each message a `Msg`, queued, taken by the subscription's task) and once through
-`subscribe_inbox` (each message handed over as parsed). The rounds alternate; the figure is this
-process's CPU time per message (user + sys), which the other process on the machine disturbs far
-less than the wall clock; wall-clock rates are printed too.
+`PullMachine.arrived_parts` does: through an ordinary nats-py subscription with an awaited
+callback (each message a `Msg`, queued, taken by the subscription's task), through
+`subscribe_inbox` with nats-py's parser reading the frames (each message handed over as parsed),
+and through `subscribe_inbox` with the compiled frame reader (`ingest/_frames.c`). The rounds
+alternate; the figure is this process's CPU time per message (user + sys), which the other
+process on the machine disturbs far less than the wall clock; wall-clock rates are printed too.
 
 Usage: python benchmarks/inbox_bench.py [--messages 100000] [--rounds 3]
 """
@@ -31,6 +32,7 @@ from nats.js.api import AckPolicy, ConsumerConfig  # noqa: E402
 
 from benchmarks.feed import PREFIX, Feed, prefill  # noqa: E402
 from tradecache.dev.stack import NatsServer  # noqa: E402
+from tradecache.ingest import inbox as inbox_module  # noqa: E402
 from tradecache.ingest.inbox import subscribe_inbox  # noqa: E402
 from tradecache.ingest.pull import PullMachine, PullSettings  # noqa: E402
 
@@ -38,7 +40,11 @@ STREAM = "TRADECACHE"
 PULL = 256
 
 
-async def read_all(nats_url: str, count: int, direct: bool) -> tuple[float, float]:
+MODES = {"callback": "nats-py callback (Msg, queue, task)", "direct": "subscribe_inbox, nats-py's parser",
+         "compiled": "subscribe_inbox, compiled frame reader"}  # fmt: skip
+
+
+async def read_all(nats_url: str, count: int, mode: str) -> tuple[float, float]:
     """(CPU seconds, wall seconds) to read `count` messages into a PullMachine."""
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
@@ -76,10 +82,16 @@ async def read_all(nats_url: str, count: int, direct: bool) -> tuple[float, floa
             body = {"batch": min(PULL, count - state["received"]), "expires": 5_000_000_000}
             await nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{name}", json.dumps(body).encode(), reply=inbox)
 
-    if direct:
-        await subscribe_inbox(nc, inbox, on_parts)
-    else:
+    if mode == "callback":
         await nc.subscribe(inbox, cb=on_msg)
+    else:
+        compiled = inbox_module._frames
+        inbox_module._frames = compiled if mode == "compiled" else None
+        try:
+            subscription = await subscribe_inbox(nc, inbox, on_parts)
+        finally:
+            inbox_module._frames = compiled
+        assert subscription.compiled == (mode == "compiled"), "scripts/setup builds the frame reader"
     cpu = time.process_time()
     started = time.perf_counter()
     wanted.set()
@@ -104,19 +116,19 @@ def main() -> None:
         messages = Feed(uuid.uuid4().hex[:6]).messages(args.messages)
         asyncio.run(prefill(server.url, messages))
         count = len(messages)
-        results: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+        results: dict[str, list[tuple[float, float]]] = {mode: [] for mode in MODES}
         for _ in range(args.rounds):
-            for direct in (False, True):
-                results[direct].append(asyncio.run(read_all(server.url, count, direct)))
-        for direct, label in ((False, "nats-py callback (Msg, queue, task)"), (True, "subscribe_inbox (direct)")):
-            cpus = [cpu / count * 1e6 for cpu, _wall in results[direct]]
-            rates = [count / wall for _cpu, wall in results[direct]]
+            for mode in MODES:
+                results[mode].append(asyncio.run(read_all(server.url, count, mode)))
+        for mode, label in MODES.items():
+            cpus = [cpu / count * 1e6 for cpu, _wall in results[mode]]
+            rates = [count / wall for _cpu, wall in results[mode]]
             print(f"{label}: CPU {min(cpus):.2f} us/msg (rounds {', '.join(f'{c:.2f}' for c in cpus)}), "
                   f"best {max(rates):,.0f} msgs/s")  # fmt: skip
-        before = min(cpu for cpu, _ in results[False])
-        after = min(cpu for cpu, _ in results[True])
-        print(f"client CPU per message, best rounds: {before / count * 1e6:.2f} -> {after / count * 1e6:.2f} us "
-              f"({before / after:.2f}x less)")  # fmt: skip
+        best = {mode: min(cpu for cpu, _ in results[mode]) / count * 1e6 for mode in MODES}
+        print(f"client CPU per message, best rounds: callback {best['callback']:.2f} -> direct {best['direct']:.2f} "
+              f"-> compiled {best['compiled']:.2f} us ({best['callback'] / best['compiled']:.2f}x less in all, "
+              f"{best['direct'] / best['compiled']:.2f}x by the frame reader)")  # fmt: skip
     finally:
         server.stop()
 

@@ -100,6 +100,7 @@ def test_image_shape() -> None:
     assert "--mount=type=bind,from=build" in install, "the wheels never become a layer of the final image"
     assert "--no-cache-dir" in install and "--no-index" in install
     assert not any("apt-get" in rest or "gcc" in rest for keyword, rest in final if keyword == "RUN")
+    assert any("gcc" in rest for keyword, rest in build if keyword == "RUN"), "the frame reader needs a C compiler"
 
 
 def test_dockerignore_keeps_what_the_build_copies_and_nothing_else() -> None:
@@ -118,7 +119,7 @@ def test_wheel_installs_into_a_clean_venv_and_runs(tmp_path: Path) -> None:
         target = context / source
         target.parent.mkdir(parents=True, exist_ok=True)
         if (REPO / source).is_dir():
-            shutil.copytree(REPO / source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            shutil.copytree(REPO / source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.so"))
         else:
             shutil.copy2(REPO / source, target)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRADECACHE_", "PYTHON", "VIRTUAL_ENV"))}
@@ -134,10 +135,13 @@ def test_wheel_installs_into_a_clean_venv_and_runs(tmp_path: Path) -> None:
     wheels = tmp_path / "wheels"
     run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", wheels, context)
     (wheel,) = wheels.glob("tradecache-*.whl")
-    assert wheel.name == f"tradecache-{tradecache.__version__}-py3-none-any.whl"
+    tag = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    assert wheel.name.startswith(f"tradecache-{tradecache.__version__}-{tag}-{tag}-"), wheel.name
     with zipfile.ZipFile(wheel) as archive:
-        top = {name.split("/")[0] for name in archive.namelist()}
+        names = archive.namelist()
+    top = {name.split("/")[0] for name in names}
     assert top == {"tradecache", f"tradecache-{tradecache.__version__}.dist-info"}, top
+    assert any(fnmatch.fnmatch(name, "tradecache/ingest/_frames.*.so") for name in names), "the frame reader is built"
 
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", venv)
@@ -146,6 +150,8 @@ def test_wheel_installs_into_a_clean_venv_and_runs(tmp_path: Path) -> None:
     assert run(venv / "bin" / "tradecache", "--version").strip() == f"tradecache {tradecache.__version__}"
     location = run(venv / "bin" / "python", "-c", "import tradecache; print(tradecache.__file__)")
     assert location.startswith(str(venv)), location
+    reader = run(venv / "bin" / "python", "-c", "from tradecache.ingest.compiled import frames; print(frames)")
+    assert "_frames" in reader and str(venv) in reader, reader
     shown = run(venv / "bin" / "tradecache", "check-config", "--config", context / "config/tradecache.example.yaml")
     for line in ("trader_id: TRADER-001", "  listen: 0.0.0.0:9464", "  url: redis://127.0.0.1:6379/0"):
         assert line in shown.splitlines(), shown

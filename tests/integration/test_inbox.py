@@ -1,7 +1,9 @@
 """`ingest/inbox.py` against a real nats-server: an inbox routed past nats-py's Msg objects hands
 over exactly what nats-py's own callback gets, in the same order; other subscriptions of the client
 are untouched; a handler's error costs that message only; the routing survives a reconnect and
-ends with `unsubscribe`; without the dispatch it routes through, the callback path does the same."""
+ends with `unsubscribe`; without the dispatch it routes through, the callback path does the same.
+Each test runs with the compiled frame reader (`ingest/_frames.c`) and without it (nats-py's
+parser reading every frame)."""
 
 from __future__ import annotations
 
@@ -15,9 +17,20 @@ import pytest
 
 from tests.backends import Server
 from tradecache.dev.stack import NatsServer
+from tradecache.ingest import inbox as inbox_module
 from tradecache.ingest.inbox import InboxSubscription, LazyHeaders, subscribe_inbox
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True, params=["compiled", "nats-py"])
+def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "nats-py":
+        monkeypatch.setattr(inbox_module, "_frames", None)
+    else:
+        assert inbox_module._frames is not None, "scripts/setup builds the frame reader (setup.py)"
+    return str(request.param)
+
 
 Parts = tuple[str, str, bytes, Mapping[str, str] | None]
 
@@ -53,14 +66,14 @@ class SideBySide:
         return subscription, await nc.subscribe(subject, cb=on_msg)
 
 
-async def test_the_inbox_hands_over_what_the_nats_py_callback_gets_in_order(nats_server: Server) -> None:
+async def test_the_inbox_hands_over_what_the_nats_py_callback_gets_in_order(nats_server: Server, reader: str) -> None:
     nc = await nats.connect(nats_server.url)
     try:
         both = SideBySide()
         routed, through_msg = both.routed, both.through_msg
         inbox = nc.new_inbox()
         subscription, ordinary = await both.subscribe(nc, nc, f"{inbox}.*")
-        assert subscription.direct
+        assert subscription.direct and subscription.compiled == (reader == "compiled")
         await _publish_mix(nc, f"{inbox}.a", 60)
         # A status message as JetStream sends one (header line only, no body): parsed by nats-py.
         await nc.publish(f"{inbox}.b", b"", headers={"Status": "408", "Description": "Request Timeout"})
@@ -79,6 +92,27 @@ async def test_the_inbox_hands_over_what_the_nats_py_callback_gets_in_order(nats
         await _until(lambda: len(through_msg) == 64)
         assert len(routed) == 61  # nothing after unsubscribe
         await ordinary.unsubscribe()
+    finally:
+        await nc.close()
+
+
+async def test_large_and_small_messages_in_bursts_arrive_whole_and_in_order(nats_server: Server) -> None:
+    """Reads end anywhere in a frame; frames past 64 KiB are gathered by nats-py's parser."""
+    nc = await nats.connect(nats_server.url)
+    try:
+        both = SideBySide()
+        routed, through_msg = both.routed, both.through_msg
+        inbox = nc.new_inbox()
+        await both.subscribe(nc, nc, inbox)
+        sizes = [0, 1, 300, 70_000, 5, 200_000, 65_530, 17, 1_000_000 - 200, 3] * 4
+        for index, size in enumerate(sizes):
+            headers = {"Nats-Msg-Id": f"m-{index}"} if index % 2 else None
+            await nc.publish(inbox, bytes([index % 251]) * size, reply=f"r.{index}", headers=headers)
+        await nc.flush()
+        await _until(lambda: len(routed) == len(sizes) and len(through_msg) == len(sizes), timeout=15)
+        assert routed == through_msg
+        assert [len(parts[2]) for parts in routed] == sizes
+        assert [parts[1] for parts in routed] == [f"r.{index}" for index in range(len(sizes))]
     finally:
         await nc.close()
 

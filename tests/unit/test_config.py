@@ -163,6 +163,7 @@ def test_the_environment_wins_over_the_file() -> None:
         "TRADECACHE_VECTORS",
         "TRADECACHE_REDIS_SERVER",
         "TRADECACHE_NATS_SERVER",
+        "TRADECACHE_PURE_PYTHON",
         "OTHER_PROGRAM_SETTING",
     ],
 )

@@ -19,8 +19,11 @@ from tradecache.config.sections import Config, Section
 from tradecache.errors import ConfigError
 
 ENV_PREFIX: Final = "TRADECACHE_"
-# Variables the tests and tools use for their own purposes; never configuration keys.
-_ENV_IGNORED: Final = frozenset({"TRADECACHE_VECTORS", "TRADECACHE_REDIS_SERVER", "TRADECACHE_NATS_SERVER"})
+# Variables the tests and tools use for their own purposes, and TRADECACHE_PURE_PYTHON (the
+# compiled frame reader off: `ingest/compiled.py`); never configuration keys.
+_ENV_IGNORED: Final = frozenset(
+    {"TRADECACHE_VECTORS", "TRADECACHE_REDIS_SERVER", "TRADECACHE_NATS_SERVER", "TRADECACHE_PURE_PYTHON"}
+)
 # Kubernetes "service links": a Service named `tradecache` puts TRADECACHE_PORT,
 # TRADECACHE_PORT_9464_TCP_ADDR, TRADECACHE_SERVICE_HOST... into every pod of the namespace.
 _ENV_IGNORED_PREFIXES: Final = ("TRADECACHE_TEST_", "TRADECACHE_PORT", "TRADECACHE_SERVICE_")

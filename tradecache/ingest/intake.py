@@ -14,12 +14,13 @@ batch ends, is dropped (`released`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import msgpack
 
 from tradecache.errors import EventRejected, PayloadError, RejectReason
+from tradecache.ingest.compiled import frames
 from tradecache.model.messages import Kind, Message, kind_of, type_name_of
 from tradecache.serialization.limits import DEFAULT_LIMITS, DecodeLimits, check_fields
 from tradecache.serialization.msgpack import (
@@ -31,6 +32,11 @@ from tradecache.serialization.msgpack import (
 )
 from tradecache.serialization.structs import STRUCT_DEPTH
 from tradecache.wire import Subjects
+
+# Reads an ack subject of plain digits in C (None for anything else, which `_ack_metadata` decides).
+_ack_numbers: Callable[[str], tuple[int, int, int, int, int] | None] | None = (
+    None if frames is None else frames.ack_numbers
+)
 
 
 @dataclass(slots=True)
@@ -81,6 +87,14 @@ def parse_ack_subject(reply: str) -> tuple[int, int, int, int]:
 
 def ack_metadata(reply: str) -> tuple[int, int, int, int, int]:
     """`parse_ack_subject` plus how many times the message was delivered."""
+    if _ack_numbers is not None:  # plain digits read in C; anything else decided below
+        numbers = _ack_numbers(reply)
+        if numbers is not None:
+            return numbers
+    return _ack_metadata(reply)
+
+
+def _ack_metadata(reply: str) -> tuple[int, int, int, int, int]:
     tokens = reply.split(".")
     if len(tokens) < 9 or tokens[0] != "$JS" or tokens[1] != "ACK":
         raise ValueError(f"not a JetStream ack subject: {reply!r}")
