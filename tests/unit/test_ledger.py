@@ -17,6 +17,7 @@ from tests.unit.factories import (
 )
 from tradecache.errors import EventRejected, OrderEventRefused, RejectReason
 from tradecache.model import Collection, Ledger, Outcome, Write, WriteOp
+from tradecache.model import ledger as ledger_module
 from tradecache.model.enums import AccountType, OrderSide, OrderStatus, OrderType, PositionSide
 from tradecache.model.events import OrderFilled, PositionChanged, PositionClosed, PositionOpened
 from tradecache.model.identifiers import TraderId
@@ -288,6 +289,66 @@ def test_a_held_opening_half_read_back_after_a_restart_is_released_by_position_o
     assert released.released == ["O-2"]
     assert appended(released) == [(Collection.POSITIONS, NEW_HEDGING_ID)]
     assert released.writes[0].value == dataclasses.replace(held, position_id=opened.position_id)
+
+
+def _flip(ledger: Ledger, index: int) -> tuple[OrderFilled, PositionOpened]:
+    """Position `index` opened long 100,000, flipped by a SELL of 150,000: the half held, and the
+    PositionOpened the node would send for it."""
+    position_id = f"P-20260101-120000-001-001-{index}"
+    buy = working_order(ledger, f"O-B{index}", OrderSide.BUY, "100000")
+    ledger.apply(market_fill(buy, OrderSide.BUY, "100000", "1.10000", "2.20 USD", position_id))
+    sell = working_order(ledger, f"O-S{index}", OrderSide.SELL, "150000")
+    [held] = ledger.apply(market_fill(sell, OrderSide.SELL, "150000", "1.10100", "3.30 USD", position_id)).held
+    opened = position_event(
+        PositionOpened, ledger.positions[position_id], position_id=f"{position_id}F",
+        opening_order_id=sell.client_order_id, entry=OrderSide.SELL, side=PositionSide.SHORT, signed_qty=-50000.0,
+        quantity=Quantity.from_str("50000"), peak_qty=Quantity.from_str("50000"),
+        last_qty=Quantity.from_str("50000"), avg_px_open=1.101, realized_pnl=Money.parse("-1.10 USD"),
+    )  # fmt: skip
+    assert isinstance(opened, PositionOpened)
+    return held, opened
+
+
+def test_held_opening_halves_past_the_bound_wait_in_the_store_and_are_read_by_id(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A producer that never sends PositionOpened cannot grow memory: past the bound the oldest
+    halves are left to the store, and a PositionOpened whose half memory lacks reads that one."""
+    monkeypatch.setattr(ledger_module, "MAX_PENDING_OPENINGS", 2)
+    ledger = new_ledger()
+    flips = [_flip(ledger, index) for index in range(3)]
+    assert [str(key) for key in ledger.pending_openings] == ["O-S1", "O-S2"]  # the oldest left
+    (held, opened), (_, opened_in_memory) = flips[0], flips[2]
+    request = ledger.missing([opened, opened_in_memory])
+    assert not request.pending_openings and request.pending_ids == {"O-S0"}  # by id, not the hash
+    ledger.hydrate(StoredState(pending_by_id=[held]))
+    released = ledger.apply(opened)
+    assert released.released == ["O-S0"]
+    assert released.writes[0].value == dataclasses.replace(held, position_id=opened.position_id)
+    assert ledger.apply(opened_in_memory).released == ["O-S2"]
+    ledger.reset()  # read by id after a reset too: the store was found to hold more than the bound
+    assert ledger.missing([flips[1][1]]).pending_ids == {"O-S1"}
+
+
+def test_a_store_holding_more_halves_than_the_bound_is_read_by_id_from_then_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ledger_module, "MAX_PENDING_OPENINGS", 2)
+    made = new_ledger()
+    flips = [_flip(made, index) for index in range(3)]
+    restarted = new_ledger()
+    request = restarted.missing([flips[0][1]])
+    assert request.pending_openings  # once after a start: the whole hash
+    restarted.hydrate(StoredState(pending_openings=[held for held, _ in flips]))
+    assert restarted.pending_openings == {}  # more than the bound: none taken whole
+    assert restarted.missing([flips[0][1]]).pending_ids == {"O-S0"}
+    restarted.hydrate(StoredState(pending_by_id=[flips[0][0]]))
+    assert restarted.apply(flips[0][1]).released == ["O-S0"]
+    # Within the bound, the whole hash is taken and nothing is read again.
+    small = new_ledger()
+    small.hydrate(StoredState(pending_openings=[held for held, _ in flips[:2]]))
+    request = small.missing([flips[1][1]])
+    assert not request.pending_openings and not request.pending_ids  # (its new position is read)
 
 
 def test_a_position_opened_for_another_order_does_not_release_a_held_opening_half() -> None:

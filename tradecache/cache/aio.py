@@ -107,13 +107,16 @@ class Store:
             *((Collection.INSTRUMENTS, key) for key in sorted(request.instruments)),
         ]
         state = StoredState()
-        if not plan and not request.pending_openings:
+        if not plan and not request.pending_openings and not request.pending_ids:
             return state
         keys = [self.keys.entity(collection, key) for collection, key in plan]
         commands = ["GET" if collection == Collection.INSTRUMENTS else "LRANGE" for collection, _ in plan]
         if request.pending_openings:  # read in the same call, after the entities
             keys.append(self.keys.pending_openings())
             commands.append("HGETALL")
+        pending_ids = sorted(request.pending_ids)  # then these fields of it, one by one
+        keys += [self.keys.pending_openings()] * len(pending_ids)
+        commands += [f"HGET\n{opening_order_id}" for opening_order_id in pending_ids]
         orders = sorted(request.orders) if self.purged_lookup else []
         with translated("read state"):
             if orders and isinstance(self.client, redis.asyncio.Redis):
@@ -128,6 +131,10 @@ class Store:
                 scores = await self.client.zmscore(self.keys.purged(Collection.ORDERS), orders) if orders else []
             state.purged_orders = {coid: int(score) for coid, score in zip(orders, scores, strict=True) if score}
         with gc_paused():
+            if pending_ids:
+                found = [value for value in values[len(values) - len(pending_ids) :] if value]
+                values = values[: len(values) - len(pending_ids)]
+                state.pending_by_id = decode_events(self.serializer, found, OrderFilled, "pending_openings")
             if request.pending_openings:
                 *values, held = values
                 state.pending_openings = decode_events(
@@ -144,7 +151,7 @@ class Store:
         found.update(keys.entity(Collection.POSITIONS, key) for key in request.positions)
         found.update(keys.entity(Collection.ACCOUNTS, key) for key in request.accounts)
         found.update(keys.entity(Collection.INSTRUMENTS, key) for key in request.instruments)
-        if request.pending_openings:
+        if request.pending_openings or request.pending_ids:
             found.add(keys.pending_openings())
         if request.orders and self.purged_lookup:
             found.add(keys.purged(Collection.ORDERS))

@@ -58,6 +58,10 @@ from tradecache.model.values import Currency, register_currency
 RECENT_ACCOUNT_EVENTS: Final = 100_000
 # Estimated bytes of orders, positions, accounts and instruments kept in memory (`model/budget.py`).
 DEFAULT_MEMORY_BUDGET: Final = 64 * 1024 * 1024
+# Opening halves held in memory for their PositionOpened (`Ledger.pending_openings`). Past this
+# many, the oldest wait in the store only, and from then on each PositionOpened whose half memory
+# lacks reads it by id (a producer that never sends PositionOpened cannot grow memory).
+MAX_PENDING_OPENINGS: Final = 10_000
 # Position ids the node generates itself; a flip gives the new side a fresh one of these.
 NODE_POSITION_ID_PREFIX: Final = "P-"
 
@@ -207,9 +211,12 @@ class Ledger:
         # After a fill leaves a position FLAT: what its PositionClosed should say.
         self.closed_summaries: dict[str, PositionSummary] = {}
         # Opening halves of split fills waiting for the node's PositionOpened to name their id.
-        # They are stored too (a hash of the trader's), and read back once after a start.
+        # They are stored too (a hash of the trader's), and read back once after a start (the
+        # whole hash: memory then holds them all), or one by one when needed once there were
+        # more than MAX_PENDING_OPENINGS (memory holds some; kept across resets).
         self.pending_openings: dict[ClientOrderId, OrderFilled] = {}
         self._pending_openings_read = False
+        self._pending_openings_by_id = False
         # Orders changed since the last `evict`, and the latest account event ids (dedupe of
         # older repeats is left to the store's seen-hash; applying a state twice is harmless).
         self._touched_orders: set[str] = set()
@@ -357,7 +364,7 @@ class Ledger:
         # Accepted: from here on state changes.
         self.budget.add((_ORDERS, order.client_order_id.value), event_bytes(fill))
         if waiting is not None:
-            self.pending_openings[fill.client_order_id] = waiting
+            self._hold_opening(waiting)
         writes = [Write(_APPEND, _C_ORDERS, order.client_order_id.value, fill)]
         marks = _order_marks(order, was_closed)
         for index, half in enumerate(stored):
@@ -451,6 +458,14 @@ class Ledger:
             outcome.divergence = Divergence(key, event.type_name, differences)
         return outcome
 
+    def _hold_opening(self, opening: OrderFilled) -> None:
+        pending = self.pending_openings
+        pending[opening.client_order_id] = opening
+        if len(pending) > MAX_PENDING_OPENINGS:  # the oldest waits in the store only
+            del pending[next(iter(pending))]
+            self._pending_openings_read = False
+            self._pending_openings_by_id = True
+
     def _release_pending_opening(self, event: PositionOpened, outcome: Outcome) -> list[Write]:
         opening = self.pending_openings.pop(event.opening_order_id, None)
         if opening is None:
@@ -524,7 +539,10 @@ class Ledger:
             elif isinstance(message, PositionEvent):
                 self._request_position(request, message.position_id.value, message.instrument_id.value)
                 if isinstance(message, PositionOpened) and not self._pending_openings_read:
-                    request.pending_openings = True
+                    if not self._pending_openings_by_id:
+                        request.pending_openings = True
+                    elif message.opening_order_id not in self.pending_openings:
+                        request.pending_ids.add(str(message.opening_order_id))
             elif isinstance(message, AccountState):
                 key = message.account_id.value
                 if key not in self.accounts and self._maybe_stored(Collection.ACCOUNTS, key):
@@ -546,10 +564,16 @@ class Ledger:
         """Take entities read from the store (absent ones are simply not in `stored`)."""
         self._purged_orders.update(stored.purged_orders)
         if stored.pending_openings is not None:
-            for opening in stored.pending_openings:
-                # Memory may hold newer ones than the store's copy (this batch's): it wins.
-                self.pending_openings.setdefault(opening.client_order_id, opening)
-            self._pending_openings_read = True
+            if len(stored.pending_openings) > MAX_PENDING_OPENINGS:
+                self._pending_openings_by_id = True  # memory keeps its own; the rest is read by id
+            else:
+                for opening in stored.pending_openings:
+                    # Memory may hold newer ones than the store's copy (this batch's): it wins.
+                    self.pending_openings.setdefault(opening.client_order_id, opening)
+                self._pending_openings_read = True
+        for opening in stored.pending_by_id:
+            if opening.client_order_id not in self.pending_openings:
+                self._hold_opening(opening)
         for key, stored_instrument in stored.instruments.items():
             self.instruments[key] = stored_instrument
             self.budget.set((_INSTRUMENTS, key), instrument_bytes(stored_instrument.data))
@@ -727,13 +751,22 @@ class StateRequest:
     positions: set[str] = field(default_factory=set)
     accounts: set[str] = field(default_factory=set)
     instruments: set[str] = field(default_factory=set)
-    # The opening halves waiting for their PositionOpened (once after a start).
+    # The opening halves waiting for their PositionOpened: all of them (once after a start), or
+    # those of these opening orders (`MAX_PENDING_OPENINGS`).
     pending_openings: bool = False
+    pending_ids: set[str] = field(default_factory=set)
     # Orders taken for new without a read (`Ledger.missing(assume_new=True)`): nothing to read.
     assumed_orders: set[str] = field(default_factory=set)
 
     def __bool__(self) -> bool:
-        return bool(self.orders or self.positions or self.accounts or self.instruments or self.pending_openings)
+        return bool(
+            self.orders
+            or self.positions
+            or self.accounts
+            or self.instruments
+            or self.pending_openings
+            or self.pending_ids
+        )
 
 
 @dataclass
@@ -744,8 +777,10 @@ class StoredState:
     positions: dict[str, list[OrderFilled]] = field(default_factory=dict)
     accounts: dict[str, list[AccountState]] = field(default_factory=dict)
     instruments: dict[str, Instrument] = field(default_factory=dict)
-    # The opening halves waiting for their PositionOpened, when they were asked for.
+    # The opening halves waiting for their PositionOpened, when they were asked for: all of them,
+    # or those found of the ids asked for.
     pending_openings: list[OrderFilled] | None = None
+    pending_by_id: list[OrderFilled] = field(default_factory=list)
     # Orders retention removed (client order id -> when, ms since the epoch): refused as purged.
     purged_orders: dict[str, int] = field(default_factory=dict)
 
