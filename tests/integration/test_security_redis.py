@@ -10,13 +10,16 @@ directly, gets NOPERM on another trader's keys, scripts included. A wrong passwo
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import msgpack
 import nats
+import nats.js.errors
 import pytest
 import redis
 import redis.exceptions
@@ -30,10 +33,12 @@ from tests.integration.secure_servers import (
     refused_start,
     wait_for_checkpoint_of,
 )
+from tests.integration.test_ingest_processes import flip_feed
 from tests.integration.tls import TlsFiles, make_tls_files
 from tests.vectors.scenarios import Scenario, replay_into_store, scenario_paths
 from tradecache.cache.keys import Keys
 from tradecache.cache.plan import APPLY_SCRIPT, READ_SCRIPT
+from tradecache.config.sections import NatsConfig
 from tradecache.dev.stack import NatsServer
 from tradecache.model import Collection
 from tradecache.wire import Subjects
@@ -67,6 +72,7 @@ DAEMON_COMMANDS = (
     "del",
     "pexpire",  # the lease renewed
     "hset",
+    "hdel",  # an opening half released by its PositionOpened (HEDGING flips)
     "lrange",  # (also sent alone: the lists of a collection, pipelined)
     "hgetall",
     # with retention of closed orders only (not run here): a purged order's tombstone, read with
@@ -160,6 +166,7 @@ async def _run_daemon_and_check(
     admin = server.admin()
     trader = scenario.trader_id
     flush_trader(admin, trader)
+    await _purge_stream(nats_server.url)  # each run ingests its own messages only
     admin.acl_log_reset()
     config = daemon_config(
         server.url_for(ACL_USER, ACL_PASSWORD),
@@ -174,7 +181,15 @@ async def _run_daemon_and_check(
             last = await _publish_strategy_messages(nats_server.url, trader)
             await wait_for_checkpoint_of(admin, trader, last)
             await _check_loads(nats_server.url, scenario)
-        assert_stored_as_expected(admin, scenario)
+            assert_stored_as_expected(admin, scenario)
+            # A HEDGING flip: its opening half held in the pending hash, then released (HDEL) by
+            # the PositionOpened that names the new position.
+            keys = Keys(trader)
+            before, after = flip_feed(trader, "P-20261207-ACL-1", new_id="P-20261207-ACL-2")
+            last = await _publish(nats_server.url, trader, [*before, *after])
+            await wait_for_checkpoint_of(admin, trader, last)
+            assert admin.llen(keys.entity(Collection.POSITIONS, "P-20261207-ACL-2")) == 1
+            assert admin.hlen(keys.pending_openings()) == 0
         keys = Keys(trader)
         assert admin.hgetall(keys.entity(Collection.STRATEGIES, "S-001"))[b"counter"] == b"\x00\x01"
         assert not admin.exists(keys.entity(Collection.STRATEGIES, "S-002"))
@@ -235,13 +250,27 @@ async def _check_loads(nats_url: str, scenario: Scenario) -> None:
         await nc.close()
 
 
+async def _purge_stream(nats_url: str) -> None:
+    nc = await nats.connect(nats_url)
+    try:
+        with contextlib.suppress(nats.js.errors.NotFoundError):  # not made yet: the first run
+            await nc.jetstream().purge_stream(NatsConfig().stream)
+    finally:
+        await nc.close()
+
+
 async def _publish_strategy_messages(nats_url: str, trader_id: str) -> int:
+    return await _publish(nats_url, trader_id, _strategy_messages(trader_id))
+
+
+async def _publish(nats_url: str, trader_id: str, messages: list[tuple[str, bytes]]) -> int:
+    """Publish (kind, payload) pairs in order; the stream sequence of the last."""
     subjects = Subjects("tradecache", trader_id)
     nc = await nats.connect(nats_url)
     try:
         js = nc.jetstream()
         last = 0
-        for name, payload in _strategy_messages(trader_id):
+        for name, payload in messages:
             last = (await js.publish(subjects.inbound_for_name(name), payload)).seq
         return last
     finally:
@@ -325,3 +354,12 @@ def test_a_wrong_redis_password_stops_the_start_with_exit_1_and_a_clear_message(
     assert "Redis refused the credentials" in refused.log, refused.log
     assert "invalid username-password pair" in refused.log, refused.log
     assert "Traceback" not in refused.log, refused.log
+
+
+def test_the_acl_in_the_deployment_guide_is_the_one_tested_here() -> None:
+    """docs/DEPLOYMENT.md gives operators the rule this module runs the daemon under."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "DEPLOYMENT.md").read_text(encoding="utf-8")
+    start = text.index("ACL SETUSER tradecache-sidecar")
+    rule = text[start : text.index("```", start)].split()
+    assert "~trader-<TRADER_ID>:*" in rule and "resetchannels" in rule and "-@all" in rule
+    assert sorted(word[1:] for word in rule if word.startswith("+")) == sorted(DAEMON_COMMANDS)
