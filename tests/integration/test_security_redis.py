@@ -2,15 +2,18 @@
 
 The ACL user may run only the commands the daemon sends (`DAEMON_COMMANDS`, found by running it:
 a command the daemon starts to use must be added here, and to the operators' ACL) on keys
-`trader-<id>:*`. The daemon stores a vector scenario under it exactly as expected, and Redis' ACL LOG
-stays empty: it never even tried to touch another key or run another command. The same user, used
-directly, gets NOPERM on another trader's keys, scripts included. A wrong password stops the start.
+`trader-<id>:*`. The daemon stores a vector scenario and a HEDGING flip under it exactly as
+expected, and Redis' ACL LOG stays empty: it never even tried to touch another key or run another
+command. With `RETENTION_COMMANDS` added, its retention sweeps remove what they should, likewise.
+docs/DEPLOYMENT.md gives operators both lists. The same user, used directly, gets NOPERM on another
+trader's keys, scripts included. A wrong password stops the start.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import json
 import uuid
 from collections.abc import Iterator
@@ -24,7 +27,7 @@ import pytest
 import redis
 import redis.exceptions
 
-from tests.integration.daemon_harness import daemon_config, running_daemon
+from tests.integration.daemon_harness import daemon_config, running_daemon, wait_for
 from tests.integration.secure_servers import (
     SecureRedisServer,
     assert_stored_as_expected,
@@ -34,19 +37,25 @@ from tests.integration.secure_servers import (
     wait_for_checkpoint_of,
 )
 from tests.integration.test_ingest_processes import flip_feed
+from tests.integration.test_retention import Feed as RetentionFeed
 from tests.integration.tls import TlsFiles, make_tls_files
+from tests.unit.factories import new_event_id, next_ts
 from tests.vectors.scenarios import Scenario, replay_into_store, scenario_paths
 from tradecache.cache.keys import Keys
 from tradecache.cache.plan import APPLY_SCRIPT, READ_SCRIPT
 from tradecache.config.sections import NatsConfig
 from tradecache.dev.stack import NatsServer
 from tradecache.model import Collection
+from tradecache.model.enums import OrderType
+from tradecache.model.events import SubmitOrderList
+from tradecache.model.identifiers import OrderListId, StrategyId, TraderId
 from tradecache.wire import Subjects
 
 pytestmark = pytest.mark.integration
 
 SCENARIO = "market_order_single_fill_fx"  # currencies, instrument, account, order, command, position
 ACL_USER = "tradecache-sidecar"
+RETENTION_USER = "tradecache-retention"
 ACL_PASSWORD = "acl-password-for-tests"
 OTHER_TRADER = "OTHER-1"
 
@@ -75,19 +84,29 @@ DAEMON_COMMANDS = (
     "hdel",  # an opening half released by its PositionOpened (HEDGING flips)
     "lrange",  # (also sent alone: the lists of a collection, pipelined)
     "hgetall",
-    # with retention of closed orders only (not run here): a purged order's tombstone, read with
-    # the stored state and checked by APPLY_SCRIPT's E
+    # with retention of closed orders only: a purged order's tombstone, read with the stored
+    # state and checked by APPLY_SCRIPT's E
     "zmscore",
+)
+# What retention's sweep adds (`config.retention`): its reads and its purge script.
+RETENTION_COMMANDS = (
+    "zrangebyscore",  # the closed sets, oldest first
+    "exists",
+    "hincrby",  # the fills trimmed from a position's head
+    "lindex",
+    "ltrim",
+    "zremrangebyscore",  # tombstones past the retention age
+    "zscore",
 )
 
 
-def acl_rules(server: SecureRedisServer, trader_id: str) -> list[str]:
-    """Keys `trader-<id>:*`, no channels, and `DAEMON_COMMANDS` (those this server knows: 7.0 has no SETINFO)."""
+def acl_rules(server: SecureRedisServer, trader_id: str, commands: tuple[str, ...] = DAEMON_COMMANDS) -> list[str]:
+    """Keys `trader-<id>:*`, no channels, and `commands` (those this server knows: 7.0 has no SETINFO)."""
     admin = server.admin()
     command: Any = admin.execute_command  # untyped in redis-py
     known = []
     try:
-        for name in DAEMON_COMMANDS:
+        for name in commands:
             try:
                 command("ACL", "SETUSER", "probe", "reset", f"+{name}")
                 known.append(name)
@@ -357,9 +376,73 @@ def test_a_wrong_redis_password_stops_the_start_with_exit_1_and_a_clear_message(
 
 
 def test_the_acl_in_the_deployment_guide_is_the_one_tested_here() -> None:
-    """docs/DEPLOYMENT.md gives operators the rule this module runs the daemon under."""
+    """docs/DEPLOYMENT.md gives operators the rules this module runs the daemon under, with and
+    without retention."""
     text = (Path(__file__).resolve().parents[2] / "docs" / "DEPLOYMENT.md").read_text(encoding="utf-8")
     start = text.index("ACL SETUSER tradecache-sidecar")
     rule = text[start : text.index("```", start)].split()
     assert "~trader-<TRADER_ID>:*" in rule and "resetchannels" in rule and "-@all" in rule
     assert sorted(word[1:] for word in rule if word.startswith("+")) == sorted(DAEMON_COMMANDS)
+    opening = text.index("```", text.index("With retention", start)) + 3  # the block after it
+    extra = text[opening : text.index("```", opening)].split()
+    assert sorted(word[1:] for word in extra) == sorted(RETENTION_COMMANDS)
+
+
+async def _publish_closed_order_list(nats_url: str, trader: str) -> int:
+    """An order list of two orders, both rejected; the stream sequence of the last message."""
+    nc = await nats.connect(nats_url)
+    try:
+        feed = RetentionFeed(nc.jetstream(), trader)
+        lists = [feed.orders("L-1"), feed.orders("L-2")]
+        listed = tuple(dataclasses.replace(events.initialized(OrderType.MARKET), order_list_id=OrderListId("OL-1"))
+                       for events in lists)  # fmt: skip
+        await feed.send("command", SubmitOrderList(
+            trader_id=TraderId(trader), strategy_id=StrategyId("Tester-001"), order_list_id=OrderListId("OL-1"),
+            orders=listed, command_id=new_event_id(), ts_init=next_ts(), client_id=None, position_id=None,
+        ))  # fmt: skip
+        for init, events in zip(listed, lists, strict=True):
+            await feed.send("order", init, events.submitted(), events.rejected())
+        return feed.last
+    finally:
+        await nc.close()
+
+
+def _removed(daemon: Any, kind: str) -> float:
+    return daemon.metrics.registry.get_sample_value("tradecache_retention_removed_total", {"kind": kind}) or 0.0
+
+
+async def test_retention_as_an_acl_user_removes_what_it_should_and_is_refused_nothing(
+    acl_redis: SecureRedisServer, nats_plain: NatsServer, scenario: Scenario
+) -> None:
+    """The sweep's commands (`RETENTION_COMMANDS`, which docs/DEPLOYMENT.md lists) on top of the daemon's."""
+    server, trader = acl_redis, scenario.trader_id
+    server.add_acl_user(RETENTION_USER, ACL_PASSWORD,
+                        acl_rules(server, trader, DAEMON_COMMANDS + RETENTION_COMMANDS))  # fmt: skip
+    admin = server.admin()
+    flush_trader(admin, trader)
+    await _purge_stream(nats_plain.url)
+    admin.acl_log_reset()
+    retention = {"closed_orders_after": 1, "closed_positions_after": 1, "account_states": 1, "sweep_interval": 0.25}
+    config = daemon_config(server.url_for(RETENTION_USER, ACL_PASSWORD), nats_plain.url, trader, retention=retention)
+    keys = Keys(trader)
+    try:
+        async with running_daemon(config) as daemon:
+            await publish_scenario_as(scenario, servers=[nats_plain.url])
+            before, after = flip_feed(trader)  # NETTING: one position, flat once, then open again
+            await _publish(nats_plain.url, trader, [*before, *after])
+            last = await _publish_closed_order_list(nats_plain.url, trader)
+            await wait_for_checkpoint_of(admin, trader, last)
+            # The filled orders and older account states go; the position's closed cycle is
+            # trimmed from the head of its list (LTRIM, and HINCRBY of the fills trimmed); the
+            # order list goes once none of its orders is left (EXISTS of each).
+            netting = keys.entity(Collection.POSITIONS, "EUR/USD.SIM-Tester-001")
+            order_list = keys.entity(Collection.SUBMIT_ORDER_LIST, "OL-1")
+            await wait_for(lambda: _removed(daemon, "orders") >= 5 and admin.llen(netting) == 1
+                           and not admin.exists(order_list), timeout=20)  # fmt: skip
+            assert not admin.exists(keys.entity(Collection.ORDERS, "O-1"))
+        log = [entry for entry in admin.acl_log() if not _setinfo_on_an_old_server(admin, entry)]
+        refusals = [entry for entry in log if not (entry["object"] == "scan" and entry["reason"] == "command")]
+        assert refusals == [], "\n".join(f"{r['reason']} {r['object']} {r.get('username')}" for r in refusals)
+    finally:
+        flush_trader(admin, trader)
+        admin.close()
