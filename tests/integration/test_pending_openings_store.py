@@ -1,7 +1,8 @@
 """Opening halves held for their PositionOpened, read back from a real Redis (each Redis line).
 
 The ledger keeps at most `MAX_PENDING_OPENINGS` in memory; past it, and after a start that found
-more than that in the store, a PositionOpened whose half memory lacks reads that one field of the
+more than that in the store (which Redis then does not send: READ_SCRIPT's bounded HGETALL), a
+PositionOpened whose half memory lacks reads that one field of the
 trader's pending hash (`StateRequest.pending_ids`), in the same read as the entities. Here the
 halves are held by the apply script as the daemon holds them, a restarted ledger with a bound of
 two reads them back by id, and each PositionOpened releases its own.
@@ -45,8 +46,10 @@ async def test_halves_past_the_bound_are_read_back_by_id(
 
         restarted = new_ledger()
         first = restarted.missing([flips[0][1]])
-        assert first.pending_openings  # the whole hash, once: 4 > 2, so none is taken
-        restarted.hydrate(await store.read_state(first))
+        assert first.pending_openings and first.pending_limit == 2  # the whole hash, once, if small
+        stored = await store.read_state(first)
+        assert stored.pending_openings is None and stored.pending_openings_over  # 4 > 2: Redis kept them
+        restarted.hydrate(stored)
         assert restarted.pending_openings == {}
         wanted = restarted.missing([flips[0][1], flips[2][1]])
         assert wanted.pending_ids == {"O-S0", "O-S2"} and not wanted.pending_openings
@@ -59,8 +62,9 @@ async def test_halves_past_the_bound_are_read_back_by_id(
             assert released.released == [str(opened.opening_order_id)]
             assert released.writes[0].value.last_qty == held.last_qty
         # The whole hash and fields of it in one read: each answer where it belongs.
-        mixed = await store.read_state(StateRequest(pending_openings=True, pending_ids={"O-S1"}))
-        assert mixed.pending_openings is not None and len(mixed.pending_openings) == 4
+        mixed = await store.read_state(StateRequest(pending_openings=True, pending_limit=4, pending_ids={"O-S1"}))
+        assert mixed.pending_openings is not None and len(mixed.pending_openings) == 4  # within the limit
+        assert not mixed.pending_openings_over
         assert [str(half.client_order_id) for half in mixed.pending_by_id] == ["O-S1"]
         assert keys.pending_openings() in store.keys_read(StateRequest(pending_ids={"O-S1"}))
     finally:

@@ -338,12 +338,16 @@ def test_a_store_holding_more_halves_than_the_bound_is_read_by_id_from_then_on(
     flips = [_flip(made, index) for index in range(3)]
     restarted = new_ledger()
     request = restarted.missing([flips[0][1]])
-    assert request.pending_openings  # once after a start: the whole hash
-    restarted.hydrate(StoredState(pending_openings=[held for held, _ in flips]))
-    assert restarted.pending_openings == {}  # more than the bound: none taken whole
+    assert request.pending_openings and request.pending_limit == 2  # once after a start: the hash, if small
+    restarted.hydrate(StoredState(pending_openings_over=True))  # the store had more: it sent none
+    assert restarted.pending_openings == {}
     assert restarted.missing([flips[0][1]]).pending_ids == {"O-S0"}
     restarted.hydrate(StoredState(pending_by_id=[flips[0][0]]))
     assert restarted.apply(flips[0][1]).released == ["O-S0"]
+    # More than the bound sent all the same (a store without the limit): none taken whole either.
+    other = new_ledger()
+    other.hydrate(StoredState(pending_openings=[held for held, _ in flips]))
+    assert other.pending_openings == {} and other.missing([flips[0][1]]).pending_ids == {"O-S0"}
     # Within the bound, the whole hash is taken and nothing is read again.
     small = new_ledger()
     small.hydrate(StoredState(pending_openings=[held for held, _ in flips[:2]]))

@@ -113,7 +113,7 @@ class Store:
         commands = ["GET" if collection == Collection.INSTRUMENTS else "LRANGE" for collection, _ in plan]
         if request.pending_openings:  # read in the same call, after the entities
             keys.append(self.keys.pending_openings())
-            commands.append("HGETALL")
+            commands.append(f"HGETALL\n{request.pending_limit}" if request.pending_limit else "HGETALL")
         pending_ids = sorted(request.pending_ids)  # then these fields of it, one by one
         keys += [self.keys.pending_openings()] * len(pending_ids)
         commands += [f"HGET\n{opening_order_id}" for opening_order_id in pending_ids]
@@ -137,9 +137,12 @@ class Store:
                 state.pending_by_id = decode_events(self.serializer, found, OrderFilled, "pending_openings")
             if request.pending_openings:
                 *values, held = values
-                state.pending_openings = decode_events(
-                    self.serializer, list(read_result("HGETALL", held).values()), OrderFilled, "pending_openings"
-                )
+                if held is None:  # over `pending_limit`: Redis kept them
+                    state.pending_openings_over = True
+                else:
+                    state.pending_openings = decode_events(
+                        self.serializer, list(read_result("HGETALL", held).values()), OrderFilled, "pending_openings"
+                    )
             for (collection, key), value in zip(plan, values, strict=True):
                 self._take(state, collection, key, value)
         return state

@@ -641,8 +641,9 @@ return write_in_order()
 )
 
 # Reads a batch of entities in one call: for each KEYS[i], ARGV[i] (or ARGV[1] when it is the
-# only one) says LRANGE, HGETALL, GET, TYPED (a hash or a string, whichever the key holds) or
-# HGET followed by a newline and the field (one field of a hash, or false).
+# only one) says LRANGE, HGETALL, GET, TYPED (a hash or a string, whichever the key holds),
+# HGET followed by a newline and the field (one field of a hash, or false), or HGETALL followed by
+# a newline and a number (the hash, or false when it has more fields than that: not sent).
 # (A redis-py pipeline of 10k LRANGEs spends ~0.1 s
 # building commands in Python.)
 READ_SCRIPT: Final = """
@@ -653,6 +654,13 @@ for i, key in ipairs(KEYS) do
     out[i] = redis.call('LRANGE', key, 0, -1)
   elseif command == 'HGETALL' then
     out[i] = redis.call('HGETALL', key)
+  elseif string.sub(command, 1, 8) == 'HGETALL\\n' then
+    local all = redis.call('HGETALL', key)
+    if #all > 2 * tonumber(string.sub(command, 9)) then
+      out[i] = false
+    else
+      out[i] = all
+    end
   elseif string.sub(command, 1, 5) == 'HGET\\n' then
     out[i] = redis.call('HGET', key, string.sub(command, 6)) or false
   elseif command == 'TYPED' then

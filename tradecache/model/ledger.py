@@ -541,6 +541,7 @@ class Ledger:
                 if isinstance(message, PositionOpened) and not self._pending_openings_read:
                     if not self._pending_openings_by_id:
                         request.pending_openings = True
+                        request.pending_limit = MAX_PENDING_OPENINGS
                     elif message.opening_order_id not in self.pending_openings:
                         request.pending_ids.add(str(message.opening_order_id))
             elif isinstance(message, AccountState):
@@ -563,7 +564,9 @@ class Ledger:
     def hydrate(self, stored: StoredState) -> None:
         """Take entities read from the store (absent ones are simply not in `stored`)."""
         self._purged_orders.update(stored.purged_orders)
-        if stored.pending_openings is not None:
+        if stored.pending_openings_over:  # the store did not send them: too many
+            self._pending_openings_by_id = True
+        elif stored.pending_openings is not None:
             if len(stored.pending_openings) > MAX_PENDING_OPENINGS:
                 self._pending_openings_by_id = True  # memory keeps its own; the rest is read by id
             else:
@@ -754,6 +757,7 @@ class StateRequest:
     # The opening halves waiting for their PositionOpened: all of them (once after a start), or
     # those of these opening orders (`MAX_PENDING_OPENINGS`).
     pending_openings: bool = False
+    pending_limit: int = 0  # ... unless the hash holds more than this many (0: no limit)
     pending_ids: set[str] = field(default_factory=set)
     # Orders taken for new without a read (`Ledger.missing(assume_new=True)`): nothing to read.
     assumed_orders: set[str] = field(default_factory=set)
@@ -780,6 +784,7 @@ class StoredState:
     # The opening halves waiting for their PositionOpened, when they were asked for: all of them,
     # or those found of the ids asked for.
     pending_openings: list[OrderFilled] | None = None
+    pending_openings_over: bool = False  # asked for, and more than `pending_limit`: not sent
     pending_by_id: list[OrderFilled] = field(default_factory=list)
     # Orders retention removed (client order id -> when, ms since the epoch): refused as purged.
     purged_orders: dict[str, int] = field(default_factory=dict)
