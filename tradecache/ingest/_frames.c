@@ -66,7 +66,11 @@ static int split_tokens(const char *line, Py_ssize_t length, const char **starts
     return count;
 }
 
+/* (pos, code, extra, count, nbytes), taking the reference to `extra` (NULL: its error stands). */
 static PyObject *result(Py_ssize_t pos, int code, PyObject *extra, Py_ssize_t count, Py_ssize_t nbytes) {
+    if (extra == NULL) {
+        return NULL;
+    }
     PyObject *tuple = Py_BuildValue("(niOnn)", pos, code, extra, count, nbytes);
     Py_DECREF(extra);
     return tuple;
