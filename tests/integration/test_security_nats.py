@@ -5,15 +5,18 @@ against its own real nats-server (config file made here, JWTs signed here, certi
 `tls.py`). With the right secret the daemon, in-process, stores a published vector scenario in Redis
 exactly as expected; with a wrong one `tradecache run`, as a process, exits 1 within seconds and its
 log names the problem. A restart of the server under a running daemon is a reconnection, not a stop.
+A user allowed only the subjects docs/DEPLOYMENT.md lists runs the whole daemon.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
 import redis
 
@@ -35,6 +38,7 @@ from tests.integration.secure_servers import (
 )
 from tests.integration.tls import TlsFiles, make_tls_files
 from tests.vectors.scenarios import Scenario, scenario_paths
+from tradecache.wire import Subjects
 
 pytestmark = pytest.mark.integration
 
@@ -245,3 +249,71 @@ async def test_after_a_server_restart_the_daemon_reconnects_with_its_credentials
     finally:
         flush_trader(store, scenario.trader_id)
         store.close()
+
+
+# -- least privilege: the subjects a sidecar user needs (docs/DEPLOYMENT.md) -------------------------
+
+SIDECAR_PUBLISH = ("$JS.API.>", "$JS.ACK.>", "tradecache.dead.{trader}")
+SIDECAR_SUBSCRIBE = ("_INBOX.>", "tradecache.load.{trader}.>", "$SRV.>")
+
+
+def _permissions_server(trader: str) -> ConfiguredNatsServer:
+    def quoted(subjects: tuple[str, ...]) -> str:
+        return ", ".join(f'"{subject.format(trader=trader)}"' for subject in subjects)
+
+    return ConfiguredNatsServer(
+        "authorization { users: [\n"
+        f'  {{ user: sidecar, password: "{NATS_PASSWORD}", permissions: {{\n'
+        f"      publish: {{ allow: [{quoted(SIDECAR_PUBLISH)}] }},\n"
+        f"      subscribe: {{ allow: [{quoted(SIDECAR_SUBSCRIBE)}] }},\n"
+        "      allow_responses: true } },\n"
+        f'  {{ user: node, password: "{NATS_PASSWORD}" }}\n'
+        "] }\n"
+    )
+
+
+async def test_a_sidecar_user_allowed_only_its_subjects_ingests_answers_and_dead_letters(
+    scenario: Scenario, redis_server: Server
+) -> None:
+    """The sidecar as a NATS user allowed only the subjects docs/DEPLOYMENT.md lists (replies to
+    requests through `allow_responses`): it creates its streams and consumer, ingests, acks, answers
+    load requests and `$SRV` discovery, publishes a dead letter (each of those fails, or stalls
+    ingest, without its subject: found by taking them out one at a time)."""
+    trader = scenario.trader_id
+    store = redis.Redis.from_url(redis_server.url)
+    flush_trader(store, trader)
+    node = {"user": "node", "password": NATS_PASSWORD}
+    with _permissions_server(trader) as server:
+        config = daemon_config(redis_server.url, server.url, trader,
+                               nats={"user": "sidecar", "password": NATS_PASSWORD, "connect_timeout": 2.0})  # fmt: skip
+        try:
+            async with running_daemon(config):
+                await publish_scenario_as(scenario, servers=[server.url], **node)
+                nc = await nats.connect(servers=[server.url], **node)
+                try:
+                    subjects = Subjects("tradecache", trader)
+                    bad = await nc.jetstream().publish(subjects.inbound_for_name("order"), b"\xc1 not msgpack")
+                    await wait_for_checkpoint_of(store, trader, bad.seq)
+                    letter = await nc.jetstream().get_last_msg("TRADECACHE_DEAD", subjects.dead)
+                    assert letter.seq >= 1
+                    reply = await nc.request(subjects.load("orders"), b"{}", timeout=5)
+                    assert not (reply.headers or {}).get("Nats-Service-Error") and json.loads(reply.data)
+                    pong = await nc.request("$SRV.PING.tradecache", b"", timeout=5)
+                    assert json.loads(pong.data)["name"] == "tradecache"
+                finally:
+                    await nc.close()
+            assert_stored_as_expected(store, scenario)
+        finally:
+            flush_trader(store, trader)
+            store.close()
+
+
+def test_the_permissions_in_the_deployment_guide_are_the_ones_tested_here() -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "DEPLOYMENT.md").read_text(encoding="utf-8")
+    block = text[text.index("permissions: {") : text.index("```", text.index("permissions: {"))]
+    publish = block[block.index("publish:") : block.index("subscribe:")]
+    subscribe = block[block.index("subscribe:") : block.index("allow_responses")]
+    for allowed, part in ((SIDECAR_PUBLISH, publish), (SIDECAR_SUBSCRIBE, subscribe)):
+        listed = [word.strip(' ",[]') for word in part.split("[", 1)[1].split("]", 1)[0].split(",")]
+        assert listed == [subject.replace("{trader}", "<trader>") for subject in allowed]
+    assert "allow_responses: true" in block
