@@ -14,7 +14,7 @@ import nats
 import pytest
 import redis
 
-from tests.integration.daemon_harness import daemon_config, database, running_daemon, wait_for_checkpoint
+from tests.integration.daemon_harness import daemon_config, database, running_daemon, wait_for, wait_for_checkpoint
 from tests.unit.factories import SERIALIZER, OrderEvents, account_state
 from tradecache.cache.keys import Keys
 from tradecache.model.accounts import replay_account
@@ -63,6 +63,12 @@ async def dead_letters(js: Any, trader: str, count: int) -> list[Any]:
     return list(await subscription.fetch(count, timeout=5))
 
 
+async def recorded(daemon: Any, name: str, labels: dict[str, str], expected: float) -> None:
+    """Wait for a metric to reach `expected`: the daemon records a batch's metrics just after the
+    commit that the checkpoint shows, so reading them the moment the checkpoint moves can be early."""
+    await wait_for(lambda: counted(daemon, name, labels) == expected, timeout=5)
+
+
 async def test_an_order_event_repeated_with_other_content_is_dead_lettered_and_an_identical_one_is_a_duplicate(
     redis_server: Any, nats_server: Any
 ) -> None:
@@ -79,9 +85,9 @@ async def test_an_order_event_repeated_with_other_content_is_dead_lettered_and_a
             for message in (init, submitted, submitted, changed):
                 last = await feed.send("order", message)
             await wait_for_checkpoint(redis_server.url, trader, last)
-            assert counted(daemon, "tradecache_dead_letters_total", {"reason": "conflicting_duplicate"}) == 1
+            await recorded(daemon, "tradecache_dead_letters_total", {"reason": "conflicting_duplicate"}, 1)
             outcome = {"kind": "order", "type": "OrderSubmitted", "outcome": "duplicate"}
-            assert counted(daemon, "tradecache_events_total", outcome) == 1
+            await recorded(daemon, "tradecache_events_total", outcome, 1)
             assert daemon.is_ready()
         letters = await dead_letters(nc.jetstream(), trader, 1)
     finally:
@@ -114,9 +120,9 @@ async def test_a_command_repeated_with_other_content_is_caught_by_the_store(
             for message in (command, command, changed):
                 last = await feed.send("command", message)
             await wait_for_checkpoint(redis_server.url, trader, last)
-            assert counted(daemon, "tradecache_dead_letters_total", {"reason": "conflicting_duplicate"}) == 1
+            await recorded(daemon, "tradecache_dead_letters_total", {"reason": "conflicting_duplicate"}, 1)
             duplicate = {"kind": "command", "type": "SubmitOrder", "outcome": "duplicate"}
-            assert counted(daemon, "tradecache_events_total", duplicate) == 1
+            await recorded(daemon, "tradecache_events_total", duplicate, 1)
         letters = await dead_letters(nc.jetstream(), trader, 1)
     finally:
         await nc.close()
@@ -143,17 +149,17 @@ async def test_an_event_another_writer_stored_is_compared_by_the_store_and_after
             # Another writer stores the second state: the daemon's memory has never seen its id.
             db.update_account(replay_account([first, second]))
             await wait_for_checkpoint(redis_server.url, trader, await feed.send("account", changed))
-            assert counted(daemon, "tradecache_dead_letters_total", {"reason": "conflicting_duplicate"}) == 1
+            await recorded(daemon, "tradecache_dead_letters_total", {"reason": "conflicting_duplicate"}, 1)
             await wait_for_checkpoint(redis_server.url, trader, await feed.send("account", second))
             duplicate = {"kind": "account", "type": "AccountState", "outcome": "duplicate"}
-            assert counted(daemon, "tradecache_events_total", duplicate) == 1
+            await recorded(daemon, "tradecache_events_total", duplicate, 1)
         async with running_daemon(config) as daemon:  # a restart: memory is read back from Redis
             last = await feed.send("account", changed)
             await feed.send("account", second)
             await wait_for_checkpoint(redis_server.url, trader, last + 1)
-            assert counted(daemon, "tradecache_dead_letters_total", {"reason": "conflicting_duplicate"}) == 1
+            await recorded(daemon, "tradecache_dead_letters_total", {"reason": "conflicting_duplicate"}, 1)
             duplicate = {"kind": "account", "type": "AccountState", "outcome": "duplicate"}
-            assert counted(daemon, "tradecache_events_total", duplicate) == 1
+            await recorded(daemon, "tradecache_events_total", duplicate, 1)
         letters = await dead_letters(nc.jetstream(), trader, 2)
     finally:
         await nc.close()
@@ -182,9 +188,9 @@ async def test_data_of_earlier_versions_without_a_digest_treats_a_repeat_as_a_du
     try:
         async with running_daemon(daemon_config(redis_server.url, nats_server.url, trader)) as daemon:
             await wait_for_checkpoint(redis_server.url, trader, await feed.send("order", changed))
-            assert counted(daemon, "tradecache_dead_letters_total", {"reason": "conflicting_duplicate"}) == 0
             duplicate = {"kind": "order", "type": "OrderInitialized", "outcome": "duplicate"}
-            assert counted(daemon, "tradecache_events_total", duplicate) == 1
+            await recorded(daemon, "tradecache_events_total", duplicate, 1)
+            assert counted(daemon, "tradecache_dead_letters_total", {"reason": "conflicting_duplicate"}) == 0
     finally:
         await nc.close()
     assert client.hget(keys.seen(Collection.ORDERS), f"5:O-OLD{init.event_id}") == b"1"

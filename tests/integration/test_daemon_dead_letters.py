@@ -12,7 +12,7 @@ import msgpack
 import nats
 import pytest
 
-from tests.integration.daemon_harness import daemon_config, database, running_daemon, wait_for_checkpoint
+from tests.integration.daemon_harness import daemon_config, database, running_daemon, wait_for, wait_for_checkpoint
 from tests.vectors.scenarios import Scenario, scenario_paths
 from tradecache.model.identifiers import ClientOrderId
 from tradecache.wire import Subjects
@@ -126,7 +126,8 @@ async def test_a_run_of_bad_messages_is_dead_lettered_once_each_in_stream_order(
         last = await js.publish(subjects.inbound_for_name("order"), pack({**init, "trader_id": trader}))
         await wait_for_checkpoint(redis_server.url, trader, last.seq)
         reason = {"reason": "malformed"}
-        assert daemon.metrics.registry.get_sample_value("tradecache_dead_letters_total", reason) == 300
+        # Metrics are recorded just after the commit the checkpoint shows.
+        await wait_for(lambda: daemon.metrics.registry.get_sample_value("tradecache_dead_letters_total", reason) == 300)
     dead = await js.pull_subscribe(subjects.dead, durable=None, stream="TRADECACHE_DEAD")
     letters = []
     while len(letters) < 300:

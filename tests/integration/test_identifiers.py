@@ -16,7 +16,7 @@ import pytest
 import redis
 import yaml
 
-from tests.integration.daemon_harness import daemon_config, database, running_daemon, wait_for_checkpoint
+from tests.integration.daemon_harness import daemon_config, database, running_daemon, wait_for, wait_for_checkpoint
 from tests.unit.factories import SERIALIZER, OrderEvents
 from tradecache.cache.keys import Keys
 from tradecache.model.identifiers import ClientOrderId
@@ -74,7 +74,9 @@ async def test_a_crafted_order_id_is_dead_lettered_and_another_traders_keys_stay
             last = await js.publish(subjects.inbound_for_name("order"), SERIALIZER.serialize(events.initialized()))
             await wait_for_checkpoint(redis_server.url, trader, last.seq)
             counted = daemon.metrics.registry.get_sample_value
-            assert counted("tradecache_dead_letters_total", {"reason": "invalid_field"}) == len(crafted)
+            # Metrics are recorded just after the commit the checkpoint shows.
+            invalid = {"reason": "invalid_field"}
+            await wait_for(lambda: counted("tradecache_dead_letters_total", invalid) == len(crafted))
             assert daemon.is_ready()
         dead = await js.pull_subscribe(subjects.dead, durable=None, stream="TRADECACHE_DEAD")
         letters = await dead.fetch(len(crafted), timeout=5)

@@ -232,7 +232,9 @@ async def test_a_late_event_for_a_purged_order_is_dead_lettered_as_purged(redis_
             await feed.send("order", canceled, init)
             await wait_for_checkpoint(redis_server.url, trader, feed.last)
             registry = daemon.metrics.registry
-            assert registry.get_sample_value("tradecache_dead_letters_total", {"reason": "unknown_order"}) == 2
+            # Metrics are recorded just after the commit the checkpoint shows.
+            unknown = {"reason": "unknown_order"}
+            await wait_for(lambda: registry.get_sample_value("tradecache_dead_letters_total", unknown) == 2)
         subscription = await nc.jetstream().pull_subscribe(feed.subjects.dead, durable=None, stream="TRADECACHE_DEAD")
         letters = await subscription.fetch(2, timeout=5)
     finally:
