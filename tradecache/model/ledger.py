@@ -564,16 +564,14 @@ class Ledger:
     def hydrate(self, stored: StoredState) -> None:
         """Take entities read from the store (absent ones are simply not in `stored`)."""
         self._purged_orders.update(stored.purged_orders)
-        if stored.pending_openings_over:  # the store did not send them: too many
-            self._pending_openings_by_id = True
-        elif stored.pending_openings is not None:
-            if len(stored.pending_openings) > MAX_PENDING_OPENINGS:
-                self._pending_openings_by_id = True  # memory keeps its own; the rest is read by id
-            else:
-                for opening in stored.pending_openings:
-                    # Memory may hold newer ones than the store's copy (this batch's): it wins.
-                    self.pending_openings.setdefault(opening.client_order_id, opening)
-                self._pending_openings_read = True
+        held = stored.pending_openings
+        if stored.pending_openings_over or (held is not None and len(held) > MAX_PENDING_OPENINGS):
+            self._pending_openings_by_id = True  # too many: memory keeps its own, the rest is read by id
+        elif held is not None:
+            for opening in held:
+                # Memory may hold newer ones than the store's copy (this batch's): it wins.
+                self.pending_openings.setdefault(opening.client_order_id, opening)
+            self._pending_openings_read = True
         for opening in stored.pending_by_id:
             if opening.client_order_id not in self.pending_openings:
                 self._hold_opening(opening)
