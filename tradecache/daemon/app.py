@@ -38,6 +38,7 @@ from tradecache.daemon.health import HealthServer
 from tradecache.daemon.metrics import Metrics
 from tradecache.daemon.retention import Retention, SweepExecutor
 from tradecache.errors import BusUnavailable, StoreUnavailable
+from tradecache.ingest.acked_publish import AckedPublisher
 from tradecache.ingest.consumer import Ingestor, IngestSettings
 from tradecache.ingest.deadletter import DeadLetters
 from tradecache.ingest.hooks import IngestHooks
@@ -271,7 +272,14 @@ class Daemon:
             Intake(self.subjects, self.serializer, ingest.max_payload_bytes, decode_limits(self.config)),
             Ledger(TraderId(self.config.trader_id), memory_budget=ingest.memory_budget_bytes),
             self.store,
-            DeadLetters(js, self.subjects, plan.stream, plan.dead_letter_stream, lambda: int(nc.max_payload), log),
+            DeadLetters(
+                AckedPublisher(nc),
+                self.subjects,
+                plan.stream,
+                plan.dead_letter_stream,
+                lambda: int(nc.max_payload),
+                log,
+            ),
             self.metrics,
             self.serializer,
             log,
