@@ -2,7 +2,8 @@
 `js.publish` answers it (the stream sequence, the same sequence for a duplicate, the same error class
 and codes for every refusal), many at once; no answer in time is a timeout that leaves nothing
 behind, and an answer that comes later is dropped; a restart of the server costs nothing after it.
-`DeadLetters` through it sends the smaller forms when the dead-letter stream refuses the full one.
+`DeadLetters` through it sends the smaller forms when the dead-letter stream refuses the full one;
+the daemon's letters, nats-server restarted while they are published, are one per bad message.
 """
 
 from __future__ import annotations
@@ -18,12 +19,16 @@ import nats.js.errors
 import pytest
 from nats.js.api import StreamConfig
 
+from tests.integration.daemon_harness import daemon_config, database, running_daemon, wait_for, wait_for_checkpoint
+from tests.integration.test_bad_input import INSTRUMENT, INSTRUMENT_MAP, ORDER, TRADER, fresh_order, pack
+from tests.integration.test_fuzz_ingest import DEAD_STREAM, read_dead_letters
 from tradecache.bus import BusFault, classify_nats
 from tradecache.dev.stack import NatsServer
 from tradecache.errors import EventRejected, RejectReason
 from tradecache.ingest.acked_publish import AckedPublisher
 from tradecache.ingest.deadletter import DeadLetters, Form
 from tradecache.ingest.intake import Delivery, Refused
+from tradecache.model.identifiers import ClientOrderId
 from tradecache.wire import Subjects
 
 pytestmark = pytest.mark.integration
@@ -183,3 +188,53 @@ async def test_dead_letters_refused_in_full_are_sent_reduced_then_as_headers_onl
     stored = await nc.jetstream().get_msg(dead_stream, 2)
     assert stored.data in (b"", None)
     assert stored.headers["Tradecache-Stream-Seq"] == "2" and stored.headers["Tradecache-Original-Size"] == "5000"
+
+
+async def test_the_daemon_s_letters_across_a_nats_restart_are_one_per_bad_message(
+    tmp_path: Any, redis_server: Any
+) -> None:
+    """A flood of bad messages, nats-server restarted while their letters are being published:
+    every bad message has exactly one letter (a letter whose ack was lost is published again and
+    dropped by the stream's duplicate window), and an order published after it is written."""
+    bad = 3000
+    with NatsServer(data_dir=tmp_path / "nats") as server:
+        config = daemon_config(redis_server.url, server.url, TRADER)
+        nc = await nats.connect(server.url, reconnect_time_wait=0.1, max_reconnect_attempts=-1)
+        try:
+            async with running_daemon(config) as daemon:
+                js = nc.jetstream()
+                start = (await js.stream_info(DEAD_STREAM)).state.last_seq + 1
+                await js.publish(INSTRUMENT, pack(INSTRUMENT_MAP))
+                for index in range(bad):
+                    await nc.publish(ORDER, b"\xc1 not msgpack %d" % index)
+                await nc.flush()
+
+                async def letters_stored() -> int:
+                    return int((await js.stream_info(DEAD_STREAM)).state.last_seq) - start + 1
+
+                deadline = asyncio.get_running_loop().time() + 30
+                while await letters_stored() < 300:  # letters are being published: restart now
+                    assert asyncio.get_running_loop().time() < deadline, "no letters published"
+                    await asyncio.sleep(0.01)
+                assert await letters_stored() < bad, "every letter was out before the restart"
+                server.stop()
+                server.start()
+                await wait_for(lambda: nc.is_connected, timeout=15)
+                order = fresh_order()
+                for event in order:
+                    for _ in range(100):  # JetStream may need a moment after the restart
+                        try:
+                            last = await js.publish(ORDER, pack(event))
+                            break
+                        except (nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError):
+                            await asyncio.sleep(0.1)
+                await wait_for_checkpoint(redis_server.url, TRADER, last.seq, timeout=60)
+                assert daemon.is_ready()
+            letters = await read_dead_letters(js, f"tradecache.dead.{TRADER}", start, bad)
+        finally:
+            await nc.close()
+    seqs = [int(letter.headers["Tradecache-Stream-Seq"]) for letter in letters]
+    assert len(seqs) == bad and len(set(seqs)) == bad
+    assert sorted(letter.data for letter in letters) == sorted(b"\xc1 not msgpack %d" % i for i in range(bad))
+    loaded = database(redis_server.url, TRADER).load_order(ClientOrderId(order[0]["client_order_id"]))
+    assert loaded is not None and loaded.event_count == len(order)
