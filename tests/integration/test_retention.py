@@ -14,10 +14,13 @@ from typing import Any
 import nats
 import pytest
 import redis
+import redis.asyncio
 
 from tests.integration.daemon_harness import daemon_config, database, running_daemon, wait_for, wait_for_checkpoint
 from tests.unit.factories import SERIALIZER, OrderEvents, account_state, currency_pair, new_event_id, next_ts
+from tradecache.cache.aio import Store
 from tradecache.cache.keys import Keys
+from tradecache.cache.plan import ScriptCall
 from tradecache.cache.retention import RetentionPolicy, sweep
 from tradecache.daemon.retention import SweepExecutor
 from tradecache.errors import LeaseLost
@@ -315,4 +318,38 @@ def test_the_python_api_sweeps_what_it_wrote(redis_server: Any) -> None:
     report = db.apply_retention(RetentionPolicy(closed_orders_after=1))
     assert (report.orders, report.skipped) == (2, 0)
     assert set(db.load_orders()) == {"O-0", "O-2"}
+    db.flush()
+
+
+async def test_an_opening_half_still_held_goes_with_its_purged_order(redis_server: Any) -> None:
+    """A flip's opening half waits in the trader's pending hash for a PositionOpened; when none
+    ever comes, retention removes it with the order that made it, and only that one."""
+    trader = unique_trader("RETAIN")
+    db = database(redis_server.url, trader)
+    db.flush()
+    from tradecache.model.orders import Order
+
+    for coid, closed in (("O-FLIPPED", True), ("O-OPEN", False)):
+        events = OrderEvents(coid, trader_id=trader)
+        order = Order(events.initialized())
+        db.add_order(order)
+        if closed:
+            order.apply(events.denied())
+            db.update_order(order)
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    keys = Keys(trader)
+    try:
+        call = ScriptCall()
+        for coid in ("O-FLIPPED", "O-OPEN", "O-NEVER-STORED"):
+            call.hold_opening(keys, coid, f"the opening half of {coid}".encode())
+        call.checkpoint(keys, 1)
+        await Store(client, keys, SERIALIZER).commit(call)
+        assert await client.hlen(keys.pending_openings()) == 3
+        await asyncio.sleep(1.05)
+        report = db.apply_retention(RetentionPolicy(closed_orders_after=1))
+        assert (report.orders, report.skipped) == (1, 0)
+        held = {field.decode() for field in await client.hkeys(keys.pending_openings())}
+        assert held == {"O-OPEN", "O-NEVER-STORED"}  # an order not closed, or not stored, keeps its own
+    finally:
+        await client.aclose()
     db.flush()

@@ -4,9 +4,10 @@
 the op count), each re-checking its guards before it removes anything:
 - `F` fence: KEYS the lease; ARGV the token (FENCED unless the lease holds it).
 - `O` a closed order: KEYS list, seen, index, closed set, tombstones, SubmitOrder key, its seen,
-  its index; ARGV id, cutoff, list length read, the command's SHA-1 ('' none), its seen field,
-  field count, fields. Only if still closed at or before the cutoff with that length; 1, or 2 with
-  the command.
+  its index, the trader's pending openings; ARGV id, cutoff, list length read, the command's SHA-1
+  ('' none), its seen field, field count, fields. Only if still closed at or before the cutoff with
+  that length; 1, or 2 with the command. The opening half of a flip it made, still held for a
+  PositionOpened that never came, goes with it (the hash would otherwise only grow).
 - `P` a position whose fills are all closed cycles: KEYS list, seen, index, closed set, trimmed
   counts; ARGV id, length read, member count, members, field count, fields.
 - `Q` a position's first fills: KEYS list, seen, closed set, trimmed counts; ARGV id, count, SHA-1
@@ -27,7 +28,7 @@ from typing import Final
 PURGE_SCRIPT: Final = """
 local types = {
   F = {'string'},
-  O = {'list', 'hash', 'zset', 'zset', 'zset', 'string', 'hash', 'zset'},
+  O = {'list', 'hash', 'zset', 'zset', 'zset', 'string', 'hash', 'zset', 'hash'},
   P = {'list', 'hash', 'zset', 'zset', 'hash'},
   Q = {'list', 'hash', 'zset', 'hash'},
   L = {'string', 'hash', 'zset'},
@@ -107,6 +108,7 @@ for i = 1, n do
       redis.call('ZREM', KEYS[k + 2], id)
       redis.call('ZREM', KEYS[k + 3], id)
       redis.call('ZADD', KEYS[k + 4], now_ms, id)
+      redis.call('HDEL', KEYS[k + 8], id)
       removed = 1
       if ARGV[a + 4] ~= '' and same_bytes(KEYS[k + 5], ARGV[a + 4]) then
         redis.call('DEL', KEYS[k + 5])

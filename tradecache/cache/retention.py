@@ -14,7 +14,8 @@ that re-checks every guard before it removes anything: an order or position is r
 it is still in its closed set with a score at or below the cutoff and its list has exactly the
 length that was read (so the `seen` fields removed with it are exactly its events'); a command
 only if it still holds the bytes that were read. With an order go its list, its `seen` fields,
-its index entry, its SubmitOrder command (and that command's `seen` field and index entry), and
+its index entry, its SubmitOrder command (and that command's `seen` field and index entry), the
+opening half of a flip it made if one is still held for a PositionOpened that never came, and
 a tombstone (`Keys.purged`, kept as long as the retention age) by which a late event for it is
 refused as purged instead of re-creating it. A SubmitOrderList goes when none of its orders is
 stored any more. An account keeps its last `account_states` states: older ones are trimmed from
@@ -180,7 +181,8 @@ def event_fields(entity: str, events: Sequence[bytes]) -> list[str]:
 
 
 def plan_order(purge: Purge, keys: Keys, coid: str, cutoff: int, events: list[bytes], command: bytes | None) -> None:
-    """Remove a closed order, its events' dedupe fields and its SubmitOrder command (op `O`)."""
+    """Remove a closed order, its events' dedupe fields, its SubmitOrder command and a flip's
+    opening half still held for it (op `O`)."""
     command_id = _text(unpacked(command).get("command_id")) if command else None
     names = (
         keys.entity(Collection.ORDERS, coid),
@@ -191,6 +193,7 @@ def plan_order(purge: Purge, keys: Keys, coid: str, cutoff: int, events: list[by
         keys.entity(Collection.SUBMIT_ORDER, coid),
         keys.seen(Collection.SUBMIT_ORDER),
         keys.index(Collection.SUBMIT_ORDER),
+        keys.pending_openings(),
     )
     fields = event_fields(coid, events)
     with_command = command is not None and command_id is not None
