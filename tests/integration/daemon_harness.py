@@ -22,6 +22,17 @@ from tradecache.serialization import MsgPackSerializer
 from tradecache.wire import Subjects
 
 
+async def reconnecting_client(url: str) -> tuple[Any, asyncio.Event]:
+    """A NATS client that reconnects at once and without end, and an event set when it has."""
+    reconnected = asyncio.Event()
+
+    async def on_reconnect() -> None:
+        reconnected.set()
+
+    client = await nats.connect(url, reconnected_cb=on_reconnect, reconnect_time_wait=0.1, max_reconnect_attempts=-1)
+    return client, reconnected
+
+
 def daemon_config(redis_url: str, nats_url: str, trader_id: str, **sections: dict[str, Any]) -> Config:
     data: dict[str, Any] = {
         "trader_id": trader_id,

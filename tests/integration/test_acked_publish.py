@@ -19,7 +19,14 @@ import nats.js.errors
 import pytest
 from nats.js.api import StreamConfig
 
-from tests.integration.daemon_harness import daemon_config, database, running_daemon, wait_for, wait_for_checkpoint
+from tests.integration.daemon_harness import (
+    daemon_config,
+    database,
+    reconnecting_client,
+    running_daemon,
+    wait_for,
+    wait_for_checkpoint,
+)
 from tests.integration.test_bad_input import INSTRUMENT, INSTRUMENT_MAP, ORDER, TRADER, fresh_order, pack
 from tests.integration.test_fuzz_ingest import DEAD_STREAM, read_dead_letters
 from tradecache.bus import BusFault, classify_nats
@@ -143,13 +150,7 @@ async def test_answers_that_are_not_publish_acks_are_errors_not_sequences(nc: An
 
 async def test_publishes_go_on_after_the_server_restarts(tmp_path: Any) -> None:
     with NatsServer(data_dir=tmp_path / "nats") as server:
-        reconnected = asyncio.Event()
-
-        async def on_reconnect() -> None:
-            reconnected.set()
-
-        nc = await nats.connect(server.url, reconnected_cb=on_reconnect, reconnect_time_wait=0.1,
-                                max_reconnect_attempts=-1)  # fmt: skip
+        nc, reconnected = await reconnecting_client(server.url)
         try:
             _, subject = await _stream(nc)
             publisher = AckedPublisher(nc, timeout=2.0)

@@ -16,6 +16,7 @@ import nats
 import pytest
 
 from tests.backends import Server
+from tests.integration.daemon_harness import reconnecting_client
 from tradecache.dev.stack import NatsServer
 from tradecache.ingest import inbox as inbox_module
 from tradecache.ingest.inbox import InboxSubscription, LazyHeaders, subscribe_inbox
@@ -145,13 +146,7 @@ async def test_a_handler_that_raises_loses_that_message_only(
 
 async def test_the_inbox_still_receives_after_the_server_restarts(tmp_path: Any) -> None:
     with NatsServer(data_dir=tmp_path / "nats") as server:
-        reconnected = asyncio.Event()
-
-        async def on_reconnect() -> None:
-            reconnected.set()
-
-        nc = await nats.connect(server.url, reconnected_cb=on_reconnect, reconnect_time_wait=0.1,
-                                max_reconnect_attempts=-1)  # fmt: skip
+        nc, reconnected = await reconnecting_client(server.url)
         try:
             received: list[bytes] = []
             inbox = nc.new_inbox()
