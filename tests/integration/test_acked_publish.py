@@ -64,10 +64,10 @@ async def test_publishes_at_once_are_answered_with_their_stream_sequences(nc: An
         *(publisher.publish(f"{subject}.x", body, {"Nats-Msg-Id": f"m-{index}", "X-Index": str(index)})
           for index, body in enumerate(bodies))
     )  # fmt: skip
-    assert sorted(seqs) == list(range(1, 301))
+    assert sorted(ack.seq for ack in seqs) == list(range(1, 301)) and not any(ack.duplicate for ack in seqs)
     assert publisher.in_flight == 0
     js = nc.jetstream()
-    for seq in (seqs[0], seqs[150], seqs[299]):
+    for seq in (seqs[0].seq, seqs[150].seq, seqs[299].seq):
         stored = await js.get_msg(stream, seq)
         index = int(stored.headers["X-Index"])
         assert stored.data == bodies[index] and stored.headers["Nats-Msg-Id"] == f"m-{index}"
@@ -80,7 +80,7 @@ async def test_a_duplicate_is_answered_with_the_first_copy_s_sequence_as_js_publ
     first = await publisher.publish(f"{subject}.x", b"one", {"Nats-Msg-Id": "same"})
     again = await publisher.publish(f"{subject}.x", b"one", {"Nats-Msg-Id": "same"})
     theirs = await nc.jetstream().publish(f"{subject}.x", b"one", headers={"Nats-Msg-Id": "same"})
-    assert first == again == theirs.seq and theirs.duplicate
+    assert first.seq == again.seq == theirs.seq and again.duplicate and theirs.duplicate and not first.duplicate
 
 
 async def _raised(publish: Any) -> BaseException:
@@ -135,14 +135,15 @@ async def test_no_answer_in_time_is_a_timeout_and_a_late_answer_is_dropped(nc: A
 
 async def test_answers_that_are_not_publish_acks_are_errors_not_sequences(nc: Any) -> None:
     subject = f"odd.{uuid.uuid4().hex}"
-    replies = iter([b"not json", b"[1, 2]", b'{"stream":"S"}', b'{"error":{"code":503,"description":"x"}}'])
+    replies = iter([b"not json", b"[1, 2]", b'{"stream":"S"}', b'{"stream":"S","seq":true}', b'{"error":"x"}',
+                    b'{"error":{"code":503,"description":"x"}}'])  # fmt: skip
 
     async def answer(msg: Any) -> None:
         await nc.publish(msg.reply, next(replies))
 
     await nc.subscribe(subject, cb=answer)
     publisher = AckedPublisher(nc)
-    for expected in (nats.js.errors.APIError,) * 3 + (nats.js.errors.ServiceUnavailableError,):
+    for expected in (nats.js.errors.APIError,) * 5 + (nats.js.errors.ServiceUnavailableError,):
         with pytest.raises(expected):
             await publisher.publish(subject, b"?")
     assert publisher.in_flight == 0
@@ -154,7 +155,7 @@ async def test_publishes_go_on_after_the_server_restarts(tmp_path: Any) -> None:
         try:
             _, subject = await _stream(nc)
             publisher = AckedPublisher(nc, timeout=2.0)
-            assert await publisher.publish(f"{subject}.x", b"before", {"Nats-Msg-Id": "b"}) == 1
+            assert (await publisher.publish(f"{subject}.x", b"before", {"Nats-Msg-Id": "b"})).seq == 1
             server.stop()
             server.start()
             await asyncio.wait_for(reconnected.wait(), timeout=15)
@@ -166,7 +167,7 @@ async def test_publishes_go_on_after_the_server_restarts(tmp_path: Any) -> None:
                 except Exception as exc:  # only what the daemon would retry
                     assert classify_nats(exc) == BusFault.UNAVAILABLE, exc
                     await asyncio.sleep(0.1)
-            assert seq == 2 and publisher.in_flight == 0
+            assert seq.seq == 2 and publisher.in_flight == 0
         finally:
             await nc.close()
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import Any, NamedTuple
 
 import nats.errors
 import nats.js.api
@@ -32,6 +32,14 @@ from tradecache.ingest.inbox import Headers, InboxSubscription, subscribe_inbox
 
 NO_RESPONDERS = "503"  # the status nats-server answers a request with when nothing listens
 STATUS = nats.js.api.Header.STATUS.value  # where nats-py puts a status line among the headers
+
+
+class PublishAck(NamedTuple):
+    """What the stream answered: the message's sequence, and whether it was already stored (a
+    duplicate of its `Nats-Msg-Id` within the stream's window, answered with the first copy's)."""
+
+    seq: int
+    duplicate: bool
 
 
 class AckedPublisher:
@@ -64,8 +72,8 @@ class AckedPublisher:
         if future is not None and not future.done():
             future.set_result((data, headers))
 
-    async def publish(self, subject: str, body: bytes, headers: dict[str, str] | None = None) -> int:
-        """Publish and wait for the stream's ack; the message's stream sequence.
+    async def publish(self, subject: str, body: bytes, headers: dict[str, str] | None = None) -> PublishAck:
+        """Publish and wait for the stream's ack.
 
         Raises what nats-py's `js.publish` raises for the same answer (see the module docstring),
         and what `nc.publish` raises (a closed connection, a header NATS cannot carry).
@@ -91,8 +99,9 @@ class AckedPublisher:
             await subscription.unsubscribe()
 
 
-def read_ack(data: bytes, headers: Headers) -> int:
-    """The stream sequence of a publish ack, or the error nats-py raises for that answer."""
+def read_ack(data: bytes, headers: Headers) -> PublishAck:
+    """A publish ack, or the error nats-py raises for that answer (an `APIError` for an answer
+    that is no ack at all, where nats-py would fail on it another way)."""
     if headers and headers.get(STATUS) == NO_RESPONDERS:
         raise nats.js.errors.NoStreamResponseError
     try:
@@ -102,11 +111,14 @@ def read_ack(data: bytes, headers: Headers) -> int:
     if not isinstance(answer, dict):
         raise nats.js.errors.APIError(description=f"not a publish ack: {data[:200]!r}")
     if "error" in answer:
-        raise nats.js.errors.APIError.from_error(answer["error"])
+        error = answer["error"]
+        if not isinstance(error, dict) or not isinstance(error.get("code"), int):
+            raise nats.js.errors.APIError(description=f"an error without a code: {data[:200]!r}")
+        raise nats.js.errors.APIError.from_error(error)
     seq = answer.get("seq")
-    if not isinstance(seq, int):
+    if not isinstance(seq, int) or isinstance(seq, bool):
         raise nats.js.errors.APIError(description=f"a publish ack without a sequence: {data[:200]!r}")
-    return seq
+    return PublishAck(seq, answer.get("duplicate") is True)
 
 
-__all__ = ["AckedPublisher", "read_ack"]
+__all__ = ["AckedPublisher", "PublishAck", "read_ack"]
