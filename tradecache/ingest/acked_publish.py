@@ -3,7 +3,8 @@
 nats-py's `js.publish` is a request: a token from its NUID plus random bytes, a future in the
 client's response map, a `Msg` object through the request subscription's queue and task, and an
 `asyncio.wait_for` per call. A stream half malformed dead-letters every other message, and that
-machinery was half of the client's CPU per letter. Here one wildcard inbox subscription
+machinery was a fifth of the client's CPU per letter (128-144 -> 104-109 us without it, 20,000
+letters in groups of 64). Here one wildcard inbox subscription
 (`subscribe_inbox`: replies handed over as they are parsed) answers every publish, found by the
 reply subject's last token (a counter), each publish waiting on a plain future with one timer.
 

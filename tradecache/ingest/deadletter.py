@@ -138,7 +138,7 @@ def build_letter(
 
 class DeadLetters:
     """Publishes refused deliveries to the dead-letter subject and waits for the stream's ack
-    (through `AckedPublisher`: what `js.publish` does, at half its CPU per letter)."""
+    (through `AckedPublisher`: what `js.publish` does, with less CPU per letter)."""
 
     def __init__(
         self,

@@ -195,8 +195,8 @@ class Outbox:
         nc = await self._connect()
         if nc is None:
             return
-        # What js.publish does, without its request machinery per message (a third of this
-        # thread's CPU per message): one reply subscription answers every publish.
+        # What js.publish does, without its request machinery per message (the process's CPU per
+        # message 196-213 -> 162-180 us; the rate stays bound by one ack's round trip at a time).
         publisher = AckedPublisher(nc, timeout=self._publish_timeout)
         try:
             await self._publish_loop(publisher)
