@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import nats
 import nats.errors
@@ -39,6 +39,7 @@ from tradecache.model.identifiers import ClientOrderId
 from tradecache.wire import Subjects
 
 pytestmark = pytest.mark.integration
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -149,6 +150,19 @@ async def test_answers_that_are_not_publish_acks_are_errors_not_sequences(nc: An
     assert publisher.in_flight == 0
 
 
+async def _while_unavailable(attempt: Callable[[], Awaitable[T]], seconds: float = 10.0) -> T:
+    """`attempt` retried while it fails as the daemon would retry (JetStream may need a moment to
+    load its streams after a restart); any other failure, or the last one, is raised."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        try:
+            return await attempt()
+        except Exception as exc:  # only what the daemon would retry
+            if classify_nats(exc) != BusFault.UNAVAILABLE or asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
 async def test_publishes_go_on_after_the_server_restarts(tmp_path: Any) -> None:
     with NatsServer(data_dir=tmp_path / "nats") as server:
         nc, reconnected = await reconnecting_client(server.url)
@@ -159,14 +173,7 @@ async def test_publishes_go_on_after_the_server_restarts(tmp_path: Any) -> None:
             server.stop()
             server.start()
             await asyncio.wait_for(reconnected.wait(), timeout=15)
-            # JetStream may need a moment to load its streams again: retried as the daemon retries.
-            for _ in range(50):
-                try:
-                    seq = await publisher.publish(f"{subject}.x", b"after", {"Nats-Msg-Id": "a"})
-                    break
-                except Exception as exc:  # only what the daemon would retry
-                    assert classify_nats(exc) == BusFault.UNAVAILABLE, exc
-                    await asyncio.sleep(0.1)
+            seq = await _while_unavailable(lambda: publisher.publish(f"{subject}.x", b"after", {"Nats-Msg-Id": "a"}))
             assert seq.seq == 2 and publisher.in_flight == 0
         finally:
             await nc.close()
@@ -224,12 +231,7 @@ async def test_the_daemon_s_letters_across_a_nats_restart_are_one_per_bad_messag
                 await wait_for(lambda: nc.is_connected, timeout=15)
                 order = fresh_order()
                 for event in order:
-                    for _ in range(100):  # JetStream may need a moment after the restart
-                        try:
-                            last = await js.publish(ORDER, pack(event))
-                            break
-                        except (nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError):
-                            await asyncio.sleep(0.1)
+                    last = await _while_unavailable(lambda event=event: js.publish(ORDER, pack(event)))
                 await wait_for_checkpoint(redis_server.url, TRADER, last.seq, timeout=60)
                 assert daemon.is_ready()
             letters = await read_dead_letters(js, f"tradecache.dead.{TRADER}", start, bad)
