@@ -8,6 +8,7 @@ write, and `import tradecache` without NautilusTrader.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import subprocess
 import sys
@@ -15,6 +16,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import nats
+import nats.errors
+import nats.js.errors
 import pytest
 from nautilus_trader.cache.facade import CacheDatabaseFacade
 from nautilus_trader.common.component import MessageBus, TestClock
@@ -25,12 +28,13 @@ from tests.servers import NatsServer
 from tradecache.bus import NatsOptions
 from tradecache.nautilus import ReadOnlyCacheDatabase, TradecacheBridgeConfig
 from tradecache.nautilus.database import WRITE_METHODS
-from tradecache.nautilus.outbox import Envelope, Outbox
+from tradecache.nautilus.outbox import OVERSIZE, PUBLISH_REFUSED, Envelope, Outbox, refusal_reason
 from tradecache.nautilus.taps import EndpointTap
 
 pytestmark = pytest.mark.integration
 
 SUBJECT = "tradecache.in.OUTBOX-1.order"
+DEAD_SUBJECT = "tradecache.dead.OUTBOX-1"
 
 
 @pytest.fixture
@@ -74,7 +78,13 @@ def envelope(number: int) -> Envelope:
 
 def outbox(url: str, capacity: int) -> Outbox:
     options = NatsOptions(servers=[url], name="test-outbox", connect_timeout=1.0, max_reconnect_wait=0.2)
-    return Outbox(options, capacity=capacity, publish_timeout=0.5, log=logging.getLogger("tests.outbox"))
+    return Outbox(
+        options,
+        capacity=capacity,
+        publish_timeout=0.5,
+        dead_subject=DEAD_SUBJECT,
+        log=logging.getLogger("tests.outbox"),
+    )
 
 
 async def test_a_nats_outage_keeps_what_fits_in_order_and_drops_the_rest_loudly(
@@ -129,6 +139,75 @@ async def test_a_retried_publish_is_not_stored_twice(private_nats: NatsServer) -
     assert await asyncio.to_thread(box.close, 10.0)
     assert await stream_payloads(private_nats.url) == [envelope(1).payload]
     assert box.stats().duplicates == 1
+
+
+async def dead_letters(url: str) -> list[Any]:
+    """Every letter on DEAD_SUBJECT (an ordered consumer reads them all)."""
+    nc = await nats.connect(url)
+    try:
+        subscription = await nc.jetstream().subscribe(DEAD_SUBJECT, ordered_consumer=True)
+        found = []
+        try:
+            while True:
+                try:
+                    found.append(await subscription.next_msg(timeout=1.0))
+                except nats.errors.TimeoutError:
+                    return found
+        finally:
+            await subscription.unsubscribe()
+    finally:
+        await nc.close()
+
+
+async def test_a_message_nats_refuses_is_dead_lettered_and_the_queue_goes_on(
+    private_nats: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The inbound stream takes messages up to 2,000 bytes, the server up to its max_payload (1 MiB):
+    # one envelope too large for each. Retried, either would hold everything behind it for good.
+    nc = await nats.connect(private_nats.url)
+    try:
+        await nc.jetstream().add_stream(name="TRADECACHE", subjects=["tradecache.in.>"], max_msg_size=2000)
+        await nc.jetstream().add_stream(name="TRADECACHE_DEAD", subjects=["tradecache.dead.>"])
+        max_payload = nc.max_payload
+    finally:
+        await nc.close()
+    over_stream = Envelope(SUBJECT, bytes(range(256)) * 20, "id-stream", "order")
+    over_server = Envelope(SUBJECT, b"x" * (max_payload + 1), "id-server", "instrument")
+    caplog.set_level(logging.ERROR, logger="tests.outbox")
+    box = outbox(private_nats.url, capacity=10)
+    box.start()
+    for one in (envelope(0), over_stream, envelope(1), over_server, envelope(2)):
+        assert box.put(one)
+    assert await asyncio.to_thread(box.flush, 15.0)
+    assert await asyncio.to_thread(box.close, 5.0)
+
+    assert await stream_payloads(private_nats.url) == [envelope(n).payload for n in range(3)]
+    stats = box.stats()
+    assert (stats.published, stats.refused, stats.dead_letters, stats.depth) == (3, 2, 2, 0)
+    assert stats.refused_by_kind == {"order": 1, "instrument": 1}
+    for msg_id in ("id-stream", "id-server"):
+        assert any(msg_id in r.message and "not stored" in r.message for r in caplog.records)
+
+    first, second = await dead_letters(private_nats.url)
+    assert first.headers["Tradecache-Reason"] == second.headers["Tradecache-Reason"] == "oversize"
+    assert first.headers["Tradecache-Original-Msg-Id"] == "id-stream"
+    assert (first.headers["Tradecache-Source"], first.headers["Tradecache-Subject"]) == ("bridge", SUBJECT)
+    assert "err_code 10054" in first.headers["Tradecache-Error"]
+    assert first.data == over_stream.payload  # the dead-letter stream takes it whole
+    assert second.headers["Tradecache-Original-Msg-Id"] == "id-server"
+    assert "MaxPayloadError" in second.headers["Tradecache-Error"]
+    assert second.headers["Tradecache-Original-Size"] == str(max_payload + 1)
+    assert second.headers["Tradecache-Digest"] == "sha256=" + hashlib.sha256(over_server.payload).hexdigest()
+    assert 0 < len(second.data) < max_payload and second.data == over_server.payload[: len(second.data)]
+
+
+def test_a_refusal_names_oversize_only_for_a_size_it_refused() -> None:
+    assert refusal_reason(nats.errors.MaxPayloadError()) == OVERSIZE
+    too_large = nats.js.errors.BadRequestError(code=400, err_code=10054, description="message size exceeds maximum")
+    assert refusal_reason(too_large) == OVERSIZE
+    other = nats.js.errors.BadRequestError(code=400, err_code=10003, description="bad request")
+    assert refusal_reason(other) == PUBLISH_REFUSED
+    assert refusal_reason(nats.errors.BadHeaderError()) == PUBLISH_REFUSED
 
 
 def test_an_endpoint_tap_sees_each_message_first_and_gives_the_handler_back() -> None:

@@ -111,29 +111,71 @@ def build_letter(
     }
     if dead_stream is not None:
         ours["Nats-Expected-Stream"] = dead_stream
+    return fitted_letter(ours, delivery.data, delivery.headers, max_payload, form)
+
+
+def fitted_letter(
+    ours: dict[str, str], body: bytes, original_headers: Mapping[str, str] | None, max_payload: int, form: Form
+) -> Letter:
+    """A letter with our headers `ours` carrying `body` (and the producer's `original_headers`) in
+    `form`, or in a smaller form when it would not fit `max_payload`."""
     if form == Form.FULL:
-        kept, dropped = sanitized(delivery.headers)
+        kept, dropped = sanitized(original_headers)
         headers = {**kept, **ours}
         if dropped:
             headers["Tradecache-Dropped-Headers"] = _one_line(",".join(dropped))
-        if header_bytes(headers) + len(delivery.data) + SLACK <= max_payload:
-            return Letter(headers, delivery.data, Form.FULL)
+        if header_bytes(headers) + len(body) + SLACK <= max_payload:
+            return Letter(headers, body, Form.FULL)
         form = Form.REDUCED
     headers = {
         **ours,
-        "Tradecache-Original-Size": str(len(delivery.data)),
-        "Tradecache-Digest": "sha256=" + hashlib.sha256(delivery.data).hexdigest(),
+        "Tradecache-Original-Size": str(len(body)),
+        "Tradecache-Digest": "sha256=" + hashlib.sha256(body).hexdigest(),
     }
-    if delivery.headers:
+    if original_headers:
         headers["Tradecache-Dropped-Headers"] = "all (the letter was reduced to fit)"
-    size = len(delivery.data)
+    size = len(body)
     headers["Tradecache-Truncated"] = f"the first {size} of {size} bytes"  # the widest it can be
     room = max(0, max_payload - header_bytes(headers) - SLACK)
     body_bytes = min(room, size) if form == Form.REDUCED else 0
     headers["Tradecache-Truncated"] = f"the first {body_bytes} of {size} bytes"
     if body_bytes == size:
         del headers["Tradecache-Truncated"]
-    return Letter(headers, delivery.data[:body_bytes], Form.REDUCED if body_bytes else Form.HEADERS_ONLY)
+    return Letter(headers, body[:body_bytes], Form.REDUCED if body_bytes else Form.HEADERS_ONLY)
+
+
+async def send_letter(
+    publisher: AckedPublisher,
+    subject: str,
+    build: Callable[[Form], Letter],
+    log: logging.Logger,
+    context: dict[str, object],
+) -> Form | None:
+    """Publish the letter `build` makes, in a smaller form each time the server refuses it for
+    what it carries; the form sent, or None when every form was refused (logged, with `context`).
+
+    Raises BusUnavailable for transient trouble (to be retried).
+    """
+    form = Form.FULL
+    while True:
+        letter = build(form)
+        try:
+            await publisher.publish(subject, letter.body, letter.headers)
+        except Exception as exc:  # classified just below; nats-py raises many unrelated types
+            fault = classify_nats(exc)
+            if fault == BusFault.UNAVAILABLE:
+                raise BusUnavailable("publish dead letter", describe_nats(exc)) from exc
+            if fault != BusFault.REFUSED:
+                raise
+            log.warning(
+                "dead letter refused; sending a smaller form",
+                extra={**context, "form": letter.form.name, "error": describe_nats(exc)},
+            )
+            if letter.form == Form.HEADERS_ONLY:
+                return None
+            form = Form(letter.form + 1)
+            continue
+        return letter.form
 
 
 class DeadLetters:
@@ -163,35 +205,24 @@ class DeadLetters:
 
         Raises BusUnavailable for transient trouble (to be retried).
         """
-        form = Form.FULL
-        while True:
-            letter = build_letter(refused, self.source_stream, self.max_payload(), form, self.dead_stream)
-            try:
-                await self.publisher.publish(self.subjects.dead, letter.body, letter.headers)
-            except Exception as exc:  # classified just below; nats-py raises many unrelated types
-                fault = classify_nats(exc)
-                if fault == BusFault.UNAVAILABLE:
-                    raise BusUnavailable("publish dead letter", describe_nats(exc)) from exc
-                if fault != BusFault.REFUSED:
-                    raise
-                self.log.warning(
-                    "dead letter refused; sending a smaller form",
-                    extra={"stream_seq": refused.delivery.stream_seq, "form": letter.form.name,
-                           "error": describe_nats(exc)},
-                )  # fmt: skip
-                if letter.form == Form.HEADERS_ONLY:
-                    self.failed += 1
-                    self.log.error(
-                        "dead letter refused in every form; the message stays in its stream",
-                        extra={"stream": self.source_stream, "stream_seq": refused.delivery.stream_seq,
-                               "reason": refused.error.reason.value},
-                    )  # fmt: skip
-                    return None
-                form = Form(letter.form + 1)
-                continue
-            if letter.form != Form.FULL:
-                self.reduced += 1
-            return letter.form
+        context: dict[str, object] = {"stream_seq": refused.delivery.stream_seq}
+        form = await send_letter(
+            self.publisher,
+            self.subjects.dead,
+            lambda form: build_letter(refused, self.source_stream, self.max_payload(), form, self.dead_stream),
+            self.log,
+            context,
+        )
+        if form is None:
+            self.failed += 1
+            self.log.error(
+                "dead letter refused in every form; the message stays in its stream",
+                extra={"stream": self.source_stream, "stream_seq": refused.delivery.stream_seq,
+                       "reason": refused.error.reason.value},
+            )  # fmt: skip
+        elif form != Form.FULL:
+            self.reduced += 1
+        return form
 
 
-__all__ = ["DeadLetters", "Form", "Letter", "build_letter", "header_bytes", "sanitized"]
+__all__ = ["DeadLetters", "Form", "Letter", "build_letter", "fitted_letter", "header_bytes", "sanitized", "send_letter"]

@@ -122,6 +122,7 @@ class TradecacheBridge(Actor):  # type: ignore[misc]  # NautilusTrader has no ty
                 nats_options(config, f"tradecache-bridge-{trader_id}"),
                 capacity=config.queue_capacity,
                 publish_timeout=config.publish_timeout,
+                dead_subject=self._maker.subjects.dead,
                 log=log,
             )
             self._outbox.start()
@@ -169,11 +170,13 @@ class TradecacheBridge(Actor):  # type: ignore[misc]  # NautilusTrader has no ty
         return None if self._outbox is None else self._outbox.stats()
 
     def _log_stats(self, what: str, stats: OutboxStats) -> None:
-        level = logging.ERROR if stats.dropped or stats.depth else logging.INFO
+        level = logging.ERROR if stats.dropped or stats.depth or stats.refused else logging.INFO
+        refused = f", {stats.refused} refused by NATS {stats.refused_by_kind}" if stats.refused else ""
         log.log(
             level,
             f"tradecache bridge {what}: {stats.published} published ({stats.duplicates} already stored), "
-            f"{stats.depth} waiting, {stats.dropped} dropped {stats.dropped_by_kind or ''}".rstrip(),
+            f"{stats.depth} waiting, {stats.dropped} dropped {stats.dropped_by_kind or ''}".rstrip()
+            + refused,
         )
 
     # -- subscriptions ------------------------------------------------------------------------
