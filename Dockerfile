@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # tradecache image: `docker build -t tradecache:0.1.0 .` (BuildKit, Docker >= 23).
-# Stage 1 builds the wheels (tradecache's, with its compiled frame reader, and its dependencies');
+# Stage 1 builds the wheels (tradecache's, with its compiled modules, and its dependencies');
 # the final stage installs them from a bind mount, so neither the wheels, a compiler nor a pip
 # cache ends up in the image.
 ARG PYTHON_IMAGE=python:3.11-slim

@@ -4,12 +4,13 @@ tests, which run both). Everything it does has a Python path that gives the same
 
 from __future__ import annotations
 
-import os
 from types import ModuleType
+
+from tradecache.serialization.compiled import pure_python
 
 
 def _load() -> ModuleType | None:
-    if os.environ.get("TRADECACHE_PURE_PYTHON", "") not in ("", "0"):
+    if pure_python():
         return None
     try:
         from tradecache.ingest import _frames

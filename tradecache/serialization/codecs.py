@@ -341,7 +341,7 @@ def identifier_list(kind: type[Identifier]) -> Codec:
 
 
 def enum(kind: type[E]) -> Codec:
-    members = kind.__members__
+    members = dict(kind.__members__)  # a plain dict: the compiled decoders look it up directly
 
     def decode(value: Any, path: str) -> E:
         member = members.get(value) if isinstance(value, str) else None

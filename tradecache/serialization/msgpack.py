@@ -50,6 +50,7 @@ from tradecache.model.messages import Message
 from tradecache.model.values import Currency, Money, on_currency_change
 from tradecache.serialization import codecs
 from tradecache.serialization.codecs import Field, invalid
+from tradecache.serialization.compiled import struct_decode as _compiled
 from tradecache.serialization.limits import DecodeLimits, unpack_limited, unpack_plain
 from tradecache.serialization.schemas import (
     ACCOUNT_STATE_FIELDS,
@@ -100,7 +101,12 @@ _ABSENT = object()
 
 
 def compile_decoder(
-    schema: Schema, *, nested: bool = False, from_struct: bool = False, then: Callable[[Any], Any] | None = None
+    schema: Schema,
+    *,
+    nested: bool = False,
+    from_struct: bool = False,
+    then: Callable[[Any], Any] | None = None,
+    native: bool = True,
 ) -> Callable[..., Any]:
     """A decoder specialised to one schema: `decode_fields` + the constructor, unrolled.
 
@@ -113,7 +119,13 @@ def compile_decoder(
     key is an attribute, present (an absent one holds its field's default), its value of the
     codec's `wire` type (so a codec's `fast_wire` expression, which skips the class test, is used).
     With `then`, the result is handed to it and what it returns is returned (a check that raises).
+    A Struct decoder runs in C where `_struct_decode.c` is built (`compiled_struct_decoder`: the
+    same steps, caches and functions); `native=False` asks for the Python source regardless.
     """
+    if from_struct and not nested and native:
+        compiled = compiled_struct_decoder(schema, then)
+        if compiled is not None:
+            return compiled
     env: dict[str, Any] = {"cls": schema.cls, "ABSENT": _ABSENT, "MISS": codecs.MISS, "missing": _missing,
                            "dict": dict, "join": _join}  # fmt: skip
     body = ["def decode(data, path=''):" if nested else "def decode(data):"]
@@ -160,36 +172,113 @@ def compile_decoder(
     return decoder
 
 
-def _construct(schema: Schema, env: dict[str, Any]) -> list[str]:
-    """The lines that build the result from `x0`, `x1`... (one per schema field).
+# How a decoder builds its result (`_construction`): each slot of an event class set from a field
+# (its index in the schema), to a fixed default, or to what a default factory makes.
+_FROM_FIELD: Final = "field"
+_FIXED: Final = "fixed"
+_FACTORY: Final = "factory"
+
+
+def _construction(schema: Schema) -> list[tuple[str, str, Any]] | None:
+    """The slots of `schema.cls` in order, each (name, source, index or value); None when the class
+    is called with keyword arguments instead.
 
     An event class (a slotted dataclass with nothing to run after `__init__`) is built by setting
     its slots one by one, its other fields to their defaults, as `__init__` would: calling it
     with ~20 keyword arguments cost 3x as much. Anything else is called with keyword arguments.
     """
     cls = schema.cls
-    given = {field.key: f"x{n}" for n, field in enumerate(schema.fields)}
-    arguments = ", ".join(f"{key}={value}" for key, value in given.items())
     params = getattr(cls, "__dataclass_params__", None)
     if params is None or params.frozen or not hasattr(cls, "__slots__") or hasattr(cls, "__post_init__"):
+        return None
+    given = {field.key: n for n, field in enumerate(schema.fields)}
+    slots: list[tuple[str, str, Any]] = []
+    for field in dataclasses.fields(cls):
+        if field.name in given:
+            slots.append((field.name, _FROM_FIELD, given[field.name]))
+        elif field.default is not dataclasses.MISSING:
+            slots.append((field.name, _FIXED, field.default))
+        elif field.default_factory is not dataclasses.MISSING:
+            slots.append((field.name, _FACTORY, field.default_factory))
+        else:
+            raise TypeError(f"{cls.__name__}.{field.name} is not in its schema and has no default")
+    if set(given) - {field.name for field in dataclasses.fields(cls)}:
+        raise TypeError(f"{cls.__name__} has no field for some keys of its schema")
+    return slots
+
+
+def _construct(schema: Schema, env: dict[str, Any]) -> list[str]:
+    """The lines that build the result from `x0`, `x1`... (one per schema field): see `_construction`."""
+    slots = _construction(schema)
+    if slots is None:
+        arguments = ", ".join(f"{field.key}=x{n}" for n, field in enumerate(schema.fields))
         return [f"    return cls({arguments})"]
     env["new"] = object.__new__
     lines = ["    obj = new(cls)"]
-    for n, field in enumerate(dataclasses.fields(cls)):
-        if field.name in given:
-            value = given[field.name]
-        elif field.default is not dataclasses.MISSING:
-            env[f"fixed{n}"] = field.default
-            value = f"fixed{n}"
-        elif field.default_factory is not dataclasses.MISSING:
-            env[f"factory{n}"] = field.default_factory
-            value = f"factory{n}()"
+    for n, (name, source, value) in enumerate(slots):
+        if source == _FROM_FIELD:
+            lines.append(f"    obj.{name} = x{value}")
+        elif source == _FIXED:
+            env[f"fixed{n}"] = value
+            lines.append(f"    obj.{name} = fixed{n}")
         else:
-            raise TypeError(f"{cls.__name__}.{field.name} is not in its schema and has no default")
-        lines.append(f"    obj.{field.name} = {value}")
-    if set(given) - {field.name for field in dataclasses.fields(cls)}:
-        raise TypeError(f"{cls.__name__} has no field for some keys of its schema")
+            env[f"factory{n}"] = value
+            lines.append(f"    obj.{name} = factory{n}()")
     return [*lines, "    return obj"]
+
+
+def _step_kinds() -> dict[str | None, int]:
+    """The compiled decoders' step for each fast expression a codec declares for a Struct's values
+    (`_struct_decode.c` does what the expression says); a field with any other one leaves its
+    schema to the Python source."""
+    if _compiled is None:
+        return {}
+    return {
+        None: _compiled.STEP_CALL,
+        "{v}": _compiled.STEP_PASS,
+        codecs.PRICE.fast_wire: _compiled.STEP_DICT,
+        codecs.CURRENCY.fast_wire: _compiled.STEP_DICT_NOSPACE,
+        codecs.TIMESTAMP.fast: _compiled.STEP_TIMESTAMP,
+        codecs.UUID.fast_wire: _compiled.STEP_PREDICATE,
+    }
+
+
+_STEP_KINDS: Final = _step_kinds()
+
+
+def compiled_struct_decoder(schema: Schema, then: Callable[[Any], Any] | None = None) -> Callable[[Any], Any] | None:
+    """`compile_decoder(schema, from_struct=True, then=then)` run in C (`_struct_decode.c`), or None
+    where that module is not there or a field's fast expression is not one it knows."""
+    if _compiled is None:
+        return None
+    steps = []
+    for field in schema.fields:
+        inner = field.codec.inner
+        codec = field.codec if inner is None else inner
+        expression = codec.fast_wire if codec.fast_wire is not None else codec.fast
+        kind = _STEP_KINDS.get(expression)
+        if kind is None:
+            return None
+        if kind in (_compiled.STEP_DICT, _compiled.STEP_DICT_NOSPACE) and codec.env.__class__ is not dict:
+            return None
+        if kind == _compiled.STEP_TIMESTAMP and codec.env.__class__ is not int:
+            return None
+        steps.append((field.key, kind, inner is not None, codec.env, codec.decode, field.key))
+    slots = _construction(schema)
+    sources = {_FROM_FIELD: _compiled.SLOT_FIELD, _FIXED: _compiled.SLOT_FIXED, _FACTORY: _compiled.SLOT_FACTORY}
+    if slots is not None:
+        build = _compiled.BUILD_SLOTS
+        specs = tuple(
+            (name, sources[source], value if source == _FROM_FIELD else 0, None if source == _FROM_FIELD else value)
+            for name, source, value in slots
+        )
+    else:
+        build = _compiled.BUILD_DICT if schema.cls is dict else _compiled.BUILD_CALL
+        specs = ()
+    decoder: Callable[[Any], Any] = _compiled.StructDecoder(
+        tuple(steps), build, schema.cls, object.__new__, specs, then
+    )
+    return decoder
 
 
 def _missing(key: str) -> Any:
