@@ -106,6 +106,66 @@ def test_event_ids_decode_alike(value: Any) -> None:
     assert_alike("OrderSubmitted", _submitted(event_id=value))
 
 
+NEW_IDS = ["O-new-1", "", "a:b", ":", "\u0438\u0434-1", "a\x00b", "a\u2028b", "x y", " ", "~", "A" * 300, "\x7f"]
+# An id of each rule: a key part (ClientOrderId, PositionId), any text (VenueOrderId, TradeId),
+# and one the C leaves to the codec's decode on every first sight (AccountId).
+ID_FIELDS = ["client_order_id", "position_id", "venue_order_id", "trade_id", "account_id"]
+
+
+def _filled(**changes: Any) -> Any:
+    seed = next(seed for seed in ORDER_SEEDS if b"OrderFilled" in seed)
+    wire = STRUCT_DECODE(seed)
+    fields = {name: getattr(wire, name) for name in wire.__struct_fields__}
+    return ORDER_STRUCTS["OrderFilled"](**{**fields, **changes})
+
+
+def _cache_of(field: str) -> dict[str, Any]:
+    codec = next(f.codec for f in ORDER_SCHEMAS["OrderFilled"].fields if f.key == field)
+    cache: dict[str, Any] = (codec.inner or codec).env
+    return cache
+
+
+def _first_sight(decoder: Any, field: str, value: Any, held: dict[str, Any]) -> tuple[Any, list[tuple[Any, ...]]]:
+    """`decoder`'s outcome for a fill whose `field` is `value`, the field's cache holding `held`
+    before; and the cache after, with each value's type."""
+    cache = _cache_of(field)
+    cache.clear()
+    cache.update(held)
+    result = outcome(decoder, _filled(**{field: value}))
+    after = [(key, type(value), value) for key, value in cache.items()]
+    return result, after
+
+
+@pytest.mark.parametrize("field", ID_FIELDS)
+@pytest.mark.parametrize("value", NEW_IDS, ids=repr)
+def test_an_identifier_seen_for_the_first_time_is_built_and_remembered_alike(field: str, value: str) -> None:
+    saved = dict(_cache_of(field))
+    try:
+        by_c = _first_sight(COMPILED["OrderFilled"], field, value, {})
+        by_python = _first_sight(PYTHON["OrderFilled"], field, value, {})
+    finally:
+        _cache_of(field).clear()
+        _cache_of(field).update(saved)
+    assert _same(by_c, by_python), (by_c, by_python)
+
+
+@pytest.mark.parametrize("field", ID_FIELDS)
+def test_a_full_identifier_cache_is_emptied_before_a_new_id_alike(field: str) -> None:
+    codec = next(f.codec for f in ORDER_SCHEMAS["OrderFilled"].fields if f.key == field)
+    assert (codec.inner or codec).identifier is not None
+    size = (codec.inner or codec).identifier[2]
+    full = {f"held-{n}": f"held-{n}" for n in range(size)}
+    saved = dict(_cache_of(field))
+    try:
+        by_c = _first_sight(COMPILED["OrderFilled"], field, "O-9", full)
+        by_python = _first_sight(PYTHON["OrderFilled"], field, "O-9", full)
+    finally:
+        _cache_of(field).clear()
+        _cache_of(field).update(saved)
+    assert _same(by_c, by_python)
+    assert len(by_c[1]) == 1  # emptied, then the new id
+
+
 def test_nullable_fields_enums_and_currencies_decode_alike() -> None:
     seed = next(seed for seed in ORDER_SEEDS if b"OrderFilled" in seed)
     wire = STRUCT_DECODE(seed)

@@ -172,15 +172,26 @@ class ExecAlgorithmId(Identifier):
     kind = "exec_algorithm_id"
 
 
+def plain_rule(kind: type[Identifier]) -> str | None:
+    """Which test `plainly_valid` gives for `kind`: "text" (any non-empty text), "key_part" (non-empty,
+    no `:`, printable), or None (`kind` checks more than `Identifier` or `KeyPart` do)."""
+    check = kind._check.__func__  # type: ignore[attr-defined]  # a classmethod's function
+    if check is Identifier._check.__func__:  # type: ignore[attr-defined]
+        return "text"
+    if check is KeyPart._check.__func__:  # type: ignore[attr-defined]
+        return "key_part"
+    return None
+
+
 def plainly_valid(kind: type[Identifier]) -> Callable[[str], bool] | None:
     """A test that a text is, with certainty, a valid `kind`, cheaper than building it (for the
     decoders' first sight of an id: a load meets each order's ids once); None when `kind` checks
     more than `Identifier` or `KeyPart` do. A text it passes is built as `str.__new__(kind, text)`,
     which is what `kind(text)` returns then; one it does not pass may still be valid."""
-    check = kind._check.__func__  # type: ignore[attr-defined]  # a classmethod's function
-    if check is Identifier._check.__func__:  # type: ignore[attr-defined]
+    rule = plain_rule(kind)
+    if rule == "text":
         return bool
-    if check is KeyPart._check.__func__:  # type: ignore[attr-defined]
+    if rule == "key_part":
         # `key_part_problem`'s own shortcut for usual ids: nothing more to look at
         return lambda text: text != "" and ":" not in text and text.isprintable()
     return None
@@ -200,5 +211,6 @@ __all__ = [
     "TradeId",
     "TraderId",
     "VenueOrderId",
+    "plain_rule",
     "plainly_valid",
 ]

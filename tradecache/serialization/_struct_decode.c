@@ -3,7 +3,8 @@
  * A decoder turns a msgspec Struct (a payload whose shape msgspec checked) into a model event or
  * a map of values, field by field: read the Struct's attribute, try the codec's fast path (a
  * lookup in the codec's cache, a timestamp of digits, a predicate), else call the codec's own
- * `decode(value, key)`; then build the result (an object whose slots are set one by one, a dict,
+ * `decode(value, key)`, or for an identifier not seen before what that decode does when the
+ * text is plainly valid; then build the result (an object whose slots are set one by one, a dict,
  * or a call of the class with keyword arguments) and hand it to `then` if there is one.
  *
  * `StructDecoder(steps, build, then)` is given everything the Python source would close over
@@ -25,7 +26,11 @@ enum {
     STEP_TIMESTAMP = 3,    /* an int in [0, e], or a str of 1-19 ASCII digits as an int, else decode */
     STEP_PREDICATE = 4,    /* v if e(v), else decode */
     STEP_CALL = 5,         /* decode */
+    STEP_IDENTIFIER = 6,   /* e.get(v, MISS), else what an identifier codec's decode does for a plainly valid text */
 };
+
+/* An identifier codec's test of a text it has not seen (`identifiers.plain_rule`). */
+enum { RULE_NONE = 0, RULE_TEXT = 1, RULE_KEY_PART = 2 };
 
 /* Where a slot's value comes from when the result is built by setting slots. */
 enum { SLOT_FIELD = 0, SLOT_FIXED = 1, SLOT_FACTORY = 2 };
@@ -42,6 +47,10 @@ typedef struct {
     PyObject *env;
     PyObject *decode;
     PyObject *key;
+    /* STEP_IDENTIFIER: env is its cache; the class built, its rule, the cache's size. */
+    PyObject *cls;
+    int rule;
+    Py_ssize_t cache_size;
 } Step;
 
 typedef struct {
@@ -64,8 +73,9 @@ typedef struct {
     PyObject *then;
 } StructDecoder;
 
-static PyObject *space;  /* " " */
-static PyObject *zero;   /* 0 */
+static PyObject *space;    /* " " */
+static PyObject *zero;     /* 0 */
+static PyObject *str_new;  /* str.__new__ */
 
 /* The codec's own decode: `decode(v, key)`. */
 static PyObject *fallback(const Step *step, PyObject *v) {
@@ -82,6 +92,53 @@ static PyObject *from_cache(const Step *step, PyObject *v) {
         return NULL;
     }
     return fallback(step, v);
+}
+
+/* Whether the text is, with certainty, valid under `rule` (0: not known here; the codec's decode
+ * then decides, which tests the same rule itself and may still find it valid). */
+static int plainly_valid(int rule, PyObject *v) {
+    Py_ssize_t length = PyUnicode_GET_LENGTH(v);
+    if (rule == RULE_TEXT) {
+        return length > 0;
+    }
+    if (rule != RULE_KEY_PART || length == 0 || !PyUnicode_IS_ASCII(v)) {
+        return 0; /* a non-ASCII text's printability is left to Python's str.isprintable */
+    }
+    const Py_UCS1 *chars = PyUnicode_1BYTE_DATA(v);
+    for (Py_ssize_t i = 0; i < length; i++) {
+        if (chars[i] < 0x20 || chars[i] > 0x7e || chars[i] == ':') {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* What `codecs.identifier`'s decode does with a text its cache does not hold, when the text is
+ * plainly valid: `str.__new__(kind, text)`, remembered (the cache emptied first when full). */
+static PyObject *identifier(const Step *step, PyObject *v) {
+    PyObject *found = PyDict_GetItemWithError(step->env, v);
+    if (found != NULL) {
+        return Py_NewRef(found);
+    }
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    if (!PyUnicode_CheckExact(v) || !plainly_valid(step->rule, v)) {
+        return fallback(step, v);
+    }
+    PyObject *args[2] = {step->cls, v};
+    PyObject *checked = PyObject_Vectorcall(str_new, args, 2, NULL);
+    if (checked == NULL) {
+        return NULL;
+    }
+    if (PyDict_GET_SIZE(step->env) >= step->cache_size) {
+        PyDict_Clear(step->env);
+    }
+    if (PyDict_SetItem(step->env, v, checked) < 0) {
+        Py_DECREF(checked);
+        return NULL;
+    }
+    return checked;
 }
 
 static PyObject *timestamp(const Step *step, PyObject *v) {
@@ -139,6 +196,8 @@ static PyObject *run_step(const Step *step, PyObject *v) {
     }
     case STEP_TIMESTAMP:
         return timestamp(step, v);
+    case STEP_IDENTIFIER:
+        return identifier(step, v);
     case STEP_PREDICATE: {
         PyObject *verdict = PyObject_CallOneArg(step->env, v);
         if (verdict == NULL) {
@@ -251,6 +310,7 @@ static void clear_steps(StructDecoder *self) {
         Py_XDECREF(step->env);
         Py_XDECREF(step->decode);
         Py_XDECREF(step->key);
+        Py_XDECREF(step->cls);
     }
     PyMem_Free(self->steps);
     self->steps = NULL;
@@ -310,21 +370,28 @@ static int init(StructDecoder *self, PyObject *args, PyObject *kwargs) {
     }
     for (Py_ssize_t i = 0; i < nsteps; i++) {
         PyObject *item = PyTuple_GET_ITEM(steps, i);
-        PyObject *attr, *env, *decoder, *key;
-        int kind, nullable;
-        if (!PyTuple_Check(item) ||
-            !PyArg_ParseTuple(item, "UipOOU", &attr, &kind, &nullable, &env, &decoder, &key)) {
+        PyObject *attr, *env, *decoder, *key, *cls = Py_None;
+        int kind, nullable, rule = RULE_NONE;
+        Py_ssize_t cache_size = 0;
+        if (!PyTuple_Check(item) || !PyArg_ParseTuple(item, "UipOOU|Oin", &attr, &kind, &nullable, &env, &decoder,
+                                                      &key, &cls, &rule, &cache_size)) {
             if (!PyErr_Occurred()) {
                 PyErr_SetString(PyExc_TypeError, "a step is a tuple");
             }
             return -1;
         }
-        if (kind < STEP_PASS || kind > STEP_CALL) {
+        if (kind < STEP_PASS || kind > STEP_IDENTIFIER) {
             PyErr_SetString(PyExc_ValueError, "unknown step kind");
             return -1;
         }
-        if ((kind == STEP_DICT || kind == STEP_DICT_NOSPACE) && !PyDict_CheckExact(env)) {
+        if ((kind == STEP_DICT || kind == STEP_DICT_NOSPACE || kind == STEP_IDENTIFIER) && !PyDict_CheckExact(env)) {
             PyErr_SetString(PyExc_TypeError, "a cache step's env must be a dict");
+            return -1;
+        }
+        if (kind == STEP_IDENTIFIER &&
+            (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, &PyUnicode_Type) || rule < RULE_NONE ||
+             rule > RULE_KEY_PART || cache_size < 1)) {
+            PyErr_SetString(PyExc_ValueError, "an identifier step needs a str class, a rule and a cache size");
             return -1;
         }
         if (kind == STEP_TIMESTAMP && !PyLong_CheckExact(env)) {
@@ -338,6 +405,9 @@ static int init(StructDecoder *self, PyObject *args, PyObject *kwargs) {
         step->env = Py_NewRef(env);
         step->decode = Py_NewRef(decoder);
         step->key = Py_NewRef(key);
+        step->cls = Py_NewRef(cls);
+        step->rule = rule;
+        step->cache_size = cache_size;
         self->nsteps = i + 1;
     }
     for (Py_ssize_t i = 0; i < nslots; i++) {
@@ -401,7 +471,8 @@ PyMODINIT_FUNC PyInit__struct_decode(void) {
     }
     space = PyUnicode_InternFromString(" ");
     zero = PyLong_FromLong(0);
-    if (space == NULL || zero == NULL) {
+    str_new = PyObject_GetAttrString((PyObject *)&PyUnicode_Type, "__new__");
+    if (space == NULL || zero == NULL || str_new == NULL) {
         return NULL;
     }
     PyObject *m = PyModule_Create(&module);
@@ -420,6 +491,10 @@ PyMODINIT_FUNC PyInit__struct_decode(void) {
         PyModule_AddIntConstant(m, "STEP_TIMESTAMP", STEP_TIMESTAMP) < 0 ||
         PyModule_AddIntConstant(m, "STEP_PREDICATE", STEP_PREDICATE) < 0 ||
         PyModule_AddIntConstant(m, "STEP_CALL", STEP_CALL) < 0 ||
+        PyModule_AddIntConstant(m, "STEP_IDENTIFIER", STEP_IDENTIFIER) < 0 ||
+        PyModule_AddIntConstant(m, "RULE_NONE", RULE_NONE) < 0 ||
+        PyModule_AddIntConstant(m, "RULE_TEXT", RULE_TEXT) < 0 ||
+        PyModule_AddIntConstant(m, "RULE_KEY_PART", RULE_KEY_PART) < 0 ||
         PyModule_AddIntConstant(m, "SLOT_FIELD", SLOT_FIELD) < 0 ||
         PyModule_AddIntConstant(m, "SLOT_FIXED", SLOT_FIXED) < 0 ||
         PyModule_AddIntConstant(m, "SLOT_FACTORY", SLOT_FACTORY) < 0 ||

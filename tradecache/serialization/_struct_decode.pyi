@@ -8,6 +8,10 @@ STEP_DICT_NOSPACE: int
 STEP_TIMESTAMP: int
 STEP_PREDICATE: int
 STEP_CALL: int
+STEP_IDENTIFIER: int
+RULE_NONE: int
+RULE_TEXT: int
+RULE_KEY_PART: int
 SLOT_FIELD: int
 SLOT_FIXED: int
 SLOT_FACTORY: int
@@ -18,7 +22,7 @@ BUILD_CALL: int
 class StructDecoder:
     def __init__(
         self,
-        steps: tuple[tuple[str, int, bool, Any, Callable[[Any, str], Any], str], ...],
+        steps: tuple[tuple[Any, ...], ...],  # (attr, kind, nullable, env, decode, key[, cls, rule, size])
         build: int,
         cls: type,
         new: Callable[[type], Any],

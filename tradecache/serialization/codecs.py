@@ -14,7 +14,7 @@ from enum import IntEnum
 from typing import Any, Final, NamedTuple, TypeVar
 
 from tradecache.errors import PayloadError, RejectReason
-from tradecache.model.identifiers import Identifier, plainly_valid
+from tradecache.model.identifiers import Identifier, plain_rule, plainly_valid
 from tradecache.model.values import (
     FIXED_SCALAR,
     Currency,
@@ -58,6 +58,10 @@ class Codec(NamedTuple):
     # class (the class test `fast` starts with then always holds); None: `fast` itself. An
     # expression that never gives MISS is used alone.
     fast_wire: str | None = None
+    # For an identifier codec (`identifier`): what its decode does with a text `env` (its cache)
+    # does not hold, so that a compiled decoder can do it in place: (the class, `plain_rule`'s
+    # name for it, the cache's size).
+    identifier: tuple[type, str | None, int] | None = None
 
 
 # What a codec's `fast` expression gives when `decode` must decide.
@@ -328,7 +332,15 @@ def identifier(kind: type[Identifier]) -> Codec:
         seen[value] = checked
         return checked
 
-    return Codec(decode, _encode_str_form, fast=_SEEN, env=seen, wire=str, fast_wire=_SEEN_STR)
+    return Codec(
+        decode,
+        _encode_str_form,
+        fast=_SEEN,
+        env=seen,
+        wire=str,
+        fast_wire=_SEEN_STR,
+        identifier=(kind, plain_rule(kind), _IDENTIFIER_CACHE_SIZE),
+    )
 
 
 def identifier_list(kind: type[Identifier]) -> Codec:

@@ -263,7 +263,12 @@ def compiled_struct_decoder(schema: Schema, then: Callable[[Any], Any] | None = 
             return None
         if kind == _compiled.STEP_TIMESTAMP and codec.env.__class__ is not int:
             return None
-        steps.append((field.key, kind, inner is not None, codec.env, codec.decode, field.key))
+        step: tuple[Any, ...] = (field.key, kind, inner is not None, codec.env, codec.decode, field.key)
+        if kind == _compiled.STEP_DICT and codec.identifier is not None:
+            cls, rule, size = codec.identifier
+            rules = {None: _compiled.RULE_NONE, "text": _compiled.RULE_TEXT, "key_part": _compiled.RULE_KEY_PART}
+            step = (*step[:1], _compiled.STEP_IDENTIFIER, *step[2:], cls, rules[rule], size)
+        steps.append(step)
     slots = _construction(schema)
     sources = {_FROM_FIELD: _compiled.SLOT_FIELD, _FIXED: _compiled.SLOT_FIXED, _FACTORY: _compiled.SLOT_FACTORY}
     if slots is not None:
