@@ -201,6 +201,31 @@ async def test_a_message_nats_refuses_is_dead_lettered_and_the_queue_goes_on(
     assert 0 < len(second.data) < max_payload and second.data == over_server.payload[: len(second.data)]
 
 
+async def test_a_refused_message_whose_letter_has_no_stream_is_given_up_and_the_queue_goes_on(
+    private_nats: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # No dead-letter stream: the letter's publish finds no stream (what NATS says while one is away).
+    nc = await nats.connect(private_nats.url)
+    try:
+        await nc.jetstream().add_stream(name="TRADECACHE", subjects=["tradecache.in.>"], max_msg_size=2000)
+    finally:
+        await nc.close()
+    options = NatsOptions(servers=[private_nats.url], name="test-outbox", connect_timeout=1.0, max_reconnect_wait=0.2)
+    log = logging.getLogger("tests.outbox")
+    box = Outbox(options, capacity=10, publish_timeout=0.5, dead_subject=DEAD_SUBJECT, log=log,
+                 dead_letter_patience=1.0)  # fmt: skip
+    caplog.set_level(logging.ERROR, logger="tests.outbox")
+    box.start()
+    for one in (envelope(0), Envelope(SUBJECT, b"s" * 5000, "id-big", "order"), envelope(1)):
+        assert box.put(one)
+    assert await asyncio.to_thread(box.flush, 15.0)
+    assert await asyncio.to_thread(box.close, 5.0)
+    assert await stream_payloads(private_nats.url) == [envelope(0).payload, envelope(1).payload]
+    stats = box.stats()
+    assert (stats.published, stats.refused, stats.dead_letters) == (2, 1, 0)
+    assert any("id-big" in r.message and "given up" in r.message for r in caplog.records)
+
+
 def test_a_refusal_names_oversize_only_for_a_size_it_refused() -> None:
     assert refusal_reason(nats.errors.MaxPayloadError()) == OVERSIZE
     too_large = nats.js.errors.BadRequestError(code=400, err_code=10054, description="message size exceeds maximum")

@@ -125,12 +125,20 @@ class Outbox:
     """Publishes envelopes in order from a thread of its own; see the module docstring."""
 
     def __init__(
-        self, options: NatsOptions, *, capacity: int, publish_timeout: float, dead_subject: str, log: logging.Logger
+        self,
+        options: NatsOptions,
+        *,
+        capacity: int,
+        publish_timeout: float,
+        dead_subject: str,
+        log: logging.Logger,
+        dead_letter_patience: float = DEAD_LETTER_PATIENCE,
     ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
         self._options = options
         self._dead_subject = dead_subject
+        self._dead_letter_patience = dead_letter_patience
         self._capacity = capacity
         self._publish_timeout = publish_timeout
         self._log = log
@@ -370,12 +378,12 @@ class Outbox:
     async def _dead_letter(
         self, publisher: AckedPublisher, envelope: Envelope, refusal: BaseException, max_payload: Callable[[], int]
     ) -> bool:
-        """Publish `envelope`'s dead letter (retried while NATS is away, up to DEAD_LETTER_PATIENCE
-        seconds). False only when closing interrupted it."""
+        """Publish `envelope`'s dead letter (retried while NATS is away, up to the dead-letter
+        patience). False only when closing interrupted it."""
         reason = refusal_reason(refusal)
         error = f"NATS refused it: {describe_nats(refusal)}"
         delay = FIRST_RETRY_DELAY
-        give_up = time.monotonic() + DEAD_LETTER_PATIENCE
+        give_up = time.monotonic() + self._dead_letter_patience
         context: dict[str, object] = {"msg_id": envelope.msg_id, "subject": envelope.subject}
         while True:
             try:
@@ -392,7 +400,7 @@ class Outbox:
                 if time.monotonic() >= give_up:
                     self._log.error(
                         f"tradecache bridge: the dead letter of {envelope.kind} {envelope.msg_id} could not be "
-                        f"published for {DEAD_LETTER_PATIENCE:.0f} s ({exc}); given up: the message is lost"
+                        f"published for {self._dead_letter_patience:g} s ({exc}); given up: the message is lost"
                     )
                     return True
                 await self._sleep(delay)
