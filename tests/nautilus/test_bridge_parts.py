@@ -46,30 +46,39 @@ def private_nats() -> Iterator[NatsServer]:
     server.close()
 
 
-async def make_stream(url: str) -> None:
+async def make_stream(url: str, *, max_msg_size: int = -1, dead_letters: bool = False) -> int:
+    """The inbound stream (and the dead-letter one); the server's max_payload."""
     nc = await nats.connect(url)
     try:
-        await nc.jetstream().add_stream(name="TRADECACHE", subjects=["tradecache.in.>"])
+        js = nc.jetstream()
+        await js.add_stream(name="TRADECACHE", subjects=["tradecache.in.>"], max_msg_size=max_msg_size)
+        if dead_letters:
+            await js.add_stream(name="TRADECACHE_DEAD", subjects=["tradecache.dead.>"])
+        return int(nc.max_payload)
     finally:
         await nc.close()
 
 
-async def stream_payloads(url: str) -> list[bytes]:
+async def read_all(url: str, subject: str) -> list[Any]:
+    """Every message on `subject` (an ordered consumer reads them all)."""
     nc = await nats.connect(url)
     try:
-        js = nc.jetstream()
-        subscription = await js.subscribe(SUBJECT, ordered_consumer=True)
+        subscription = await nc.jetstream().subscribe(subject, ordered_consumer=True)
         found = []
         try:
             while True:
                 try:
-                    found.append((await subscription.next_msg(timeout=1.0)).data)
+                    found.append(await subscription.next_msg(timeout=1.0))
                 except nats.errors.TimeoutError:
                     return found
         finally:
             await subscription.unsubscribe()
     finally:
         await nc.close()
+
+
+async def stream_payloads(url: str) -> list[bytes]:
+    return [msg.data for msg in await read_all(url, SUBJECT)]
 
 
 def envelope(number: int) -> Envelope:
@@ -141,36 +150,12 @@ async def test_a_retried_publish_is_not_stored_twice(private_nats: NatsServer) -
     assert box.stats().duplicates == 1
 
 
-async def dead_letters(url: str) -> list[Any]:
-    """Every letter on DEAD_SUBJECT (an ordered consumer reads them all)."""
-    nc = await nats.connect(url)
-    try:
-        subscription = await nc.jetstream().subscribe(DEAD_SUBJECT, ordered_consumer=True)
-        found = []
-        try:
-            while True:
-                try:
-                    found.append(await subscription.next_msg(timeout=1.0))
-                except nats.errors.TimeoutError:
-                    return found
-        finally:
-            await subscription.unsubscribe()
-    finally:
-        await nc.close()
-
-
 async def test_a_message_nats_refuses_is_dead_lettered_and_the_queue_goes_on(
     private_nats: NatsServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     # The inbound stream takes messages up to 2,000 bytes, the server up to its max_payload (1 MiB):
     # one envelope too large for each. Retried, either would hold everything behind it for good.
-    nc = await nats.connect(private_nats.url)
-    try:
-        await nc.jetstream().add_stream(name="TRADECACHE", subjects=["tradecache.in.>"], max_msg_size=2000)
-        await nc.jetstream().add_stream(name="TRADECACHE_DEAD", subjects=["tradecache.dead.>"])
-        max_payload = nc.max_payload
-    finally:
-        await nc.close()
+    max_payload = await make_stream(private_nats.url, max_msg_size=2000, dead_letters=True)
     over_stream = Envelope(SUBJECT, bytes(range(256)) * 20, "id-stream", "order")
     over_server = Envelope(SUBJECT, b"x" * (max_payload + 1), "id-server", "instrument")
     caplog.set_level(logging.ERROR, logger="tests.outbox")
@@ -188,7 +173,7 @@ async def test_a_message_nats_refuses_is_dead_lettered_and_the_queue_goes_on(
     for msg_id in ("id-stream", "id-server"):
         assert any(msg_id in r.message and "not stored" in r.message for r in caplog.records)
 
-    first, second = await dead_letters(private_nats.url)
+    first, second = await read_all(private_nats.url, DEAD_SUBJECT)
     assert first.headers["Tradecache-Reason"] == second.headers["Tradecache-Reason"] == "oversize"
     assert first.headers["Tradecache-Original-Msg-Id"] == "id-stream"
     assert (first.headers["Tradecache-Source"], first.headers["Tradecache-Subject"]) == ("bridge", SUBJECT)
@@ -205,11 +190,7 @@ async def test_a_refused_message_whose_letter_has_no_stream_is_given_up_and_the_
     private_nats: NatsServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     # No dead-letter stream: the letter's publish finds no stream (what NATS says while one is away).
-    nc = await nats.connect(private_nats.url)
-    try:
-        await nc.jetstream().add_stream(name="TRADECACHE", subjects=["tradecache.in.>"], max_msg_size=2000)
-    finally:
-        await nc.close()
+    await make_stream(private_nats.url, max_msg_size=2000)
     options = NatsOptions(servers=[private_nats.url], name="test-outbox", connect_timeout=1.0, max_reconnect_wait=0.2)
     log = logging.getLogger("tests.outbox")
     box = Outbox(options, capacity=10, publish_timeout=0.5, dead_subject=DEAD_SUBJECT, log=log,

@@ -6,17 +6,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from tradecache.serialization.compiled import pure_python
+from tradecache.serialization.compiled import load
 
-
-def _load() -> ModuleType | None:
-    if pure_python():
-        return None
-    try:
-        from tradecache.ingest import _frames
-    except ImportError:
-        return None
-    return _frames
-
-
-frames: ModuleType | None = _load()
+frames: ModuleType | None = load("tradecache.ingest._frames")

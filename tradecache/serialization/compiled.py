@@ -1,10 +1,12 @@
-"""The compiled Struct decoders (`_struct_decode.c`), or None: where the build had no C compiler,
-or where `TRADECACHE_PURE_PYTHON=1` asks for the Python paths (for a suspected fault in it, and
-for the tests, which compare both). Everything it does has a Python path that gives the same
-results (`msgpack.compile_decoder` writes it)."""
+"""The compiled modules, each or None: where the build had no C compiler, or where
+`TRADECACHE_PURE_PYTHON=1` asks for the Python paths (for a suspected fault in one, and for the
+tests, which compare both). Everything they do has a Python path that gives the same results:
+`_struct_decode.c` runs the Struct decoders `msgpack.compile_decoder` writes (`struct_decode`
+here); `ingest/_frames.c` reads NATS frames (`ingest/compiled.py` loads it with `load`)."""
 
 from __future__ import annotations
 
+import importlib
 import os
 from types import ModuleType
 
@@ -14,14 +16,14 @@ def pure_python() -> bool:
     return os.environ.get("TRADECACHE_PURE_PYTHON", "") not in ("", "0")
 
 
-def _load() -> ModuleType | None:
+def load(name: str) -> ModuleType | None:
+    """The compiled module `name`, or None (not built, or the Python paths asked for)."""
     if pure_python():
         return None
     try:
-        from tradecache.serialization import _struct_decode
+        return importlib.import_module(name)
     except ImportError:
         return None
-    return _struct_decode
 
 
-struct_decode: ModuleType | None = _load()
+struct_decode: ModuleType | None = load("tradecache.serialization._struct_decode")
