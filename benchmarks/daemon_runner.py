@@ -57,6 +57,21 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def run_queue_seconds(pid: int) -> float:
+    """Time the process's threads have spent runnable but waiting for a core so far (Linux
+    `/proc/<pid>/task/*/schedstat`, its second field, in ns), in seconds; NaN where not kept."""
+    total = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                total += int((task / "schedstat").read_text().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # a thread that ended meanwhile
+    except OSError:
+        return float("nan")
+    return total / 1e9
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time the process has used so far (Linux /proc), in seconds."""
     import os

@@ -58,7 +58,15 @@ from prometheus_client.parser import text_string_to_metric_families
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import profiler
-from benchmarks.daemon_runner import cpu_seconds, quantile, rss_mb, server_versions, start_daemon, wait_ready
+from benchmarks.daemon_runner import (
+    cpu_seconds,
+    quantile,
+    rss_mb,
+    run_queue_seconds,
+    server_versions,
+    start_daemon,
+    wait_ready,
+)
 from benchmarks.feed import PREFIX, TRADER, WORKLOADS, Feed, mix, prefill, publish_at
 from tradecache.cache.keys import Keys
 from tradecache.dev.stack import NatsServer, RedisServer, free_port
@@ -339,11 +347,13 @@ def main() -> None:
         recorder = profiler.start(daemon.pid, folder / "profile.txt") if args.profile else None
         pids = {"tradecache": daemon.pid, "redis-server": redis_server.pid, "nats-server": nats_server.pid}
         cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items() if pid is not None}
+        waits_before = {name: run_queue_seconds(pid) for name, pid in pids.items() if pid is not None}
         rewrites = aof_rewrites(redis_server.url)
         started = time.perf_counter()
         wait_checkpoint(client, last)
         seconds = time.perf_counter() - started
         cpu_used = {name: cpu_seconds(pids[name]) - value for name, value in cpu_before.items()}
+        waited = {name: run_queue_seconds(pids[name]) - value for name, value in waits_before.items()}
         profile = profiler.stop(recorder, folder / "profile.txt") if recorder is not None else None
         rewrites = aof_rewrites(redis_server.url) - rewrites
         # The second naive measure, with the daemon idle (its backlog is done).
@@ -362,6 +372,12 @@ def main() -> None:
               + ", ".join(f"{name} {used / count * 1e6:.1f} us ({used / seconds:.0%} of a core)"
                           for name, used in cpu_used.items()))  # fmt: skip
         print(cpu_budget(cores, rate_naive, sum(cpu_used.values()) / count))
+        # Whether the cores were short (a process runnable with no core free) or idle (the
+        # processes waiting on each other): the cores' use against the run queue's waits.
+        print(f"cores busy during the backlog: {sum(cpu_used.values()) / seconds:.0%} of {cores * 100}%; "
+              "waiting for a core (runnable, none free): "
+              + ", ".join(f"{name} {wait * 1e3:,.0f} ms ({wait / seconds:.0%} of the backlog)"
+                          for name, wait in waited.items()))  # fmt: skip
         rss_backlog = rss_mb(daemon.pid)
         if profile is not None:
             print(profile.table())

@@ -64,6 +64,11 @@ def test_ingest_bench_prints_the_baselines_the_profile_and_its_goals() -> None:
         rf"^CPU budget of the goal on \d+ cores: 8x the naive sink is {NUMBER} events/s, ({NUMBER}) us"
         rf" .* they used ({NUMBER}) us \((\d+)% of it\): .* at most {NUMBER} events/s = {NUMBER}x",
     )
+    one(
+        lines,
+        r"^cores busy during the backlog: \d+% of \d+%; waiting for a core \(runnable, none free\): "
+        rf"tradecache {NUMBER} ms \(\d+% of the backlog\), redis-server {NUMBER} ms .*, nats-server {NUMBER} ms",
+    )
     allowed, used = (float(budget[n].replace(",", "")) for n in (1, 2))
     assert allowed > 0 and abs(used / allowed * 100 - int(budget[3])) <= 2, budget.string
     samples = int(one(lines, rf"^profile of the daemon: ([\d,]+) samples{left_out}$")[1].replace(",", ""))
