@@ -207,6 +207,24 @@ async def test_a_refused_message_whose_letter_has_no_stream_is_given_up_and_the_
     assert any("id-big" in r.message and "given up" in r.message for r in caplog.records)
 
 
+async def test_a_letter_that_fails_unforeseen_is_given_up_and_the_publisher_goes_on(
+    private_nats: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An empty dead-letter subject: nats-py raises BadSubjectError, which classify_nats calls a bug.
+    await make_stream(private_nats.url, max_msg_size=2000)
+    options = NatsOptions(servers=[private_nats.url], name="test-outbox", connect_timeout=1.0, max_reconnect_wait=0.2)
+    box = Outbox(options, capacity=10, publish_timeout=0.5, dead_subject="", log=logging.getLogger("tests.outbox"))
+    caplog.set_level(logging.ERROR, logger="tests.outbox")
+    box.start()
+    for one in (envelope(0), Envelope(SUBJECT, b"s" * 5000, "id-big", "order"), envelope(1)):
+        assert box.put(one)
+    assert await asyncio.to_thread(box.flush, 15.0)
+    assert box.running  # the publisher thread lives on
+    assert await asyncio.to_thread(box.close, 5.0)
+    assert await stream_payloads(private_nats.url) == [envelope(0).payload, envelope(1).payload]
+    assert any("id-big" in r.message and "BadSubjectError" in r.message for r in caplog.records)
+
+
 def test_a_refusal_names_oversize_only_for_a_size_it_refused() -> None:
     assert refusal_reason(nats.errors.MaxPayloadError()) == OVERSIZE
     too_large = nats.js.errors.BadRequestError(code=400, err_code=10054, description="message size exceeds maximum")

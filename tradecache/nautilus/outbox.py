@@ -406,6 +406,12 @@ class Outbox:
                 await self._sleep(delay)
                 delay = min(delay * 2, LAST_RETRY_DELAY)
                 continue
+            except Exception as exc:  # what nats-py raised unforeseen must not end the publisher thread
+                self._log.error(
+                    f"tradecache bridge: the dead letter of {envelope.kind} {envelope.msg_id} failed "
+                    f"({type(exc).__name__}: {exc}); given up: the message is lost"
+                )
+                return True
             if form is None:
                 self._log.error(
                     f"tradecache bridge: the dead letter of {envelope.kind} {envelope.msg_id} was refused in every "
