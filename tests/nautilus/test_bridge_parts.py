@@ -26,6 +26,7 @@ from nautilus_trader.model.identifiers import TraderId
 from tests.nautilus.versions import REPO
 from tests.servers import NatsServer
 from tradecache.bus import NatsOptions
+from tradecache.ingest.acked_publish import AckedPublisher
 from tradecache.nautilus import ReadOnlyCacheDatabase, TradecacheBridgeConfig
 from tradecache.nautilus.database import WRITE_METHODS
 from tradecache.nautilus.outbox import OVERSIZE, PUBLISH_REFUSED, Envelope, Outbox, refusal_reason
@@ -223,6 +224,25 @@ async def test_a_letter_that_fails_unforeseen_is_given_up_and_the_publisher_goes
     assert await asyncio.to_thread(box.close, 5.0)
     assert await stream_payloads(private_nats.url) == [envelope(0).payload, envelope(1).payload]
     assert any("id-big" in r.message and "BadSubjectError" in r.message for r in caplog.records)
+
+
+async def test_a_publisher_thread_ended_by_a_bug_says_so_in_the_nodes_log(
+    private_nats: NatsServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await make_stream(private_nats.url)
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug in the publisher")
+
+    monkeypatch.setattr(AckedPublisher, "publish", broken)  # our own code, made to fail as a bug would
+    box = outbox(private_nats.url, capacity=10)
+    caplog.set_level(logging.ERROR, logger="tests.outbox")
+    box.start()
+    box.put(envelope(0))
+    assert not await asyncio.to_thread(box.flush, 5.0)
+    assert not box.running
+    assert any("publisher thread stopped" in r.message and "a bug in the publisher" in r.message
+               and "1 messages waiting" in r.message for r in caplog.records)  # fmt: skip
 
 
 def test_a_refusal_names_oversize_only_for_a_size_it_refused() -> None:

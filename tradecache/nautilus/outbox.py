@@ -254,8 +254,18 @@ class Outbox:
         # asyncio.Runner, not a bare loop: at the end it cancels and runs to completion the tasks
         # nats-py leaves behind (its subscriptions' readers), which a closed loop would leave
         # half-done for the garbage collector.
-        with asyncio.Runner() as runner:
-            runner.run(self._main(runner.get_loop()))
+        try:
+            with asyncio.Runner() as runner:
+                runner.run(self._main(runner.get_loop()))
+        except Exception as exc:  # a bug: said in the node's log, not only on the thread's stderr
+            self._log.error(
+                f"tradecache bridge: the publisher thread stopped on an unexpected error ({type(exc).__name__}: "
+                f"{exc}); {len(self._queue)} messages waiting will not be published, later ones are dropped "
+                "once the queue is full",
+                exc_info=exc,
+            )
+        finally:
+            self._started.set()  # a start() waiting for a thread that failed before it started
 
     async def _main(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
