@@ -619,15 +619,13 @@ class Ingestor:
         for refused in result.refused:
             counts[(refused.kind, refused.type_name, "dead_lettered")] += 1
         metrics.count_events(counts)
-        lags = [(now_ns - item.delivery.timestamp_ns) / 1e9 for item in items]
-        lags = [lag if lag > 0.0 else 0.0 for lag in lags]
+        lags = [lag if (lag := (now_ns - item.delivery.timestamp_ns) / 1e9) > 0.0 else 0.0 for item in items]
         distinct = dict.fromkeys(kinds)  # in the order they first came
         for kind in distinct:
             mine = lags if len(distinct) == 1 else list(itertools.compress(lags, [k is kind for k in kinds]))
             metrics.event_lags(kind.value, mine)
-        committed_kinds = {kind.value: None for kind in distinct}
         if seconds is not None:  # not known for a commit whose answer was lost
-            metrics.commit_duration(committed_kinds.keys(), seconds)  # once per commit, not once per kind
+            metrics.commit_duration({kind.value for kind in distinct}, seconds)  # once per commit, not per kind
         now = time.monotonic()
         # Past a budget's lines the metrics (and the dead-letter stream) still have each one.
         self._tell_held(self._dead_letter_lines, now, "more messages dead-lettered than logged one by one", "by_reason")

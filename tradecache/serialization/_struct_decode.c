@@ -465,6 +465,19 @@ static struct PyModuleDef module = {
     NULL,
 };
 
+/* The enums above, as the module's constants (msgpack.compiled_struct_decoder builds with them). */
+static const struct {
+    const char *name;
+    int value;
+} constants[] = {
+    {"STEP_PASS", STEP_PASS},           {"STEP_DICT", STEP_DICT},         {"STEP_DICT_NOSPACE", STEP_DICT_NOSPACE},
+    {"STEP_TIMESTAMP", STEP_TIMESTAMP}, {"STEP_PREDICATE", STEP_PREDICATE}, {"STEP_CALL", STEP_CALL},
+    {"STEP_IDENTIFIER", STEP_IDENTIFIER}, {"RULE_NONE", RULE_NONE},       {"RULE_TEXT", RULE_TEXT},
+    {"RULE_KEY_PART", RULE_KEY_PART},   {"SLOT_FIELD", SLOT_FIELD},       {"SLOT_FIXED", SLOT_FIXED},
+    {"SLOT_FACTORY", SLOT_FACTORY},     {"BUILD_DICT", BUILD_DICT},       {"BUILD_SLOTS", BUILD_SLOTS},
+    {"BUILD_CALL", BUILD_CALL},
+};
+
 PyMODINIT_FUNC PyInit__struct_decode(void) {
     if (PyType_Ready(&StructDecoderType) < 0) {
         return NULL;
@@ -485,24 +498,11 @@ PyMODINIT_FUNC PyInit__struct_decode(void) {
         Py_DECREF(m);
         return NULL;
     }
-    if (PyModule_AddIntConstant(m, "STEP_PASS", STEP_PASS) < 0 ||
-        PyModule_AddIntConstant(m, "STEP_DICT", STEP_DICT) < 0 ||
-        PyModule_AddIntConstant(m, "STEP_DICT_NOSPACE", STEP_DICT_NOSPACE) < 0 ||
-        PyModule_AddIntConstant(m, "STEP_TIMESTAMP", STEP_TIMESTAMP) < 0 ||
-        PyModule_AddIntConstant(m, "STEP_PREDICATE", STEP_PREDICATE) < 0 ||
-        PyModule_AddIntConstant(m, "STEP_CALL", STEP_CALL) < 0 ||
-        PyModule_AddIntConstant(m, "STEP_IDENTIFIER", STEP_IDENTIFIER) < 0 ||
-        PyModule_AddIntConstant(m, "RULE_NONE", RULE_NONE) < 0 ||
-        PyModule_AddIntConstant(m, "RULE_TEXT", RULE_TEXT) < 0 ||
-        PyModule_AddIntConstant(m, "RULE_KEY_PART", RULE_KEY_PART) < 0 ||
-        PyModule_AddIntConstant(m, "SLOT_FIELD", SLOT_FIELD) < 0 ||
-        PyModule_AddIntConstant(m, "SLOT_FIXED", SLOT_FIXED) < 0 ||
-        PyModule_AddIntConstant(m, "SLOT_FACTORY", SLOT_FACTORY) < 0 ||
-        PyModule_AddIntConstant(m, "BUILD_DICT", BUILD_DICT) < 0 ||
-        PyModule_AddIntConstant(m, "BUILD_SLOTS", BUILD_SLOTS) < 0 ||
-        PyModule_AddIntConstant(m, "BUILD_CALL", BUILD_CALL) < 0) {
-        Py_DECREF(m);
-        return NULL;
+    for (size_t i = 0; i < sizeof(constants) / sizeof(constants[0]); i++) {
+        if (PyModule_AddIntConstant(m, constants[i].name, constants[i].value) < 0) {
+            Py_DECREF(m);
+            return NULL;
+        }
     }
     return m;
 }

@@ -244,6 +244,10 @@ def _step_kinds() -> dict[str | None, int]:
 
 
 _STEP_KINDS: Final = _step_kinds()
+# `identifiers.plain_rule`'s names, as the compiled identifier step takes them.
+_RULES: Final[dict[str | None, int]] = (
+    {None: _compiled.RULE_NONE, "text": _compiled.RULE_TEXT, "key_part": _compiled.RULE_KEY_PART} if _compiled else {}
+)
 
 
 def compiled_struct_decoder(schema: Schema, then: Callable[[Any], Any] | None = None) -> Callable[[Any], Any] | None:
@@ -263,12 +267,11 @@ def compiled_struct_decoder(schema: Schema, then: Callable[[Any], Any] | None = 
             return None
         if kind == _compiled.STEP_TIMESTAMP and codec.env.__class__ is not int:
             return None
-        step: tuple[Any, ...] = (field.key, kind, inner is not None, codec.env, codec.decode, field.key)
+        identifier: tuple[Any, ...] = ()
         if kind == _compiled.STEP_DICT and codec.identifier is not None:
             cls, rule, size = codec.identifier
-            rules = {None: _compiled.RULE_NONE, "text": _compiled.RULE_TEXT, "key_part": _compiled.RULE_KEY_PART}
-            step = (*step[:1], _compiled.STEP_IDENTIFIER, *step[2:], cls, rules[rule], size)
-        steps.append(step)
+            kind, identifier = _compiled.STEP_IDENTIFIER, (cls, _RULES[rule], size)
+        steps.append((field.key, kind, inner is not None, codec.env, codec.decode, field.key, *identifier))
     slots = _construction(schema)
     sources = {_FROM_FIELD: _compiled.SLOT_FIELD, _FIXED: _compiled.SLOT_FIXED, _FACTORY: _compiled.SLOT_FACTORY}
     if slots is not None:
